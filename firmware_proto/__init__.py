@@ -1,0 +1,1 @@
+"""firmware_proto: placeholder package; filled by later issues."""

@@ -1,0 +1,1 @@
+"""mesh_sim: placeholder package; filled by later issues."""
