@@ -1,0 +1,1 @@
+"""Server side of meshota: MQTT-SN gateway drivers, MQTT bridge, API handlers, store, artifacts."""

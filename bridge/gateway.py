@@ -1,0 +1,248 @@
+"""asyncio driver of the sans-I/O MQTT-SN gateway over UDP, with the broker side in BrokerLink.
+
+Everything protocol-shaped lives in :class:`mqttsn.Gateway`; this file only moves datagrams,
+runs broker actions, arms one timer and logs events. Flow control: the UDP socket gets large
+kernel buffers, and reading pauses while paho holds too many unsent broker packets, so a burst
+waits in the kernel buffer instead of growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import cast
+
+from mqttsn import (
+    BROADCAST,
+    ClientLost,
+    DatagramDropped,
+    DecodeError,
+    Gateway,
+    GatewayConfig,
+    GatewayEvent,
+    PacketRefused,
+    unwrap,
+    wrap,
+)
+
+from .broker_link import BrokerAnswers, BrokerLink
+
+__all__ = ["GatewayServer", "UdpGatewayProtocol", "set_socket_buffers"]
+
+log = logging.getLogger("meshota.gateway")
+
+SOCKET_BUFFER = 8 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> int:
+    """Enlarge a UDP socket's kernel buffers (past rmem_max when privileged); return the rcvbuf."""
+    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class UdpGatewayProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.server.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+@dataclass(slots=True)
+class _Backpressure:
+    high: int = 2000
+    low: int = 500
+    paused: bool = False
+
+
+class GatewayServer:
+    """One UDP socket, one Gateway, one BrokerLink."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        broker: tuple[str, int],
+        udp: tuple[str, int],
+        *,
+        broker_username: str | None = None,
+        broker_password: str | None = None,
+        multicast: tuple[str, int] | None = None,
+    ) -> None:
+        self.gateway = Gateway(config)
+        self.udp = udp
+        self.multicast = multicast
+        self.link = BrokerLink(
+            broker[0],
+            broker[1],
+            BrokerAnswers(
+                connected=self._on_connected,
+                published=self._on_published,
+                subscribed=self._on_subscribed,
+                unsubscribed=self._on_unsubscribed,
+                message=self._on_message,
+                lost=self._on_lost,
+            ),
+            username=broker_username,
+            password=broker_password,
+        )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._bp = _Backpressure()
+        self._bp_task: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_event_loop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.link.start()
+        family = socket.AF_INET6 if ":" in self.udp[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        set_socket_buffers(sock)
+        sock.bind(self.udp)
+        sock.setblocking(False)
+        await self.loop.create_datagram_endpoint(lambda: UdpGatewayProtocol(self), sock=sock)
+        self.gateway.start(self.now())
+        self._flush()
+        log.info("MQTT-SN gateway on udp %s:%s, mode %s", *self.address, self.gateway.config.mode)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._bp_task is not None:
+            self._bp_task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        await self.link.close()
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- inputs -----------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: Hashable) -> None:
+        try:
+            peer, inner = unwrap(data, addr)
+        except DecodeError as exc:
+            self.gateway.stats["dropped"] = self.gateway.stats.get("dropped", 0) + 1
+            log.warning("dropped datagram from %s: malformed encapsulation: %s", addr, exc)
+            return
+        self.gateway.receive_datagram(inner, peer, self.now())
+        self._flush()
+
+    def _on_connected(self, conn: Hashable, ok: bool) -> None:
+        self.gateway.broker_connected(conn, ok, self.now())
+        self._flush()
+
+    def _on_published(self, conn: Hashable, token: int) -> None:
+        self.gateway.broker_published(conn, token, self.now())
+        self._flush()
+
+    def _on_subscribed(self, conn: Hashable, token: int, granted: int) -> None:
+        self.gateway.broker_subscribed(conn, token, granted, self.now())
+        self._flush()
+
+    def _on_unsubscribed(self, conn: Hashable, token: int) -> None:
+        self.gateway.broker_unsubscribed(conn, token, self.now())
+        self._flush()
+
+    def _on_message(self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.gateway.broker_message(conn, topic, payload, qos, retain, self.now())
+        self._flush()
+
+    def _on_lost(self, conn: Hashable) -> None:
+        self.gateway.broker_connection_lost(conn, self.now())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.gateway.handle_timer(self.now())
+        self._flush()
+
+    # --- outputs ----------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        gw = self.gateway
+        transport = self._transport
+        for peer, data in gw.datagrams_to_send():
+            if transport is None:
+                break
+            if peer is BROADCAST:
+                if self.multicast is not None:
+                    transport.sendto(data, self.multicast)
+                continue
+            addr, datagram = wrap(peer, data)
+            transport.sendto(datagram, addr)  # type: ignore[arg-type]
+        for action in gw.broker_actions():
+            self.link.run(action)
+        for event in gw.events():
+            self._log_event(event)
+        when = gw.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
+            self._timer_at = when
+        self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        if self._transport is None or self._bp.paused:
+            return
+        if self.link.outgoing_backlog() > self._bp.high:
+            self._bp.paused = True
+            self._transport.pause_reading()  # type: ignore[attr-defined]
+            self._bp_task = asyncio.ensure_future(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        while self.link.outgoing_backlog() > self._bp.low:
+            await asyncio.sleep(0.001)
+        self._bp.paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _log_event(event: GatewayEvent) -> None:
+        if isinstance(event, DatagramDropped):
+            log.warning("dropped datagram from %s: %s", event.peer, event.reason)
+        elif isinstance(event, PacketRefused):
+            log.warning("refused packet from %s (%s): %s", event.peer, event.client_id, event.reason)
+        elif isinstance(event, ClientLost):
+            log.info(
+                "client %s at %s lost (%s); will %s",
+                event.client_id,
+                event.peer,
+                event.reason,
+                "published" if event.will_published else "none",
+            )
+        else:
+            log.debug("%s", event)

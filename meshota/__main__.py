@@ -1,0 +1,5 @@
+import sys
+
+from meshota.cli import main
+
+sys.exit(main())
