@@ -161,7 +161,8 @@ def encode(packet: Packet) -> bytes:
         body = b"" if packet.duration is None else _u16(packet.duration)
     elif isinstance(packet, Encapsulated):
         # The length octet covers only the encapsulation header; the inner packet follows.
-        return bytes((3 + len(packet.node_id), t, packet.radius & 0b11)) + packet.node_id + packet.inner
+        header = bytes((3 + len(packet.node_id), t, packet.radius & 0b11))
+        return header + packet.node_id + packet.inner
     else:  # pragma: no cover - every Packet subclass is handled above
         raise LocalProtocolError(f"cannot encode {type(packet).__name__}")
     return _frame(t, body)
@@ -273,7 +274,9 @@ def _d_connect(r: _Reader) -> Packet:
     return Connect(client_id, duration, bool(flags & _CLEAN), bool(flags & _WILL), protocol_id)
 
 
-def _d_rc_only(cls: type[Connack] | type[WillTopicResp] | type[WillMsgResp]) -> Callable[[_Reader], Packet]:
+def _d_rc_only(
+    cls: type[Connack] | type[WillTopicResp] | type[WillMsgResp],
+) -> Callable[[_Reader], Packet]:
     def dec(r: _Reader) -> Packet:
         p = cls(r.u8())
         r.end()
@@ -282,7 +285,9 @@ def _d_rc_only(cls: type[Connack] | type[WillTopicResp] | type[WillMsgResp]) -> 
     return dec
 
 
-def _d_empty(cls: type[WillTopicReq] | type[WillMsgReq] | type[Pingresp]) -> Callable[[_Reader], Packet]:
+def _d_empty(
+    cls: type[WillTopicReq] | type[WillMsgReq] | type[Pingresp],
+) -> Callable[[_Reader], Packet]:
     def dec(r: _Reader) -> Packet:
         r.end()
         return cls()
@@ -352,7 +357,9 @@ def _d_publish(r: _Reader) -> Packet:
     )
 
 
-def _d_msgid(cls: type[Pubrec] | type[Pubrel] | type[Pubcomp] | type[Unsuback]) -> Callable[[_Reader], Packet]:
+def _d_msgid(
+    cls: type[Pubrec] | type[Pubrel] | type[Pubcomp] | type[Unsuback],
+) -> Callable[[_Reader], Packet]:
     def dec(r: _Reader) -> Packet:
         p = cls(r.u16())
         r.end()

@@ -112,12 +112,14 @@ def _msg_id(value: int) -> None:
 
 
 def _qos(value: int, allowed: tuple[int, ...] = QOS_VALUES) -> None:
-    if value not in allowed:
+    # Exact ints only: 1.0 == 1 would pass a membership test and then fail in the encoder.
+    if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:
         raise LocalProtocolError(f"qos must be one of {allowed}, got {value!r}")
 
 
 def _rc(value: int) -> None:
-    _u8("return_code", int(value))
+    # No int() coercion: Connack("0") must fail here, not later in encode().
+    _u8("return_code", value)
 
 
 def _text(name: str, value: str) -> None:
@@ -136,14 +138,23 @@ def _bytes(name: str, value: bytes) -> None:
 
 def short_topic_id(name: str) -> int:
     """The topic id field value that carries a two-character short topic name."""
-    raw = name.encode("utf-8")
+    if not isinstance(name, str):
+        raise LocalProtocolError(f"a short topic name is a str, got {type(name).__name__}")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"short topic name {name!r} is not encodable as UTF-8") from exc
     if len(raw) != 2:
         raise LocalProtocolError(f"a short topic name is exactly 2 bytes, got {name!r}")
     return int.from_bytes(raw, "big")
 
 
 def short_topic_name(topic_id: int) -> str:
-    """The two-character topic name carried in a short topic id field."""
+    """The two-character topic name carried in a short topic id field.
+
+    Raises UnicodeDecodeError when the two bytes are not UTF-8 (callers catch exactly that).
+    """
+    _u16("topic_id", topic_id)
     return topic_id.to_bytes(2, "big").decode("utf-8", errors="strict")
 
 
@@ -216,6 +227,12 @@ class WillTopicReq(Packet):
     msg_type: ClassVar[MsgType] = MsgType.WILLTOPICREQ
 
 
+def _empty_will_has_no_flags(topic: str, qos: int, retain: bool) -> None:
+    # The empty form is two bytes with no flags octet: qos/retain would be silently dropped.
+    if not topic and (qos or retain):
+        raise LocalProtocolError("an empty will topic (delete the will) carries no qos or retain")
+
+
 @dataclass(frozen=True, slots=True)
 class WillTopic(Packet):
     """An empty topic encodes the 2-byte "empty WILLTOPIC" that deletes the will."""
@@ -228,6 +245,7 @@ class WillTopic(Packet):
     def __post_init__(self) -> None:
         _text("topic", self.topic)
         _qos(self.qos, (0, 1, 2))
+        _empty_will_has_no_flags(self.topic, self.qos, self.retain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +371,7 @@ def _check_topic_ref(topic: str | int, topic_id_type: TopicIdType) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe(Packet):
-    """``topic`` is a topic name/filter (NORMAL), a 2-char name (SHORT) or an int id (PREDEFINED)."""
+    """``topic``: a topic name/filter (NORMAL), a 2-char name (SHORT) or an int id (PREDEFINED)."""
 
     msg_type: ClassVar[MsgType] = MsgType.SUBSCRIBE
     msg_id: int
@@ -447,6 +465,7 @@ class WillTopicUpd(Packet):
     def __post_init__(self) -> None:
         _text("topic", self.topic)
         _qos(self.qos, (0, 1, 2))
+        _empty_will_has_no_flags(self.topic, self.qos, self.retain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +511,9 @@ class Encapsulated(Packet):
     def __post_init__(self) -> None:
         _bytes("node_id", self.node_id)
         _bytes("inner", self.inner)
-        if not 0 <= self.radius <= 3:
+        if not self.inner:
+            raise LocalProtocolError("an encapsulation carries a non-empty inner packet")
+        if not isinstance(self.radius, int) or not 0 <= self.radius <= 3:
             raise LocalProtocolError(f"radius must be 0..3, got {self.radius!r}")
         if len(self.node_id) > 252:
             raise LocalProtocolError("node_id longer than 252 bytes does not fit the length octet")
