@@ -818,7 +818,10 @@ class Gateway:
             s.sleep_buffer.clear()
             self._pump(s, now)
             return
-        if s.state in (SessionState.ACTIVE, SessionState.AWAKE, SessionState.ASLEEP):
+        if s.state == SessionState.AWAKE:
+            # A retransmitted wake-up PINGREQ: the PINGRESP follows the last buffered message.
+            return
+        if s.state in (SessionState.ACTIVE, SessionState.ASLEEP):
             self._send(peer, p.Pingresp())
         else:
             self._drop(peer, f"PINGREQ in state {s.state.name}")
