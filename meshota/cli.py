@@ -8,6 +8,8 @@ import sys
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "gateway": ("bridge.gateway_cli", "gateway_main", "MQTT-SN gateway (UDP) onto an MQTT broker"),
+    "relay": ("firmware_proto.relay_udp", "relay_main", "root-node relay: children <-> gateway over UDP"),
+    "demo": ("meshota.demo", "demo_main", "an end-to-end run on embedded defaults"),
 }
 
 USAGE = "usage: meshota COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(
