@@ -28,10 +28,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--broker", "mqtt://127.0.0.1:1883", "--udp", "nowhere"], "--udp"),
         (["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:99999"], "99999"),
         (["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:0", "--gateway-id", "0"], "--gateway-id"),
-        (["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:0", "--predefined-topics", "/no/such"], "/no/such"),
-        (["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:0", "--max-packet-size", "4"], "--max-packet-size"),
+        (
+            ["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:0", "--predefined-topics", "/no/such"],
+            "/no/such",
+        ),
+        (
+            ["--broker", "mqtt://127.0.0.1:1883", "--udp", "127.0.0.1:0", "--max-packet-size", "4"],
+            "--max-packet-size",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_errors_exit_2_with_one_line_naming_the_value(args: list[str], needle: str) -> None:
     r = run_cli("gateway", *args)
     assert r.returncode == 2, r.stderr
@@ -42,7 +48,9 @@ def test_config_errors_exit_2_with_one_line_naming_the_value(args: list[str], ne
 def test_bad_predefined_line_is_named(tmp_path: Path) -> None:
     f = tmp_path / "topics.conf"
     f.write_text("*, ok/topic, 1\n*, broken\n")
-    r = run_cli("gateway", "--broker", "mqtt://127.0.0.1:1", "--udp", "127.0.0.1:0", "--predefined-topics", str(f))
+    r = run_cli(
+        "gateway", "--broker", "mqtt://127.0.0.1:1", "--udp", "127.0.0.1:0", "--predefined-topics", str(f)
+    )
     assert r.returncode == 2
     assert f"{f}:2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
