@@ -76,6 +76,7 @@ class BrokerLink:
         self._conns: dict[Hashable, _Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0  # publishes handed to paho and not yet confirmed
+        self._last_backlog = 0  # unsent packets of the connection used last
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -138,7 +139,9 @@ class BrokerLink:
         if a.qos == 0 and a.token is None and conn.ready.is_set():
             # paho's publish never blocks: it writes or queues. Awaiting a task per QoS 0 message
             # would only add latency; the loop order keeps messages in order.
-            info = conn.client._client.publish(a.topic, a.payload, 0, a.retain)
+            paho = conn.client._client
+            info = paho.publish(a.topic, a.payload, 0, a.retain)
+            self._last_backlog = len(paho._out_packet)
             if info.rc != 0:
                 log.warning("broker publish on %r failed rc=%s (topic %s)", a.conn, info.rc, a.topic)
             return
@@ -231,8 +234,12 @@ class BrokerLink:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await conn.reader
 
+    def backlog_hint(self) -> int:
+        """O(1) hint: unsent packets on the connection used last, plus confirmations pending."""
+        return self._last_backlog + self.in_flight
+
     def outgoing_backlog(self) -> int:
-        """Bytes and messages paho has queued but not written, summed over connections."""
+        """Packets paho has queued but not written, summed over connections (O(connections))."""
         total = self.in_flight
         for conn in self._conns.values():
             paho = conn.client._client

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 from mqttsn import (
     BROADCAST,
@@ -31,7 +31,7 @@ from mqttsn import (
 
 from .broker_link import BrokerAnswers, BrokerLink
 
-__all__ = ["GatewayServer", "UdpGatewayProtocol", "set_socket_buffers"]
+__all__ = ["GatewayServer", "set_socket_buffers"]
 
 log = logging.getLogger("meshota.gateway")
 
@@ -49,20 +49,6 @@ def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> int:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, size)
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-
-
-class UdpGatewayProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: GatewayServer) -> None:
-        self.server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.server._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self.server.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %s", exc)
 
 
 @dataclass(slots=True)
@@ -102,7 +88,8 @@ class GatewayServer:
             username=broker_username,
             password=broker_password,
         )
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._reading = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._bp = _Backpressure()
@@ -111,8 +98,8 @@ class GatewayServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._transport is not None
-        host, port = self._transport.get_extra_info("sockname")[:2]
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
         return host, port
 
     def now(self) -> float:
@@ -126,7 +113,8 @@ class GatewayServer:
         set_socket_buffers(sock)
         sock.bind(self.udp)
         sock.setblocking(False)
-        await self.loop.create_datagram_endpoint(lambda: UdpGatewayProtocol(self), sock=sock)
+        self._sock = sock
+        self._resume_reading()
         self.gateway.start(self.now())
         self._flush()
         log.info("MQTT-SN gateway on udp %s:%s, mode %s", *self.address, self.gateway.config.mode)
@@ -136,8 +124,10 @@ class GatewayServer:
             self._timer.cancel()
         if self._bp_task is not None:
             self._bp_task.cancel()
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._pause_reading()
+            self._sock.close()
+            self._sock = None
         await self.link.close()
 
     async def __aenter__(self) -> GatewayServer:
@@ -148,6 +138,32 @@ class GatewayServer:
         await self.close()
 
     # --- inputs -----------------------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if self._reading and self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+        self._reading = False
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self._sock is not None:
+            self.loop.add_reader(self._sock.fileno(), self._read_ready)
+            self._reading = True
+
+    def _read_ready(self) -> None:
+        # Drain up to a batch per wake-up: one event-loop turn per datagram costs more than the
+        # protocol work itself.
+        sock = self._sock
+        for _ in range(256):
+            if sock is None or not self._reading:
+                return
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("udp error: %s", exc)
+                continue
+            self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: Hashable) -> None:
         try:
@@ -193,16 +209,21 @@ class GatewayServer:
 
     def _flush(self) -> None:
         gw = self.gateway
-        transport = self._transport
+        sock = self._sock
         for peer, data in gw.datagrams_to_send():
-            if transport is None:
+            if sock is None:
                 break
             if peer is BROADCAST:
-                if self.multicast is not None:
-                    transport.sendto(data, self.multicast)
-                continue
-            addr, datagram = wrap(peer, data)
-            transport.sendto(datagram, addr)  # type: ignore[arg-type]
+                if self.multicast is None:
+                    continue
+                addr: Any = self.multicast
+            else:
+                addr, data = wrap(peer, data)
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:  # full send buffer or unreachable: UDP may drop, we count
+                gw.stats["send_failed"] = gw.stats.get("send_failed", 0) + 1
+                log.debug("udp send to %s failed: %s", addr, exc)
         for action in gw.broker_actions():
             self.link.run(action)
         for event in gw.events():
@@ -216,19 +237,17 @@ class GatewayServer:
         self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
-        if self._transport is None or self._bp.paused:
+        if self._bp.paused or self.link.backlog_hint() <= self._bp.high:
             return
-        if self.link.outgoing_backlog() > self._bp.high:
-            self._bp.paused = True
-            self._transport.pause_reading()  # type: ignore[attr-defined]
-            self._bp_task = asyncio.ensure_future(self._resume_when_drained())
+        self._bp.paused = True
+        self._pause_reading()
+        self._bp_task = asyncio.ensure_future(self._resume_when_drained())
 
     async def _resume_when_drained(self) -> None:
         while self.link.outgoing_backlog() > self._bp.low:
             await asyncio.sleep(0.001)
         self._bp.paused = False
-        if self._transport is not None:
-            self._transport.resume_reading()  # type: ignore[attr-defined]
+        self._resume_reading()
 
     @staticmethod
     def _log_event(event: GatewayEvent) -> None:
