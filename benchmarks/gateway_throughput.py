@@ -187,10 +187,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, start_mosquitto(Path(tmp)) as broker:
         udp_port = free_udp_port()
+        gw_log = open(Path(tmp) / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the gateway
         gw = subprocess.Popen(
             [sys.executable, "-m", "meshota", "gateway", "--broker", broker.url,
              "--udp", f"127.0.0.1:{udp_port}", "--mode", args.mode],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=gw_log, cwd=ROOT,
         )  # fmt: skip
         assert gw.stdout is not None
         line = gw.stdout.readline().decode()
@@ -218,6 +219,10 @@ def main() -> int:
         finally:
             gw.terminate()
             gw.wait(10)
+            gw_log.close()
+            warnings = (Path(tmp) / "gateway.log").read_text(errors="replace").splitlines()
+            if warnings:
+                print(f"gateway log ({len(warnings)} lines), first: {warnings[0]}")
 
     print(f"\ngateway throughput, {args.clients} clients, mode {args.mode}")
     print("(delivered msg/s counted at one subscriber)")
