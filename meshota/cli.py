@@ -8,6 +8,8 @@ import sys
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "gateway": ("bridge.gateway_cli", "gateway_main", "MQTT-SN gateway (UDP) onto an MQTT broker"),
+    "server": ("bridge.server_cli", "server_main", "Mender-compatible device-management server (HTTP)"),
+    "admin": ("bridge.server_cli", "admin_main", "operator tasks: create-user, accept-device, deploy"),
     "relay": ("firmware_proto.relay_udp", "relay_main", "root-node relay: children <-> gateway over UDP"),
     "demo": ("meshota.demo", "demo_main", "an end-to-end run on embedded defaults"),
 }

@@ -1,0 +1,39 @@
+"""Device and management API as transport-free handlers behind one routing table.
+
+An adapter (HTTP, MQTT) builds a :class:`Request`, calls ``await router.handle(request)`` and
+renders the :class:`Response`. ``ApiError(status, message)`` becomes
+``{"error": message, "request_id": ...}`` on whichever path the request came in.
+"""
+
+from ._artifacts import store_artifact
+from ._context import ApiContext, Settings
+from ._deployments import abort_deployment, create_deployment, group_devices
+from ._devauth import decommission_device, set_auth_status
+from ._inventory import set_group
+from ._routes import ROUTES, build_router
+from ._routing import Route, Router
+from ._types import ApiError, FileSlice, Request, Response, error_response, json_response
+from ._useradm import create_user
+
+__all__ = [
+    "ROUTES",
+    "ApiContext",
+    "ApiError",
+    "FileSlice",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "Settings",
+    "abort_deployment",
+    "build_router",
+    "create_deployment",
+    "create_user",
+    "decommission_device",
+    "error_response",
+    "group_devices",
+    "json_response",
+    "set_auth_status",
+    "set_group",
+    "store_artifact",
+]

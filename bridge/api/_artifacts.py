@@ -1,0 +1,186 @@
+"""Artifacts, management side: upload (checked before stored), list, show, download, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.artifacts import ArtifactError, ArtifactInfo, parse_artifact
+from bridge.store import tables as t
+
+from ._auth import require_user
+from ._context import ApiContext, now
+from ._device_deployments import artifact_link
+from ._multipart import parse_multipart
+from ._times import rfc3339
+from ._types import ApiError, Request, Response, json_response
+
+__all__ = [
+    "artifact_json",
+    "mgmt_artifact",
+    "mgmt_artifacts",
+    "mgmt_delete_artifact",
+    "mgmt_download_link",
+    "mgmt_upload",
+    "store_artifact",
+]
+
+
+def _updates(info: ArtifactInfo) -> list[dict[str, Any]]:
+    modified = rfc3339(now())
+    return [
+        {
+            "type_info": {"type": p.type},
+            "files": [
+                {"name": f.name, "checksum": f.sha256, "size": f.size, "date": modified} for f in p.files
+            ],
+            # mender-cli 1.9 decodes meta_data as an array
+            "meta_data": [p.meta_data] if p.meta_data else [],
+        }
+        for p in info.payloads
+    ]
+
+
+async def store_artifact(ctx: ApiContext, data: bytes, description: str) -> str:
+    """Check ``data`` completely, then store file and row; on any failure nothing remains."""
+    with ctx.blobs.staging() as staged:
+        await asyncio.to_thread(staged.write_bytes, data)
+        try:
+            info = await asyncio.to_thread(
+                parse_artifact,
+                staged,
+                keys=ctx.settings.verify_keys,
+                limits=ctx.settings.artifact_limits,
+            )
+        except ArtifactError as exc:
+            raise ApiError(400, f"invalid artifact: {exc}") from None
+        clears = sorted({c for p in info.payloads for c in p.clears_provides})
+        provides = dict(info.provides)
+        for p in info.payloads:
+            provides.update({k: v for k, v in p.provides.items() if isinstance(v, str)})
+        artifact_id = str(uuid.uuid4())
+        existed = ctx.blobs.exists(info.sha256)
+        placed = False
+        try:
+            async with ctx.store.transaction() as conn:
+                await _check_conflict(conn, info)
+                await conn.execute(
+                    sa.insert(t.artifacts).values(
+                        id=artifact_id,
+                        name=info.name,
+                        description=description,
+                        device_types=info.device_types,
+                        signed=info.signed,
+                        size=info.size,
+                        sha256=info.sha256,
+                        info={"format": info.format, "version": info.version},
+                        provides=provides,
+                        depends=info.depends,
+                        clears_provides=clears,
+                        updates=_updates(info),
+                        modified_ts=now(),
+                    )
+                )
+                # the file goes in place before the row commits; a failed commit removes it
+                ctx.blobs.commit(staged, info.sha256)
+                placed = True
+        except BaseException:
+            if placed and not existed:
+                ctx.blobs.remove(info.sha256)
+            raise
+        return artifact_id
+
+
+async def _check_conflict(conn: AsyncConnection, info: ArtifactInfo) -> None:
+    rows = await conn.execute(sa.select(t.artifacts.c.device_types).where(t.artifacts.c.name == info.name))
+    for (types,) in rows:
+        if set(types) & set(info.device_types):
+            raise ApiError(409, f"an artifact named {info.name!r} for these device types already exists")
+
+
+async def mgmt_upload(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    parts = parse_multipart(req.headers.get("content-type", ""), req.body)
+    fields = {p.name: p for p in parts}
+    if "artifact" not in fields:
+        raise ApiError(400, "multipart field 'artifact' is missing")
+    if parts[-1].name != "artifact":
+        raise ApiError(400, "the 'artifact' part must come last")
+    description = fields["description"].data.decode("utf-8", "replace") if "description" in fields else ""
+    artifact_id = await store_artifact(ctx, fields["artifact"].data, description)
+    return Response(201, [("Location", f"/api/management/v1/deployments/artifacts/{artifact_id}")])
+
+
+def artifact_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "device_types_compatible": row.device_types,
+        "signed": row.signed,
+        "modified": rfc3339(row.modified_ts),
+        "size": row.size,
+        "info": row.info,
+        "artifact_provides": row.provides,
+        "artifact_depends": row.depends,
+        "clears_artifact_provides": row.clears_provides,
+        "updates": row.updates,
+    }
+
+
+async def mgmt_artifacts(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    query = sa.select(t.artifacts).order_by(t.artifacts.c.modified_ts, t.artifacts.c.id)
+    name = req.query_one("name")
+    if name is not None:
+        query = query.where(t.artifacts.c.name == name)
+    async with ctx.store.transaction() as conn:
+        rows = list(await conn.execute(query))
+    return json_response(200, [artifact_json(r) for r in rows])
+
+
+async def _artifact(conn: AsyncConnection, artifact_id: str) -> Any:
+    row = (await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.id == artifact_id))).first()
+    if row is None:
+        raise ApiError(404, "artifact not found")
+    return row
+
+
+async def mgmt_artifact(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    async with ctx.store.transaction() as conn:
+        row = await _artifact(conn, req.path_params["id"])
+    return json_response(200, artifact_json(row))
+
+
+async def mgmt_download_link(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    async with ctx.store.transaction() as conn:
+        await _artifact(conn, req.path_params["id"])
+    uri, expire = artifact_link(ctx, req, req.path_params["id"])
+    return json_response(200, {"uri": uri, "expire": expire})
+
+
+async def mgmt_delete_artifact(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    dd = t.device_deployments
+    async with ctx.store.transaction() as conn:
+        row = await _artifact(conn, req.path_params["id"])
+        active = (
+            await conn.execute(
+                sa.select(dd.c.id).where(dd.c.artifact_id == row.id, dd.c.finished_ts.is_(None)).limit(1)
+            )
+        ).first()
+        if active is not None:
+            raise ApiError(409, "artifact is used by an active deployment")
+        await conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.id == row.id))
+        others = (
+            await conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.sha256 == row.sha256).limit(1))
+        ).first()
+    if others is None:
+        ctx.blobs.remove(row.sha256)
+    return Response(204)

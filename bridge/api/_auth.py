@@ -1,0 +1,60 @@
+"""Who is calling: device tokens and user tokens, checked against the store on every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from bridge.store import tables as t
+
+from ._context import ApiContext
+from ._crypto import decode_token
+from ._types import ApiError, Request
+
+__all__ = ["DeviceAuth", "bearer", "require_device", "require_user"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    device_id: str
+    auth_set_id: str
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing bearer token")
+    return token.strip()
+
+
+async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
+    claims = decode_token(ctx.secret, bearer(request))
+    if claims.get("mender.device") is not True:
+        raise ApiError(401, "not a device token")
+    device_id, aid = str(claims.get("sub", "")), str(claims.get("jti", ""))
+    async with ctx.store.transaction() as conn:
+        row = (
+            await conn.execute(
+                sa.select(t.auth_sets.c.status).where(
+                    t.auth_sets.c.id == aid, t.auth_sets.c.device_id == device_id
+                )
+            )
+        ).first()
+    # a rejected or decommissioned device loses access at once, not when its token expires
+    if row is None or row.status != "accepted":
+        raise ApiError(401, "device is not accepted")
+    return DeviceAuth(device_id, aid)
+
+
+async def require_user(ctx: ApiContext, request: Request) -> str:
+    claims = decode_token(ctx.secret, bearer(request))
+    if claims.get("mender.user") is not True:
+        raise ApiError(401, "not a user token")
+    user_id = str(claims.get("sub", ""))
+    async with ctx.store.transaction() as conn:
+        found = (await conn.execute(sa.select(t.users.c.id).where(t.users.c.id == user_id))).first()
+    if found is None:
+        raise ApiError(401, "user no longer exists")
+    return user_id

@@ -1,0 +1,55 @@
+"""What every handler gets: the store, the artifact files, keys and settings."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from bridge.artifacts import BlobStore, Limits, VerifyKey
+from bridge.store import Store
+from bridge.store import tables as t
+
+__all__ = ["ApiContext", "Settings", "now"]
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    device_token_lifetime: int = 7 * 24 * 3600  # Mender deviceauth jwt_exp_timeout default
+    user_token_lifetime: int = 7 * 24 * 3600
+    download_link_lifetime: int = 3600
+    # scheme://host:port for artifact links; empty: the base URL the device used
+    public_url: str = ""
+    verify_keys: Sequence[VerifyKey] = ()
+    artifact_limits: Limits = field(default_factory=Limits)
+    max_body: int = 1 << 30
+
+
+@dataclass(slots=True)
+class ApiContext:
+    store: Store
+    blobs: BlobStore
+    secret: bytes
+    settings: Settings
+
+    @classmethod
+    async def create(cls, store: Store, blobs: BlobStore, settings: Settings) -> ApiContext:
+        return cls(store, blobs, await load_secret(store), settings)
+
+
+async def load_secret(store: Store) -> bytes:
+    """The token/link signing secret, created once and kept in the database."""
+    async with store.transaction() as conn:
+        row = (await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == "secret"))).first()
+        if row is not None:
+            return bytes.fromhex(row[0])
+        value = secrets.token_bytes(32)
+        await conn.execute(sa.insert(t.settings).values(key="secret", value=value.hex()))
+        return value

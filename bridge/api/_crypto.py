@@ -1,0 +1,117 @@
+"""Tokens, signed download links, password hashes and device auth-request signatures."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from ._types import ApiError
+
+__all__ = [
+    "check_password",
+    "decode_token",
+    "hash_password",
+    "issue_token",
+    "normalize_pubkey",
+    "sign_link",
+    "verify_auth_signature",
+    "verify_link",
+]
+
+_ISSUER = "Mender"
+
+
+def issue_token(secret: bytes, claims: dict[str, Any], iat: float, lifetime: int) -> str:
+    body = {**claims, "iss": _ISSUER, "iat": int(iat), "exp": int(iat) + lifetime}
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def decode_token(secret: bytes, token: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], issuer=_ISSUER, options={"require": ["exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "token expired") from None
+    except jwt.InvalidTokenError:
+        raise ApiError(401, "invalid token") from None
+    return claims
+
+
+def sign_link(secret: bytes, artifact_id: str, expire: str) -> str:
+    msg = f"download|{artifact_id}|{expire}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+def verify_link(secret: bytes, artifact_id: str, expire: str, signature: str, now: float) -> None:
+    """Check an artifact link's HMAC, then its expiry (``expire`` is RFC 3339)."""
+    expected = sign_link(secret, artifact_id, expire)
+    if not hmac.compare_digest(expected, signature):
+        raise ApiError(403, "bad download link signature")
+    try:
+        deadline = dt.datetime.fromisoformat(expire.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(403, "bad download link expiry") from None
+    if now > deadline:
+        raise ApiError(403, "download link expired")
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(stored: str, password: str) -> bool:
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), n=2**14, r=8, p=1)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def normalize_pubkey(pem: str) -> str:
+    """Parse a device public key and re-emit canonical SPKI PEM (so equal keys compare equal)."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, UnsupportedAlgorithm, TypeError):
+        raise ApiError(400, "pubkey is not a PEM public key") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise ApiError(400, "unsupported device key type")
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def verify_auth_signature(pubkey_pem: str, body: bytes, signature_b64: str) -> bool:
+    """X-MEN-Signature over the exact body: RSA PKCS#1 v1.5, ECDSA DER, Ed25519 (raw body)."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    key = serialization.load_pem_public_key(pubkey_pem.encode())
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, body)
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True

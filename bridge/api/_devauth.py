@@ -1,0 +1,306 @@
+"""Device admission: auth_requests (device API) and devauth v2 (management API)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store import tables as t
+
+from ._auth import require_user
+from ._context import ApiContext, now
+from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
+from ._paging import paginate
+from ._times import rfc3339
+from ._types import ApiError, Request, Response, json_response
+
+__all__ = [
+    "AUTH_STATUSES",
+    "auth_requests",
+    "decommission_device",
+    "mgmt_decommission",
+    "mgmt_delete_auth_set",
+    "mgmt_device",
+    "mgmt_devices",
+    "mgmt_preauthorize",
+    "mgmt_set_auth_status",
+    "set_auth_status",
+]
+
+AUTH_STATUSES = ("pending", "accepted", "rejected", "preauthorized")
+
+
+# -- device API -----------------------------------------------------------------------------
+async def auth_requests(ctx: ApiContext, req: Request) -> Response:
+    body = req.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "auth request must be a JSON object")
+    id_data, pubkey = body.get("id_data"), body.get("pubkey")
+    if not isinstance(id_data, str) or not id_data:
+        raise ApiError(400, "id_data must be a non-empty string")
+    if not isinstance(pubkey, str) or not pubkey:
+        raise ApiError(400, "pubkey must be a non-empty string")
+    try:
+        identity = json.loads(id_data)
+    except json.JSONDecodeError:
+        raise ApiError(400, "id_data must hold a JSON object") from None
+    if not isinstance(identity, dict):
+        raise ApiError(400, "id_data must hold a JSON object")
+    signature = req.headers.get("x-men-signature")
+    if not signature:
+        raise ApiError(400, "missing X-MEN-Signature")
+    pubkey = normalize_pubkey(pubkey)
+    if not verify_auth_signature(pubkey, req.body, signature):
+        raise ApiError(401, "signature verification failed")
+    ts = now()
+    async with ctx.store.transaction() as conn:
+        device = await _get_or_create_device(conn, id_data, ts)
+        aset = (
+            await conn.execute(
+                sa.select(t.auth_sets).where(
+                    t.auth_sets.c.device_id == device["id"], t.auth_sets.c.pubkey == pubkey
+                )
+            )
+        ).first()
+        if aset is None:
+            aid = str(uuid.uuid4())
+            await conn.execute(
+                sa.insert(t.auth_sets).values(
+                    id=aid, device_id=device["id"], pubkey=pubkey, status="pending", ts=ts
+                )
+            )
+            await _refresh_device_status(conn, device["id"], ts)
+            status = "pending"
+        else:
+            aid, status = aset.id, aset.status
+            if status == "preauthorized":
+                await _accept(conn, device["id"], aid, ts)
+                status = "accepted"
+    if status != "accepted":
+        raise ApiError(401, f"device authentication {status}")
+    claims = {"sub": device["id"], "jti": aid, "mender.device": True, "mender.plan": "os"}
+    token = issue_token(ctx.secret, claims, ts, ctx.settings.device_token_lifetime)
+    return Response(200, [("Content-Type", "application/jwt")], token.encode())
+
+
+async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) -> dict[str, Any]:
+    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    row = (await conn.execute(sa.select(t.devices).where(t.devices.c.id_data_sha256 == digest))).first()
+    if row is not None:
+        return dict(row._mapping)
+    device = {
+        "id": str(uuid.uuid4()),
+        "id_data_sha256": digest,
+        "id_data": id_data,
+        "status": "pending",
+        "created_ts": ts,
+        "updated_ts": ts,
+    }
+    await conn.execute(sa.insert(t.devices).values(**device))
+    identity = json.loads(id_data)
+    for name, value in identity.items():
+        await conn.execute(
+            sa.insert(t.inventory).values(
+                device_id=device["id"], scope="identity", name=str(name), value=value, updated_ts=ts
+            )
+        )
+    return device
+
+
+async def _accept(conn: AsyncConnection, device_id: str, aid: str, ts: float) -> None:
+    # at most one accepted auth set per device: accepting one rejects the others
+    await conn.execute(
+        sa.update(t.auth_sets)
+        .where(t.auth_sets.c.device_id == device_id, t.auth_sets.c.id != aid)
+        .where(t.auth_sets.c.status == "accepted")
+        .values(status="rejected", ts=ts)
+    )
+    await conn.execute(sa.update(t.auth_sets).where(t.auth_sets.c.id == aid).values(status="accepted", ts=ts))
+    await _refresh_device_status(conn, device_id, ts)
+
+
+async def _refresh_device_status(conn: AsyncConnection, device_id: str, ts: float) -> None:
+    statuses = set(
+        (
+            await conn.execute(sa.select(t.auth_sets.c.status).where(t.auth_sets.c.device_id == device_id))
+        ).scalars()
+    )
+    for candidate in ("accepted", "preauthorized", "pending", "rejected"):
+        if candidate in statuses:
+            status = candidate
+            break
+    else:
+        status = "noauth"
+    await conn.execute(
+        sa.update(t.devices).where(t.devices.c.id == device_id).values(status=status, updated_ts=ts)
+    )
+
+
+# -- service layer (also used by the admin CLI) ----------------------------------------------
+async def set_auth_status(conn: AsyncConnection, device_id: str, aid: str | None, status: str) -> str:
+    """Set an auth set's status; ``aid=None`` picks the device's newest auth set."""
+    if status not in AUTH_STATUSES:
+        raise ApiError(400, f"invalid auth set status {status!r}")
+    query = sa.select(t.auth_sets.c.id).where(t.auth_sets.c.device_id == device_id)
+    if aid is not None:
+        query = query.where(t.auth_sets.c.id == aid)
+    row = (await conn.execute(query.order_by(t.auth_sets.c.ts.desc()).limit(1))).first()
+    if row is None:
+        raise ApiError(404, f"device {device_id} or its auth set not found")
+    ts = now()
+    if status == "accepted":
+        await _accept(conn, device_id, row.id, ts)
+    else:
+        await conn.execute(
+            sa.update(t.auth_sets).where(t.auth_sets.c.id == row.id).values(status=status, ts=ts)
+        )
+        await _refresh_device_status(conn, device_id, ts)
+    return str(row.id)
+
+
+async def decommission_device(conn: AsyncConnection, device_id: str) -> None:
+    found = await conn.execute(sa.delete(t.devices).where(t.devices.c.id == device_id))
+    if found.rowcount == 0:
+        raise ApiError(404, f"device {device_id} not found")
+    await conn.execute(sa.delete(t.auth_sets).where(t.auth_sets.c.device_id == device_id))
+    await conn.execute(sa.delete(t.inventory).where(t.inventory.c.device_id == device_id))
+    ts = now()
+    await conn.execute(
+        sa.update(t.device_deployments)
+        .where(t.device_deployments.c.device_id == device_id)
+        .where(t.device_deployments.c.finished_ts.is_(None))
+        .values(status="decommissioned", finished_ts=ts)
+    )
+
+
+# -- management API (devauth v2) -------------------------------------------------------------
+async def _device_json(conn: AsyncConnection, rows: list[Any]) -> list[dict[str, Any]]:
+    ids = [r.id for r in rows]
+    sets: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    if ids:
+        result = await conn.execute(
+            sa.select(t.auth_sets).where(t.auth_sets.c.device_id.in_(ids)).order_by(t.auth_sets.c.ts)
+        )
+        for a in result:
+            sets[a.device_id].append(
+                {"id": a.id, "pubkey": a.pubkey, "status": a.status, "ts": rfc3339(a.ts)}
+            )
+    out = []
+    for r in rows:
+        identity = json.loads(r.id_data)
+        for aset in sets[r.id]:
+            aset["identity_data"] = identity
+        out.append(
+            {
+                "id": r.id,
+                "identity_data": identity,
+                "status": r.status,
+                "created_ts": rfc3339(r.created_ts),
+                "updated_ts": rfc3339(r.updated_ts),
+                "auth_sets": sets[r.id],
+                "decommissioning": False,
+            }
+        )
+    return out
+
+
+async def mgmt_devices(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    page, per_page = paginate(req, default=20, maximum=500)
+    query = sa.select(t.devices).order_by(t.devices.c.created_ts, t.devices.c.id)
+    status = req.query_one("status")
+    if status is not None:
+        if status not in (*AUTH_STATUSES, "noauth"):
+            raise ApiError(400, f"invalid status filter {status!r}")
+        query = query.where(t.devices.c.status == status)
+    ids = req.query.get("id")
+    if ids:
+        query = query.where(t.devices.c.id.in_(ids))
+    async with ctx.store.transaction() as conn:
+        rows = list(await conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
+        return json_response(200, await _device_json(conn, rows))
+
+
+async def mgmt_device(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    async with ctx.store.transaction() as conn:
+        rows = list(await conn.execute(sa.select(t.devices).where(t.devices.c.id == req.path_params["id"])))
+        if not rows:
+            raise ApiError(404, "device not found")
+        return json_response(200, (await _device_json(conn, rows))[0])
+
+
+async def mgmt_set_auth_status(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    body = req.json()
+    status = body.get("status") if isinstance(body, dict) else None
+    if not isinstance(status, str):
+        raise ApiError(400, 'body must be {"status": ...}')
+    async with ctx.store.transaction() as conn:
+        await set_auth_status(conn, req.path_params["id"], req.path_params["aid"], status)
+    return Response(204)
+
+
+async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    body = req.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    identity, pubkey = body.get("identity_data"), body.get("pubkey")
+    if not isinstance(identity, dict) or not identity:
+        raise ApiError(400, "identity_data must be a non-empty object")
+    if not isinstance(pubkey, str):
+        raise ApiError(400, "pubkey must be a PEM string")
+    pubkey = normalize_pubkey(pubkey)
+    # the device sends id_data as Go's json.Marshal output: sorted keys, no spaces
+    id_data = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    ts = now()
+    async with ctx.store.transaction() as conn:
+        device = await _get_or_create_device(conn, id_data, ts)
+        existing = (
+            await conn.execute(sa.select(t.auth_sets.c.id).where(t.auth_sets.c.device_id == device["id"]))
+        ).first()
+        if existing is not None and not body.get("force"):
+            raise ApiError(409, "device already exists")
+        await conn.execute(
+            sa.delete(t.auth_sets).where(
+                t.auth_sets.c.device_id == device["id"], t.auth_sets.c.pubkey == pubkey
+            )
+        )
+        await conn.execute(
+            sa.insert(t.auth_sets).values(
+                id=str(uuid.uuid4()),
+                device_id=device["id"],
+                pubkey=pubkey,
+                status="preauthorized",
+                ts=ts,
+            )
+        )
+        await _refresh_device_status(conn, device["id"], ts)
+    location = f"/api/management/v2/devauth/devices/{device['id']}"
+    return Response(201, [("Location", location)])
+
+
+async def mgmt_decommission(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    async with ctx.store.transaction() as conn:
+        await decommission_device(conn, req.path_params["id"])
+    return Response(204)
+
+
+async def mgmt_delete_auth_set(ctx: ApiContext, req: Request) -> Response:
+    await require_user(ctx, req)
+    device_id, aid = req.path_params["id"], req.path_params["aid"]
+    async with ctx.store.transaction() as conn:
+        result = await conn.execute(
+            sa.delete(t.auth_sets).where(t.auth_sets.c.id == aid, t.auth_sets.c.device_id == device_id)
+        )
+        if result.rowcount == 0:
+            raise ApiError(404, "auth set not found")
+        await _refresh_device_status(conn, device_id, now())
+    return Response(204)

@@ -1,0 +1,269 @@
+"""Deployments, device side: next, status, log, and the signed artifact download."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store import tables as t
+
+from ._auth import DeviceAuth, require_device
+from ._context import ApiContext, now
+from ._crypto import sign_link, verify_link
+from ._times import rfc3339
+from ._types import ApiError, FileSlice, Request, Response, json_response
+
+__all__ = [
+    "DEVICE_STATUSES",
+    "FINISHED",
+    "artifact_link",
+    "download_artifact",
+    "next_deployment",
+    "put_log",
+    "put_status",
+    "refresh_deployment",
+]
+
+# what a device may report (mender deployments model/status.go)
+DEVICE_STATUSES = frozenset(
+    {
+        "downloading",
+        "installing",
+        "rebooting",
+        "success",
+        "failure",
+        "already-installed",
+        "pause_before_installing",
+        "pause_before_rebooting",
+        "pause_before_committing",
+    }
+)
+FINISHED = frozenset({"success", "failure", "already-installed", "noartifact", "aborted", "decommissioned"})
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_LINK_PATH = "/api/devices/v1/deployments/download/artifacts/"
+
+
+def artifact_link(ctx: ApiContext, req: Request, artifact_id: str) -> tuple[str, str]:
+    """An absolute, expiring, HMAC-signed download URI (the client sends no token with it)."""
+    expire = rfc3339(int(now()) + ctx.settings.download_link_lifetime)
+    assert expire is not None
+    query = urlencode({"x-men-expire": expire, "x-men-signature": sign_link(ctx.secret, artifact_id, expire)})
+    base = (ctx.settings.public_url or req.base_url).rstrip("/")
+    return f"{base}{_LINK_PATH}{artifact_id}?{query}", expire
+
+
+async def refresh_deployment(conn: AsyncConnection, deployment_id: str) -> None:
+    statuses = list(
+        (
+            await conn.execute(
+                sa.select(t.device_deployments.c.status).where(
+                    t.device_deployments.c.deployment_id == deployment_id
+                )
+            )
+        ).scalars()
+    )
+    values: dict[str, Any]
+    if all(s in FINISHED for s in statuses):
+        values = {"status": "finished", "finished_ts": now()}
+    elif all(s == "pending" for s in statuses):
+        values = {"status": "pending"}
+    else:
+        values = {"status": "inprogress"}
+    query = sa.update(t.deployments).where(t.deployments.c.id == deployment_id)
+    if values["status"] == "finished":
+        query = query.where(t.deployments.c.finished_ts.is_(None))
+    await conn.execute(query.values(**values))
+
+
+def _provides(req: Request) -> dict[str, str]:
+    """The device's artifact_name/device_type (+provides) from any of the three next forms."""
+    if req.method == "GET":
+        provides = {k: v[0] for k, v in req.query.items() if v}
+    else:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise ApiError(400, "body must be a JSON object")
+        if "device_provides" in body:  # POST v2
+            body = body["device_provides"]
+            if not isinstance(body, dict):
+                raise ApiError(400, "device_provides must be an object")
+        provides = {str(k): v for k, v in body.items() if isinstance(v, str)}
+        extra = body.get("artifact_provides")
+        if isinstance(extra, dict):
+            provides.update({str(k): v for k, v in extra.items() if isinstance(v, str)})
+    for required in ("artifact_name", "device_type"):
+        value = provides.get(required)
+        if not value or len(value) > 4096:
+            raise ApiError(400, f"{required} is required (1..4096 characters)")
+    return provides
+
+
+async def next_deployment(ctx: ApiContext, req: Request) -> Response:
+    auth = await require_device(ctx, req)
+    provides = _provides(req)
+    async with ctx.store.transaction() as conn:
+        found = await _select_next(conn, auth, provides)
+    if found is None:
+        return Response(204)
+    deployment_id, artifact = found
+    uri, expire = artifact_link(ctx, req, artifact["id"])
+    return json_response(
+        200,
+        {
+            "id": deployment_id,
+            "artifact": {
+                "id": artifact["id"],
+                "artifact_name": artifact["name"],
+                "source": {"uri": uri, "expire": expire},
+                "device_types_compatible": artifact["device_types"],
+            },
+        },
+    )
+
+
+async def _select_next(
+    conn: AsyncConnection, auth: DeviceAuth, provides: dict[str, str]
+) -> tuple[str, dict[str, Any]] | None:
+    """The oldest unfinished deployment for this device, settling the ones it cannot take."""
+    dd, d = t.device_deployments, t.deployments
+    rows = list(
+        await conn.execute(
+            sa.select(dd.c.id, dd.c.status, dd.c.artifact_id, d.c.id.label("deployment_id"))
+            .add_columns(d.c.artifact_name, d.c.force_installation)
+            .join(d, d.c.id == dd.c.deployment_id)
+            .where(dd.c.device_id == auth.device_id, dd.c.finished_ts.is_(None))
+            .order_by(d.c.created_ts, d.c.id)
+        )
+    )
+    ts = now()
+    for row in rows:
+        artifact = await _compatible_artifact(conn, row.artifact_name, provides["device_type"])
+        if row.artifact_id is not None:
+            artifact = await _artifact_by_id(conn, row.artifact_id) or artifact
+        settle: str | None = None
+        if artifact is None:
+            settle = "noartifact"
+        elif (
+            row.status == "pending"
+            and not row.force_installation
+            and provides["artifact_name"] == row.artifact_name
+        ):
+            settle = "already-installed"
+        if settle is not None:
+            await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(status=settle, finished_ts=ts))
+            await refresh_deployment(conn, row.deployment_id)
+            continue
+        assert artifact is not None
+        await conn.execute(
+            sa.update(dd)
+            .where(dd.c.id == row.id)
+            .values(artifact_id=artifact["id"], started_ts=sa.func.coalesce(dd.c.started_ts, ts))
+        )
+        return str(row.deployment_id), artifact
+    return None
+
+
+async def _compatible_artifact(conn: AsyncConnection, name: str, device_type: str) -> dict[str, Any] | None:
+    rows = await conn.execute(
+        sa.select(t.artifacts).where(t.artifacts.c.name == name).order_by(t.artifacts.c.modified_ts)
+    )
+    for row in rows:
+        if device_type in row.device_types:
+            return dict(row._mapping)
+    return None
+
+
+async def _artifact_by_id(conn: AsyncConnection, artifact_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.id == artifact_id))).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def _device_deployment(conn: AsyncConnection, req: Request, auth: DeviceAuth) -> Any:
+    dd = t.device_deployments
+    row = (
+        await conn.execute(
+            sa.select(dd).where(dd.c.deployment_id == req.path_params["id"], dd.c.device_id == auth.device_id)
+        )
+    ).first()
+    if row is None:
+        raise ApiError(404, "deployment not found for this device")
+    return row
+
+
+async def put_status(ctx: ApiContext, req: Request) -> Response:
+    auth = await require_device(ctx, req)
+    body = req.json()
+    status = body.get("status") if isinstance(body, dict) else None
+    if status not in DEVICE_STATUSES:
+        raise ApiError(400, f"invalid status {status!r}")
+    substate = body.get("substate")
+    if substate is not None and (not isinstance(substate, str) or len(substate) > 200):
+        raise ApiError(400, "substate must be a string of at most 200 characters")
+    dd = t.device_deployments
+    async with ctx.store.transaction() as conn:
+        row = await _device_deployment(conn, req, auth)
+        if row.status in ("aborted", "decommissioned"):
+            if status == "failure":
+                return Response(204)  # the client's last word after it saw 409
+            raise ApiError(409, f"deployment {row.status}")
+        if row.status in FINISHED:
+            if row.status == status:
+                return Response(204)
+            raise ApiError(409, f"deployment already finished with {row.status}")
+        values: dict[str, Any] = {"status": status, "substate": substate}
+        if status in FINISHED:
+            values["finished_ts"] = now()
+        await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(**values))
+        await refresh_deployment(conn, row.deployment_id)
+    return Response(204)
+
+
+async def put_log(ctx: ApiContext, req: Request) -> Response:
+    auth = await require_device(ctx, req)
+    body = req.json()
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty array")
+    for m in messages:
+        if not isinstance(m, dict) or not all(
+            isinstance(m.get(k), str) for k in ("timestamp", "level", "message")
+        ):
+            raise ApiError(400, "each log message needs timestamp, level and message")
+    dd = t.device_deployments
+    async with ctx.store.transaction() as conn:
+        row = await _device_deployment(conn, req, auth)
+        await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(log=messages))
+    return Response(204)
+
+
+async def download_artifact(ctx: ApiContext, req: Request) -> Response:
+    artifact_id = req.path_params["id"]
+    verify_link(
+        ctx.secret,
+        artifact_id,
+        req.query_one("x-men-expire") or "",
+        req.query_one("x-men-signature") or "",
+        now(),
+    )
+    async with ctx.store.transaction() as conn:
+        artifact = await _artifact_by_id(conn, artifact_id)
+    if artifact is None or not ctx.blobs.exists(artifact["sha256"]):
+        raise ApiError(404, "artifact not found")
+    size = int(artifact["size"])
+    headers = [("Content-Type", "application/vnd.mender-artifact"), ("Accept-Ranges", "bytes")]
+    path = ctx.blobs.path(artifact["sha256"])
+    spec = req.headers.get("range")
+    if spec is None:
+        return Response(200, headers, file=FileSlice(path, 0, size))
+    m = _RANGE.match(spec.strip())
+    start = int(m.group(1)) if m else size
+    end = int(m.group(2)) if m and m.group(2) else size - 1
+    if m is None or start >= size or end < start:
+        return Response(416, [("Content-Range", f"bytes */{size}")])
+    end = min(end, size - 1)
+    headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+    return Response(206, headers, file=FileSlice(path, start, end - start + 1))

@@ -1,0 +1,74 @@
+"""The one routing table: every device and management endpoint, for every adapter."""
+
+from __future__ import annotations
+
+from . import _artifacts as art
+from . import _deployments as dep
+from . import _devauth as auth
+from . import _device_deployments as ddep
+from . import _inventory as inv
+from . import _useradm as users
+from ._context import ApiContext
+from ._routing import Route, Router
+
+__all__ = ["ROUTES", "build_router"]
+
+_DEV = "/api/devices/v1"
+_DEPLOY_DEV = "/api/devices/v1/deployments/device/deployments"
+_MGMT_DEPLOY = "/api/management/v1/deployments"
+_DEVAUTH = "/api/management/v2/devauth/devices"
+_INV = "/api/management/v1/inventory"
+
+ROUTES: tuple[Route[ApiContext], ...] = (
+    # -- device API -----------------------------------------------------------------------
+    Route("POST", f"{_DEV}/authentication/auth_requests", auth.auth_requests),
+    Route("PUT", f"{_DEV}/inventory/device/attributes", inv.device_attributes),
+    Route("PATCH", f"{_DEV}/inventory/device/attributes", inv.device_attributes),
+    Route("POST", "/api/devices/v2/deployments/device/deployments/next", ddep.next_deployment),
+    Route("POST", f"{_DEPLOY_DEV}/next", ddep.next_deployment),
+    Route("GET", f"{_DEPLOY_DEV}/next", ddep.next_deployment),
+    Route("PUT", f"{_DEPLOY_DEV}/{{id}}/status", ddep.put_status),
+    Route("PUT", f"{_DEPLOY_DEV}/{{id}}/log", ddep.put_log),
+    Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
+    # -- useradm ----------------------------------------------------------------------------
+    Route("POST", "/api/management/v1/useradm/auth/login", users.login),
+    Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),
+    Route("POST", "/api/management/v1/useradm/users", users.mgmt_create_user),
+    Route("DELETE", "/api/management/v1/useradm/users/{id}", users.mgmt_delete_user),
+    # -- deployments: artifacts -------------------------------------------------------------
+    Route("POST", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_upload),
+    Route("GET", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_artifacts),
+    Route("GET", f"{_MGMT_DEPLOY}/artifacts/{{id}}", art.mgmt_artifact),
+    Route("DELETE", f"{_MGMT_DEPLOY}/artifacts/{{id}}", art.mgmt_delete_artifact),
+    Route("GET", f"{_MGMT_DEPLOY}/artifacts/{{id}}/download", art.mgmt_download_link),
+    # -- deployments ------------------------------------------------------------------------
+    Route("POST", f"{_MGMT_DEPLOY}/deployments", dep.mgmt_create),
+    Route("GET", f"{_MGMT_DEPLOY}/deployments", dep.mgmt_deployments),
+    Route("POST", f"{_MGMT_DEPLOY}/deployments/group/{{name}}", dep.mgmt_create_for_group),
+    Route("GET", f"{_MGMT_DEPLOY}/deployments/{{id}}", dep.mgmt_deployment),
+    Route("PUT", f"{_MGMT_DEPLOY}/deployments/{{id}}/status", dep.mgmt_abort),
+    Route("GET", f"{_MGMT_DEPLOY}/deployments/{{id}}/statistics", dep.mgmt_statistics),
+    Route("GET", f"{_MGMT_DEPLOY}/deployments/{{id}}/devices", dep.mgmt_deployment_devices),
+    Route("GET", f"{_MGMT_DEPLOY}/deployments/{{id}}/devices/{{device_id}}/log", dep.mgmt_device_log),
+    # -- devauth v2 -------------------------------------------------------------------------
+    Route("GET", _DEVAUTH, auth.mgmt_devices),
+    Route("POST", _DEVAUTH, auth.mgmt_preauthorize),
+    Route("GET", f"{_DEVAUTH}/{{id}}", auth.mgmt_device),
+    Route("DELETE", f"{_DEVAUTH}/{{id}}", auth.mgmt_decommission),
+    Route("PUT", f"{_DEVAUTH}/{{id}}/auth/{{aid}}/status", auth.mgmt_set_auth_status),
+    Route("DELETE", f"{_DEVAUTH}/{{id}}/auth/{{aid}}", auth.mgmt_delete_auth_set),
+    # -- inventory --------------------------------------------------------------------------
+    Route("GET", f"{_INV}/devices", inv.mgmt_inventory_devices),
+    Route("GET", f"{_INV}/devices/{{id}}", inv.mgmt_inventory_device),
+    Route("PUT", f"{_INV}/devices/{{id}}/group", inv.mgmt_set_group),
+    Route("DELETE", f"{_INV}/devices/{{id}}/group/{{name}}", inv.mgmt_remove_from_group),
+    Route("GET", f"{_INV}/groups", inv.mgmt_groups),
+    Route("GET", f"{_INV}/groups/{{name}}/devices", inv.mgmt_group_devices),
+    Route("PATCH", f"{_INV}/groups/{{name}}/devices", inv.mgmt_add_to_group),
+    Route("DELETE", f"{_INV}/groups/{{name}}/devices", inv.mgmt_clear_group),
+    Route("POST", "/api/management/v2/inventory/filters/search", inv.mgmt_search),
+)
+
+
+def build_router(ctx: ApiContext) -> Router[ApiContext]:
+    return Router(ctx, ROUTES)

@@ -1,0 +1,88 @@
+"""Transport-free request/response objects shared by every adapter (HTTP, MQTT)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ApiError", "FileSlice", "Request", "Response", "error_response", "json_response"]
+
+
+class ApiError(Exception):
+    """A client-visible failure; renders as ``{"error": message, "request_id": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One API call, as any adapter sees it.
+
+    ``headers`` keys are lower-case. ``identity`` is the authenticated transport identity
+    (e.g. the device id an MQTT-SN gateway stamps on a request), ``None`` over plain HTTP.
+    ``base_url`` is ``scheme://host[:port]`` as the client reached us (used to build links).
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    identity: str | None = None
+    base_url: str = ""
+    request_id: str = ""
+    path_params: Mapping[str, str] = field(default_factory=dict)
+
+    def query_one(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"malformed JSON body: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlice:
+    """A byte range of a stored file, streamed by the adapter instead of held in memory."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    file: FileSlice | None = None
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def json_response(status: int, obj: object, headers: list[tuple[str, str]] | None = None) -> Response:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return Response(status, [("Content-Type", "application/json"), *(headers or [])], body)
+
+
+def error_response(status: int, message: str, request_id: str) -> Response:
+    return json_response(
+        status, {"error": message, "request_id": request_id}, [("X-MEN-RequestID", request_id)]
+    )

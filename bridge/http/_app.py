@@ -1,0 +1,154 @@
+"""ASGI adapter: HTTP request -> api.Request -> routing table -> HTTP response.
+
+Request bodies arrive through ASGI whatever their framing, so mender-client's chunked bodies
+(``Transfer-Encoding: chunked``, no Content-Length) need nothing special here; uvicorn
+de-chunks them. The API is served at the root path, as mender-client's local proxy requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from bridge.api import Request, Response, Router, error_response
+
+__all__ = ["ASGIApp", "HttpAdapter"]
+
+log = logging.getLogger(__name__)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# headers a handler may look at; everything else stays in the adapter
+_KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host"})
+_CHUNK = 64 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class HttpAdapter:
+    """An ASGI application around a :class:`Router`.
+
+    ``startup`` / ``shutdown`` run in uvicorn's event loop (lifespan), which is where the
+    store's async engine must live; ``startup`` returns the router.
+    """
+
+    def __init__(
+        self,
+        startup: Callable[[], Awaitable[Router[Any]]],
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+        *,
+        max_body: int = 1 << 30,
+    ) -> None:
+        self._startup = startup
+        self._shutdown = shutdown
+        self.max_body = max_body
+        self.router: Router[Any] | None = None
+        self.state: dict[str, Any] = {}  # whatever startup wants to keep (store, loop)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.router = await self._startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._shutdown is not None:
+                    await self._shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = uuid.uuid4().hex
+        if self.router is None:
+            await _send(send, error_response(503, "server is starting", rid))
+            return
+        try:
+            body = await self._read_body(receive)
+        except _BodyTooLarge:
+            await _send(send, error_response(413, f"body exceeds {self.max_body} bytes", rid))
+            return
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name in _KEPT:
+                headers[name] = raw_value.decode("latin-1")
+        host = headers.get("host") or _server_host(scope)
+        request = Request(
+            method=scope["method"],
+            path=scope["path"],
+            query=parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            headers=headers,
+            body=body,
+            base_url=f"{scope.get('scheme', 'http')}://{host}",
+            request_id=rid,
+        )
+        response = await self.router.handle(request)
+        await _send(send, response, head=scope["method"] == "HEAD")
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _server_host(scope: Scope) -> str:
+    server = scope.get("server")
+    if not server:
+        return "localhost"
+    host, port = server
+    return f"{host}:{port}"
+
+
+async def _send(send: Send, response: Response, *, head: bool = False) -> None:
+    length = response.file.length if response.file is not None else len(response.body)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(length).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if head:
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if response.file is None:
+        await send({"type": "http.response.body", "body": response.body})
+        return
+    remaining = response.file.length
+    with response.file.path.open("rb") as fh:
+        fh.seek(response.file.offset)
+        while remaining > 0:
+            chunk = await asyncio.to_thread(fh.read, min(_CHUNK, remaining))
+            if not chunk:
+                break  # the file shrank under us; the client sees a short body
+            remaining -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+    if remaining > 0:
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,92 @@
+"""``meshota server`` / ``meshota admin`` mains: config errors exit 2 naming the value;
+admin commands write through the service layer."""
+
+# ruff: noqa: F811  (pytest fixtures imported from mender_support)
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from mender_support import Db, db, device_key, device_login, make_artifact  # noqa: F401
+
+from bridge.http import BackgroundServer, ServerConfig
+from bridge.server_cli import admin_main, server_main
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--http", "nope", "--db", "sqlite:///x", "--artifacts", "/tmp/a"], "'nope'"),
+        (["--http", "127.0.0.1:80", "--db", "mysql://h/x", "--artifacts", "/tmp/a"], "mysql"),
+        (
+            [
+                "--http",
+                "127.0.0.1:80",
+                "--db",
+                "sqlite:///x",
+                "--artifacts",
+                "/tmp/a",
+                "--verify-key",
+                "/nonexistent.pem",
+            ],
+            "/nonexistent.pem",
+        ),
+        (
+            [
+                "--http",
+                "127.0.0.1:80",
+                "--db",
+                "sqlite:///x",
+                "--artifacts",
+                "/tmp/a",
+                "--tls-cert",
+                "/nonexistent.crt",
+                "--tls-key",
+                "/nonexistent.key",
+            ],
+            "/nonexistent.crt",
+        ),
+    ],
+)
+def test_server_config_errors(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert server_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_admin_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        admin_main(["deploy", "--db", "sqlite:///x"])
+    assert exc.value.code == 2
+    assert admin_main(["create-user", "--db", "bogus://", "--username", "a", "--password", "b"]) == 2
+
+
+def test_admin_create_accept_deploy(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if db.schema is not None:
+        pytest.skip("the admin CLI takes a plain URL; PostgreSQL is covered by the API suite")
+    assert admin_main(["create-user", "--db", db.url, "--username", "op@x", "--password", "password1"]) == 0
+    assert admin_main(["create-user", "--db", db.url, "--username", "op@x", "--password", "password1"]) == 1
+    config = ServerConfig(db.url, tmp_path / "art", port=0)
+    with BackgroundServer(config) as srv:
+        key = device_key("ecdsa")
+        assert device_login(srv.url, key, "02:00:00:00:00:09").status_code == 401
+        token = httpx.post(f"{srv.url}/api/management/v1/useradm/auth/login", auth=("op@x", "password1")).text
+        api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"})
+        [dev] = api.get("/api/management/v2/devauth/devices").json()
+        capsys.readouterr()
+        assert admin_main(["accept-device", "--db", db.url, dev["id"]]) == 0
+        assert device_login(srv.url, key, "02:00:00:00:00:09").status_code == 200
+        art = make_artifact(tmp_path, "cli-art")
+        files = {"artifact": (art.name, art.read_bytes())}
+        assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+        assert admin_main(["deploy", "--db", db.url, "--artifact", "nope", "--devices", dev["id"]]) == 1
+        capsys.readouterr()
+        assert admin_main(["deploy", "--db", db.url, "--artifact", "cli-art",
+                           "--devices", dev["id"], "--name", "from-cli"]) == 0  # fmt: skip
+        dep_id = capsys.readouterr().out.strip()
+        dep = api.get(f"/api/management/v1/deployments/deployments/{dep_id}").json()
+        assert dep["name"] == "from-cli" and dep["device_count"] == 1
+        assert admin_main(["deploy", "--db", db.url, "--artifact", "cli-art", "--group", "g"]) == 1
+        assert json.loads(json.dumps(dep))["artifact_name"] == "cli-art"
