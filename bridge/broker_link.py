@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from mqttsn import (
     GATEWAY_CONN,
@@ -27,7 +29,19 @@ from mqttsn import (
     BrokerUnsubscribe,
 )
 
-__all__ = ["BrokerAnswers", "BrokerLink"]
+__all__ = ["DEVICE_PROPERTY", "VERIFIED_PROPERTY", "BrokerAnswers", "BrokerLink", "stamp_properties"]
+
+# MQTT 5 user properties stamped on every forwarded PUBLISH (firmware_proto.api_envelope has the same)
+DEVICE_PROPERTY = "meshota-device"
+VERIFIED_PROPERTY = "meshota-verified"
+_SESSION_FOREVER = 0xFFFFFFFF  # MQTT 3.1.1 CleanSession=0 semantics: the session never expires
+
+
+def stamp_properties(device: str, verified: bool) -> Properties:
+    """PUBLISH properties carrying the identity the gateway vouches for."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = [(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1" if verified else "0")]
+    return props
 
 log = logging.getLogger("meshota.gateway")
 
@@ -99,13 +113,20 @@ class BrokerLink:
                 await t
 
     def _client(self, client_id: str, *, clean_session: bool, will: aiomqtt.Will | None) -> aiomqtt.Client:
+        # MQTT 5: user properties carry the stamped identity; clean_session maps to clean start
+        # plus a session that never expires, as CleanSession=0 means in MQTT 3.1.1.
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        if not clean_session:
+            connect_props.SessionExpiryInterval = _SESSION_FOREVER
         return aiomqtt.Client(
             self.host,
             self.port,
             identifier=client_id,
             username=self.username,
             password=self.password,
-            clean_session=clean_session,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=clean_session,
+            properties=connect_props,
             will=will,
             keepalive=self.keepalive,
             timeout=30,
@@ -140,7 +161,8 @@ class BrokerLink:
             # paho's publish never blocks: it writes or queues. Awaiting a task per QoS 0 message
             # would only add latency; the loop order keeps messages in order.
             paho = conn.client._client
-            info = paho.publish(a.topic, a.payload, 0, a.retain)
+            props = stamp_properties(a.device, a.verified) if a.device is not None else None
+            info = paho.publish(a.topic, a.payload, 0, a.retain, props)
             self._last_backlog = len(paho._out_packet)
             if info.rc != 0:
                 log.warning("broker publish on %r failed rc=%s (topic %s)", a.conn, info.rc, a.topic)
@@ -151,7 +173,8 @@ class BrokerLink:
         self.in_flight += 1
         try:
             await conn.ready.wait()
-            await conn.client.publish(a.topic, a.payload, a.qos, a.retain, timeout=60)
+            props = stamp_properties(a.device, a.verified) if a.device is not None else None
+            await conn.client.publish(a.topic, a.payload, a.qos, a.retain, props, timeout=60)
         except aiomqtt.MqttError as exc:
             log.warning("broker publish on %r failed: %s (topic %s)", a.conn, exc, a.topic)
             return

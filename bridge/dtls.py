@@ -29,7 +29,8 @@ Defences: a ClientHello without a valid cookie gets a HelloVerifyRequest from on
 stateless "lobby" context (smaller than the ClientHello; nothing allocated per peer), and only a
 verified ClientHello creates a session. Anything that is not a ClientHello from an unknown peer is
 dropped unread. Records that are forged, altered or replayed are discarded by mbedTLS (AEAD
-check, anti-replay window) and touch nothing but the datagram they came in.
+check, anti-replay window) and touch nothing but the datagram they came in; the server counts
+them (``stats["discarded"]``) and logs a warning (the 1st, 2nd, 4th, 8th... per session).
 
 Memory: a live mbedTLS context costs ~43 KiB (fixed 16 KiB record buffers plus python-mbedtls'
 32 KiB rings). Established sessions beyond the ``live_contexts`` most recently used ones are
@@ -129,6 +130,7 @@ class _Session:
     __slots__ = (
         "buf",
         "device_id",
+        "discarded",
         "last_activity",
         "parked",
         "peer",
@@ -146,6 +148,7 @@ class _Session:
         self.device_id: str | None = None
         self.last_activity = 0.0
         self.parked: bytes | None = None
+        self.discarded = 0
 
 
 class DtlsServer:
@@ -195,6 +198,7 @@ class DtlsServer:
                 "closed",
                 "parked",
                 "restored",
+                "discarded",
             ),
             0,
         )
@@ -251,7 +255,10 @@ class DtlsServer:
         if not self._ensure_live(s):
             return
         self._feed(s, data)
+        seen = len(self._events)
         reconnect = self._read_records(s, now)
+        if data[:1] == b"\x17" and len(self._events) == seen:  # application data, nothing read
+            self._discarded(s)
         if reconnect and is_client_hello(data):
             self._lobby_receive(data, peer, now)
         elif len(self._live) > self.live_contexts:
@@ -491,6 +498,17 @@ class DtlsServer:
             s.last_activity = now
         self._touch(s)
         return False
+
+    def _discarded(self, s: _Session) -> None:
+        """An application-data datagram mbedTLS dropped: forged, altered or replayed."""
+        s.discarded += 1
+        self.stats["discarded"] += 1
+        n = s.discarded
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood cannot flood the log
+            self._log.warning(
+                "DTLS: discarded a record from %r (device %r) that failed authentication or the "
+                "replay check (%d so far)", s.peer, s.device_id, n,
+            )
 
     def _fail(self, s: _Session, reason: str) -> None:
         self._log.warning("DTLS: handshake with %r failed: %s", s.peer, reason)

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mqttsn import (
     BROADCAST,
@@ -31,7 +31,7 @@ from mqttsn import (
 
 from .broker_link import BrokerAnswers, BrokerLink
 
-__all__ = ["GatewayServer", "set_socket_buffers"]
+__all__ = ["GatewayServer", "PeerTransport", "set_socket_buffers"]
 
 log = logging.getLogger("meshota.gateway")
 
@@ -58,14 +58,29 @@ class _Backpressure:
     paused: bool = False
 
 
+class PeerTransport(Protocol):
+    """Another listener sharing this server's Gateway (e.g. the DTLS one, bridge.gateway_dtls).
+
+    Its Gateway peers are instances of ``peer_type``; replies to them go to ``deliver``. It feeds
+    the Gateway itself and then calls :meth:`GatewayServer.flush`.
+    """
+
+    @property
+    def peer_type(self) -> type: ...
+
+    def deliver(self, peer: Hashable, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
 class GatewayServer:
-    """One UDP socket, one Gateway, one BrokerLink."""
+    """One UDP socket (optional), one Gateway, one BrokerLink; more listeners may attach."""
 
     def __init__(
         self,
         config: GatewayConfig,
         broker: tuple[str, int],
-        udp: tuple[str, int],
+        udp: tuple[str, int] | None,
         *,
         broker_username: str | None = None,
         broker_password: str | None = None,
@@ -94,7 +109,12 @@ class GatewayServer:
         self._timer_at: float | None = None
         self._bp = _Backpressure()
         self._bp_task: asyncio.Task[None] | None = None
+        self._transports: dict[type, PeerTransport] = {}
         self.loop = asyncio.get_event_loop()
+
+    def attach(self, transport: PeerTransport) -> None:
+        """Route the Gateway's datagrams for ``transport.peer_type`` peers to ``transport``."""
+        self._transports[transport.peer_type] = transport
 
     @property
     def address(self) -> tuple[str, int]:
@@ -108,16 +128,22 @@ class GatewayServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.link.start()
-        family = socket.AF_INET6 if ":" in self.udp[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        set_socket_buffers(sock)
-        sock.bind(self.udp)
-        sock.setblocking(False)
-        self._sock = sock
-        self._resume_reading()
+        if self.udp is not None:
+            family = socket.AF_INET6 if ":" in self.udp[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            set_socket_buffers(sock)
+            try:
+                sock.bind(self.udp)
+            except OSError:
+                sock.close()
+                await self.link.close()
+                raise
+            sock.setblocking(False)
+            self._sock = sock
+            self._resume_reading()
+            log.info("MQTT-SN gateway on udp %s:%s, mode %s", *self.address, self.gateway.config.mode)
         self.gateway.start(self.now())
         self._flush()
-        log.info("MQTT-SN gateway on udp %s:%s, mode %s", *self.address, self.gateway.config.mode)
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -143,11 +169,15 @@ class GatewayServer:
         if self._reading and self._sock is not None:
             self.loop.remove_reader(self._sock.fileno())
         self._reading = False
+        for transport in self._transports.values():
+            transport.pause_reading()
 
     def _resume_reading(self) -> None:
         if not self._reading and self._sock is not None:
             self.loop.add_reader(self._sock.fileno(), self._read_ready)
             self._reading = True
+        for transport in self._transports.values():
+            transport.resume_reading()
 
     def _read_ready(self) -> None:
         # Drain up to a batch per wake-up: one event-loop turn per datagram costs more than the
@@ -207,12 +237,22 @@ class GatewayServer:
 
     # --- outputs ----------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Send what the Gateway queued, run its broker actions, log its events, re-arm its timer."""
+        self._flush()
+
     def _flush(self) -> None:
         gw = self.gateway
         sock = self._sock
+        transports = self._transports
         for peer, data in gw.datagrams_to_send():
+            if transports:
+                transport = transports.get(type(peer))
+                if transport is not None:
+                    transport.deliver(peer, data)
+                    continue
             if sock is None:
-                break
+                continue
             if peer is BROADCAST:
                 if self.multicast is None:
                     continue

@@ -45,6 +45,24 @@ def _fail(prog: str, message: str) -> int:
     return 2
 
 
+_SCHEMA_HELP = "PostgreSQL only: keep every table in this schema (created if missing)"
+
+
+def _check_schema(url: str, schema: str | None) -> str | None:
+    """A one-line message naming the bad --db-schema value, or None."""
+    if schema is None:
+        return None
+    try:
+        normalize_url(url)
+    except StoreConfigError:
+        return None  # reported as a bad --db value
+    try:
+        Store.check_schema(url, schema)
+    except StoreConfigError as exc:
+        return f"bad --db-schema value {schema!r}: {exc}"
+    return None
+
+
 def _host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -54,13 +72,15 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def server_main(argv: Sequence[str]) -> int:
     from bridge.http import ServerConfig, serve
+    from bridge.mqtt_bridge._options import add_bridge_options, bridge_service_from_args
 
     prog = "meshota server"
     p = _Parser(prog=prog, description="HTTP device-management API (Mender-compatible)")
     p.add_argument("--http", required=True, metavar="H:P")
     p.add_argument("--db", required=True, metavar="URL")
+    p.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     p.add_argument("--artifacts", required=True, metavar="DIR", type=Path)
-    p.add_argument("--broker", metavar="mqtt://H:P", help="MQTT bridge (not started here)")
+    p.add_argument("--broker", metavar="mqtt://H:P", help="also run the MQTT bridge against this broker")
     p.add_argument("--tls-cert", type=Path, metavar="PEM")
     p.add_argument("--tls-key", type=Path, metavar="PEM")
     p.add_argument(
@@ -75,6 +95,8 @@ def server_main(argv: Sequence[str]) -> int:
         "--public-url", default="", metavar="URL", help="base URL put into artifact download links"
     )
     p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
+    add_bridge_options(p)
     args = p.parse_args(list(argv))
     try:
         host, port = _host_port(args.http)
@@ -84,6 +106,9 @@ def server_main(argv: Sequence[str]) -> int:
         normalize_url(args.db)
     except StoreConfigError as exc:
         return _fail(prog, f"bad --db value: {exc}")
+    schema_error = _check_schema(args.db, args.db_schema)
+    if schema_error:
+        return _fail(prog, schema_error)
     if (args.tls_cert is None) != (args.tls_key is None):
         return _fail(prog, "--tls-cert and --tls-key go together")
     for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
@@ -100,8 +125,12 @@ def server_main(argv: Sequence[str]) -> int:
     except OSError as exc:
         return _fail(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    services = []
     if args.broker:
-        logging.getLogger(prog).warning("--broker given: the MQTT bridge is not part of this build")
+        service, bridge_error = bridge_service_from_args(args)
+        if bridge_error:
+            return _fail(prog, bridge_error)
+        services.append(service)
     settings = Settings(public_url=args.public_url, verify_keys=tuple(keys))
     config = ServerConfig(
         db_url=args.db,
@@ -110,7 +139,10 @@ def server_main(argv: Sequence[str]) -> int:
         port=port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        db_schema=args.db_schema,
         settings=settings,
+        access_log=args.access_log,
+        services=tuple(services),
     )
     try:
         serve(config)
@@ -121,10 +153,10 @@ def server_main(argv: Sequence[str]) -> int:
 
 
 def _run_in_store(
-    prog: str, url: str, operation: Callable[[AsyncConnection], Awaitable[T]]
+    prog: str, url: str, schema: str | None, operation: Callable[[AsyncConnection], Awaitable[T]]
 ) -> tuple[int, T | None]:
     async def run() -> T:
-        store = Store.open(url)
+        store = Store.open(url, schema=schema)
         try:
             await store.migrate()
             async with store.transaction() as conn:
@@ -149,13 +181,16 @@ def admin_main(argv: Sequence[str]) -> int:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cu = sub.add_parser("create-user", help="create an operator (like useradm)")
     cu.add_argument("--db", required=True, metavar="URL")
+    cu.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     cu.add_argument("--username", required=True)
     cu.add_argument("--password", required=True)
     ad = sub.add_parser("accept-device", help="accept a device's newest auth set")
     ad.add_argument("--db", required=True, metavar="URL")
+    ad.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     ad.add_argument("device_id")
     dp = sub.add_parser("deploy", help="deploy an artifact to devices or a static group")
     dp.add_argument("--db", required=True, metavar="URL")
+    dp.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     dp.add_argument("--artifact", required=True, metavar="NAME")
     target = dp.add_mutually_exclusive_group(required=True)
     target.add_argument("--devices", metavar="ID,...")
@@ -164,17 +199,20 @@ def admin_main(argv: Sequence[str]) -> int:
     dp.add_argument("--force", action="store_true", help="install even if already installed")
     args = p.parse_args(list(argv))
     sub_prog = f"{prog} {args.command}"
+    schema_error = _check_schema(args.db, args.db_schema)
+    if schema_error:
+        return _fail(sub_prog, schema_error)
 
     if args.command == "create-user":
         code, user_id = _run_in_store(
-            sub_prog, args.db, lambda c: create_user(c, args.username, args.password)
+            sub_prog, args.db, args.db_schema, lambda c: create_user(c, args.username, args.password)
         )
         if code == 0:
             print(user_id)
         return code
     if args.command == "accept-device":
         code, aid = _run_in_store(
-            sub_prog, args.db, lambda c: set_auth_status(c, args.device_id, None, "accepted")
+            sub_prog, args.db, args.db_schema, lambda c: set_auth_status(c, args.device_id, None, "accepted")
         )
         if code == 0:
             print(f"accepted {args.device_id} (auth set {aid})")
@@ -199,7 +237,7 @@ def admin_main(argv: Sequence[str]) -> int:
     if args.command == "deploy":
         if args.devices is not None and not args.devices.strip(","):
             return _fail(sub_prog, f"bad --devices value {args.devices!r}")
-        code, deployment_id = _run_in_store(sub_prog, args.db, deploy)
+        code, deployment_id = _run_in_store(sub_prog, args.db, args.db_schema, deploy)
         if code == 0:
             print(deployment_id)
         return code

@@ -11,11 +11,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("bridge.server_cli", "server_main", "Mender-compatible device-management server (HTTP)"),
     "admin": ("bridge.server_cli", "admin_main", "operator tasks: create-user, accept-device, deploy"),
     "relay": ("firmware_proto.relay_udp", "relay_main", "root-node relay: children <-> gateway over UDP"),
-    "demo": ("meshota.demo", "demo_main", "an end-to-end run on embedded defaults"),
+    "broker-config": ("bridge.broker_config", "broker_config_main", "mosquitto ACL/passwords for meshota"),
+    "sim": ("mesh_sim.cli", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
+    "demo": ("meshota.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),
 }
 
 USAGE = "usage: meshota COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(
-    f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()
+    f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()
 )
 
 

@@ -371,6 +371,11 @@ class ClientSession:
         if alive:
             self._last_sent = now
 
+    def transport_lost(self, reason: str) -> None:
+        """The transport under the session ended (e.g. the DTLS session closed): state LOST,
+        queued requests dropped, ConnectionLost emitted, as when retries run out."""
+        self._lose(reason)
+
     def _lose(self, reason: str) -> None:
         self._drop_queue()
         self._transition("lost")

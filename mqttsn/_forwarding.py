@@ -25,7 +25,9 @@ class ForwardedPeer:
 
 
 def is_encapsulated(data: bytes) -> bool:
-    return len(data) >= 3 and data[0] >= 3 and data[1] == MsgType.ENCAPSULATED
+    """Forwarder encapsulation, told apart from a DTLS record (also 0xFE at byte 1) by byte 2:
+    the Ctrl octet has its reserved bits 7-2 clear, a DTLS version byte is 0xFD/0xFF."""
+    return len(data) >= 3 and data[0] >= 3 and data[1] == MsgType.ENCAPSULATED and not data[2] & 0xFC
 
 
 def unwrap(data: bytes, addr: Hashable) -> tuple[Hashable, bytes]:
@@ -35,8 +37,6 @@ def unwrap(data: bytes, addr: Hashable) -> tuple[Hashable, bytes]:
     hdr = data[0]
     if len(data) <= hdr:
         raise DecodeError("encapsulation without an inner packet")
-    if data[2] & 0xFC:
-        raise DecodeError(f"encapsulation ctrl 0x{data[2]:02x} has reserved bits set")
     inner = data[hdr:]
     if is_encapsulated(inner):
         raise DecodeError("nested forwarder encapsulation")

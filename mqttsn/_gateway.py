@@ -16,19 +16,15 @@ then flushed and followed by PINGRESP.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from . import _packets as p
-from ._codec import decode, encode, peek_header
+from ._codec import decode, peek_header
 from ._errors import DecodeError
+from ._gateway_base import GatewayBase, GatewayConfig, _stamp
 from ._gateway_events import (
-    BROADCAST,
     GATEWAY_CONN,
-    BrokerAction,
-    BrokerConnect,
     BrokerDisconnect,
     BrokerPublish,
     BrokerSubscribe,
@@ -36,173 +32,17 @@ from ._gateway_events import (
     ClientAsleep,
     ClientAwake,
     ClientConnected,
-    ClientDisconnected,
-    ClientLost,
     DatagramDropped,
-    GatewayEvent,
-    PacketRefused,
     WillSpec,
 )
-from ._gateway_session import GatewaySession, Inflight, OutboundMessage, SessionState
-from ._topics import PredefinedTopics, topic_matches, validate_filter, validate_topic_name
+from ._gateway_session import GatewaySession, OutboundMessage, SessionState
+from ._topics import topic_matches, validate_filter, validate_topic_name
 
 __all__ = ["Gateway", "GatewayConfig"]
 
-Mode = Literal["transparent", "aggregating"]
 
-
-@dataclass(slots=True)
-class GatewayConfig:
-    gw_id: int = 1
-    mode: Mode = "transparent"
-    max_packet_size: int = 1500
-    retry_interval: float = 10.0  # T_RETRY
-    max_retries: int = 5  # N_RETRY
-    keep_alive_factor: float = 1.5
-    max_sessions: int = 100_000
-    max_buffered: int = 1000  # messages kept per sleeping client
-    max_topics_per_session: int = 1000
-    advertise_interval: float | None = None  # T_ADV; None = no ADVERTISE
-    predefined: PredefinedTopics = field(default_factory=PredefinedTopics)
-
-
-class Gateway:
-    def __init__(self, config: GatewayConfig | None = None) -> None:
-        self.config = config or GatewayConfig()
-        self._sessions: dict[Hashable, GatewaySession] = {}
-        self._by_client_id: dict[str, Hashable] = {}
-        self._out: list[tuple[Hashable, bytes]] = []
-        self._actions: list[BrokerAction] = []
-        self._events: list[GatewayEvent] = []
-        self._timers: list[tuple[float, int, Hashable]] = []
-        self._seq = 0
-        self._token = 0
-        # token -> (peer, what, data) for broker answers
-        self._pending: dict[int, tuple[Hashable, str, tuple[int, ...]]] = {}
-        # aggregating mode: filter -> {peer: qos}, and the qos subscribed at the broker
-        self._agg_subs: dict[str, dict[Hashable, int]] = {}
-        self._agg_broker_qos: dict[str, int] = {}
-        self._next_advertise: float | None = None
-        self.stats: dict[str, int] = {}
-
-    # --- outputs ------------------------------------------------------------------------------
-
-    def datagrams_to_send(self) -> list[tuple[Hashable, bytes]]:
-        out, self._out = self._out, []
-        return out
-
-    def broker_actions(self) -> list[BrokerAction]:
-        out, self._actions = self._actions, []
-        return out
-
-    def events(self) -> list[GatewayEvent]:
-        out, self._events = self._events, []
-        return out
-
-    def session(self, peer: Hashable) -> GatewaySession | None:
-        return self._sessions.get(peer)
-
-    def sessions(self) -> list[GatewaySession]:
-        return list(self._sessions.values())
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    def _count(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
-
-    def _send(self, peer: Hashable, packet: p.Packet) -> None:
-        self._out.append((peer, encode(packet)))
-
-    def _drop(self, peer: Hashable, reason: str) -> None:
-        self._count("dropped")
-        self._events.append(DatagramDropped(peer, reason))
-
-    def _refuse(self, s: GatewaySession | None, peer: Hashable, reason: str) -> None:
-        self._count("refused")
-        self._events.append(PacketRefused(peer, s.client_id if s else None, reason))
-
-    def _new_token(self, peer: Hashable, what: str, data: tuple[int, ...]) -> int:
-        self._token += 1
-        self._pending[self._token] = (peer, what, data)
-        return self._token
-
-    def _conn(self, s: GatewaySession) -> Hashable:
-        return s.peer if self.config.mode == "transparent" else GATEWAY_CONN
-
-    def _schedule(self, s: GatewaySession) -> None:
-        d = s.next_deadline(self.config)
-        if d is not None and (s.scheduled is None or d < s.scheduled):
-            s.scheduled = d
-            self._seq += 1
-            heapq.heappush(self._timers, (d, self._seq, s.peer))
-
-    # --- timers -------------------------------------------------------------------------------
-
-    def start(self, now: float) -> None:
-        """Start gateway-level timers (ADVERTISE)."""
-        if self.config.advertise_interval:
-            self._advertise(now)
-
-    def _advertise(self, now: float) -> None:
-        interval = self.config.advertise_interval
-        assert interval
-        self._out.append((BROADCAST, encode(p.Advertise(self.config.gw_id, min(int(interval), 0xFFFF)))))
-        self._next_advertise = now + interval
-
-    def get_timer(self) -> float | None:
-        while self._timers:
-            t, _, peer = self._timers[0]
-            s = self._sessions.get(peer)
-            if s is None or s.scheduled != t:
-                heapq.heappop(self._timers)
-                continue
-            break
-        best = self._timers[0][0] if self._timers else None
-        if self._next_advertise is not None and (best is None or self._next_advertise < best):
-            best = self._next_advertise
-        return best
-
-    def handle_timer(self, now: float) -> None:
-        if self._next_advertise is not None and now >= self._next_advertise:
-            self._advertise(now)
-        while self._timers and self._timers[0][0] <= now:
-            t, _, peer = heapq.heappop(self._timers)
-            s = self._sessions.get(peer)
-            if s is None or s.scheduled != t:
-                continue
-            s.scheduled = None
-            self._session_timers(s, now)
-            if peer in self._sessions:
-                self._schedule(s)
-
-    def _session_timers(self, s: GatewaySession, now: float) -> None:
-        cfg = self.config
-        if s.state in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG, SessionState.WAIT_BROKER):
-            if now >= s.last_rx + cfg.retry_interval * cfg.max_retries:
-                self._close(s, "connect did not complete", lost=False, notify_client=False)
-            return
-        supervision = s.supervision_deadline(cfg)
-        if supervision is not None and now >= supervision:
-            why = "sleep duration expired" if s.state == SessionState.ASLEEP else "keep-alive expired"
-            self._close(s, why, lost=True)
-            return
-        inflight = s.inflight
-        if inflight is not None and now >= inflight.sent_at + cfg.retry_interval:
-            if inflight.retries >= cfg.max_retries:
-                self._close(s, "no answer after retransmissions", lost=True)
-                return
-            inflight.retries += 1
-            inflight.sent_at = now
-            pkt = inflight.packet
-            if isinstance(pkt, p.Publish):
-                pkt = p.Publish(
-                    pkt.topic_id, pkt.data, pkt.qos, pkt.msg_id, pkt.retain, True, pkt.topic_id_type
-                )
-                inflight.packet = pkt
-            self._count("retransmitted")
-            self._send(s.peer, pkt)
-
-    # --- datagrams ----------------------------------------------------------------------------
+class Gateway(GatewayBase):
+    """The MQTT-SN gateway core: feed it datagrams and broker answers, drain its outputs."""
 
     def receive_datagram(
         self, data: bytes, peer: Hashable, now: float, *, identity: str | None = None
@@ -247,8 +87,6 @@ class Gateway:
             msg_id = int.from_bytes(data[hdr + 3 : hdr + 5], "big")
             # Tell the client instead of letting it time out (the reference gateway is silent).
             self._send(peer, p.Puback(topic_id, msg_id, p.ReturnCode.NOT_SUPPORTED))
-
-    # --- connect ------------------------------------------------------------------------------
 
     def _on_connect(
         self, pkt: p.Connect, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -362,21 +200,6 @@ class Gateway:
         s.will = WillSpec(s.will.topic, pkt.message, s.will.qos, s.will.retain)
         self._connect_broker(s)
 
-    def _connect_broker(self, s: GatewaySession) -> None:
-        if self.config.mode == "transparent":
-            s.state = SessionState.WAIT_BROKER
-            self._actions.append(
-                BrokerConnect(s.peer, s.client_id, s.keep_alive, s.clean_session, s.will, s.identity)
-            )
-        else:
-            self._connected(s)
-
-    def _connected(self, s: GatewaySession) -> None:
-        s.state = SessionState.ACTIVE
-        self._send(s.peer, p.Connack())
-        self._count("connects")
-        self._events.append(ClientConnected(s.peer, s.client_id))
-
     def broker_connected(self, conn: Hashable, ok: bool, now: float) -> None:
         s = self._sessions.get(conn)
         if s is None or s.state != SessionState.WAIT_BROKER:
@@ -390,18 +213,6 @@ class Gateway:
             self._close(s, "broker refused the connection", lost=False, notify_client=False)
         if s.peer in self._sessions:
             self._schedule(s)
-
-    # --- topics -------------------------------------------------------------------------------
-
-    def _resolve(self, s: GatewaySession | None, topic_id: int, tit: p.TopicIdType) -> str | None:
-        if tit == p.TopicIdType.PREDEFINED:
-            return self.config.predefined.name_for(s.client_id if s else None, topic_id)
-        if tit == p.TopicIdType.SHORT:
-            try:
-                return p.short_topic_name(topic_id)
-            except UnicodeDecodeError:
-                return None
-        return s.topics.name_for(topic_id) if s else None
 
     def _on_register(
         self, pkt: p.Register, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -444,19 +255,6 @@ class Gateway:
             self._count("dropped_outbound")
         self._pump(s, now)
 
-    # --- publish from the client ----------------------------------------------------------------
-
-    def _require_active(self, s: GatewaySession | None, peer: Hashable, what: str) -> bool:
-        if s is not None and s.state in (SessionState.ACTIVE, SessionState.AWAKE):
-            return True
-        if s is None:
-            # Tell a client whose session we do not know (e.g. after a gateway restart).
-            self._send(peer, p.Disconnect())
-            self._drop(peer, f"{what} without a session")
-        else:
-            self._drop(peer, f"{what} in state {s.state.name}")
-        return False
-
     def _on_publish(
         self, pkt: p.Publish, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
     ) -> None:
@@ -475,7 +273,7 @@ class Gateway:
         conn = self._conn(s)
         if pkt.qos == 0:
             self._count("published")
-            self._actions.append(BrokerPublish(conn, topic, pkt.data, 0, pkt.retain))
+            self._actions.append(BrokerPublish(conn, topic, pkt.data, 0, pkt.retain, None, *_stamp(s)))
             return
         if pkt.qos == 1:
             if pkt.msg_id in s.pending_in:
@@ -494,7 +292,7 @@ class Gateway:
         s.pending_in.add(pkt.msg_id)
         token = self._new_token(s.peer, "publish", (pkt.msg_id, pkt.topic_id, pkt.qos))
         self._count("published")
-        self._actions.append(BrokerPublish(conn, topic, pkt.data, pkt.qos, pkt.retain, token))
+        self._actions.append(BrokerPublish(conn, topic, pkt.data, pkt.qos, pkt.retain, token, *_stamp(s)))
 
     def _publish_qos_m1(self, pkt: p.Publish, peer: Hashable, s: GatewaySession | None) -> None:
         topic = self._resolve(s, pkt.topic_id, pkt.topic_id_type)
@@ -502,8 +300,10 @@ class Gateway:
             self._drop(peer, f"QoS -1 PUBLISH to unknown topic id {pkt.topic_id}")
             return
         self._count("published")
-        conn = self._conn(s) if s is not None and s.state == SessionState.ACTIVE else GATEWAY_CONN
-        self._actions.append(BrokerPublish(conn, topic, pkt.data, 0, pkt.retain))
+        active = s is not None and s.state == SessionState.ACTIVE
+        conn = self._conn(s) if s is not None and active else GATEWAY_CONN
+        stamp = _stamp(s) if s is not None and active else (None, False)
+        self._actions.append(BrokerPublish(conn, topic, pkt.data, 0, pkt.retain, None, *stamp))
 
     def broker_published(self, conn: Hashable, token: int, now: float) -> None:
         entry = self._pending.pop(token, None)
@@ -531,8 +331,6 @@ class Gateway:
             return  # PUBREC not sent yet: the client will retry
         s.qos2_in.pop(pkt.msg_id, None)
         self._send(peer, p.Pubcomp(pkt.msg_id))
-
-    # --- acks from the client for our deliveries ------------------------------------------------
 
     def _on_puback(
         self, pkt: p.Puback, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -596,8 +394,6 @@ class Gateway:
         s.inflight = None
         self._pump(s, now)
 
-    # --- subscriptions ------------------------------------------------------------------------
-
     def _on_subscribe(
         self, pkt: p.Subscribe, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
     ) -> None:
@@ -640,24 +436,6 @@ class Gateway:
         if not self._agg_add(peer, name, pkt.qos, data):
             self._suback(s, pkt.msg_id, topic_id, pkt.qos, int(pkt.topic_id_type))
 
-    def _agg_add(self, peer: Hashable, name: str, qos: int, data: tuple[int, ...] | None) -> bool:
-        """Aggregating mode: count a subscriber; True if a broker SUBSCRIBE was issued."""
-        self._agg_subs.setdefault(name, {})[peer] = qos
-        if self._agg_broker_qos.get(name, -1) >= qos:
-            return False
-        self._agg_broker_qos[name] = qos
-        if data is None:
-            token = self._new_token(GATEWAY_CONN, "resubscribe", ())
-        else:
-            token = self._new_token(peer, "subscribe", data)
-        self._actions.append(BrokerSubscribe(GATEWAY_CONN, name, qos, token))
-        return True
-
-    def _suback(self, s: GatewaySession, msg_id: int, topic_id: int, qos: int, tit: int) -> None:
-        if topic_id and tit == p.TopicIdType.NORMAL:
-            s.known_to_client.add(topic_id)  # the client learns the id from the SUBACK
-        self._send(s.peer, p.Suback(topic_id, msg_id, qos))
-
     def broker_subscribed(self, conn: Hashable, token: int, granted_qos: int, now: float) -> None:
         entry = self._pending.pop(token, None)
         if entry is None:
@@ -697,17 +475,6 @@ class Gateway:
         self._agg_release(peer, name)
         self._send(peer, p.Unsuback(pkt.msg_id))
 
-    def _agg_release(self, peer: Hashable, name: str) -> None:
-        subs = self._agg_subs.get(name)
-        if subs is None:
-            return
-        subs.pop(peer, None)
-        if not subs:
-            del self._agg_subs[name]
-            self._agg_broker_qos.pop(name, None)
-            token = self._new_token(GATEWAY_CONN, "unsubscribe", (0,))
-            self._actions.append(BrokerUnsubscribe(GATEWAY_CONN, name, token))
-
     def broker_unsubscribed(self, conn: Hashable, token: int, now: float) -> None:
         entry = self._pending.pop(token, None)
         if entry is None:
@@ -716,8 +483,6 @@ class Gateway:
         s = self._sessions.get(peer)
         if s is not None and what == "unsubscribe":
             self._send(peer, p.Unsuback(msg_id))
-
-    # --- messages from the broker ---------------------------------------------------------------
 
     def broker_message(
         self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, now: float
@@ -737,61 +502,6 @@ class Gateway:
         if s is None:
             return
         self._deliver(s, OutboundMessage(topic, payload, qos, retain), now)
-
-    def _deliver(self, s: GatewaySession, msg: OutboundMessage, now: float) -> None:
-        self._count("delivered")
-        if s.state == SessionState.ASLEEP:
-            if len(s.sleep_buffer) >= self.config.max_buffered:
-                self._count("buffer_overflow")
-                self._events.append(PacketRefused(s.peer, s.client_id, "sleep buffer full; message dropped"))
-                return
-            s.sleep_buffer.append(msg)
-            return
-        s.queue.append(msg)
-        self._pump(s, now)
-        self._schedule(s)
-
-    def _topic_ref(self, s: GatewaySession, topic: str) -> tuple[int, p.TopicIdType] | None:
-        tid = self.config.predefined.id_for(s.client_id, topic)
-        if tid is not None:
-            return tid, p.TopicIdType.PREDEFINED
-        if topic in s.short_subs:
-            return p.short_topic_id(topic), p.TopicIdType.SHORT
-        tid = s.topics.id_for(topic)
-        if tid is not None and tid in s.known_to_client:
-            return tid, p.TopicIdType.NORMAL
-        return None
-
-    def _pump(self, s: GatewaySession, now: float) -> None:
-        """Send queued messages toward the client: QoS 0 at once, QoS 1/2 and REGISTER one at a time."""
-        while s.inflight is None and s.queue and s.state in (SessionState.ACTIVE, SessionState.AWAKE):
-            msg = s.queue[0]
-            ref = self._topic_ref(s, msg.topic)
-            if ref is None:
-                tid = s.topics.assign(msg.topic)
-                if tid is None:
-                    s.queue.popleft()
-                    self._count("dropped_outbound")
-                    continue
-                reg = p.Register(tid, s.next_msg_id(), msg.topic)
-                s.inflight = Inflight(reg, now)
-                self._send(s.peer, reg)
-                return
-            topic_id, tit = ref
-            s.queue.popleft()
-            if msg.qos <= 0:
-                self._send(s.peer, p.Publish(topic_id, msg.payload, 0, 0, msg.retain, False, tit))
-                continue
-            pub = p.Publish(topic_id, msg.payload, msg.qos, s.next_msg_id(), msg.retain, False, tit)
-            s.inflight = Inflight(pub, now, message=msg)
-            self._send(s.peer, pub)
-            return
-        if s.state == SessionState.AWAKE and s.inflight is None and not s.queue:
-            # Buffered messages delivered: tell the client to go back to sleep.
-            self._send(s.peer, p.Pingresp())
-            s.state = SessionState.ASLEEP
-
-    # --- keep-alive, sleep, disconnect --------------------------------------------------------
 
     def _on_pingreq(
         self, pkt: p.Pingreq, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -831,11 +541,6 @@ class Gateway:
     ) -> None:
         if s is None:
             self._drop(peer, "PINGRESP without a session")
-
-    def _flush_sleep_buffer(self, s: GatewaySession, now: float) -> None:
-        s.queue.extend(s.sleep_buffer)
-        s.sleep_buffer.clear()
-        self._pump(s, now)
 
     def _on_disconnect(
         self, pkt: p.Disconnect, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -890,50 +595,22 @@ class Gateway:
     ) -> None:
         self._send(peer, p.GwInfo(self.config.gw_id))
 
+    def transport_lost(self, peer: Hashable, now: float, reason: str, *, keep_sleeping: bool = True) -> bool:
+        """The transport under ``peer`` ended (DTLS session closed, link gone): the client is lost,
+        its will is published, its broker connection closed. A sleeping session is kept when
+        ``keep_sleeping`` (MQTT-SN sleep outlives the transport). Returns True if a session ended."""
+        s = self._sessions.get(peer)
+        if s is None or (keep_sleeping and s.state in (SessionState.ASLEEP, SessionState.AWAKE)):
+            return False
+        self._close(s, reason, lost=True)
+        return True
+
     def broker_connection_lost(self, conn: Hashable, now: float) -> None:
         """The broker closed a client's connection (transparent mode): end that session."""
         s = self._sessions.get(conn)
         if s is not None:
             self._send(s.peer, p.Disconnect())
             self._close(s, "broker closed the connection", lost=False, notify_client=False, broker_gone=True)
-
-    def _close(
-        self,
-        s: GatewaySession,
-        reason: str,
-        *,
-        lost: bool,
-        notify_client: bool = False,
-        broker_gone: bool = False,
-    ) -> None:
-        self._sessions.pop(s.peer, None)
-        if self._by_client_id.get(s.client_id) == s.peer:
-            del self._by_client_id[s.client_id]
-        for tok in [t for t, (peer, _, _) in self._pending.items() if peer == s.peer]:
-            del self._pending[tok]
-        conn = self._conn(s)
-        will_published = False
-        if (
-            lost
-            and s.will is not None
-            and s.state
-            not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG, SessionState.WAIT_BROKER)
-        ):
-            self._actions.append(BrokerPublish(conn, s.will.topic, s.will.message, s.will.qos, s.will.retain))
-            will_published = True
-        if self.config.mode == "transparent":
-            if not broker_gone and s.state not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG):
-                self._actions.append(BrokerDisconnect(s.peer))
-        else:
-            for name in list(s.subscriptions):
-                self._agg_release(s.peer, name)
-        if notify_client:
-            self._send(s.peer, p.Disconnect())
-        if lost:
-            self._count("lost")
-            self._events.append(ClientLost(s.peer, s.client_id, reason, will_published))
-        else:
-            self._events.append(ClientDisconnected(s.peer, s.client_id, reason))
 
 
 _Handler = Callable[[Gateway, Any, Hashable, "GatewaySession | None", float, "str | None"], None]

@@ -84,7 +84,13 @@ class BrokerConnect:
 
 @dataclass(frozen=True, slots=True)
 class BrokerPublish:
-    """Publish on ``conn``. When ``token`` is set, answer ``Gateway.broker_published``."""
+    """Publish on ``conn``. When ``token`` is set, answer ``Gateway.broker_published``.
+
+    ``device`` is the identity the gateway stamps on the message (the driver sends it as the
+    MQTT 5 user property ``meshota-device``): the DTLS-verified identity when the session has
+    one (``verified`` True), else the MQTT-SN client id (``verified`` False). ``None`` when no
+    session sent it (QoS -1 without a session): nothing is stamped.
+    """
 
     conn: Hashable
     topic: str
@@ -92,6 +98,8 @@ class BrokerPublish:
     qos: int
     retain: bool
     token: int | None = None
+    device: str | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,10 @@ import pytest
 @pytest.mark.integration
 def test_demo_runs_and_every_node_answers() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "meshota", "demo", "--nodes", "3"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "meshota", "demo", "--live", "--nodes", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all nodes answered: 6/6 replies" in r.stdout

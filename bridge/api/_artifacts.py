@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from bridge.store import tables as t
 from ._auth import require_user
 from ._context import ApiContext, now
 from ._device_deployments import artifact_link
-from ._multipart import parse_multipart
+from ._multipart import MultipartStream
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -27,6 +28,7 @@ __all__ = [
     "mgmt_download_link",
     "mgmt_upload",
     "store_artifact",
+    "store_staged_artifact",
 ]
 
 
@@ -48,51 +50,58 @@ def _updates(info: ArtifactInfo) -> list[dict[str, Any]]:
 async def store_artifact(ctx: ApiContext, data: bytes, description: str) -> str:
     """Check ``data`` completely, then store file and row; on any failure nothing remains."""
     with ctx.blobs.staging() as staged:
-        await asyncio.to_thread(staged.write_bytes, data)
-        try:
-            info = await asyncio.to_thread(
-                parse_artifact,
-                staged,
-                keys=ctx.settings.verify_keys,
-                limits=ctx.settings.artifact_limits,
-            )
-        except ArtifactError as exc:
-            raise ApiError(400, f"invalid artifact: {exc}") from None
-        clears = sorted({c for p in info.payloads for c in p.clears_provides})
-        provides = dict(info.provides)
-        for p in info.payloads:
-            provides.update({k: v for k, v in p.provides.items() if isinstance(v, str)})
-        artifact_id = str(uuid.uuid4())
-        existed = ctx.blobs.exists(info.sha256)
-        placed = False
-        try:
-            async with ctx.store.transaction() as conn:
-                await _check_conflict(conn, info)
-                await conn.execute(
-                    sa.insert(t.artifacts).values(
-                        id=artifact_id,
-                        name=info.name,
-                        description=description,
-                        device_types=info.device_types,
-                        signed=info.signed,
-                        size=info.size,
-                        sha256=info.sha256,
-                        info={"format": info.format, "version": info.version},
-                        provides=provides,
-                        depends=info.depends,
-                        clears_provides=clears,
-                        updates=_updates(info),
-                        modified_ts=now(),
-                    )
+        with staged.open("wb") as fh:
+            await asyncio.to_thread(fh.write, data)
+        return await store_staged_artifact(ctx, staged, description)
+
+
+async def store_staged_artifact(ctx: ApiContext, staged: Path, description: str) -> str:
+    """Check the artifact in staging file ``staged`` (from ``BlobStore.staging()``), then move
+    it to its content address and insert the row, both or neither."""
+    try:
+        info = await asyncio.to_thread(
+            parse_artifact,
+            staged,
+            keys=ctx.settings.verify_keys,
+            limits=ctx.settings.artifact_limits,
+        )
+    except ArtifactError as exc:
+        raise ApiError(400, f"invalid artifact: {exc}") from None
+    clears = sorted({c for p in info.payloads for c in p.clears_provides})
+    provides = dict(info.provides)
+    for p in info.payloads:
+        provides.update({k: v for k, v in p.provides.items() if isinstance(v, str)})
+    artifact_id = str(uuid.uuid4())
+    existed = ctx.blobs.exists(info.sha256)
+    placed = False
+    try:
+        async with ctx.store.transaction() as conn:
+            await _check_conflict(conn, info)
+            await conn.execute(
+                sa.insert(t.artifacts).values(
+                    id=artifact_id,
+                    name=info.name,
+                    description=description,
+                    device_types=info.device_types,
+                    signed=info.signed,
+                    size=info.size,
+                    sha256=info.sha256,
+                    info={"format": info.format, "version": info.version},
+                    provides=provides,
+                    depends=info.depends,
+                    clears_provides=clears,
+                    updates=_updates(info),
+                    modified_ts=now(),
                 )
-                # the file goes in place before the row commits; a failed commit removes it
-                ctx.blobs.commit(staged, info.sha256)
-                placed = True
-        except BaseException:
-            if placed and not existed:
-                ctx.blobs.remove(info.sha256)
-            raise
-        return artifact_id
+            )
+            # the file goes in place before the row commits; a failed commit removes it
+            ctx.blobs.commit(staged, info.sha256)
+            placed = True
+    except BaseException:
+        if placed and not existed:
+            ctx.blobs.remove(info.sha256)
+        raise
+    return artifact_id
 
 
 async def _check_conflict(conn: AsyncConnection, info: ArtifactInfo) -> None:
@@ -103,15 +112,21 @@ async def _check_conflict(conn: AsyncConnection, info: ArtifactInfo) -> None:
 
 
 async def mgmt_upload(ctx: ApiContext, req: Request) -> Response:
+    """Streaming route: the 'artifact' part goes to a staging file as it arrives (size limit
+    enforced by the adapter while streaming); a failure at any point removes the file."""
     await require_user(ctx, req)
-    parts = parse_multipart(req.headers.get("content-type", ""), req.body)
-    fields = {p.name: p for p in parts}
-    if "artifact" not in fields:
-        raise ApiError(400, "multipart field 'artifact' is missing")
-    if parts[-1].name != "artifact":
-        raise ApiError(400, "the 'artifact' part must come last")
-    description = fields["description"].data.decode("utf-8", "replace") if "description" in fields else ""
-    artifact_id = await store_artifact(ctx, fields["artifact"].data, description)
+    form = MultipartStream(req.headers.get("content-type", ""), "artifact")
+    with ctx.blobs.staging() as staged, staged.open("wb") as fh:
+
+        async def write(chunk: bytes) -> None:
+            await asyncio.to_thread(fh.write, chunk)
+
+        await form.parse(req.body_chunks(), write)
+        if not form.file_seen:
+            raise ApiError(400, "multipart field 'artifact' is missing")
+        fh.close()
+        description = form.fields.get("description", b"").decode("utf-8", "replace")
+        artifact_id = await store_staged_artifact(ctx, staged, description)
     return Response(201, [("Location", f"/api/management/v1/deployments/artifacts/{artifact_id}")])
 
 
@@ -138,7 +153,7 @@ async def mgmt_artifacts(ctx: ApiContext, req: Request) -> Response:
     name = req.query_one("name")
     if name is not None:
         query = query.where(t.artifacts.c.name == name)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         rows = list(await conn.execute(query))
     return json_response(200, [artifact_json(r) for r in rows])
 
@@ -152,14 +167,14 @@ async def _artifact(conn: AsyncConnection, artifact_id: str) -> Any:
 
 async def mgmt_artifact(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         row = await _artifact(conn, req.path_params["id"])
     return json_response(200, artifact_json(row))
 
 
 async def mgmt_download_link(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         await _artifact(conn, req.path_params["id"])
     uri, expire = artifact_link(ctx, req, req.path_params["id"])
     return json_response(200, {"uri": uri, "expire": expire})

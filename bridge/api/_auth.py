@@ -1,4 +1,9 @@
-"""Who is calling: device tokens and user tokens, checked against the store on every call."""
+"""Who is calling: device tokens and user tokens.
+
+A device token is checked by its signature and expiry, against the transport identity when the
+adapter supplies one, and against the auth set's current status (cached briefly, see
+_device_status). A user token is checked against the users table on every call.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sqlalchemy as sa
 
 from bridge.store import tables as t
 
-from ._context import ApiContext
+from ._context import ApiContext, now
 from ._crypto import decode_token
 from ._types import ApiError, Request
 
@@ -34,7 +39,16 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
     if claims.get("mender.device") is not True:
         raise ApiError(401, "not a device token")
     device_id, aid = str(claims.get("sub", "")), str(claims.get("jti", ""))
-    async with ctx.store.transaction() as conn:
+    if request.identity is not None and request.identity != device_id:
+        # the transport (e.g. the MQTT-SN gateway) authenticated someone else: one device
+        # must never act as another, whatever token it holds
+        raise ApiError(403, "token does not belong to this transport identity")
+    cache = ctx.device_status
+    ts = now()
+    if cache.is_accepted(device_id, aid, ts):
+        return DeviceAuth(device_id, aid)
+    generation = cache.generation
+    async with ctx.store.read() as conn:
         row = (
             await conn.execute(
                 sa.select(t.auth_sets.c.status).where(
@@ -45,6 +59,7 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
     # a rejected or decommissioned device loses access at once, not when its token expires
     if row is None or row.status != "accepted":
         raise ApiError(401, "device is not accepted")
+    cache.remember(device_id, aid, ts, generation)
     return DeviceAuth(device_id, aid)
 
 
@@ -53,7 +68,7 @@ async def require_user(ctx: ApiContext, request: Request) -> str:
     if claims.get("mender.user") is not True:
         raise ApiError(401, "not a user token")
     user_id = str(claims.get("sub", ""))
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         found = (await conn.execute(sa.select(t.users.c.id).where(t.users.c.id == user_id))).first()
     if found is None:
         raise ApiError(401, "user no longer exists")

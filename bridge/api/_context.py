@@ -13,6 +13,8 @@ from bridge.artifacts import BlobStore, Limits, VerifyKey
 from bridge.store import Store
 from bridge.store import tables as t
 
+from ._device_status import DeviceStatusCache
+
 __all__ = ["ApiContext", "Settings", "now"]
 
 
@@ -30,6 +32,9 @@ class Settings:
     verify_keys: Sequence[VerifyKey] = ()
     artifact_limits: Limits = field(default_factory=Limits)
     max_body: int = 1 << 30
+    # how long "this auth set is accepted" may be answered from memory; 0 disables the cache.
+    # Changes made through this process apply at once; other processes (meshota admin) within this.
+    device_status_ttl: float = 5.0
 
 
 @dataclass(slots=True)
@@ -38,6 +43,10 @@ class ApiContext:
     blobs: BlobStore
     secret: bytes
     settings: Settings
+    device_status: DeviceStatusCache = field(default_factory=DeviceStatusCache)
+
+    def __post_init__(self) -> None:
+        self.device_status.ttl = self.settings.device_status_ttl
 
     @classmethod
     async def create(cls, store: Store, blobs: BlobStore, settings: Settings) -> ApiContext:

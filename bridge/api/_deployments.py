@@ -222,7 +222,7 @@ async def mgmt_deployments(ctx: ApiContext, req: Request) -> Response:
     search = req.query_one("search")
     if search:
         query = query.where(t.deployments.c.name.contains(search, autoescape=True))
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         total = len(list(await conn.execute(query)))
         rows = list(await conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
         body = [await _deployment_json(conn, r) for r in rows]
@@ -238,14 +238,14 @@ async def _get(conn: AsyncConnection, deployment_id: str) -> Any:
 
 async def mgmt_deployment(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         return json_response(200, await _deployment_json(conn, await _get(conn, req.path_params["id"])))
 
 
 async def mgmt_statistics(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd.c.status, sa.func.count())
@@ -260,7 +260,7 @@ async def mgmt_statistics(ctx: ApiContext, req: Request) -> Response:
 async def mgmt_deployment_devices(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd).where(dd.c.deployment_id == req.path_params["id"]).order_by(dd.c.device_id)
@@ -285,7 +285,7 @@ async def mgmt_deployment_devices(ctx: ApiContext, req: Request) -> Response:
 async def mgmt_device_log(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         row = (
             await conn.execute(
                 sa.select(dd.c.log).where(

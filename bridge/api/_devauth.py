@@ -10,11 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import after_commit
 from bridge.store import tables as t
 
 from ._auth import require_user
 from ._context import ApiContext, now
 from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
+from ._device_status import invalidate_device
 from ._paging import paginate
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -58,6 +60,14 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     if not verify_auth_signature(pubkey, req.body, signature):
         raise ApiError(401, "signature verification failed")
     ts = now()
+    # a known device with a known key changes nothing: answer from a read, no writer lock
+    async with ctx.store.read() as conn:
+        known = await _known_auth_set(conn, id_data, pubkey)
+    if known is not None and known[2] != "preauthorized":
+        device_id, aid, status = known
+        if status != "accepted":
+            raise ApiError(401, f"device authentication {status}")
+        return _device_token(ctx, device_id, aid, ts)
     async with ctx.store.transaction() as conn:
         device = await _get_or_create_device(conn, id_data, ts)
         aset = (
@@ -83,9 +93,26 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
                 status = "accepted"
     if status != "accepted":
         raise ApiError(401, f"device authentication {status}")
-    claims = {"sub": device["id"], "jti": aid, "mender.device": True, "mender.plan": "os"}
+    return _device_token(ctx, device["id"], aid, ts)
+
+
+def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float) -> Response:
+    claims = {"sub": device_id, "jti": aid, "mender.device": True, "mender.plan": "os"}
     token = issue_token(ctx.secret, claims, ts, ctx.settings.device_token_lifetime)
     return Response(200, [("Content-Type", "application/jwt")], token.encode())
+
+
+async def _known_auth_set(conn: AsyncConnection, id_data: str, pubkey: str) -> tuple[str, str, str] | None:
+    """(device id, auth set id, status) of this identity + key, if both are known."""
+    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    row = (
+        await conn.execute(
+            sa.select(t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status)
+            .join(t.auth_sets, t.auth_sets.c.device_id == t.devices.c.id)
+            .where(t.devices.c.id_data_sha256 == digest, t.auth_sets.c.pubkey == pubkey)
+        )
+    ).first()
+    return (str(row.id), str(row.aid), str(row.status)) if row is not None else None
 
 
 async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) -> dict[str, Any]:
@@ -125,6 +152,8 @@ async def _accept(conn: AsyncConnection, device_id: str, aid: str, ts: float) ->
 
 
 async def _refresh_device_status(conn: AsyncConnection, device_id: str, ts: float) -> None:
+    """Recompute the device's status from its auth sets; every auth-set change ends here."""
+    after_commit(conn, lambda: invalidate_device(device_id))
     statuses = set(
         (
             await conn.execute(sa.select(t.auth_sets.c.status).where(t.auth_sets.c.device_id == device_id))
@@ -167,6 +196,7 @@ async def decommission_device(conn: AsyncConnection, device_id: str) -> None:
     found = await conn.execute(sa.delete(t.devices).where(t.devices.c.id == device_id))
     if found.rowcount == 0:
         raise ApiError(404, f"device {device_id} not found")
+    after_commit(conn, lambda: invalidate_device(device_id))
     await conn.execute(sa.delete(t.auth_sets).where(t.auth_sets.c.device_id == device_id))
     await conn.execute(sa.delete(t.inventory).where(t.inventory.c.device_id == device_id))
     ts = now()
@@ -221,14 +251,14 @@ async def mgmt_devices(ctx: ApiContext, req: Request) -> Response:
     ids = req.query.get("id")
     if ids:
         query = query.where(t.devices.c.id.in_(ids))
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         rows = list(await conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
         return json_response(200, await _device_json(conn, rows))
 
 
 async def mgmt_device(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         rows = list(await conn.execute(sa.select(t.devices).where(t.devices.c.id == req.path_params["id"])))
         if not rows:
             raise ApiError(404, "device not found")
@@ -260,6 +290,14 @@ async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
     # the device sends id_data as Go's json.Marshal output: sorted keys, no spaces
     id_data = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     ts = now()
+    # a known device with a known key changes nothing: answer from a read, no writer lock
+    async with ctx.store.read() as conn:
+        known = await _known_auth_set(conn, id_data, pubkey)
+    if known is not None and known[2] != "preauthorized":
+        device_id, aid, status = known
+        if status != "accepted":
+            raise ApiError(401, f"device authentication {status}")
+        return _device_token(ctx, device_id, aid, ts)
     async with ctx.store.transaction() as conn:
         device = await _get_or_create_device(conn, id_data, ts)
         existing = (

@@ -57,23 +57,29 @@ def artifact_link(ctx: ApiContext, req: Request, artifact_id: str) -> tuple[str,
 
 
 async def refresh_deployment(conn: AsyncConnection, deployment_id: str) -> None:
-    statuses = list(
-        (
-            await conn.execute(
-                sa.select(t.device_deployments.c.status).where(
-                    t.device_deployments.c.deployment_id == deployment_id
-                )
-            )
-        ).scalars()
-    )
+    """Derive the deployment's status from its devices; write the row only when it changes
+    (every device reports several times, and rewriting one shared row serializes them)."""
+    dd = t.device_deployments
+    counts = (
+        await conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(sa.case((dd.c.status.in_(FINISHED), 0), else_=1)), 0),
+                sa.func.coalesce(sa.func.sum(sa.case((dd.c.status == "pending", 0), else_=1)), 0),
+            ).where(dd.c.deployment_id == deployment_id)
+        )
+    ).one()
+    unfinished, started = int(counts[1]), int(counts[2])
     values: dict[str, Any]
-    if all(s in FINISHED for s in statuses):
+    if unfinished == 0:
         values = {"status": "finished", "finished_ts": now()}
-    elif all(s == "pending" for s in statuses):
+    elif started == 0:
         values = {"status": "pending"}
     else:
         values = {"status": "inprogress"}
-    query = sa.update(t.deployments).where(t.deployments.c.id == deployment_id)
+    query = sa.update(t.deployments).where(
+        t.deployments.c.id == deployment_id, t.deployments.c.status != values["status"]
+    )
     if values["status"] == "finished":
         query = query.where(t.deployments.c.finished_ts.is_(None))
     await conn.execute(query.values(**values))
@@ -105,8 +111,13 @@ def _provides(req: Request) -> dict[str, str]:
 async def next_deployment(ctx: ApiContext, req: Request) -> Response:
     auth = await require_device(ctx, req)
     provides = _provides(req)
-    async with ctx.store.transaction() as conn:
-        found = await _select_next(conn, auth, provides)
+    # a device polls far more often than anything changes: look first without the writer
+    # lock, write only when a deployment must be settled or started
+    async with ctx.store.read() as conn:
+        found, must_write = await _select_next(conn, auth, provides, write=False)
+    if must_write:
+        async with ctx.store.transaction() as conn:
+            found, _ = await _select_next(conn, auth, provides, write=True)
     if found is None:
         return Response(204)
     deployment_id, artifact = found
@@ -126,13 +137,17 @@ async def next_deployment(ctx: ApiContext, req: Request) -> Response:
 
 
 async def _select_next(
-    conn: AsyncConnection, auth: DeviceAuth, provides: dict[str, str]
-) -> tuple[str, dict[str, Any]] | None:
-    """The oldest unfinished deployment for this device, settling the ones it cannot take."""
+    conn: AsyncConnection, auth: DeviceAuth, provides: dict[str, str], *, write: bool
+) -> tuple[tuple[str, dict[str, Any]] | None, bool]:
+    """The oldest unfinished deployment for this device, settling the ones it cannot take.
+
+    With ``write=False`` nothing is written: the answer is ``(None, True)`` as soon as a
+    write would be needed (call again in a write transaction), else ``(found, False)``.
+    """
     dd, d = t.device_deployments, t.deployments
     rows = list(
         await conn.execute(
-            sa.select(dd.c.id, dd.c.status, dd.c.artifact_id, d.c.id.label("deployment_id"))
+            sa.select(dd.c.id, dd.c.status, dd.c.artifact_id, dd.c.started_ts, d.c.id.label("deployment_id"))
             .add_columns(d.c.artifact_name, d.c.force_installation)
             .join(d, d.c.id == dd.c.deployment_id)
             .where(dd.c.device_id == auth.device_id, dd.c.finished_ts.is_(None))
@@ -141,9 +156,9 @@ async def _select_next(
     )
     ts = now()
     for row in rows:
-        artifact = await _compatible_artifact(conn, row.artifact_name, provides["device_type"])
-        if row.artifact_id is not None:
-            artifact = await _artifact_by_id(conn, row.artifact_id) or artifact
+        artifact = await _artifact_by_id(conn, row.artifact_id) if row.artifact_id is not None else None
+        if artifact is None:
+            artifact = await _compatible_artifact(conn, row.artifact_name, provides["device_type"])
         settle: str | None = None
         if artifact is None:
             settle = "noartifact"
@@ -154,17 +169,22 @@ async def _select_next(
         ):
             settle = "already-installed"
         if settle is not None:
+            if not write:
+                return None, True
             await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(status=settle, finished_ts=ts))
             await refresh_deployment(conn, row.deployment_id)
             continue
         assert artifact is not None
-        await conn.execute(
-            sa.update(dd)
-            .where(dd.c.id == row.id)
-            .values(artifact_id=artifact["id"], started_ts=sa.func.coalesce(dd.c.started_ts, ts))
-        )
-        return str(row.deployment_id), artifact
-    return None
+        if row.artifact_id != artifact["id"] or row.started_ts is None:
+            if not write:
+                return None, True
+            await conn.execute(
+                sa.update(dd)
+                .where(dd.c.id == row.id)
+                .values(artifact_id=artifact["id"], started_ts=sa.func.coalesce(dd.c.started_ts, ts))
+            )
+        return (str(row.deployment_id), artifact), False
+    return None, False
 
 
 async def _compatible_artifact(conn: AsyncConnection, name: str, device_type: str) -> dict[str, Any] | None:
@@ -204,6 +224,10 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
     if substate is not None and (not isinstance(substate, str) or len(substate) > 200):
         raise ApiError(400, "substate must be a string of at most 200 characters")
     dd = t.device_deployments
+    async with ctx.store.read() as conn:
+        seen = await _device_deployment(conn, req, auth)
+    if seen.status == status and seen.substate == substate and status not in FINISHED:
+        return Response(204)  # a repeated report (client retry) changes nothing
     async with ctx.store.transaction() as conn:
         row = await _device_deployment(conn, req, auth)
         if row.status in ("aborted", "decommissioned"):
@@ -249,7 +273,7 @@ async def download_artifact(ctx: ApiContext, req: Request) -> Response:
         req.query_one("x-men-signature") or "",
         now(),
     )
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         artifact = await _artifact_by_id(conn, artifact_id)
     if artifact is None or not ctx.blobs.exists(artifact["sha256"]):
         raise ApiError(404, "artifact not found")

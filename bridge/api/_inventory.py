@@ -115,7 +115,7 @@ async def mgmt_inventory_devices(ctx: ApiContext, req: Request) -> Response:
     query = sa.select(t.devices.c.id).order_by(t.devices.c.created_ts, t.devices.c.id)
     group = req.query_one("group")
     has_group = req.query_one("has_group")
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         if group is not None:
             members = await _group_members(conn, group)
             query = query.where(t.devices.c.id.in_(members))
@@ -156,7 +156,7 @@ async def _group_members(conn: AsyncConnection, group: str) -> list[str]:
 async def mgmt_inventory_device(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
     device_id = req.path_params["id"]
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         found = (await conn.execute(sa.select(t.devices.c.id).where(t.devices.c.id == device_id))).first()
         if found is None:
             raise ApiError(404, "device not found")
@@ -243,14 +243,14 @@ async def device_groups(conn: AsyncConnection) -> list[str]:
 
 async def mgmt_groups(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         return json_response(200, await device_groups(conn))
 
 
 async def mgmt_group_devices(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
     page, per_page = paginate(req, default=10, maximum=500)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         members = sorted(await _group_members(conn, req.path_params["name"]))
     if not members:
         raise ApiError(404, "group not found")
@@ -268,7 +268,7 @@ async def mgmt_search(ctx: ApiContext, req: Request) -> Response:
     filters = body.get("filters") or []
     if not isinstance(filters, list):
         raise ApiError(400, "filters must be an array")
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         ids = list((await conn.execute(sa.select(t.devices.c.id).order_by(t.devices.c.created_ts))).scalars())
         rows = await conn.execute(sa.select(t.inventory))
         attrs: dict[tuple[str, str, str], Any] = {(r.device_id, r.scope, r.name): r.value for r in rows}

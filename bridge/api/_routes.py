@@ -10,6 +10,7 @@ from . import _inventory as inv
 from . import _useradm as users
 from ._context import ApiContext
 from ._routing import Route, Router
+from ._types import Request, Response
 
 __all__ = ["ROUTES", "build_router"]
 
@@ -18,6 +19,13 @@ _DEPLOY_DEV = "/api/devices/v1/deployments/device/deployments"
 _MGMT_DEPLOY = "/api/management/v1/deployments"
 _DEVAUTH = "/api/management/v2/devauth/devices"
 _INV = "/api/management/v1/inventory"
+
+
+async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
+    from bridge.chunk_maps import get_chunk_map  # late: bridge.chunk_maps imports this package
+
+    return await get_chunk_map(ctx, req)
+
 
 ROUTES: tuple[Route[ApiContext], ...] = (
     # -- device API -----------------------------------------------------------------------
@@ -30,13 +38,14 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("PUT", f"{_DEPLOY_DEV}/{{id}}/status", ddep.put_status),
     Route("PUT", f"{_DEPLOY_DEV}/{{id}}/log", ddep.put_log),
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
+    Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),
     Route("POST", "/api/management/v1/useradm/users", users.mgmt_create_user),
     Route("DELETE", "/api/management/v1/useradm/users/{id}", users.mgmt_delete_user),
     # -- deployments: artifacts -------------------------------------------------------------
-    Route("POST", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_upload),
+    Route("POST", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_upload, streaming=True),
     Route("GET", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_artifacts),
     Route("GET", f"{_MGMT_DEPLOY}/artifacts/{{id}}", art.mgmt_artifact),
     Route("DELETE", f"{_MGMT_DEPLOY}/artifacts/{{id}}", art.mgmt_delete_artifact),

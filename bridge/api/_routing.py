@@ -25,6 +25,7 @@ class Route(Generic[C]):
     method: str
     pattern: str
     handler: Handler[C]
+    streaming: bool = False  # the handler reads Request.body_chunks() itself (uploads)
 
     def compile(self) -> re.Pattern[str]:
         parts = _PARAM.split(self.pattern)
@@ -38,14 +39,14 @@ class Router(Generic[C]):
 
     def __init__(self, context: C, routes: Sequence[Route[C]]) -> None:
         self.context = context
-        self._routes = [(r.method, r.compile(), r.handler) for r in routes]
+        self._routes = [(r.method, r.compile(), r.handler, r.streaming) for r in routes]
 
     async def handle(self, request: Request) -> Response:
         rid = request.request_id or uuid.uuid4().hex
         if not request.request_id:
             request = dataclasses.replace(request, request_id=rid)
         allowed: list[str] = []
-        for method, regex, handler in self._routes:
+        for method, regex, handler, streaming in self._routes:
             match = regex.match(request.path)
             if match is None:
                 continue
@@ -54,6 +55,9 @@ class Router(Generic[C]):
                 continue
             request = dataclasses.replace(request, path_params=match.groupdict())
             try:
+                if request.body_stream is not None and not streaming:
+                    body = b"".join([chunk async for chunk in request.body_stream])
+                    request = dataclasses.replace(request, body=body, body_stream=None)
                 response = await handler(self.context, request)
             except ApiError as exc:
                 return error_response(exc.status, exc.message, rid)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ class Request:
     ``headers`` keys are lower-case. ``identity`` is the authenticated transport identity
     (e.g. the device id an MQTT-SN gateway stamps on a request), ``None`` over plain HTTP.
     ``base_url`` is ``scheme://host[:port]`` as the client reached us (used to build links).
+    ``body_stream``, when an adapter sets it, yields the body in chunks instead of ``body``
+    (HTTP uploads); the router reads it into ``body`` for every route not marked streaming.
     """
 
     method: str
@@ -38,6 +40,15 @@ class Request:
     base_url: str = ""
     request_id: str = ""
     path_params: Mapping[str, str] = field(default_factory=dict)
+    body_stream: AsyncIterator[bytes] | None = None
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body in chunks, whichever way the adapter delivered it."""
+        if self.body_stream is None:
+            yield self.body
+            return
+        async for chunk in self.body_stream:
+            yield chunk
 
     def query_one(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)

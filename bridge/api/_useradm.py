@@ -56,7 +56,7 @@ async def login(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(401, "malformed basic credentials") from None
     if not sep:
         raise ApiError(401, "malformed basic credentials")
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         row = (await conn.execute(sa.select(t.users).where(t.users.c.email == user))).first()
     if row is None or not check_password(row.password_hash, password):
         raise ApiError(401, "invalid username or password")
@@ -76,7 +76,7 @@ def _user_json(row: Any) -> dict[str, Any]:
 
 async def mgmt_users(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
+    async with ctx.store.read() as conn:
         rows = list(await conn.execute(sa.select(t.users).order_by(t.users.c.created_ts)))
     return json_response(200, [_user_json(r) for r in rows])
 

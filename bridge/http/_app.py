@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from bridge.api import Request, Response, Router, error_response
+from bridge.api import ApiError, Request, Response, Router, error_response
 
 __all__ = ["ASGIApp", "HttpAdapter"]
 
@@ -82,16 +82,22 @@ class HttpAdapter:
         if self.router is None:
             await _send(send, error_response(503, "server is starting", rid))
             return
-        try:
-            body = await self._read_body(receive)
-        except _BodyTooLarge:
-            await _send(send, error_response(413, f"body exceeds {self.max_body} bytes", rid))
-            return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
             if name in _KEPT:
                 headers[name] = raw_value.decode("latin-1")
+        body = b""
+        body_stream: AsyncIterator[bytes] | None = None
+        if headers.get("content-type", "").lower().startswith("multipart/"):
+            # uploads are streamed to the handler (and on to disk), never held whole
+            body_stream = self._stream_body(receive)
+        else:
+            try:
+                body = await self._read_body(receive)
+            except _BodyTooLarge:
+                await _send(send, error_response(413, f"body exceeds {self.max_body} bytes", rid))
+                return
         host = headers.get("host") or _server_host(scope)
         request = Request(
             method=scope["method"],
@@ -101,9 +107,26 @@ class HttpAdapter:
             body=body,
             base_url=f"{scope.get('scheme', 'http')}://{host}",
             request_id=rid,
+            body_stream=body_stream,
         )
         response = await self.router.handle(request)
         await _send(send, response, head=scope["method"] == "HEAD")
+
+    async def _stream_body(self, receive: Receive) -> AsyncIterator[bytes]:
+        """The request body chunk by chunk; the size limit is enforced as it arrives."""
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(400, "client went away before the body was complete")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise ApiError(413, f"body exceeds {self.max_body} bytes")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

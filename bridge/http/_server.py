@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,11 @@ from bridge.store import Store
 
 from ._app import ASGIApp, HttpAdapter
 
-__all__ = ["BackgroundServer", "ServerConfig", "create_app", "serve"]
+__all__ = ["BackgroundServer", "ServerConfig", "Service", "create_app", "serve"]
+
+# Something else served from the same event loop and store (e.g. the MQTT bridge): started with
+# the router once the store is open; returns the coroutine function that stops it.
+Service = Callable[[Router[ApiContext]], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,8 @@ class ServerConfig:
     tls_key: Path | None = None
     db_schema: str | None = None  # PostgreSQL only (tests isolate themselves this way)
     settings: Settings = field(default_factory=Settings)
+    services: tuple[Service, ...] = ()
+    access_log: bool = False  # a log line per request is measurable load; off unless asked
 
 
 def create_app(config: ServerConfig) -> HttpAdapter:
@@ -44,9 +50,13 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         await store.migrate()
         ctx = await ApiContext.create(store, BlobStore(config.artifacts_dir), config.settings)
         state["ctx"] = ctx
-        return build_router(ctx)
+        router = build_router(ctx)
+        state["stops"] = [await service(router) for service in config.services]
+        return router
 
     async def shutdown() -> None:
+        for stop in reversed(app.state.get("stops", [])):
+            await stop()
         if "store" in app.state:
             await app.state["store"].close()
 
@@ -61,7 +71,11 @@ def _uvicorn_config(config: ServerConfig, app: Any, port: int) -> uvicorn.Config
         port=port,
         lifespan="on",
         log_level="warning",
-        access_log=False,
+        access_log=config.access_log,
+        # "auto" picks httptools and uvloop when installed (both are measurably faster)
+        http="auto",
+        loop="auto",
+        backlog=2048,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_keep_alive=30,

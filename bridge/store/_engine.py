@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,28 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Store", "StoreConfigError", "normalize_url"]
+from ._sqlite_inline import BUSY_TIMEOUT_S, connect_inline
+
+__all__ = ["Store", "StoreConfigError", "after_commit", "normalize_url"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_AFTER_COMMIT = "meshota.after_commit"
+_READ_ONLY = "meshota_read_only"
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the :meth:`Store.transaction` that owns ``conn`` has committed.
+
+    Used to drop cached state (device status) only when the change is visible to every other
+    connection; nothing runs if the transaction rolls back. Outside such a transaction the
+    callback runs at once.
+    """
+    callbacks = conn.info.get(_AFTER_COMMIT)
+    if callbacks is None:
+        callback()
+    else:
+        callbacks.append(callback)
 
 
 class StoreConfigError(ValueError):
@@ -56,18 +75,26 @@ class Store:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock() if self.is_sqlite else None
 
+    @staticmethod
+    def check_schema(url: str, schema: str) -> None:
+        """Raise :class:`StoreConfigError` unless ``schema`` can be used with ``url``."""
+        if not _SCHEMA_NAME.match(schema):
+            raise StoreConfigError(f"bad schema name {schema!r} (lower-case letters, digits, _)")
+        if normalize_url(url).startswith("sqlite"):
+            raise StoreConfigError("a schema is only supported on PostgreSQL")
+
     @classmethod
     def open(cls, url: str, *, schema: str | None = None) -> Store:
         async_url = normalize_url(url)
         kwargs: dict[str, Any] = {}
         if schema is not None:
-            if not _SCHEMA_NAME.match(schema):
-                raise StoreConfigError(f"bad schema name {schema!r}")
-            if async_url.startswith("sqlite"):
-                raise StoreConfigError("a schema is only supported on PostgreSQL")
+            cls.check_schema(url, schema)
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         if async_url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
+            database = make_url(async_url).database or ""
+            if database in ("", ":memory:"):
+                raise StoreConfigError("SQLite needs a file path (sqlite:///path/to/file)")
+            kwargs["async_creator"] = functools.partial(connect_inline, database)
         else:
             kwargs["pool_size"] = 10
         engine = create_async_engine(async_url, **kwargs)
@@ -85,13 +112,36 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One atomic unit: committed on normal exit, rolled back on any exception."""
-        if self._lock is None:
-            async with self.engine.begin() as conn:
+        """One atomic unit: committed on normal exit, rolled back on any exception.
+
+        Callbacks registered with :func:`after_commit` run after the commit.
+        """
+        callbacks: list[Callable[[], None]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            if self._lock is not None:
+                await stack.enter_async_context(self._lock)
+            conn = await stack.enter_async_context(self.engine.begin())
+            conn.info[_AFTER_COMMIT] = callbacks
+            try:
                 yield conn
-            return
-        async with self._lock, self.engine.begin() as conn:
-            yield conn
+            finally:
+                conn.info.pop(_AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction: one consistent snapshot, never waits for a writer.
+
+        SQLite (WAL): a deferred ``BEGIN`` outside the writer lock, so reads run alongside
+        the one writer. Writing through this connection is a bug (SQLite refuses it when
+        another writer is active).
+        """
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_READ_ONLY: True})
+            async with conn.begin():
+                yield conn
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -110,15 +160,18 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # take transaction control away from the driver so BEGIN IMMEDIATE is ours
-        dbapi_conn.isolation_level = None
+        # (connect_inline already opens the connection that way)
+        if dbapi_conn.isolation_level is not None:
+            dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         # WAL + NORMAL: no corruption on crash, commits skip the fsync (power loss may lose the last ones)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -23,7 +23,13 @@ async def run_s_client(gateway: EchoDtlsGateway, args: list[str], marker: bytes)
     host, port = await gateway.start()
     assert OPENSSL is not None
     proc = await asyncio.create_subprocess_exec(
-        OPENSSL, "s_client", "-dtls1_2", "-connect", f"{host}:{port}", "-ign_eof", *args,
+        OPENSSL,
+        "s_client",
+        "-dtls1_2",
+        "-connect",
+        f"{host}:{port}",
+        "-ign_eof",
+        *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -31,6 +37,7 @@ async def run_s_client(gateway: EchoDtlsGateway, args: list[str], marker: bytes)
     assert proc.stdin is not None and proc.stdout is not None
     seen = b""
     try:
+
         async def read_until(needle: bytes) -> None:
             nonlocal seen
             while needle not in seen:
@@ -81,12 +88,22 @@ def test_openssl_s_client_certificate(tmp_path: Path) -> None:
     creds = CertificateCredentials.from_files(s_crt, s_key, ca_path)
     gateway = EchoDtlsGateway(DtlsServer(DtlsServerConfig(certificate=creds)))
     args = [
-        "-cert", str(crt_path), "-key", str(key_path), "-CAfile", str(ca_path),
-        "-verify_return_error", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "-cert",
+        str(crt_path),
+        "-key",
+        str(key_path),
+        "-CAfile",
+        str(ca_path),
+        "-verify_return_error",
+        "-cipher",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
     ]
     out = asyncio.run(run_s_client(gateway, args, b"CONNECT-marker-2"))
     assert b"Verify return code: 0 (ok)" in out
-    assert any(e == SessionEstablished(e.peer, "node-x509") for e in gateway.events
-               if isinstance(e, SessionEstablished))
+    assert any(
+        e == SessionEstablished(e.peer, "node-x509")
+        for e in gateway.events
+        if isinstance(e, SessionEstablished)
+    )
     data = [e for e in gateway.events if isinstance(e, ApplicationData)]
     assert data[0].plaintext == b"CONNECT-marker-2\n" and data[0].device_id == "node-x509"

@@ -435,8 +435,15 @@ def test_forwarder_encapsulation_roundtrip() -> None:
     assert decode(out) == Encapsulated(b"4660", encode(Connack()))
     with pytest.raises(DecodeError):
         unwrap(bytes([3, 0xFE, 0]), ("x", 1))
-    with pytest.raises(DecodeError):
-        unwrap(bytes([3, 0xFE, 0x04]) + inner, ("x", 1))
+    # reserved Ctrl bits set: not an encapsulation (a DTLS record looks like this: 0xFE, 0xFD)
+    odd = bytes([3, 0xFE, 0x04]) + inner
+    assert unwrap(odd, ("x", 1)) == (("x", 1), odd)
+    # a DTLS record relayed inside an encapsulation is handed on as the inner bytes
+    dtls_record = bytes([23, 0xFE, 0xFD]) + bytes(10)
+    assert unwrap(encode(Encapsulated(b"n1", dtls_record)), ("x", 1)) == (
+        ForwardedPeer(("x", 1), b"n1"),
+        dtls_record,
+    )
 
 
 def test_predefined_file_errors_name_the_line() -> None:

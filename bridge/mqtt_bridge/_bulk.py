@@ -1,0 +1,222 @@
+"""Sealed records in a root's batch: open each, run the same handler, answer each sealed.
+
+The root that packed the batch sees only ciphertext; the bridge opens each record with the
+device's record key (firmware_proto.sealed), checks its sequence number against that device's
+replay window, runs the device-API handler with the device's token, and seals the reply with the
+same key. One bad record (forged, altered, replayed) gets an error code in its slot; the others
+proceed.
+
+Server state, in the store's ``settings`` table so several bridges and restarts agree:
+
+- ``seal-seq:<hash of device>`` — the replay window (``highest:bitmap``), updated by
+  compare-and-swap so two bridges can never both accept one sequence number;
+- ``seal-tok:<hash of device>`` — the Mender token the device last obtained over its own stamped
+  MQTT session (auth_requests answered 200). Sealed records carry no token (it would cost
+  hundreds of bytes per record); the record key authenticates the node, the bound token says
+  which Mender device it is and is checked by the handlers like any bearer token (so a rejected
+  or decommissioned device loses access at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from bridge.api import Request, Router
+from bridge.store import Store
+from bridge.store import tables as t
+from firmware_proto.api_envelope import BulkError, BulkReply, BulkRequest, EnvelopeError
+from firmware_proto.sealed import (
+    TO_NODE,
+    RecordKey,
+    RecordOp,
+    ReplayWindow,
+    SealedRecordError,
+    decode_request,
+    encode_reply,
+    open_record,
+    parse_header,
+    seal_record,
+)
+
+from ._adapter import read_body
+
+__all__ = ["SealedRecordService", "load_record_keys"]
+
+log = logging.getLogger("meshota.bridge")
+
+_ROUTES: dict[RecordOp, tuple[str, str]] = {
+    RecordOp.INVENTORY_PATCH: ("PATCH", "/api/devices/v1/inventory/device/attributes"),
+    RecordOp.INVENTORY_PUT: ("PUT", "/api/devices/v1/inventory/device/attributes"),
+    RecordOp.NEXT: ("POST", "/api/devices/v2/deployments/device/deployments/next"),
+    RecordOp.STATUS: ("PUT", "/api/devices/v1/deployments/device/deployments/{arg}/status"),
+}
+
+
+def load_record_keys(psks: Mapping[str, bytes]) -> dict[str, RecordKey]:
+    """Record keys derived from the gateway's PSK provisioning (``identity -> PSK``)."""
+    from firmware_proto.sealed import derive_record_key
+
+    return {device: derive_record_key(device, psk) for device, psk in psks.items()}
+
+
+def _setting_key(kind: str, device: str) -> str:
+    return f"seal-{kind}:{hashlib.sha256(device.encode()).hexdigest()[:40]}"
+
+
+@dataclass(slots=True)
+class _Opened:
+    index: int
+    key: RecordKey
+    seq: int
+    plain: bytes
+
+
+class SealedRecordService:
+    def __init__(
+        self, router: Router[Any], store: Store, keys: Mapping[str, RecordKey], *, window: int = 64
+    ) -> None:
+        self.router = router
+        self.store = store
+        self.window = window
+        self._by_kid: dict[bytes, list[RecordKey]] = defaultdict(list)
+        for key in keys.values():
+            self._by_kid[key.kid].append(key)
+        self.max_records = 1000
+
+    # --- token binding --------------------------------------------------------------------------
+
+    async def bind_token(self, device: str, token: str) -> None:
+        await self._put_setting(_setting_key("tok", device), token)
+
+    async def bound_token(self, device: str) -> str | None:
+        async with self.store.transaction() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.settings.c.value).where(t.settings.c.key == _setting_key("tok", device))
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
+    async def _put_setting(self, key: str, value: str) -> None:
+        for _ in range(5):
+            try:
+                async with self.store.transaction() as conn:
+                    done = await conn.execute(
+                        sa.update(t.settings).where(t.settings.c.key == key).values(value=value)
+                    )
+                    if done.rowcount == 0:
+                        await conn.execute(sa.insert(t.settings).values(key=key, value=value))
+                return
+            except IntegrityError:
+                continue  # another bridge inserted it first: update then
+
+    # --- replay window --------------------------------------------------------------------------
+
+    async def accept_sequence_numbers(self, device: str, seqs: list[int]) -> list[bool]:
+        """Atomically mark ``seqs`` seen; True for each one that was new."""
+        key = _setting_key("seq", device)
+        for _ in range(20):
+            try:
+                async with self.store.transaction() as conn:
+                    row = (
+                        await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == key))
+                    ).first()
+                    old = None if row is None else str(row[0])
+                    window = (
+                        ReplayWindow(size=self.window)
+                        if old is None
+                        else ReplayWindow.loads(old, self.window)
+                    )
+                    accepted = []
+                    for seq in seqs:
+                        ok = window.check(seq)
+                        if ok:
+                            window.accept(seq)
+                        accepted.append(ok)
+                    if not any(accepted):
+                        return accepted
+                    if old is None:
+                        await conn.execute(sa.insert(t.settings).values(key=key, value=window.dumps()))
+                        return accepted
+                    done = await conn.execute(
+                        sa.update(t.settings)
+                        .where(t.settings.c.key == key, t.settings.c.value == old)
+                        .values(value=window.dumps())
+                    )
+                    if done.rowcount == 1:
+                        return accepted
+            except IntegrityError:
+                pass
+            await asyncio.sleep(0)  # lost a race with another bridge: read again
+        raise RuntimeError(f"replay window of {device!r} kept changing under us")
+
+    # --- batches --------------------------------------------------------------------------------
+
+    async def handle_batch(self, payload: bytes) -> tuple[str | None, bytes]:
+        """(batch id or None, encoded BulkReply)."""
+        try:
+            batch = BulkRequest.decode(payload, max_records=self.max_records)
+        except EnvelopeError as exc:
+            log.warning("bad bulk request: %s", exc)
+            return None, BulkReply(400, []).encode()
+        entries: list[bytes | int] = [BulkError.UNOPENABLE] * len(batch.records)
+        per_device: dict[str, list[_Opened]] = defaultdict(list)
+        for index, record in enumerate(batch.records):
+            try:
+                kid, _, _ = parse_header(record)
+                key, seq, plain = open_record(self._by_kid.get(kid, ()), record)
+            except SealedRecordError as exc:
+                log.info("bulk %s record %d refused: %s", batch.batch_id, index, exc)
+                continue
+            per_device[key.device_id].append(_Opened(index, key, seq, plain))
+        await asyncio.gather(
+            *(self._device_records(device, opened, entries) for device, opened in per_device.items())
+        )
+        return batch.batch_id, BulkReply(200, entries).encode()
+
+    async def _device_records(self, device: str, opened: list[_Opened], entries: list[bytes | int]) -> None:
+        fresh = await self.accept_sequence_numbers(device, [o.seq for o in opened])
+        token = await self.bound_token(device)
+        for record, ok in zip(opened, fresh, strict=True):
+            if not ok:
+                log.info("replayed record from %s (seq %d) refused", device, record.seq)
+                entries[record.index] = BulkError.REPLAYED
+                continue
+            try:
+                op, arg, body = decode_request(record.plain)
+            except SealedRecordError:
+                entries[record.index] = BulkError.MALFORMED
+                continue
+            status, reply_body = await self._run(device, token, op, arg, body)
+            entries[record.index] = seal_record(
+                record.key, record.seq, encode_reply(status, reply_body), direction=TO_NODE
+            )
+
+    async def _run(
+        self, device: str, token: str | None, op: RecordOp, arg: str, body: object
+    ) -> tuple[int, bytes]:
+        if token is None:
+            return 401, b'{"error":"no token bound: authenticate over your own session first"}'
+        method, path = _ROUTES[op]
+        if "{arg}" in path:
+            if not arg or "/" in arg:
+                return 400, b'{"error":"record needs a deployment id"}'
+            path = path.replace("{arg}", arg)
+        request = Request(
+            method=method,
+            path=path,
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+            body=body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode(),
+        )
+        response = await self.router.handle(request)
+        return response.status, await read_body(response)

@@ -1,0 +1,115 @@
+"""Per-stream receive state of one node: verified pages and chunks written into the inactive slot.
+
+Blocks ``0 .. page_count-1`` are map pages, the rest are image chunks (SPEC.md §2.2). A page is
+accepted only if its leaves and authentication path lead to the signed Merkle root; a chunk only
+if its hash equals its (already verified) leaf. A chunk whose page has not been verified yet is
+dropped and stays missing (roots send pages first in every round, so that is rare).
+
+Persistence order keeps a power cut harmless: slot data is written before the bitmap bit that
+claims it, so a cut can only forget a chunk, never claim one that is not there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
+from .flash_store import ChunkBitmap, FlashStore
+
+__all__ = ["BlockResult", "ChunkReceiver"]
+
+REC_HEAD = "head"
+REC_BITMAP = "bitmap"
+REC_LEAVES = "leaves"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    accepted: bool
+    reason: str = ""
+
+
+class ChunkReceiver:
+    def __init__(self, flash: FlashStore, slot: int, head: MapHead, *, restore: bool = False) -> None:
+        self.flash = flash
+        self.slot = slot
+        self.head = head
+        bits = flash.read_record(REC_BITMAP) if restore else None
+        leaves = flash.read_record(REC_LEAVES) if restore else None
+        self.bitmap = ChunkBitmap(head.block_count, bits)
+        self.leaves = bytearray(leaves) if leaves is not None else bytearray(head.chunk_count * HASH_LEN)
+        if len(self.leaves) != head.chunk_count * HASH_LEN:
+            raise ValueError("leaves record has a wrong length")
+
+    @classmethod
+    def start(cls, flash: FlashStore, slot: int, head: MapHead) -> ChunkReceiver:
+        """A fresh stream: persist the head, erase the slot, empty bitmap."""
+        flash.write_record(REC_HEAD, head.encode())
+        flash.delete_record(REC_BITMAP)
+        flash.delete_record(REC_LEAVES)
+        flash.erase_slot(slot)
+        return cls(flash, slot, head)
+
+    @staticmethod
+    def forget(flash: FlashStore) -> None:
+        for name in (REC_HEAD, REC_BITMAP, REC_LEAVES):
+            flash.delete_record(name)
+
+    def _persist(self, leaves: bool) -> None:
+        if leaves:
+            self.flash.write_record(REC_LEAVES, bytes(self.leaves))
+        self.flash.write_record(REC_BITMAP, self.bitmap.to_bytes())
+
+    @property
+    def complete(self) -> bool:
+        return self.bitmap.complete
+
+    def missing(self) -> list[int]:
+        return self.bitmap.missing()
+
+    def accept_block(self, block: int, payload: bytes) -> BlockResult:
+        head = self.head
+        if not 0 <= block < head.block_count:
+            return BlockResult(False, "block index out of range")
+        if block in self.bitmap:
+            return BlockResult(False, "duplicate")
+        if block < head.page_count:
+            return self._accept_page(block, payload)
+        chunk = block - head.page_count
+        page = chunk // head.leaves_per_page
+        if page not in self.bitmap:
+            return BlockResult(False, "page not verified yet")
+        if len(payload) != head.chunk_length(chunk):
+            return BlockResult(False, "chunk has a wrong length")
+        if leaf_hash(payload) != bytes(self.leaves[chunk * HASH_LEN : (chunk + 1) * HASH_LEN]):
+            return BlockResult(False, "chunk hash mismatch")
+        self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
+        self.bitmap.add(block)
+        self._persist(leaves=False)
+        return BlockResult(True)
+
+    def _accept_page(self, page: int, payload: bytes) -> BlockResult:
+        head = self.head
+        count = head.page_leaf_count(page)
+        if len(payload) != (count + head.tree_depth) * HASH_LEN:
+            return BlockResult(False, "page has a wrong length")
+        hashes = [payload[i : i + HASH_LEN] for i in range(0, len(payload), HASH_LEN)]
+        if page_root_from_path(hashes[:count], head, page, hashes[count:]) != head.merkle_root:
+            return BlockResult(False, "page does not match the signed Merkle root")
+        first = page * head.leaves_per_page
+        self.leaves[first * HASH_LEN : (first + count) * HASH_LEN] = payload[: count * HASH_LEN]
+        self.bitmap.add(page)
+        self._persist(leaves=True)
+        return BlockResult(True)
+
+    def accept_map(self, cmap: ChunkMap) -> None:
+        """A full map fetched end to end (fallback): every page becomes known at once."""
+        if cmap.head.encode() != self.head.encode():
+            raise ValueError("map is for another stream")
+        self.leaves[:] = b"".join(cmap.leaves)
+        for page in range(self.head.page_count):
+            self.bitmap.add(page)
+        self._persist(leaves=True)
+
+    def image(self) -> bytes:
+        return self.flash.read_slot(self.slot, 0, self.head.artifact_size)

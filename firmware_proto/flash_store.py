@@ -1,0 +1,196 @@
+"""The node's flash, as the update agent and the bootloader see it: records and two image slots.
+
+A *record* is a small named blob written atomically (on an MCU: a wear-levelled key-value area
+with copy-then-switch, e.g. Zephyr NVS). A *slot* is a raw image partition: erase, write at an
+offset, read. Every write is one operation a power cut can interrupt; records are never
+half-written, a slot write that is cut did not happen (tests model the cut *before* the write).
+
+Backends: :class:`MemoryFlash` and :class:`FileFlash` (a directory; records via write-to-temp +
+rename). :class:`PowerCutFlash` wraps either and raises :class:`PowerCut` at the n-th write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["ChunkBitmap", "FileFlash", "FlashStore", "MemoryFlash", "PowerCut", "PowerCutFlash"]
+
+SLOT_COUNT = 2
+
+
+class PowerCut(Exception):
+    """Raised by :class:`PowerCutFlash` instead of performing the cut write."""
+
+
+class FlashStore(Protocol):
+    slot_size: int
+
+    def read_record(self, name: str) -> bytes | None: ...
+    def write_record(self, name: str, data: bytes) -> None: ...
+    def delete_record(self, name: str) -> None: ...
+    def erase_slot(self, slot: int) -> None: ...
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None: ...
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes: ...
+
+
+def _check(slot: int, offset: int, length: int, size: int) -> None:
+    if slot not in range(SLOT_COUNT) or offset < 0 or length < 0 or offset + length > size:
+        raise ValueError(f"slot access out of range: slot {slot} [{offset}, {offset + length})")
+
+
+class MemoryFlash:
+    def __init__(self, slot_size: int = 1 << 20) -> None:
+        self.slot_size = slot_size
+        self.records: dict[str, bytes] = {}
+        self.slots = [bytearray(b"\xff" * slot_size) for _ in range(SLOT_COUNT)]
+
+    def read_record(self, name: str) -> bytes | None:
+        return self.records.get(name)
+
+    def write_record(self, name: str, data: bytes) -> None:
+        self.records[name] = bytes(data)
+
+    def delete_record(self, name: str) -> None:
+        self.records.pop(name, None)
+
+    def erase_slot(self, slot: int) -> None:
+        _check(slot, 0, 0, self.slot_size)
+        self.slots[slot][:] = b"\xff" * self.slot_size
+
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
+        _check(slot, offset, len(data), self.slot_size)
+        self.slots[slot][offset : offset + len(data)] = data
+
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        _check(slot, offset, length, self.slot_size)
+        return bytes(self.slots[slot][offset : offset + length])
+
+
+class FileFlash:
+    """Records as files ``rec-<name>`` (atomic rename), slots as ``slot<i>.bin``."""
+
+    def __init__(self, directory: Path, slot_size: int = 1 << 20) -> None:
+        self.dir = directory
+        self.slot_size = slot_size
+        directory.mkdir(parents=True, exist_ok=True)
+        for slot in range(SLOT_COUNT):
+            path = self._slot(slot)
+            if not path.exists() or path.stat().st_size != slot_size:
+                path.write_bytes(b"\xff" * slot_size)
+
+    def _slot(self, slot: int) -> Path:
+        return self.dir / f"slot{slot}.bin"
+
+    def _record(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"bad record name {name!r}")
+        return self.dir / f"rec-{name}"
+
+    def read_record(self, name: str) -> bytes | None:
+        path = self._record(name)
+        return path.read_bytes() if path.exists() else None
+
+    def write_record(self, name: str, data: bytes) -> None:
+        path = self._record(name)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def delete_record(self, name: str) -> None:
+        self._record(name).unlink(missing_ok=True)
+
+    def erase_slot(self, slot: int) -> None:
+        _check(slot, 0, 0, self.slot_size)
+        self._slot(slot).write_bytes(b"\xff" * self.slot_size)
+
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
+        _check(slot, offset, len(data), self.slot_size)
+        with self._slot(slot).open("r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        _check(slot, offset, length, self.slot_size)
+        with self._slot(slot).open("rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+
+class PowerCutFlash:
+    """Counts writes (records, erases, slot writes) and raises PowerCut instead of write ``cut_at``."""
+
+    def __init__(self, inner: FlashStore, cut_at: int | None = None) -> None:
+        self.inner = inner
+        self.slot_size = inner.slot_size
+        self.cut_at = cut_at
+        self.writes = 0
+        self.log: list[str] = []
+
+    def _tick(self, what: str) -> None:
+        if self.cut_at is not None and self.writes == self.cut_at:
+            self.cut_at = None
+            raise PowerCut(what)
+        self.writes += 1
+        self.log.append(what)
+
+    def read_record(self, name: str) -> bytes | None:
+        return self.inner.read_record(name)
+
+    def write_record(self, name: str, data: bytes) -> None:
+        self._tick(f"record {name}")
+        self.inner.write_record(name, data)
+
+    def delete_record(self, name: str) -> None:
+        self._tick(f"delete {name}")
+        self.inner.delete_record(name)
+
+    def erase_slot(self, slot: int) -> None:
+        self._tick(f"erase {slot}")
+        self.inner.erase_slot(slot)
+
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
+        self._tick(f"slot {slot}@{offset}")
+        self.inner.write_slot(slot, offset, data)
+
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        return self.inner.read_slot(slot, offset, length)
+
+
+class ChunkBitmap:
+    """Which blocks of a stream a node holds (verified), persisted as one record."""
+
+    def __init__(self, size: int, bits: bytes | None = None) -> None:
+        self.size = size
+        nbytes = (size + 7) // 8
+        if bits is not None and len(bits) != nbytes:
+            raise ValueError("bitmap record has a wrong length")
+        self._bits = bytearray(bits) if bits is not None else bytearray(nbytes)
+        self.count = sum(bin(b).count("1") for b in self._bits)
+
+    def __contains__(self, index: int) -> bool:
+        return 0 <= index < self.size and bool(self._bits[index >> 3] & (0x80 >> (index & 7)))
+
+    def add(self, index: int) -> None:
+        if index not in self:
+            self._bits[index >> 3] |= 0x80 >> (index & 7)
+            self.count += 1
+
+    def discard(self, index: int) -> None:
+        if index in self:
+            self._bits[index >> 3] &= ~(0x80 >> (index & 7)) & 0xFF
+            self.count -= 1
+
+    @property
+    def complete(self) -> bool:
+        return self.count == self.size
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.size) if i not in self]
+
+    def to_bytes(self) -> bytes:
+        return bytes(self._bits)

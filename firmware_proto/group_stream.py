@@ -1,0 +1,287 @@
+"""The root's side of one signed image to a group (sans-I/O).
+
+1. Nodes send WANT (artifact id, name, download link) on the group link. The first WANT for an
+   artifact opens a *collection window* (``RootConfig.collection_window``); everyone who asks
+   before it closes is in the group.
+2. When the window closes the root asks its driver to fetch the artifact and its signed chunk map
+   once (:class:`FetchArtifact` → :meth:`GroupStreamRoot.artifact_fetched`); a later group for
+   the same artifact reuses them.
+3. Rounds: HEAD + POLL → nodes answer with NACK bitmaps after a random delay, suppressing theirs
+   when an overheard NACK already covers it (Deluge) → the root sends the union of what is missing
+   (pages first, then chunks), paced ``frame_interval`` apart → next POLL. The stream ends
+   (END complete) when every member said DONE or ``quiet_rounds`` polls in a row drew no NACK,
+   or (END gave up) after ``max_rounds``; nodes then fetch what they still miss themselves.
+4. A new root that takes over builds the same stream id from the same signed map (the server
+   caches maps), so the first POLL returns the nodes' real bitmaps and nothing is sent twice.
+
+The root holds no key: everything it sends is checked by the nodes against the signed head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .chunk_map import ChunkMap, ChunkMapError
+from .frames import (
+    END_COMPLETE,
+    END_GAVE_UP,
+    NACK_DONE,
+    NACK_NEED_HEAD,
+    Data,
+    End,
+    FrameError,
+    Head,
+    Nack,
+    Poll,
+    Want,
+    decode,
+    encode,
+    missing_from_nack,
+)
+from .group_link import GroupLink
+
+__all__ = ["FetchArtifact", "GroupStreamRoot", "RootConfig", "StreamFinished"]
+
+
+@dataclass(frozen=True, slots=True)
+class RootConfig:
+    collection_window: float = 3600.0
+    chunk_size: int = 1024
+    frame_interval: float = 0.0  # seconds between DATA frames (link pacing)
+    frames_per_tick: int = 1
+    reply_window_ms: int = 500
+    max_rounds: int = 20
+    quiet_rounds: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FetchArtifact:
+    """Driver: fetch the artifact (block-wise) and its chunk map for ``chunk_size``, once."""
+
+    artifact_id: str
+    uri: str
+    chunk_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinished:
+    artifact_id: str
+    complete: bool
+    rounds: int
+    members: int
+    done: int
+
+
+class _Phase(Enum):
+    WINDOW = 1
+    FETCHING = 2
+    READY = 3
+    POLLING = 4
+    SENDING = 5
+    FINISHED = 6
+
+
+@dataclass(slots=True)
+class _Group:
+    artifact_id: str
+    artifact_name: str
+    uri: str
+    window_end: float
+    members: set[Hashable] = field(default_factory=set)
+    done: set[Hashable] = field(default_factory=set)
+    phase: _Phase = _Phase.WINDOW
+    round: int = 0
+    quiet: int = 0
+    deadline: float = 0.0
+    need_head: bool = False
+    wanted: set[int] = field(default_factory=set)
+    queue: list[int] = field(default_factory=list)
+
+
+class GroupStreamRoot:
+    def __init__(self, link: GroupLink, config: RootConfig) -> None:
+        self.link = link
+        self.config = config
+        self.events: list[str] = []
+        self._groups: dict[str, _Group] = {}
+        self._maps: dict[str, tuple[bytes, ChunkMap]] = {}  # artifact id → (artifact, map)
+        self._actions: list[FetchArtifact | StreamFinished] = []
+        self._active: str | None = None
+        self.fetches = 0
+        self.bytes_sent = 0
+        self.frames_sent = 0
+
+    def actions(self) -> list[FetchArtifact | StreamFinished]:
+        out, self._actions = self._actions, []
+        return out
+
+    def _broadcast(self, frame: bytes) -> None:
+        self.bytes_sent += len(frame)
+        self.frames_sent += 1
+        self.link.send_broadcast(frame)
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def receive(self, data: bytes, sender: Hashable, now: float) -> None:
+        try:
+            frame = decode(data)
+        except FrameError as exc:
+            self.events.append(f"frame dropped: {exc}")
+            return
+        if isinstance(frame, Want):
+            self._on_want(frame, sender, now)
+        elif isinstance(frame, Nack):
+            self._on_nack(frame, sender)
+
+    def _on_want(self, want: Want, sender: Hashable, now: float) -> None:
+        group = self._groups.get(want.artifact_id)
+        if group is None or group.phase is _Phase.FINISHED:
+            group = _Group(
+                want.artifact_id, want.artifact_name, want.source_uri, now + self.config.collection_window
+            )
+            self._groups[want.artifact_id] = group
+            self.events.append(f"window opened for {want.artifact_name}")
+        group.members.add(sender)
+        group.done.discard(sender)
+
+    def _on_nack(self, nack: Nack, sender: Hashable) -> None:
+        group = self._groups.get(self._active) if self._active else None
+        if group is None or self._active not in self._maps:
+            return
+        if nack.stream_id != self._maps[self._active][1].head.stream_id():
+            return
+        group.members.add(sender)
+        if nack.flags & NACK_DONE:
+            group.done.add(sender)
+            return
+        if group.phase is not _Phase.POLLING or nack.round != group.round:
+            return
+        if nack.flags & NACK_NEED_HEAD:
+            group.need_head = True
+        group.wanted |= {
+            b for b in missing_from_nack(nack) if b < self._maps[self._active][1].head.block_count
+        }
+
+    def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
+        group = self._groups.get(artifact_id)
+        try:
+            cmap = ChunkMap.decode(chunk_map)
+        except ChunkMapError as exc:
+            self.events.append(f"fetched map unusable: {exc}")
+            self.fetch_failed(artifact_id, now)
+            return
+        if len(artifact) != cmap.head.artifact_size:
+            self.events.append("fetched artifact does not match its map")
+            self.fetch_failed(artifact_id, now)
+            return
+        self._maps[artifact_id] = (artifact, cmap)
+        if group is not None and group.phase is _Phase.FETCHING:
+            group.phase = _Phase.READY
+
+    def fetch_failed(self, artifact_id: str, now: float) -> None:
+        group = self._groups.get(artifact_id)
+        if group is not None:
+            group.phase = _Phase.FINISHED
+            self._actions.append(StreamFinished(artifact_id, False, 0, len(group.members), 0))
+            if self._active == artifact_id:
+                self._active = None
+
+    # -- timers ------------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        times: list[float] = []
+        for group in self._groups.values():
+            if group.phase is _Phase.WINDOW:
+                times.append(group.window_end)
+            elif group.phase is _Phase.READY and self._active is None:
+                return group.window_end  # start at once
+            elif group.phase in (_Phase.POLLING, _Phase.SENDING):
+                times.append(group.deadline)
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for group in self._groups.values():
+            if group.phase is _Phase.WINDOW and now >= group.window_end:
+                if group.artifact_id in self._maps:
+                    group.phase = _Phase.READY
+                else:
+                    group.phase = _Phase.FETCHING
+                    self.fetches += 1
+                    self._actions.append(FetchArtifact(group.artifact_id, group.uri, self.config.chunk_size))
+        if self._active is None:
+            ready = [g for g in self._groups.values() if g.phase is _Phase.READY]
+            if ready:
+                self._active = ready[0].artifact_id
+                self._poll(ready[0], now)
+        if self._active is not None:
+            group = self._groups[self._active]
+            if group.phase is _Phase.POLLING and now >= group.deadline:
+                self._after_poll(group, now)
+            elif group.phase is _Phase.SENDING and now >= group.deadline:
+                self._send_some(group, now)
+
+    # -- rounds --------------------------------------------------------------------------------------
+    def _head_frame(self, cmap: ChunkMap) -> bytes:
+        return encode(Head(cmap.head.stream_id(), cmap.head.encode()))
+
+    def _poll(self, group: _Group, now: float) -> None:
+        cmap = self._maps[group.artifact_id][1]
+        group.phase = _Phase.POLLING
+        group.need_head = False
+        group.wanted = set()
+        self._broadcast(self._head_frame(cmap))
+        self._broadcast(encode(Poll(cmap.head.stream_id(), group.round, self.config.reply_window_ms)))
+        group.deadline = now + self.config.reply_window_ms / 1000
+
+    def _after_poll(self, group: _Group, now: float) -> None:
+        cmap = self._maps[group.artifact_id][1]
+        if group.need_head:
+            group.wanted = set(range(cmap.head.block_count))
+        if group.members and group.done >= group.members:
+            self._finish(group, True)
+            return
+        if not group.wanted:
+            group.quiet += 1
+            if group.quiet >= self.config.quiet_rounds:
+                self._finish(group, True)
+                return
+            group.round += 1
+            self._poll(group, now)
+            return
+        group.quiet = 0
+        group.round += 1
+        if group.round > self.config.max_rounds:
+            self._finish(group, False)
+            return
+        group.queue = sorted(group.wanted)  # pages (low indexes) before the chunks they verify
+        group.phase = _Phase.SENDING
+        group.deadline = now
+        self._send_some(group, now)
+
+    def _send_some(self, group: _Group, now: float) -> None:
+        artifact, cmap = self._maps[group.artifact_id]
+        head, sid = cmap.head, cmap.head.stream_id()
+        for _ in range(self.config.frames_per_tick):
+            if not group.queue:
+                self._poll(group, now)
+                return
+            block = group.queue.pop(0)
+            if block < head.page_count:
+                payload = cmap.page_payload(block)
+            else:
+                chunk = block - head.page_count
+                payload = artifact[chunk * head.chunk_size : (chunk + 1) * head.chunk_size]
+            self._broadcast(encode(Data(sid, block, payload)))
+        group.deadline = now + self.config.frame_interval
+        if not group.queue and self.config.frame_interval == 0:
+            self._poll(group, now)
+
+    def _finish(self, group: _Group, complete: bool) -> None:
+        cmap = self._maps[group.artifact_id][1]
+        self._broadcast(encode(End(cmap.head.stream_id(), END_COMPLETE if complete else END_GAVE_UP)))
+        group.phase = _Phase.FINISHED
+        self._active = None
+        self.events.append(f"stream {group.artifact_name} finished complete={complete} rounds={group.round}")
+        self._actions.append(
+            StreamFinished(group.artifact_id, complete, group.round, len(group.members), len(group.done))
+        )

@@ -1,0 +1,607 @@
+"""The node's update agent (sans-I/O): learn a deployment, receive the stream, verify, install, commit.
+
+States (persisted in record ``agent``, SPEC.md §4), one table, :data:`TRANSITIONS`::
+
+    IDLE → LEARNED → REQUESTED → RECEIVING → VERIFYING → INSTALLING → REBOOTING → COMMITTING → IDLE
+                                     └──────────(bad image)──┘              └→ ROLLING_BACK → IDLE
+
+Inputs: :meth:`deployment_learned` (from the node's own end-to-end ``next``), group-link frames
+(:meth:`receive`), fallback fetch results (:meth:`map_fetched`, :meth:`range_fetched`), delivery
+acknowledgements (:meth:`status_delivered`), and :meth:`handle_timer`. Outputs: frames through the
+:class:`GroupLink` it was given, and :meth:`actions` — :class:`ReportStatus`, :class:`FetchMap`,
+:class:`FetchRange`, :class:`Reboot` — that the driver carries out.
+
+A power cut anywhere leaves flash in a state :meth:`start` resumes from (a new agent over the same
+flash, after :func:`firmware_proto.boot.boot`). The final Mender status of a deployment is kept in
+record ``report`` until the driver confirms it was delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from . import boot as bootmod
+from .chunk_map import ChunkMap, ChunkMapError, MapHead
+from .chunk_receiver import REC_HEAD, ChunkReceiver
+from .flash_store import FlashStore
+from .frames import (
+    NACK_DONE,
+    NACK_NEED_HEAD,
+    NO_STREAM,
+    Data,
+    End,
+    FrameError,
+    Head,
+    Nack,
+    Poll,
+    Want,
+    decode,
+    encode,
+    missing_from_nack,
+    nack_bitmap,
+)
+from .group_link import GroupLink
+
+__all__ = [
+    "TRANSITIONS",
+    "AgentConfig",
+    "AgentState",
+    "FetchMap",
+    "FetchRange",
+    "Reboot",
+    "ReportStatus",
+    "UpdateAgent",
+]
+
+
+class AgentState(IntEnum):
+    IDLE = 0
+    LEARNED = 1
+    REQUESTED = 2
+    RECEIVING = 3
+    VERIFYING = 4
+    INSTALLING = 5
+    REBOOTING = 6
+    COMMITTING = 7
+    ROLLING_BACK = 8
+
+
+S = AgentState
+TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
+    S.IDLE: frozenset({S.LEARNED, S.IDLE}),
+    S.LEARNED: frozenset({S.REQUESTED, S.IDLE}),
+    S.REQUESTED: frozenset({S.RECEIVING, S.IDLE}),
+    S.RECEIVING: frozenset({S.VERIFYING, S.IDLE}),
+    S.VERIFYING: frozenset({S.INSTALLING, S.IDLE}),
+    S.INSTALLING: frozenset({S.REBOOTING, S.IDLE}),
+    S.REBOOTING: frozenset({S.COMMITTING, S.ROLLING_BACK, S.INSTALLING, S.IDLE}),
+    S.COMMITTING: frozenset({S.IDLE, S.INSTALLING}),
+    S.ROLLING_BACK: frozenset({S.IDLE}),
+}
+FINAL_STATUSES = ("success", "failure", "already-installed")
+MAX_INSTALL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ReportStatus:
+    deployment_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchMap:
+    artifact_id: str
+    chunk_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRange:
+    uri: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot:
+    pass
+
+
+Action = ReportStatus | FetchMap | FetchRange | Reboot
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    map_key: ed25519.Ed25519PublicKey
+    image_ok: Callable[[bytes], bool]  # the vendor signature check over the whole artifact
+    health_check: Callable[[], bool] = lambda: True  # run in the trial boot before committing
+    want_interval: float = 2.0
+    fallback_timeout: float = 10.0
+    fallback_chunk_size: int = 1024
+    fallback_range_bytes: int = 16384
+    fallback_parallel: int = 4
+    nack_max_bytes: int = 128
+
+
+@dataclass(slots=True)
+class _Job:
+    """Record ``agent``: state u8, attempts u8, target slot u8, deployment, artifact id, name, uri."""
+
+    state: AgentState = AgentState.IDLE
+    attempts: int = 0
+    target: int = 1
+    deployment_id: str = ""
+    artifact_id: str = ""
+    artifact_name: str = ""
+    uri: str = ""
+
+    def encode(self) -> bytes:
+        out = bytes([self.state, self.attempts, self.target])
+        for text in (self.deployment_id, self.artifact_id, self.artifact_name):
+            raw = text.encode()
+            out += bytes([len(raw)]) + raw
+        uri = self.uri.encode()
+        return out + struct.pack(">H", len(uri)) + uri
+
+    @classmethod
+    def decode(cls, data: bytes) -> _Job:
+        job = cls(AgentState(data[0]), data[1], data[2])
+        pos = 3
+        texts = []
+        for _ in range(3):
+            n = data[pos]
+            texts.append(data[pos + 1 : pos + 1 + n].decode())
+            pos += 1 + n
+        (n,) = struct.unpack_from(">H", data, pos)
+        job.deployment_id, job.artifact_id, job.artifact_name = texts
+        job.uri = data[pos + 2 : pos + 2 + n].decode()
+        return job
+
+
+@dataclass(slots=True)
+class _PendingNack:
+    at: float
+    frame: Nack
+    missing: set[int] = field(default_factory=set)
+
+
+class UpdateAgent:
+    def __init__(
+        self,
+        flash: FlashStore,
+        link: GroupLink,
+        config: AgentConfig,
+        rng: random.Random,
+        booted: bootmod.Booted,
+    ) -> None:
+        self.flash = flash
+        self.link = link
+        self.config = config
+        self.rng = rng
+        self.booted = booted
+        self.events: list[str] = []
+        self._actions: list[Action] = []
+        self._job = _Job()
+        self._receiver: ChunkReceiver | None = None
+        self._stream_id = NO_STREAM
+        self._last_progress = 0.0
+        self._next_want: float | None = None
+        self._nack: _PendingNack | None = None
+        self._fallback = False
+        self._inflight: set[int] = set()  # chunk indexes asked for end to end
+        self._resume_at: float | None = None
+
+    # -- persistence ------------------------------------------------------------------------
+    @property
+    def state(self) -> AgentState:
+        return self._job.state
+
+    @property
+    def running_artifact(self) -> str:
+        info = bootmod.read_slot_info(self.flash, self.booted.slot)
+        return info.artifact_name if info is not None else ""
+
+    @property
+    def sequence_counter(self) -> int:
+        raw = self.flash.read_record("seq")
+        return struct.unpack(">Q", raw)[0] if raw is not None else 0
+
+    def _set(self, new: AgentState) -> None:
+        old = self._job.state
+        if new not in TRANSITIONS[old]:
+            raise RuntimeError(f"illegal transition {old.name} → {new.name}")
+        self._job.state = new
+        if new is AgentState.IDLE:
+            self.flash.delete_record("agent")
+        else:
+            self.flash.write_record("agent", self._job.encode())
+        self.events.append(f"state {new.name}")
+
+    def _report(self, status: str) -> None:
+        if status in FINAL_STATUSES:
+            dep = self._job.deployment_id.encode()
+            self.flash.write_record("report", bytes([len(status)]) + status.encode() + dep)
+        self._actions.append(ReportStatus(self._job.deployment_id, status))
+
+    def actions(self) -> list[Action]:
+        out, self._actions = self._actions, []
+        return out
+
+    def pending_report(self) -> ReportStatus | None:
+        raw = self.flash.read_record("report")
+        if raw is None:
+            return None
+        n = raw[0]
+        return ReportStatus(raw[1 + n :].decode(), raw[1 : 1 + n].decode())
+
+    def status_delivered(self, deployment_id: str, status: str) -> None:
+        if self.pending_report() == ReportStatus(deployment_id, status):
+            self.flash.delete_record("report")
+
+    # -- start / resume -----------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        """Resume whatever a reboot or power cut interrupted."""
+        pending = self.pending_report()
+        if pending is not None:
+            self._actions.append(pending)
+        raw = self.flash.read_record("agent")
+        if raw is None:
+            return
+        self._job = _Job.decode(raw)
+        st = self._job.state
+        self._last_progress = now
+        if st in (S.LEARNED, S.REQUESTED):
+            self._job.state = S.LEARNED
+            self._request(now)
+            return
+        elif st is S.RECEIVING:
+            head_raw = self.flash.read_record(REC_HEAD)
+            if head_raw is None:
+                self._job.state = S.REQUESTED
+                self._send_want(now)
+                return
+            head = MapHead.decode(head_raw)
+            self._receiver = ChunkReceiver(self.flash, self._job.target, head, restore=True)
+            self._stream_id = head.stream_id()
+            if self._receiver.complete:  # cut between the last chunk and VERIFYING
+                self._resume_at = now
+            else:
+                self._send_want(now)
+        elif st in (S.VERIFYING, S.INSTALLING, S.REBOOTING, S.COMMITTING, S.ROLLING_BACK):
+            self._resume_at = now
+
+    def _resume_step(self, now: float) -> None:
+        st = self._job.state
+        target = self._job.target
+        on_target = self.booted.slot == target and self.booted.trial
+        if st is S.RECEIVING and self._receiver is not None and self._receiver.complete:
+            self._verify_and_install(now)
+        elif st is S.VERIFYING:
+            head_raw = self.flash.read_record(REC_HEAD)
+            if head_raw is None:
+                self._fail("stream state lost")
+                return
+            self._receiver = ChunkReceiver(self.flash, target, MapHead.decode(head_raw), restore=True)
+            self._verify_and_install(now)
+        elif st is S.INSTALLING:
+            self._install()
+        elif st is S.REBOOTING:
+            if on_target:
+                if self.config.health_check():
+                    self._set(S.COMMITTING)
+                    self._commit()
+                else:
+                    self._set(S.ROLLING_BACK)
+                    self._actions.append(Reboot())
+            elif self.booted.slot == target:  # confirmed by a cut-short commit: finish it
+                self._set(S.COMMITTING)
+                self._commit()
+            else:  # power failed before or during the trial boot: try again
+                self._retry_install()
+        elif st is S.COMMITTING:
+            if self.booted.slot == target:
+                self._commit()
+            else:  # cut before the confirm landed: the bootloader reverted a healthy image
+                self._retry_install()
+        elif st is S.ROLLING_BACK:
+            if self.booted.slot == target:
+                self._actions.append(Reboot())
+            else:
+                self._fail("image failed its health check; rolled back")
+
+    # -- inputs from the node's own session ---------------------------------------------------
+    def deployment_learned(
+        self, deployment_id: str, artifact_id: str, artifact_name: str, uri: str, now: float
+    ) -> None:
+        if self._job.state is not S.IDLE:
+            return  # one deployment at a time; the server repeats next until we finish
+        self._job = _Job(S.IDLE, 0, 1 - self.booted.slot, deployment_id, artifact_id, artifact_name, uri)
+        self._set(S.LEARNED)
+        if artifact_name == self.running_artifact:
+            self._report("already-installed")
+            self._set(S.IDLE)
+            return
+        self._request(now)
+
+    def _request(self, now: float) -> None:
+        self._set(S.REQUESTED)
+        self._last_progress = now
+        self._send_want(now)
+
+    def _send_want(self, now: float) -> None:
+        want = Want(self._job.artifact_id, self._job.artifact_name, self._job.uri, self._stream_id)
+        self.link.send_broadcast(encode(want))
+        self._next_want = now + self.config.want_interval
+
+    # -- group link ----------------------------------------------------------------------------
+    def receive(self, data: bytes, sender: Hashable, now: float) -> None:
+        if self._job.state is S.IDLE or self._job.state is S.LEARNED:
+            return
+        try:
+            frame = decode(data)
+        except FrameError as exc:
+            self.events.append(f"frame dropped: {exc}")
+            return
+        if self._job.state not in (S.REQUESTED, S.RECEIVING):
+            if isinstance(frame, Poll) and frame.stream_id == self._stream_id != NO_STREAM:
+                self._send_done(frame.round)  # still tell the root I hold everything
+            return
+        if isinstance(frame, Head):
+            self._on_head(frame.head, now)
+            return
+        if self._stream_id == NO_STREAM or frame.stream_id != self._stream_id:
+            if isinstance(frame, Poll) and self._receiver is None:  # tell that root I need its head
+                self._plan_nack(frame, sender, now)
+            return
+        self._last_progress = now
+        if isinstance(frame, Data):
+            self._on_block(frame.block, frame.payload, now)
+        elif isinstance(frame, Poll):
+            self._plan_nack(frame, sender, now)
+        elif isinstance(frame, Nack):
+            self._overheard(frame)
+        elif isinstance(frame, End) and self._receiver is not None and not self._receiver.complete:
+            self._start_fallback(now, "root ended the stream")
+
+    def _accept_head(self, head_bytes: bytes) -> MapHead | None:
+        try:
+            head = MapHead.decode(head_bytes)
+            head.verify(self.config.map_key)
+        except ChunkMapError as exc:
+            self.events.append(f"head rejected: {exc}")
+            return None
+        if head.artifact_id != self._job.artifact_id or head.artifact_name != self._job.artifact_name:
+            self.events.append("head rejected: not the artifact my deployment names")
+            return None
+        if head.sequence <= self.sequence_counter:
+            self.events.append(f"head rejected: sequence {head.sequence} <= {self.sequence_counter}")
+            return None
+        if head.artifact_size > self.flash.slot_size:
+            self.events.append("head rejected: artifact larger than the slot")
+            return None
+        return head
+
+    def _on_head(self, head_bytes: bytes, now: float) -> None:
+        if self._receiver is not None:
+            return  # keep the stream whose bitmap we hold (a new root serving it reuses its id)
+        head = self._accept_head(head_bytes)
+        if head is None:
+            return
+        self._begin(head, now)
+
+    def _begin(self, head: MapHead, now: float) -> None:
+        self._receiver = ChunkReceiver.start(self.flash, self._job.target, head)
+        self._stream_id = head.stream_id()
+        self._last_progress = now
+        self._set(S.RECEIVING)
+        self._report("downloading")
+
+    def _on_block(self, block: int, payload: bytes, now: float) -> None:
+        assert self._receiver is not None
+        result = self._receiver.accept_block(block, payload)
+        if not result.accepted and result.reason != "duplicate":
+            self.events.append(f"block {block} rejected: {result.reason}")
+        if self._receiver.complete:
+            self._send_done(0)
+            self._verify_and_install(now)
+
+    def _send_done(self, round_: int) -> None:
+        self.link.send_broadcast(encode(Nack(self._stream_id, round_, NACK_DONE, 0, b"")))
+
+    def _plan_nack(self, poll: Poll, root: Hashable, now: float) -> None:
+        if self._receiver is None or poll.stream_id != self._stream_id:
+            frame = Nack(poll.stream_id, poll.round, NACK_NEED_HEAD, 0, b"")
+            missing: set[int] = set()
+        elif self._receiver.complete:
+            self._send_done(poll.round)
+            return
+        else:
+            blocks = self._receiver.missing()
+            base, bits = nack_bitmap(blocks, self.config.nack_max_bytes)
+            frame = Nack(poll.stream_id, poll.round, 0, base, bits)
+            missing = set(blocks)
+        delay = self.rng.uniform(0, poll.reply_window_ms / 1000 * 0.8)
+        self._nack = _PendingNack(now + delay, frame, missing)
+
+    def _overheard(self, other: Nack) -> None:
+        """Deluge-style suppression: drop my NACK if someone already asked for all I miss."""
+        mine = self._nack
+        if mine is None or other.round != mine.frame.round or other.stream_id != mine.frame.stream_id:
+            return
+        if other.flags & NACK_NEED_HEAD or (
+            not mine.frame.flags & NACK_NEED_HEAD and mine.missing <= missing_from_nack(other)
+        ):
+            self._nack = None
+            self.events.append("nack suppressed")
+
+    # -- fallback: fetch what the stream did not deliver over my own session --------------------
+    def _start_fallback(self, now: float, why: str) -> None:
+        if self._fallback:
+            return
+        self._fallback = True
+        self.events.append(f"fallback: {why}")
+        if self._receiver is None:
+            self._actions.append(FetchMap(self._job.artifact_id, self.config.fallback_chunk_size))
+        elif any(p not in self._receiver.bitmap for p in range(self._receiver.head.page_count)):
+            self._actions.append(FetchMap(self._job.artifact_id, self._receiver.head.chunk_size))
+        else:
+            self._fetch_more()
+
+    def map_fetched(self, data: bytes, now: float) -> None:
+        if self._job.state not in (S.REQUESTED, S.RECEIVING):
+            return
+        try:
+            cmap = ChunkMap.decode(data)
+        except ChunkMapError as exc:
+            self.events.append(f"fetched map rejected: {exc}")
+            return
+        if self._receiver is None:
+            head = self._accept_head(cmap.head.encode())
+            if head is None:
+                return
+            self._begin(head, now)
+        assert self._receiver is not None
+        try:
+            self._receiver.accept_map(cmap)
+        except ValueError as exc:
+            self.events.append(f"fetched map rejected: {exc}")
+            return
+        self._fetch_more()
+
+    def _fetch_more(self) -> None:
+        rec = self._receiver
+        if rec is None or rec.complete:
+            return
+        head = rec.head
+        per = max(1, self.config.fallback_range_bytes // head.chunk_size)
+        chunks = [b - head.page_count for b in rec.missing() if b >= head.page_count]
+        chunks = [c for c in chunks if c not in self._inflight]
+        while chunks and len(self._inflight) < self.config.fallback_parallel * per:
+            run = [chunks.pop(0)]
+            while chunks and chunks[0] == run[-1] + 1 and len(run) < per:
+                run.append(chunks.pop(0))
+            self._inflight.update(run)
+            offset = run[0] * head.chunk_size
+            end = min(head.artifact_size, (run[-1] + 1) * head.chunk_size)
+            self._actions.append(FetchRange(self._job.uri, offset, end - offset))
+
+    def range_fetched(self, offset: int, data: bytes, now: float) -> None:
+        rec = self._receiver
+        if rec is None or self._job.state is not S.RECEIVING:
+            return
+        size = rec.head.chunk_size
+        if offset % size:
+            return
+        for pos in range(0, len(data), size):
+            chunk = (offset + pos) // size
+            self._inflight.discard(chunk)
+            if chunk < rec.head.chunk_count:
+                self._on_block(rec.head.page_count + chunk, data[pos : pos + size], now)
+                if self._job.state is not S.RECEIVING:
+                    return
+        self._fetch_more()
+
+    def fetch_failed(self, now: float) -> None:
+        """The driver could not fetch: forget what is in flight, ask again at the next timeout."""
+        self._inflight.clear()
+        self._fallback = False
+        self._last_progress = now
+
+    # -- verify, install, reboot, commit ------------------------------------------------------
+    def _verify_and_install(self, now: float) -> None:
+        rec = self._receiver
+        assert rec is not None
+        if self._job.state is S.RECEIVING:
+            self._set(S.VERIFYING)
+        image = rec.image()
+        if hashlib.sha256(image).digest() != rec.head.artifact_sha256 or not self.config.image_ok(image):
+            self._fail("artifact failed verification")
+            return
+        self._set(S.INSTALLING)
+        self._report("installing")
+        self._install()
+
+    def _install(self) -> None:
+        head_raw = self.flash.read_record(REC_HEAD)
+        if head_raw is None:
+            self._fail("stream state lost before install")
+            return
+        head = MapHead.decode(head_raw)
+        info = bootmod.SlotInfo(head.artifact_size, head.artifact_sha256, head.sequence, head.artifact_name)
+        if bootmod.read_slot_info(self.flash, self._job.target) != info:
+            bootmod.write_slot_info(self.flash, self._job.target, info)
+        self._job.attempts += 1
+        bootmod.write_trial(self.flash, self._job.target)
+        self._set(S.REBOOTING)
+        self._report("rebooting")
+        self._actions.append(Reboot())
+
+    def _retry_install(self) -> None:
+        if self._job.attempts >= MAX_INSTALL_ATTEMPTS:
+            self._fail("trial boot kept failing")
+            return
+        self._set(S.INSTALLING)
+        self._install()
+
+    def _commit(self) -> None:
+        info = bootmod.read_slot_info(self.flash, self._job.target)
+        assert info is not None
+        if bootmod.read_boot(self.flash).active != self._job.target:
+            bootmod.confirm(self.flash, self._job.target)
+        if info.sequence > self.sequence_counter:
+            self.flash.write_record("seq", struct.pack(">Q", info.sequence))
+        ChunkReceiver.forget(self.flash)
+        self._report("success")
+        self._finish()
+
+    def _fail(self, why: str) -> None:
+        self.events.append(f"failure: {why}")
+        ChunkReceiver.forget(self.flash)
+        if self.booted.slot != self._job.target:
+            bootmod.write_slot_info(self.flash, self._job.target, None)
+        self._report("failure")
+        self._finish()
+
+    def _finish(self) -> None:
+        self._receiver = None
+        self._stream_id = NO_STREAM
+        self._nack = None
+        self._fallback = False
+        self._inflight.clear()
+        self._job.state = S.IDLE
+        self.flash.delete_record("agent")
+        self.events.append("state IDLE")
+
+    # -- timers ----------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        times = [self._resume_at, self._nack.at if self._nack else None]
+        if self._job.state is S.REQUESTED:
+            times.append(self._next_want)
+        if self._job.state in (S.REQUESTED, S.RECEIVING) and not self._fallback:
+            times.append(self._last_progress + self.config.fallback_timeout)
+        if self._job.state is S.RECEIVING and self._receiver is not None and self._stream_id != NO_STREAM:
+            times.append(self._next_want)
+        return min((t for t in times if t is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        if self._resume_at is not None and now >= self._resume_at:
+            self._resume_at = None
+            self._resume_step(now)
+        if self._nack is not None and now >= self._nack.at:
+            frame, self._nack = self._nack.frame, None
+            self.link.send_broadcast(encode(frame))
+        st = self._job.state
+        if st in (S.REQUESTED, S.RECEIVING):
+            if self._next_want is not None and now >= self._next_want:
+                if now - self._last_progress >= self.config.want_interval:
+                    self._send_want(now)  # nobody is streaming to me: say again what I want
+                else:
+                    self._next_want = now + self.config.want_interval
+            if not self._fallback and now >= self._last_progress + self.config.fallback_timeout:
+                self._start_fallback(now, "no progress from the group stream")

@@ -1,0 +1,147 @@
+"""The control plane during the collection window, on the product's own MQTT-SN objects.
+
+Every node runs a real :class:`mqttsn.ClientSession`; its datagrams cross the mesh hop by hop as
+link-ACKed unicast frames (6LoWPAN-style fragments when larger than a frame) to its root, whose
+real :class:`firmware_proto.relay.RelayCore` wraps them (forwarder encapsulation) for the real
+:class:`mqttsn.Gateway`; the broker is :class:`mqttsn.testing.MemoryBroker`. Each node connects and
+publishes "I want artifact X" at QoS 1; the root's group is whoever's request reached the broker
+by the end of the window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+from firmware_proto.relay import RelayCore
+from mqttsn import ClientSession, Connected, Gateway, GatewayConfig, PublishAcked, unwrap, wrap
+from mqttsn.testing import MemoryBroker
+
+from .clock import EventClock
+from .election import MeshTree
+from .radio import Radio
+
+__all__ = ["WANT_TOPIC", "ControlPlane"]
+
+WANT_TOPIC = "meshota/want/{artifact}"
+UPLINK_LATENCY = 0.005
+
+
+class ControlPlane:
+    def __init__(self, clock: EventClock, radio: Radio, tree: MeshTree, artifact: str) -> None:
+        self.clock = clock
+        self.radio = radio
+        self.tree = tree
+        self.topic = WANT_TOPIC.format(artifact=artifact)
+        self.gateway = Gateway(GatewayConfig(retry_interval=3.0, max_retries=8))
+        self.broker = MemoryBroker()
+        self.relays = {r: RelayCore() for r in tree.roots}
+        self.sessions: dict[int, ClientSession] = {}
+        self.acked: dict[int, float] = {}
+        self._timer_at: dict[Hashable, float] = {}
+        self.frames = 0
+
+    def start(self, spread: float) -> None:
+        """Nodes wake up spread over ``spread`` seconds, connect, and ask for the artifact."""
+        n = self.radio.topo.n
+        for v in range(n):
+            if self.tree.parent[v] < 0 and v not in self.relays:
+                continue
+            s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=3.0, max_retries=8)
+            self.sessions[v] = s
+            self.clock.at(spread * v / n, self._begin, v)
+        self.gateway.start(self.clock.now)
+
+    def _begin(self, v: int) -> None:
+        s = self.sessions[v]
+        s.connect(self.clock.now)
+        self._pump_node(v)
+
+    # -- node side --------------------------------------------------------------------------------
+    def _pump_node(self, v: int) -> None:
+        s = self.sessions[v]
+        now = self.clock.now
+        for e in s.events():
+            if isinstance(e, Connected):
+                s.publish(self.topic, f"n{v}".encode(), 1, now=now)
+            elif isinstance(e, PublishAcked) and e.return_code == 0:
+                self.acked.setdefault(v, now)
+        root = self.tree.root_of[v]
+        for d in s.datagrams_to_send(now):
+            path = self.tree.path_to_root(v)
+            end, ok = self._carry(path, len(d), now)
+            if ok:
+                self.clock.at(end, self._at_root, root, v, d)
+        self._arm(v, s.get_timer())
+
+    def _arm(self, key: Hashable, at: float | None) -> None:
+        if at is None or self._timer_at.get(key) == at:
+            return
+        self._timer_at[key] = at
+        self.clock.at(at, self._timer, key)
+
+    def _timer(self, key: Hashable) -> None:
+        now = self.clock.now
+        if key == "gw":
+            t = self.gateway.get_timer()
+            if t is not None and t <= now:
+                self.gateway.handle_timer(now)
+            self._pump_gateway()
+            return
+        assert isinstance(key, int)
+        s = self.sessions[key]
+        t = s.get_timer()
+        if t is not None and t <= now:
+            s.handle_timer(now)
+        self._pump_node(key)
+
+    def _carry(self, path: list[int], size: int, now: float) -> tuple[float, bool]:
+        p = self.radio.profile
+        room = p.payload_room()
+        t, ok = now, True
+        for k in range(math.ceil(size / room)):
+            frag = min(room, size - k * room) + p.mac_header + p.net_header
+            t, ok1 = self.radio.unicast_path(path, frag, t)
+            self.frames += len(path) - 1
+            ok = ok and ok1
+        return t, ok
+
+    # -- root relay and server side -----------------------------------------------------------------
+    def _at_root(self, root: int, child: int, datagram: bytes) -> None:
+        relay = self.relays[root]
+        relay.from_child(child, datagram, self.clock.now)
+        for wrapped in relay.datagrams_to_gateway():
+            self.clock.after(UPLINK_LATENCY, self._at_gateway, root, wrapped)
+
+    def _at_gateway(self, root: int, data: bytes) -> None:
+        peer, inner = unwrap(data, ("root", root))
+        self.gateway.receive_datagram(inner, peer, self.clock.now)
+        self._pump_gateway()
+
+    def _pump_gateway(self) -> None:
+        now = self.clock.now
+        self.broker.process(self.gateway, now)
+        for peer, data in self.gateway.datagrams_to_send():
+            addr, wrapped = wrap(peer, data)
+            if isinstance(addr, tuple) and addr[0] == "root":
+                self.clock.after(UPLINK_LATENCY, self._from_gateway, addr[1], wrapped)
+        self.gateway.events()
+        self._arm("gw", self.gateway.get_timer())
+
+    def _from_gateway(self, root: int, data: bytes) -> None:
+        relay = self.relays[root]
+        relay.from_gateway(data, self.clock.now)
+        for child, inner in relay.datagrams_to_children():
+            assert isinstance(child, int)
+            path = list(reversed(self.tree.path_to_root(child)))
+            end, ok = self._carry(path, len(inner), self.clock.now)
+            if ok:
+                self.clock.at(end, self._deliver, child, inner)
+
+    def _deliver(self, v: int, data: bytes) -> None:
+        self.sessions[v].receive_datagram(data, self.clock.now)
+        self._pump_node(v)
+
+    def group(self) -> set[int]:
+        """Nodes whose request reached the broker."""
+        return {int(r.payload[1:]) for r in self.broker.messages(self.topic)}

@@ -1,0 +1,356 @@
+"""Shared state and machinery of the sans-I/O gateway: session table, outputs, timers, delivery
+toward clients (stop-and-wait queue, sleep buffer), aggregating-mode subscription counts, closing.
+
+The packet handlers and broker inputs live in ``_gateway.py`` (class :class:`Gateway`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import _packets as p
+from ._codec import encode
+from ._gateway_events import (
+    BROADCAST,
+    GATEWAY_CONN,
+    BrokerAction,
+    BrokerConnect,
+    BrokerDisconnect,
+    BrokerPublish,
+    BrokerSubscribe,
+    BrokerUnsubscribe,
+    ClientConnected,
+    ClientDisconnected,
+    ClientLost,
+    DatagramDropped,
+    GatewayEvent,
+    PacketRefused,
+)
+from ._gateway_session import GatewaySession, Inflight, OutboundMessage, SessionState
+from ._topics import PredefinedTopics
+
+__all__ = ["GatewayBase", "GatewayConfig"]
+
+Mode = Literal["transparent", "aggregating"]
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    gw_id: int = 1
+    mode: Mode = "transparent"
+    max_packet_size: int = 1500
+    retry_interval: float = 10.0  # T_RETRY
+    max_retries: int = 5  # N_RETRY
+    keep_alive_factor: float = 1.5
+    max_sessions: int = 100_000
+    max_buffered: int = 1000  # messages kept per sleeping client
+    max_topics_per_session: int = 1000
+    advertise_interval: float | None = None  # T_ADV; None = no ADVERTISE
+    predefined: PredefinedTopics = field(default_factory=PredefinedTopics)
+
+
+
+class GatewayBase:
+    def __init__(self, config: GatewayConfig | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self._sessions: dict[Hashable, GatewaySession] = {}
+        self._by_client_id: dict[str, Hashable] = {}
+        self._out: list[tuple[Hashable, bytes]] = []
+        self._actions: list[BrokerAction] = []
+        self._events: list[GatewayEvent] = []
+        self._timers: list[tuple[float, int, Hashable]] = []
+        self._seq = 0
+        self._token = 0
+        # token -> (peer, what, data) for broker answers
+        self._pending: dict[int, tuple[Hashable, str, tuple[int, ...]]] = {}
+        # aggregating mode: filter -> {peer: qos}, and the qos subscribed at the broker
+        self._agg_subs: dict[str, dict[Hashable, int]] = {}
+        self._agg_broker_qos: dict[str, int] = {}
+        self._next_advertise: float | None = None
+        self.stats: dict[str, int] = {}
+
+    def datagrams_to_send(self) -> list[tuple[Hashable, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    def broker_actions(self) -> list[BrokerAction]:
+        out, self._actions = self._actions, []
+        return out
+
+    def events(self) -> list[GatewayEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def session(self, peer: Hashable) -> GatewaySession | None:
+        return self._sessions.get(peer)
+
+    def sessions(self) -> list[GatewaySession]:
+        return list(self._sessions.values())
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def _send(self, peer: Hashable, packet: p.Packet) -> None:
+        self._out.append((peer, encode(packet)))
+
+    def _drop(self, peer: Hashable, reason: str) -> None:
+        self._count("dropped")
+        self._events.append(DatagramDropped(peer, reason))
+
+    def _refuse(self, s: GatewaySession | None, peer: Hashable, reason: str) -> None:
+        self._count("refused")
+        self._events.append(PacketRefused(peer, s.client_id if s else None, reason))
+
+    def _new_token(self, peer: Hashable, what: str, data: tuple[int, ...]) -> int:
+        self._token += 1
+        self._pending[self._token] = (peer, what, data)
+        return self._token
+
+    def _conn(self, s: GatewaySession) -> Hashable:
+        return s.peer if self.config.mode == "transparent" else GATEWAY_CONN
+
+    def _schedule(self, s: GatewaySession) -> None:
+        d = s.next_deadline(self.config)
+        if d is not None and (s.scheduled is None or d < s.scheduled):
+            s.scheduled = d
+            self._seq += 1
+            heapq.heappush(self._timers, (d, self._seq, s.peer))
+
+    def start(self, now: float) -> None:
+        """Start gateway-level timers (ADVERTISE)."""
+        if self.config.advertise_interval:
+            self._advertise(now)
+
+    def _advertise(self, now: float) -> None:
+        interval = self.config.advertise_interval
+        assert interval
+        self._out.append((BROADCAST, encode(p.Advertise(self.config.gw_id, min(int(interval), 0xFFFF)))))
+        self._next_advertise = now + interval
+
+    def get_timer(self) -> float | None:
+        while self._timers:
+            t, _, peer = self._timers[0]
+            s = self._sessions.get(peer)
+            if s is None or s.scheduled != t:
+                heapq.heappop(self._timers)
+                continue
+            break
+        best = self._timers[0][0] if self._timers else None
+        if self._next_advertise is not None and (best is None or self._next_advertise < best):
+            best = self._next_advertise
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        if self._next_advertise is not None and now >= self._next_advertise:
+            self._advertise(now)
+        while self._timers and self._timers[0][0] <= now:
+            t, _, peer = heapq.heappop(self._timers)
+            s = self._sessions.get(peer)
+            if s is None or s.scheduled != t:
+                continue
+            s.scheduled = None
+            self._session_timers(s, now)
+            if peer in self._sessions:
+                self._schedule(s)
+
+    def _session_timers(self, s: GatewaySession, now: float) -> None:
+        cfg = self.config
+        if s.state in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG, SessionState.WAIT_BROKER):
+            if now >= s.last_rx + cfg.retry_interval * cfg.max_retries:
+                self._close(s, "connect did not complete", lost=False, notify_client=False)
+            return
+        supervision = s.supervision_deadline(cfg)
+        if supervision is not None and now >= supervision:
+            why = "sleep duration expired" if s.state == SessionState.ASLEEP else "keep-alive expired"
+            self._close(s, why, lost=True)
+            return
+        inflight = s.inflight
+        if inflight is not None and now >= inflight.sent_at + cfg.retry_interval:
+            if inflight.retries >= cfg.max_retries:
+                self._close(s, "no answer after retransmissions", lost=True)
+                return
+            inflight.retries += 1
+            inflight.sent_at = now
+            pkt = inflight.packet
+            if isinstance(pkt, p.Publish):
+                pkt = p.Publish(
+                    pkt.topic_id, pkt.data, pkt.qos, pkt.msg_id, pkt.retain, True, pkt.topic_id_type
+                )
+                inflight.packet = pkt
+            self._count("retransmitted")
+            self._send(s.peer, pkt)
+
+    def _resolve(self, s: GatewaySession | None, topic_id: int, tit: p.TopicIdType) -> str | None:
+        if tit == p.TopicIdType.PREDEFINED:
+            return self.config.predefined.name_for(s.client_id if s else None, topic_id)
+        if tit == p.TopicIdType.SHORT:
+            try:
+                return p.short_topic_name(topic_id)
+            except UnicodeDecodeError:
+                return None
+        return s.topics.name_for(topic_id) if s else None
+
+    def _require_active(self, s: GatewaySession | None, peer: Hashable, what: str) -> bool:
+        if s is not None and s.state in (SessionState.ACTIVE, SessionState.AWAKE):
+            return True
+        if s is None:
+            # Tell a client whose session we do not know (e.g. after a gateway restart).
+            self._send(peer, p.Disconnect())
+            self._drop(peer, f"{what} without a session")
+        else:
+            self._drop(peer, f"{what} in state {s.state.name}")
+        return False
+
+    def _connect_broker(self, s: GatewaySession) -> None:
+        if self.config.mode == "transparent":
+            s.state = SessionState.WAIT_BROKER
+            self._actions.append(
+                BrokerConnect(s.peer, s.client_id, s.keep_alive, s.clean_session, s.will, s.identity)
+            )
+        else:
+            self._connected(s)
+
+    def _connected(self, s: GatewaySession) -> None:
+        s.state = SessionState.ACTIVE
+        self._send(s.peer, p.Connack())
+        self._count("connects")
+        self._events.append(ClientConnected(s.peer, s.client_id))
+
+    def _agg_add(self, peer: Hashable, name: str, qos: int, data: tuple[int, ...] | None) -> bool:
+        """Aggregating mode: count a subscriber; True if a broker SUBSCRIBE was issued."""
+        self._agg_subs.setdefault(name, {})[peer] = qos
+        if self._agg_broker_qos.get(name, -1) >= qos:
+            return False
+        self._agg_broker_qos[name] = qos
+        if data is None:
+            token = self._new_token(GATEWAY_CONN, "resubscribe", ())
+        else:
+            token = self._new_token(peer, "subscribe", data)
+        self._actions.append(BrokerSubscribe(GATEWAY_CONN, name, qos, token))
+        return True
+
+    def _agg_release(self, peer: Hashable, name: str) -> None:
+        subs = self._agg_subs.get(name)
+        if subs is None:
+            return
+        subs.pop(peer, None)
+        if not subs:
+            del self._agg_subs[name]
+            self._agg_broker_qos.pop(name, None)
+            token = self._new_token(GATEWAY_CONN, "unsubscribe", (0,))
+            self._actions.append(BrokerUnsubscribe(GATEWAY_CONN, name, token))
+
+    def _suback(self, s: GatewaySession, msg_id: int, topic_id: int, qos: int, tit: int) -> None:
+        if topic_id and tit == p.TopicIdType.NORMAL:
+            s.known_to_client.add(topic_id)  # the client learns the id from the SUBACK
+        self._send(s.peer, p.Suback(topic_id, msg_id, qos))
+
+    def _deliver(self, s: GatewaySession, msg: OutboundMessage, now: float) -> None:
+        self._count("delivered")
+        if s.state == SessionState.ASLEEP:
+            if len(s.sleep_buffer) >= self.config.max_buffered:
+                self._count("buffer_overflow")
+                self._events.append(PacketRefused(s.peer, s.client_id, "sleep buffer full; message dropped"))
+                return
+            s.sleep_buffer.append(msg)
+            return
+        s.queue.append(msg)
+        self._pump(s, now)
+        self._schedule(s)
+
+    def _topic_ref(self, s: GatewaySession, topic: str) -> tuple[int, p.TopicIdType] | None:
+        tid = self.config.predefined.id_for(s.client_id, topic)
+        if tid is not None:
+            return tid, p.TopicIdType.PREDEFINED
+        if topic in s.short_subs:
+            return p.short_topic_id(topic), p.TopicIdType.SHORT
+        tid = s.topics.id_for(topic)
+        if tid is not None and tid in s.known_to_client:
+            return tid, p.TopicIdType.NORMAL
+        return None
+
+    def _pump(self, s: GatewaySession, now: float) -> None:
+        """Send queued messages toward the client: QoS 0 at once, QoS 1/2 and REGISTER one at a time."""
+        while s.inflight is None and s.queue and s.state in (SessionState.ACTIVE, SessionState.AWAKE):
+            msg = s.queue[0]
+            ref = self._topic_ref(s, msg.topic)
+            if ref is None:
+                tid = s.topics.assign(msg.topic)
+                if tid is None:
+                    s.queue.popleft()
+                    self._count("dropped_outbound")
+                    continue
+                reg = p.Register(tid, s.next_msg_id(), msg.topic)
+                s.inflight = Inflight(reg, now)
+                self._send(s.peer, reg)
+                return
+            topic_id, tit = ref
+            s.queue.popleft()
+            if msg.qos <= 0:
+                self._send(s.peer, p.Publish(topic_id, msg.payload, 0, 0, msg.retain, False, tit))
+                continue
+            pub = p.Publish(topic_id, msg.payload, msg.qos, s.next_msg_id(), msg.retain, False, tit)
+            s.inflight = Inflight(pub, now, message=msg)
+            self._send(s.peer, pub)
+            return
+        if s.state == SessionState.AWAKE and s.inflight is None and not s.queue:
+            # Buffered messages delivered: tell the client to go back to sleep.
+            self._send(s.peer, p.Pingresp())
+            s.state = SessionState.ASLEEP
+
+    def _flush_sleep_buffer(self, s: GatewaySession, now: float) -> None:
+        s.queue.extend(s.sleep_buffer)
+        s.sleep_buffer.clear()
+        self._pump(s, now)
+
+    def _close(
+        self,
+        s: GatewaySession,
+        reason: str,
+        *,
+        lost: bool,
+        notify_client: bool = False,
+        broker_gone: bool = False,
+    ) -> None:
+        self._sessions.pop(s.peer, None)
+        if self._by_client_id.get(s.client_id) == s.peer:
+            del self._by_client_id[s.client_id]
+        for tok in [t for t, (peer, _, _) in self._pending.items() if peer == s.peer]:
+            del self._pending[tok]
+        conn = self._conn(s)
+        will_published = False
+        if (
+            lost
+            and s.will is not None
+            and s.state
+            not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG, SessionState.WAIT_BROKER)
+        ):
+            self._actions.append(
+                BrokerPublish(conn, s.will.topic, s.will.message, s.will.qos, s.will.retain, None, *_stamp(s))
+            )
+            will_published = True
+        if self.config.mode == "transparent":
+            if not broker_gone and s.state not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG):
+                self._actions.append(BrokerDisconnect(s.peer))
+        else:
+            for name in list(s.subscriptions):
+                self._agg_release(s.peer, name)
+        if notify_client:
+            self._send(s.peer, p.Disconnect())
+        if lost:
+            self._count("lost")
+            self._events.append(ClientLost(s.peer, s.client_id, reason, will_published))
+        else:
+            self._events.append(ClientDisconnected(s.peer, s.client_id, reason))
+
+
+def _stamp(s: GatewaySession) -> tuple[str, bool]:
+    """The device identity stamped on what this session publishes, and whether it is verified."""
+    if s.identity is not None:
+        return s.identity, True
+    return s.client_id, False
+
+

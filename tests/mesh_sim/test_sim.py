@@ -1,0 +1,166 @@
+"""mesh_sim: determinism, fault outcomes, clock failure, scenario errors, the CLI and the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mesh_sim.clock import EventClock, SimulationError
+from mesh_sim.runner import run_scenario
+from mesh_sim.scenario import ScenarioError, load_scenario, parse_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "mesh_sim" / "scenarios"
+
+
+def small(**over: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "topology": {"kind": "random", "nodes": 30, "loss": 0.05},
+        "radio": {"profile": "wifi-mesh"},
+        "image": {"size": 64 * 1024},
+        "collection": {"window": 3.0},
+    }
+    doc.update(over)
+    return doc
+
+
+def test_same_seed_same_trace_different_seed_differs() -> None:
+    sc = parse_scenario(small())
+    a = run_scenario(sc, 3).trace_hash
+    b = run_scenario(sc, 3).trace_hash
+    c = run_scenario(sc, 4).trace_hash
+    assert a == b
+    assert a != c
+
+
+def test_clean_run_installs_everywhere_and_beats_baselines() -> None:
+    s = run_scenario(parse_scenario(small()), 1).summary
+    assert s["installed"] == 30 and s["tampered_installs"] == 0 and s["fallback_nodes"] == 0
+    assert s["control_plane"]["requests_at_broker"] == 30  # real MQTT-SN sessions through the relay
+    assert s["ratios"]["unicast_over_group"] > 2 and s["ratios"]["mupgrade_over_group"] > 1.5
+
+
+def test_unhandled_failure_stops_the_run() -> None:
+    clock = EventClock()
+    seen: list[float] = []
+    clock.at(1.0, lambda: seen.append(clock.now))
+
+    def boom() -> None:
+        raise ValueError("bad")
+
+    clock.at(2.0, boom)
+    clock.at(3.0, lambda: seen.append(clock.now))
+    with pytest.raises(SimulationError) as exc:
+        clock.run()
+    assert seen == [1.0] and exc.value.at == 2.0 and isinstance(exc.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("name", ["malicious-tamper", "malicious-replay", "malicious-withhold"])
+def test_malicious_root_never_gets_a_bad_install_and_fallback_completes(name: str) -> None:
+    s = run_scenario(load_scenario(SCENARIOS / f"{name}.toml")).summary
+    assert s["tampered_installs"] == 0
+    assert s["installed"] == s["nodes"]
+    assert s["fallback_nodes"] > 0
+    if name == "malicious-tamper":
+        assert s["rejected_chunks"] > 0
+    if name == "malicious-replay":
+        assert s["rejected_maps"] > 0
+
+
+def test_root_dies_reelection_completes_without_restart() -> None:
+    res = run_scenario(load_scenario(SCENARIOS / "root-dies.toml"))
+    s = res.summary
+    assert s["reelections"] == 1
+    assert not res.radio.alive[s["roots"][0]]
+    assert all(s["per_node"]["completion_s"][v] is not None for v in range(s["nodes"]))
+    # resumed: the new root did not send the whole image to everyone again
+    lb_frames = s["lower_bound"]["frames"]
+    assert s["group_stream"]["frames"] < 2.0 * lb_frames
+
+
+def test_node_reboot_resumes_from_flash_bitmap() -> None:
+    s = run_scenario(load_scenario(SCENARIOS / "node-reboots.toml")).summary
+    assert s["installed"] == s["nodes"] and s["reelections"] == 0
+    assert s["group_stream"]["rounds"] >= 2
+
+
+def test_several_submeshes_each_elect_a_root() -> None:
+    s = run_scenario(parse_scenario(small(topology={"kind": "grid", "nodes": 36, "submeshes": 3})), 1).summary
+    assert len(s["roots"]) == 3 and s["installed"] == 36
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"topology": {"kind": "ring"}}, None),
+        ({"topology": {"loss": 1.5}}, "loss"),
+        ({"radio": {"profile": "lora"}}, "radio.profile"),
+        ({"faults": [{"kind": "meteor"}]}, "faults[0].kind"),
+        ({"faults": [{"kind": "malicious_root", "mode": "bribe"}]}, "faults[0].mode"),
+        ({"image": {"size": "big"}}, "image.size"),
+    ],
+)
+def test_bad_scenarios_are_refused_with_the_bad_value(doc: dict[str, object], needle: str | None) -> None:
+    if needle is None:
+        from mesh_sim.topology import TopologyError
+
+        with pytest.raises(TopologyError, match="ring"):
+            run_scenario(parse_scenario(doc))
+        return
+    with pytest.raises(ScenarioError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        parse_scenario(doc)
+
+
+def test_sim_cli_writes_metrics_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshota",
+            "sim",
+            str(SCENARIOS / "node-reboots.toml"),
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if r.returncode != 0 and "unknown command 'sim'" in r.stderr:
+        from mesh_sim.cli import sim_main
+
+        assert sim_main([str(SCENARIOS / "node-reboots.toml"), "--seed", "2", "--out", str(out)]) == 0
+    else:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "group stream" in r.stdout
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["seed"] == 2 and data["installed"] == data["nodes"]
+    for png in ("topology.png", "completion.png", "bytes_per_node.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sim_cli_bad_file_exits_2(tmp_path: Path) -> None:
+    from mesh_sim.cli import sim_main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[topology\n")
+    assert sim_main([str(bad)]) == 2
+    assert sim_main([str(tmp_path / "missing.toml")]) == 2
+
+
+def test_demo_runs_a_signed_update_and_exits_0(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "meshota", "demo", "--nodes", "8", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "every node installed the signed image" in r.stdout
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "topology.png").exists()
