@@ -95,8 +95,10 @@ class Store:
             if database in ("", ":memory:"):
                 raise StoreConfigError("SQLite needs a file path (sqlite:///path/to/file)")
             kwargs["async_creator"] = functools.partial(connect_inline, database)
+            # connections are cheap in-process handles; enough for every concurrent reader
+            kwargs["pool_size"], kwargs["max_overflow"] = 20, 80
         else:
-            kwargs["pool_size"] = 10
+            kwargs["pool_size"], kwargs["max_overflow"] = 20, 30
         engine = create_async_engine(async_url, **kwargs)
         if async_url.startswith("sqlite"):
             _sqlite_setup(engine)
@@ -118,9 +120,12 @@ class Store:
         """
         callbacks: list[Callable[[], None]] = []
         async with contextlib.AsyncExitStack() as stack:
+            # take a pooled connection before the writer lock: waiting for the pool while
+            # holding the lock would make every other writer wait a loop turn per writer
+            conn = await stack.enter_async_context(self.engine.connect())
             if self._lock is not None:
                 await stack.enter_async_context(self._lock)
-            conn = await stack.enter_async_context(self.engine.begin())
+            await stack.enter_async_context(conn.begin())
             conn.info[_AFTER_COMMIT] = callbacks
             try:
                 yield conn
