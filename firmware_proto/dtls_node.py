@@ -222,30 +222,14 @@ class DtlsUdpClient(UdpClient):
 
     # --- transport plumbing (UdpClient's, routed through DTLS) -------------------------------
 
-    def _on_datagram(self, data: bytes) -> None:
-        self.node.receive_datagram(data, self._now())
-        self._flush()
+    def _core(self) -> DtlsNodeSession:
+        return self.node
 
-    def _on_timer(self) -> None:
-        assert self._loop is not None
-        at = self._timer_at
-        self._timer = self._timer_at = None
-        if self._transport is None:
-            return
-        now = self._loop.time() if at is None else max(self._loop.time(), at)
-        self.node.handle_timer(now)
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._transport is not None and self._loop is not None:
-            for d in self.node.datagrams_to_send(self._loop.time()):
-                self._transport.sendto(d)
-        for ev in self.node.events():
-            if isinstance(ev, dc.SessionEstablished | dc.SessionClosed | dc.HandshakeFailed):
-                self._on_dtls_event(ev)
-            else:
-                self._dispatch(ev)
-        self._reschedule()
+    def _route(self, ev: object) -> None:
+        if isinstance(ev, dc.SessionEstablished | dc.SessionClosed | dc.HandshakeFailed):
+            self._on_dtls_event(ev)
+        else:
+            super()._route(ev)
 
     def _on_dtls_event(self, ev: dc.SessionEstablished | dc.SessionClosed | dc.HandshakeFailed) -> None:
         self.dtls_events.append(ev)
@@ -256,17 +240,6 @@ class DtlsUdpClient(UdpClient):
             fut.set_result(None)
         else:
             fut.set_exception(ConnectFailed(f"DTLS handshake with {self.gateway} failed: {ev.reason}"))
-
-    def _reschedule(self) -> None:
-        at = self.node.get_timer() if self._transport is not None else None
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None and self._loop is not None:
-            self._timer = self._loop.call_at(at, self._on_timer)
 
     def _close(self) -> None:
         if self._transport is not None and self._loop is not None and self.node.established:

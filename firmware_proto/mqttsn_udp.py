@@ -16,9 +16,9 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from mqttsn import (
     ClientEvent,
@@ -96,6 +96,14 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client._on_transport_closed(exc)
+
+
+class _TransportCore(Protocol):
+    def receive_datagram(self, data: bytes, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[bytes]: ...
+    def events(self) -> Sequence[object]: ...
+    def get_timer(self) -> float | None: ...
 
 
 class UdpClient:
@@ -331,8 +339,18 @@ class UdpClient:
             name = return_code.name if isinstance(return_code, ReturnCode) else hex(return_code)
             raise RequestRefused(f"{what} refused by the gateway: {name}", return_code)
 
+    # The object under the socket: the MQTT-SN session here; a subclass may put a layer in
+    # between (DtlsUdpClient: the session inside a DTLS client) by overriding _core/_route.
+
+    def _core(self) -> _TransportCore:
+        return self.session
+
+    def _route(self, ev: object) -> None:
+        assert isinstance(ev, ClientEvent)
+        self._dispatch(ev)
+
     def _on_datagram(self, data: bytes) -> None:
-        self.session.receive_datagram(data, self._now())
+        self._core().receive_datagram(data, self._now())
         self._flush()
 
     def _on_timer(self) -> None:
@@ -343,19 +361,20 @@ class UdpClient:
             return
         # call_at may fire a hair before its time; never hand the session an earlier clock.
         now = self._loop.time() if at is None else max(self._loop.time(), at)
-        self.session.handle_timer(now)
+        self._core().handle_timer(now)
         self._flush()
 
     def _flush(self) -> None:
+        core = self._core()
         if self._transport is not None and self._loop is not None:
-            for d in self.session.datagrams_to_send(self._loop.time()):
+            for d in core.datagrams_to_send(self._loop.time()):
                 self._transport.sendto(d)
-        for ev in self.session.events():
-            self._dispatch(ev)
+        for ev in core.events():
+            self._route(ev)
         self._reschedule()
 
     def _reschedule(self) -> None:
-        at = self.session.get_timer() if self._transport is not None else None
+        at = self._core().get_timer() if self._transport is not None else None
         if at == self._timer_at:
             return
         if self._timer is not None:
