@@ -11,10 +11,14 @@ what lets a new root resume another root's stream.
 
 Endpoint (device token; a meshota extension, not a Mender path):
 ``GET /api/meshota/v1/devices/chunk_maps/{artifact_id}?chunk_size=N``
-→ 200 ``application/vnd.meshota-chunk-map`` (the full form: head + leaves).
+→ 200 ``application/vnd.meshota-chunk-map`` (the full form: head + leaves); with a
+``Range: bytes=A-B`` header → 206 and ``Content-Range`` like an artifact download (the MQTT
+adapter clamps it to its block size, so a map larger than a datagram is fetched block-wise).
 """
 
 from __future__ import annotations
+
+import re
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
@@ -38,6 +42,7 @@ __all__ = [
 CHUNK_MAP_PATH = "/api/meshota/v1/devices/chunk_maps/{id}"
 _KEY = "chunk_map_key"
 _SEQ = "chunk_map_seq"
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 class _Raced(Exception):
@@ -131,4 +136,15 @@ async def get_chunk_map(ctx: ApiContext, req: Request) -> Response:
     if not raw.isdigit():
         raise ApiError(400, "chunk_size must be an integer")
     data = await signed_chunk_map(ctx, req.path_params["id"], int(raw))
-    return Response(200, [("Content-Type", "application/vnd.meshota-chunk-map")], data)
+    headers = [("Content-Type", "application/vnd.meshota-chunk-map"), ("Accept-Ranges", "bytes")]
+    spec = req.headers.get("range")
+    if spec is None:
+        return Response(200, headers, data)
+    m = _RANGE.match(spec.strip())
+    size = len(data)
+    start = int(m.group(1)) if m else size
+    end = min(int(m.group(2)) if m and m.group(2) else size - 1, size - 1)
+    if m is None or start >= size or end < start:
+        return Response(416, [("Content-Range", f"bytes */{size}")])
+    headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+    return Response(206, headers, data[start : end + 1])

@@ -5,7 +5,12 @@ on bad bytes, never anything else.
 
 Request, published on ``/mender`` + API path (e.g. ``/mender/api/devices/v1/inventory/device/attributes``)::
 
-    {"i": request id, "m": method, "t": token?, "c": content type?, "b": body?, "q": query?, "h": headers?}
+    {"i": request id, "m": method, "t": token?, "c": content type?, "b": body?, "q": query?, "h": headers?,
+     "n": serial?}
+
+``n`` (optional, unsigned int) is the node's request serial: a node that cycles a small set of
+request ids (the gateway's per-session topic table is bounded) sends a new serial with every new
+request, so an identical request on a reused id within the dedupe TTL is still a new request.
 
 Response, on ``/mender/responses/{device id}/{request id}``::
 
@@ -118,6 +123,7 @@ class RequestEnvelope:
     body: bytes = b""
     query: Mapping[str, list[str]] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. range, x-men-signature
+    serial: int | None = None  # makes a reused request id a new request (see the module docstring)
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {"i": self.request_id, "m": self.method}
@@ -131,6 +137,8 @@ class RequestEnvelope:
             obj["q"] = {k: v[0] if len(v) == 1 else list(v) for k, v in self.query.items()}
         if self.headers:
             obj["h"] = dict(self.headers)
+        if self.serial is not None:
+            obj["n"] = self.serial
         return bytes(msgpack.packb(obj, use_bin_type=True))
 
     @classmethod
@@ -159,7 +167,10 @@ class RequestEnvelope:
                 raise EnvelopeError("query must map strings to strings or lists of strings")
             query[k] = list(values)
         headers = {k.lower(): v for k, v in _str_map(obj.get("h"), "headers").items()}
-        return cls(rid, method.upper(), token, ctype, body, query, headers)
+        serial = obj.get("n")
+        if serial is not None and (not isinstance(serial, int) or isinstance(serial, bool) or serial < 0):
+            raise EnvelopeError("serial must be an unsigned integer")
+        return cls(rid, method.upper(), token, ctype, body, query, headers, serial)
 
 
 @dataclass(frozen=True, slots=True)

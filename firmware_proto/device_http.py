@@ -1,54 +1,69 @@
-"""asyncio drivers that connect the group cores to the Mender device API over HTTP (httpx).
+"""The Mender device API over HTTP (httpx): :class:`HttpDevice`, one :class:`DeviceApi` session.
 
-This is the interim end-to-end session: the MQTT-SN/sealed-record path (issue 6) replaces the
-HTTP calls with the same requests over the bridge. :class:`HttpDevice` is one device's session
-(auth, next, status, ranged download, chunk map); :class:`RootRunner` and :class:`NodeRunner`
-carry out the actions of a :class:`GroupStreamRoot` / :class:`UpdateAgent` with it. The root
-fetches the artifact block-wise (``Range`` requests of ``block_size``), once.
+The same calls travel over MQTT-SN with :class:`~firmware_proto.device_mqttsn.MqttSnDevice`;
+the group drivers (:class:`RootRunner`, :class:`NodeRunner`, re-exported here) live in
+``firmware_proto.group_runners`` and take either. Transport failures surface as
+:class:`~firmware_proto.device_api.DeviceApiError` subclasses, never as httpx exceptions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import random
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import boot as bootmod
-from .flash_store import FlashStore
-from .group_stream import FetchArtifact, GroupStreamRoot
-from .group_udp import GroupUdpEndpoint
-from .update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
+from .device_api import (
+    AUTH_PATH,
+    CHUNK_MAP_PATH,
+    INVENTORY_PATH,
+    NEXT_PATH,
+    DeviceApiRefused,
+    DeviceApiTimeout,
+    DeviceApiTransportError,
+    log_path,
+    signed_auth_request,
+    status_path,
+)
+from .group_runners import NodeRunner, RootRunner
 
 __all__ = ["HttpDevice", "NodeRunner", "RootRunner"]
 
-CHUNK_MAP_URL = "/api/meshota/v1/devices/chunk_maps/{id}"
-NEXT_URL = "/api/devices/v1/deployments/device/deployments/next"
+CHUNK_MAP_URL = CHUNK_MAP_PATH
+NEXT_URL = NEXT_PATH
 
 
 class HttpDevice:
-    def __init__(self, base_url: str, mac: str, key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        mac: str,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        *,
+        block_size: int = 16384,
+    ) -> None:
         self.base_url = base_url
         self.mac = mac
         self.key = key or ec.generate_private_key(ec.SECP256R1())
         self.token = ""
+        self.block_size = block_size
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
 
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self.http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise DeviceApiTimeout(f"{method} {url}: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise DeviceApiTransportError(f"{method} {url}: {exc!r}") from exc
+
     async def authenticate(self) -> int:
-        pub = self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        id_data = json.dumps({"mac": self.mac}, separators=(",", ":"))
-        body = (json.dumps({"id_data": id_data, "tenant_token": "", "pubkey": pub.decode()}) + "\n").encode()
-        sig = base64.b64encode(self.key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
-        r = await self.http.post(
-            "/api/devices/v1/authentication/auth_requests",
+        body, sig = signed_auth_request(self.key, self.mac)
+        r = await self._send(
+            "POST",
+            AUTH_PATH,
             content=body,
             headers={"X-MEN-Signature": sig, "Content-Type": "application/json"},
         )
@@ -59,169 +74,69 @@ class HttpDevice:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    async def _json(self, method: str, path: str, doc: object) -> int:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        r = await self._send(
+            method, path, content=body, headers={**self._auth(), "Content-Type": "application/json"}
+        )
+        return r.status_code
+
+    async def put_inventory(self, attributes: Sequence[Mapping[str, Any]]) -> int:
+        return await self._json("PUT", INVENTORY_PATH, list(attributes))
+
+    async def patch_inventory(self, attributes: Sequence[Mapping[str, Any]]) -> int:
+        return await self._json("PATCH", INVENTORY_PATH, list(attributes))
+
     async def next_deployment(self, artifact_name: str, device_type: str) -> dict[str, Any] | None:
-        r = await self.http.get(
+        r = await self._send(
+            "GET",
             NEXT_URL,
             params={"artifact_name": artifact_name, "device_type": device_type},
             headers=self._auth(),
         )
-        r.raise_for_status()
-        return r.json() if r.status_code == 200 else None
+        if r.status_code == 204:
+            return None
+        if r.status_code != 200:
+            raise DeviceApiRefused("next deployment", r.status_code, r.content)
+        found: dict[str, Any] = r.json()
+        return found
 
     async def put_status(self, deployment_id: str, status: str) -> int:
-        r = await self.http.put(
-            f"/api/devices/v1/deployments/device/deployments/{deployment_id}/status",
-            json={"status": status},
-            headers=self._auth(),
-        )
-        return r.status_code
+        return await self._json("PUT", status_path(deployment_id), {"status": status})
+
+    async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
+        return await self._json("PUT", log_path(deployment_id), {"messages": list(messages)})
+
+    async def _range(self, uri: str, offset: int, length: int) -> tuple[bytes, int]:
+        r = await self._send("GET", uri, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+        if r.status_code != 206:
+            raise DeviceApiRefused(f"range request {offset}+{length}", r.status_code, r.content)
+        return r.content, int(r.headers["content-range"].rsplit("/", 1)[1])
 
     async def fetch_range(self, uri: str, offset: int, length: int) -> bytes:
-        r = await self.http.get(uri, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
-        if r.status_code != 206:
-            raise httpx.HTTPStatusError(
-                f"range request answered {r.status_code}", request=r.request, response=r
-            )
-        return r.content
+        return (await self._range(uri, offset, length))[0]
 
     async def fetch_map(self, artifact_id: str, chunk_size: int) -> bytes:
-        r = await self.http.get(
-            CHUNK_MAP_URL.format(id=artifact_id), params={"chunk_size": chunk_size}, headers=self._auth()
+        r = await self._send(
+            "GET",
+            CHUNK_MAP_URL.format(id=artifact_id),
+            params={"chunk_size": chunk_size},
+            headers=self._auth(),
         )
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise DeviceApiRefused("chunk map", r.status_code, r.content)
         return r.content
 
-    async def fetch_artifact(self, uri: str, block_size: int = 16384) -> bytes:
-        """Block-wise download (the shape MQTT block transfer will have): Range after Range."""
-        first = await self.http.get(uri, headers={"Range": f"bytes=0-{block_size - 1}"})
-        if first.status_code != 206:
-            raise httpx.HTTPStatusError(
-                f"range request answered {first.status_code}", request=first.request, response=first
-            )
-        total = int(first.headers["content-range"].rsplit("/", 1)[1])
-        parts = [first.content]
-        offset = len(first.content)
+    async def fetch_artifact(self, uri: str, block_size: int | None = None) -> bytes:
+        """Block-wise download: Range after Range of ``block_size`` bytes."""
+        size = block_size or self.block_size
+        first, total = await self._range(uri, 0, size)
+        parts = [first]
+        offset = len(first)
         while offset < total:
-            parts.append(await self.fetch_range(uri, offset, min(block_size, total - offset)))
+            parts.append(await self.fetch_range(uri, offset, min(size, total - offset)))
             offset += len(parts[-1])
         return b"".join(parts)
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-class RootRunner:
-    """A root: its own device session fetches each artifact once; the core streams it."""
-
-    def __init__(self, core: GroupStreamRoot, endpoint: GroupUdpEndpoint, device: HttpDevice) -> None:
-        self.core = core
-        self.endpoint = endpoint
-        self.device = device
-        self.tasks: set[asyncio.Task[None]] = set()
-        endpoint.attach(core, self._collect)
-
-    def _collect(self) -> None:
-        for action in self.core.actions():
-            if isinstance(action, FetchArtifact):
-                task = asyncio.get_running_loop().create_task(self._fetch(action))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-
-    async def _fetch(self, action: FetchArtifact) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            artifact = await self.device.fetch_artifact(action.uri)
-            cmap = await self.device.fetch_map(action.artifact_id, action.chunk_size)
-        except httpx.HTTPError:
-            self.core.fetch_failed(action.artifact_id, loop.time())
-        else:
-            self.core.artifact_fetched(action.artifact_id, artifact, cmap, loop.time())
-        self.endpoint.kick()
-
-
-class NodeRunner:
-    """One node: update agent on the group link, its own session for next/status/fallback."""
-
-    def __init__(
-        self,
-        flash: FlashStore,
-        endpoint: GroupUdpEndpoint,
-        device: HttpDevice,
-        config: AgentConfig,
-        rng: random.Random,
-        image_ok: Callable[[bytes], bool],
-    ) -> None:
-        self.flash = flash
-        self.endpoint = endpoint
-        self.device = device
-        self.config = config
-        self.rng = rng
-        self.image_ok = image_ok
-        self.reboots = 0
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.agent = self._boot()
-
-    def _boot(self) -> UpdateAgent:
-        booted = bootmod.boot(self.flash, self.image_ok)
-        agent = UpdateAgent(self.flash, self.endpoint, self.config, self.rng, booted)
-        self.agent = agent
-        agent.start(asyncio.get_running_loop().time())
-        self.endpoint.attach(agent, self._collect)
-        return agent
-
-    @property
-    def running_artifact(self) -> str:
-        return self.agent.running_artifact
-
-    async def check_for_update(self, device_type: str) -> None:
-        found = await self.device.next_deployment(self.running_artifact, device_type)
-        if found is not None:
-            art = found["artifact"]
-            self.agent.deployment_learned(
-                found["id"],
-                art["id"],
-                art["artifact_name"],
-                art["source"]["uri"],
-                asyncio.get_running_loop().time(),
-            )
-            self.endpoint.kick()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _collect(self) -> None:
-        for action in self.agent.actions():
-            if isinstance(action, ReportStatus):
-                self._spawn(self._report(self.agent, action))
-            elif isinstance(action, FetchRange):
-                self._spawn(self._range(action))
-            elif isinstance(action, FetchMap):
-                self._spawn(self._map(action))
-            elif isinstance(action, Reboot):
-                self.reboots += 1
-                asyncio.get_running_loop().call_soon(self._boot)
-                return
-
-    async def _report(self, agent: UpdateAgent, action: ReportStatus) -> None:
-        if await self.device.put_status(action.deployment_id, action.status) == 204:
-            agent.status_delivered(action.deployment_id, action.status)
-
-    async def _range(self, action: FetchRange) -> None:
-        try:
-            data = await self.device.fetch_range(action.uri, action.offset, action.length)
-        except httpx.HTTPError:
-            self.agent.fetch_failed(asyncio.get_running_loop().time())
-        else:
-            self.agent.range_fetched(action.offset, data, asyncio.get_running_loop().time())
-        self.endpoint.kick()
-
-    async def _map(self, action: FetchMap) -> None:
-        try:
-            data = await self.device.fetch_map(action.artifact_id, action.chunk_size)
-        except httpx.HTTPError:
-            self.agent.fetch_failed(asyncio.get_running_loop().time())
-        else:
-            self.agent.map_fetched(data, asyncio.get_running_loop().time())
-        self.endpoint.kick()

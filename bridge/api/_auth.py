@@ -1,8 +1,9 @@
 """Who is calling: device tokens and user tokens.
 
-A device token is checked by its signature and expiry, against the transport identity when the
-adapter supplies one, and against the auth set's current status (cached briefly, see
-_device_status). A user token is checked against the users table on every call.
+A device token is checked by its signature and expiry; against the transport identity when the
+adapter supplies one (the token's ``meshota.tid`` claim, else its device id); and against the
+auth set's current status (cached briefly, see _device_status). A user token is checked against
+the users table on every call.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from ._context import ApiContext, now
 from ._crypto import decode_token
 from ._types import ApiError, Request
 
-__all__ = ["DeviceAuth", "bearer", "require_device", "require_user"]
+__all__ = ["TRANSPORT_CLAIM", "DeviceAuth", "bearer", "require_device", "require_user"]
+
+# JWT claim naming the transport identity (gateway-stamped DTLS identity) a device token was
+# issued over; a token without it is bound to its Mender device id (``sub``)
+TRANSPORT_CLAIM = "meshota.tid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,7 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
     if claims.get("mender.device") is not True:
         raise ApiError(401, "not a device token")
     device_id, aid = str(claims.get("sub", "")), str(claims.get("jti", ""))
-    if request.identity is not None and request.identity != device_id:
+    if request.identity is not None and request.identity != claims.get(TRANSPORT_CLAIM, device_id):
         # the transport (e.g. the MQTT-SN gateway) authenticated someone else: one device
         # must never act as another, whatever token it holds
         raise ApiError(403, "token does not belong to this transport identity")

@@ -8,12 +8,13 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store import after_commit
 from bridge.store import tables as t
 
-from ._auth import require_user
+from ._auth import TRANSPORT_CLAIM, require_user
 from ._context import ApiContext, now
 from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
 from ._device_status import invalidate_device
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 AUTH_STATUSES = ("pending", "accepted", "rejected", "preauthorized")
+# an id_data key that, when present, must equal the transport identity of an auth request over MQTT
+ID_DATA_TRANSPORT_KEY = "meshota_id"
 
 
 # -- device API -----------------------------------------------------------------------------
@@ -59,60 +62,99 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     pubkey = normalize_pubkey(pubkey)
     if not verify_auth_signature(pubkey, req.body, signature):
         raise ApiError(401, "signature verification failed")
+    # over MQTT: the gateway-verified transport identity this device is (or becomes) bound to
+    tid = req.identity
+    if tid is not None and identity.get(ID_DATA_TRANSPORT_KEY, tid) != tid:
+        raise ApiError(403, f"id_data names another transport identity than {tid!r}")
     ts = now()
     # a known device with a known key changes nothing: answer from a read, no writer lock
     async with ctx.store.read() as conn:
         known = await _known_auth_set(conn, id_data, pubkey)
-    if known is not None and known[2] != "preauthorized":
-        device_id, aid, status = known
+    if known is not None and known[2] != "preauthorized" and (tid is None or known[3] is not None):
+        device_id, aid, status, bound = known
+        _check_binding(tid, bound)
         if status != "accepted":
             raise ApiError(401, f"device authentication {status}")
-        return _device_token(ctx, device_id, aid, ts)
-    async with ctx.store.transaction() as conn:
-        device = await _get_or_create_device(conn, id_data, ts)
-        aset = (
-            await conn.execute(
-                sa.select(t.auth_sets).where(
-                    t.auth_sets.c.device_id == device["id"], t.auth_sets.c.pubkey == pubkey
-                )
-            )
-        ).first()
-        if aset is None:
-            aid = str(uuid.uuid4())
-            await conn.execute(
-                sa.insert(t.auth_sets).values(
-                    id=aid, device_id=device["id"], pubkey=pubkey, status="pending", ts=ts
-                )
-            )
-            await _refresh_device_status(conn, device["id"], ts)
-            status = "pending"
-        else:
-            aid, status = aset.id, aset.status
-            if status == "preauthorized":
-                await _accept(conn, device["id"], aid, ts)
-                status = "accepted"
+        return _device_token(ctx, device_id, aid, ts, tid)
+    try:
+        async with ctx.store.transaction() as conn:
+            device = await _get_or_create_device(conn, id_data, ts)
+            if tid is not None:
+                await _bind_transport(conn, device, tid)
+            aid, status = await _auth_set_of(conn, device["id"], pubkey, ts)
+    except IntegrityError:
+        if tid is None:
+            raise
+        # two first auth requests raced for one transport identity; the loser is told so
+        raise ApiError(403, f"transport identity {tid!r} is bound to another device") from None
     if status != "accepted":
         raise ApiError(401, f"device authentication {status}")
-    return _device_token(ctx, device["id"], aid, ts)
+    return _device_token(ctx, device["id"], aid, ts, tid)
 
 
-def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float) -> Response:
-    claims = {"sub": device_id, "jti": aid, "mender.device": True, "mender.plan": "os"}
+def _check_binding(tid: str | None, bound: str | None) -> None:
+    if tid is not None and bound is not None and bound != tid:
+        raise ApiError(403, f"device is bound to another transport identity than {tid!r}")
+
+
+async def _bind_transport(conn: AsyncConnection, device: dict[str, Any], tid: str) -> None:
+    """Record ``tid`` on the device at its first auth request over it; refuse any other binding."""
+    _check_binding(tid, device["transport_id"])
+    if device["transport_id"] == tid:
+        return
+    holder = (await conn.execute(sa.select(t.devices.c.id).where(t.devices.c.transport_id == tid))).first()
+    if holder is not None:
+        raise ApiError(403, f"transport identity {tid!r} is bound to another device")
+    await conn.execute(sa.update(t.devices).where(t.devices.c.id == device["id"]).values(transport_id=tid))
+    device["transport_id"] = tid
+
+
+async def _auth_set_of(conn: AsyncConnection, device_id: str, pubkey: str, ts: float) -> tuple[str, str]:
+    """(auth set id, status) of this device + key, created pending or accepted if preauthorized."""
+    aset = (
+        await conn.execute(
+            sa.select(t.auth_sets).where(t.auth_sets.c.device_id == device_id, t.auth_sets.c.pubkey == pubkey)
+        )
+    ).first()
+    if aset is None:
+        aid = str(uuid.uuid4())
+        await conn.execute(
+            sa.insert(t.auth_sets).values(id=aid, device_id=device_id, pubkey=pubkey, status="pending", ts=ts)
+        )
+        await _refresh_device_status(conn, device_id, ts)
+        return aid, "pending"
+    aid, status = str(aset.id), str(aset.status)
+    if status == "preauthorized":
+        await _accept(conn, device_id, aid, ts)
+        status = "accepted"
+    return aid, status
+
+
+def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float, tid: str | None = None) -> Response:
+    claims: dict[str, Any] = {"sub": device_id, "jti": aid, "mender.device": True, "mender.plan": "os"}
+    if tid is not None:
+        claims[TRANSPORT_CLAIM] = tid  # the token is good over MQTT only on this identity's session
     token = issue_token(ctx.secret, claims, ts, ctx.settings.device_token_lifetime)
     return Response(200, [("Content-Type", "application/jwt")], token.encode())
 
 
-async def _known_auth_set(conn: AsyncConnection, id_data: str, pubkey: str) -> tuple[str, str, str] | None:
-    """(device id, auth set id, status) of this identity + key, if both are known."""
+async def _known_auth_set(
+    conn: AsyncConnection, id_data: str, pubkey: str
+) -> tuple[str, str, str, str | None] | None:
+    """(device id, auth set id, status, transport id) of this identity + key, if both are known."""
     digest = hashlib.sha256(id_data.encode()).hexdigest()
     row = (
         await conn.execute(
-            sa.select(t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status)
+            sa.select(
+                t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status, t.devices.c.transport_id
+            )
             .join(t.auth_sets, t.auth_sets.c.device_id == t.devices.c.id)
             .where(t.devices.c.id_data_sha256 == digest, t.auth_sets.c.pubkey == pubkey)
         )
     ).first()
-    return (str(row.id), str(row.aid), str(row.status)) if row is not None else None
+    if row is None:
+        return None
+    return str(row.id), str(row.aid), str(row.status), row.transport_id
 
 
 async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) -> dict[str, Any]:
@@ -127,6 +169,7 @@ async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) 
         "status": "pending",
         "created_ts": ts,
         "updated_ts": ts,
+        "transport_id": None,
     }
     await conn.execute(sa.insert(t.devices).values(**device))
     identity = json.loads(id_data)
@@ -290,14 +333,7 @@ async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
     # the device sends id_data as Go's json.Marshal output: sorted keys, no spaces
     id_data = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     ts = now()
-    # a known device with a known key changes nothing: answer from a read, no writer lock
-    async with ctx.store.read() as conn:
-        known = await _known_auth_set(conn, id_data, pubkey)
-    if known is not None and known[2] != "preauthorized":
-        device_id, aid, status = known
-        if status != "accepted":
-            raise ApiError(401, f"device authentication {status}")
-        return _device_token(ctx, device_id, aid, ts)
+    # An operator call: it never hands out a device token (a known device is a 409 conflict).
     async with ctx.store.transaction() as conn:
         device = await _get_or_create_device(conn, id_data, ts)
         existing = (

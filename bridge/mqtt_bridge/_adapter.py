@@ -30,7 +30,12 @@ __all__ = ["BridgePolicy", "MqttApiAdapter", "Reply", "StampedIdentity"]
 
 log = logging.getLogger("meshota.bridge")
 
-_DOWNLOAD = re.compile(r"^/api/devices/v1/deployments/download/artifacts/[^/]+$")
+# answered block-wise: artifact downloads and (meshota extension) signed chunk maps
+_DOWNLOAD = re.compile(
+    r"^(/api/devices/v1/deployments/download/artifacts/[^/]+|/api/meshota/v1/devices/chunk_maps/[^/]+)$"
+)
+# the device API (Mender's and meshota's device-side extension); the management API stays on HTTP
+_DEVICE_PREFIXES = ("/api/devices/", "/api/meshota/v1/devices/")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _AUTH_PATH = "/api/devices/v1/authentication/auth_requests"
 # request headers a node may send besides the token and content type
@@ -104,7 +109,7 @@ class MqttApiAdapter:
             return self._error(who, env.request_id, 404, f"not an API topic: {topic}")
         if self.policy.require_verified and not who.verified:
             return self._error(who, env.request_id, 403, "transport identity is not verified (DTLS required)")
-        if self.policy.device_api_only and not path.startswith("/api/devices/"):
+        if self.policy.device_api_only and not path.startswith(_DEVICE_PREFIXES):
             return self._error(who, env.request_id, 403, "only the device API is served over MQTT")
         request = self.build_request(path, env, who)
         response = await self.router.handle(request)
@@ -136,10 +141,10 @@ class MqttApiAdapter:
             query=env.query,
             headers=headers,
             body=env.body,
-            # Not ``identity=who.device``: the handlers compare Request.identity with the Mender
-            # device id (a server-made UUID), while the gateway stamps the provisioning identity
-            # (PSK identity / certificate subject). See docs/mqtt_bridge.md, "Two identities".
-            identity=None,
+            # the gateway-stamped identity: auth_requests binds the device (and the token's
+            # meshota.tid claim) to it, every token-checked handler compares it with that claim
+            # (docs/mqtt_bridge.md, "Token binding"); unverified stamps got here only when allowed
+            identity=who.device,
             base_url=self.policy.base_url,
             request_id=env.request_id,
         )

@@ -217,6 +217,7 @@ class SealedRecordService:
             path=path,
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
             body=body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode(),
+            identity=device,  # the bound token was issued over this identity's own session
         )
         response = await self.router.handle(request)
         return response.status, await read_body(response)

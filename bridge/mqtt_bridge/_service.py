@@ -4,9 +4,12 @@
   when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
-- replies go out at QoS 1 through an outbox: a reply not acknowledged before the connection
-  drops is published again after reconnecting (the dedupe cache makes the retry answer the same);
-- a QoS 1 redelivery of a request id is answered from the :class:`ReplyCache`, never re-run.
+- replies go out at QoS 1 without waiting for the PUBACK (a waiting task per reply held a
+  dispatch slot for up to the publish timeout when the broker went away): each reply stays in an
+  outbox until paho reports its PUBACK, and every reply still there is published again right
+  after each reconnect;
+- a QoS 1 redelivery of a request id is answered from the :class:`ReplyCache`, never re-run, so a
+  node that re-sends under the same id after a broker restart gets the first answer.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -110,11 +115,15 @@ class MqttBridge:
         self.cache = ReplyCache(config.dedupe_ttl)
         self.stats = BridgeStats()
         self.ready = asyncio.Event()
+        # replies not acknowledged by the broker yet, by topic (one reply per request topic)
         self._outbox: dict[str, bytes] = {}
+        self._inflight: dict[int, tuple[str, bytes]] = {}  # paho mid -> outbox entry, this connection
         self._client: aiomqtt.Client | None = None
+        self._paho: paho.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(config.max_concurrent)
+        self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
+        self._backlog: deque[paho.MQTTMessage] = deque()
         self._reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         self._reply_props.UserProperty = [(BRIDGE_PROPERTY, config.client_id)]
 
@@ -170,7 +179,7 @@ class MqttBridge:
             )
             try:
                 async with client:
-                    self._client = client
+                    self._attach(client)
                     for topic_filter in self._filters():
                         await client.subscribe(topic_filter, qos=1)
                     if not first:
@@ -180,36 +189,57 @@ class MqttBridge:
                     delay = self.config.reconnect_delay
                     self.ready.set()
                     for topic, payload in list(self._outbox.items()):
-                        self._spawn(self._publish(topic, payload))
-                    async for message in client.messages:
-                        await self._slots.acquire()
-                        self._spawn(self._dispatch(message), release=True)
+                        self._publish(topic, payload)
+                    # messages reach _on_message straight from paho's callback; aiomqtt's iterator
+                    # (a task and an asyncio.wait per message) only tells us of the disconnection
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT bridge connection lost (%s); reconnecting in %.1f s", exc, delay)
             finally:
-                self._client = None
+                self._client = self._paho = None
+                self._inflight = {}  # that connection's mids mean nothing to the next one
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.max_reconnect_delay)
 
-    def _spawn(self, coro: Any, *, release: bool = False) -> None:
-        task = asyncio.create_task(coro)
+    def _attach(self, client: aiomqtt.Client) -> None:
+        """Use this connection for replies; learn of each reply's PUBACK from paho's callback."""
+        inner = client._client  # aiomqtt's paho client: publish without a task waiting per reply
+        aiomqtt_on_publish = cast(Callable[..., None], inner.on_publish)
+        inflight: dict[int, tuple[str, bytes]] = {}
+
+        def on_publish(c: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+            entry = inflight.pop(mid, None)
+            if entry is not None and self._outbox.get(entry[0]) is entry[1]:
+                del self._outbox[entry[0]]
+            aiomqtt_on_publish(c, userdata, mid, rc, props)
+
+        inner.on_publish = on_publish
+        inner.on_message = self._on_message
+        self._client, self._paho, self._inflight = client, inner, inflight
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._active >= self.config.max_concurrent:
+            self._backlog.append(message)
+        else:
+            self._start(message)
+
+    def _start(self, message: paho.MQTTMessage) -> None:
+        self._active += 1
+        task = asyncio.create_task(self._dispatch(message.topic, bytes(message.payload), message.properties))
         self._workers.add(task)
+        task.add_done_callback(self._finished)
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._workers.discard(t)
-            if release:
-                self._slots.release()
-
-        task.add_done_callback(done)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        self._active -= 1
+        if self._backlog:
+            self._start(self._backlog.popleft())
 
     # --- one message ----------------------------------------------------------------------------
 
-    async def _dispatch(self, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = (
-            message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-        )
-        who = stamped_identity(message.properties)
+    async def _dispatch(self, topic: str, payload: bytes, properties: Properties | None) -> None:
+        who = stamped_identity(properties)
         if who is None:
             self.stats.ignored += 1
             log.warning("ignored %s: no device identity stamped by a gateway", topic)
@@ -223,7 +253,7 @@ class MqttBridge:
         if not is_new:
             self.stats.duplicates += 1
             if cached is not None:
-                await self._publish(response_topic(who.device, rid), cached)
+                self._publish(response_topic(who.device, rid), cached)
             return
         try:
             reply = await self._answer(topic, payload, who)
@@ -235,7 +265,7 @@ class MqttBridge:
             self.cache.forget(who.device, rid)
             return
         self.cache.finish(who.device, rid, reply[1], loop.time())
-        await self._publish(*reply)
+        self._publish(*reply)
 
     async def _answer(self, topic: str, payload: bytes, who: StampedIdentity) -> tuple[str, bytes] | None:
         if topic == BULK_TOPIC:
@@ -253,18 +283,17 @@ class MqttBridge:
         self.stats.handled += 1
         return answer.topic, answer.payload
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, topic: str, payload: bytes) -> None:
+        """Queue a reply at QoS 1; it leaves the outbox at its PUBACK, else goes again after a reconnect."""
         self._outbox[topic] = payload
-        client = self._client
+        client = self._paho
         if client is None:
-            return  # flushed after the next connect
-        try:
-            await client.publish(topic, payload, qos=1, properties=self._reply_props, timeout=10)
-        except aiomqtt.MqttError as exc:
-            log.info("reply on %s deferred until reconnect: %s", topic, exc)
-            return
-        if self._outbox.get(topic) is payload:
-            del self._outbox[topic]
+            return  # published after the next connect
+        info = client.publish(topic, payload, qos=1, properties=self._reply_props)
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            self._inflight[info.mid] = (topic, payload)
+        else:
+            log.info("reply on %s deferred until reconnect (paho rc %s)", topic, info.rc)
 
 
 def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey] | None = None) -> Any:

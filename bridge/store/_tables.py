@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -57,6 +58,10 @@ devices = Table(
     Column("status", String(16), nullable=False),
     Column("created_ts", Float, nullable=False),
     Column("updated_ts", Float, nullable=False),
+    # the transport identity (gateway-stamped DTLS identity) this device is bound to, set by its
+    # first auth request over MQTT; one transport identity <-> one device (docs/mqtt_bridge.md)
+    Column("transport_id", String(64), nullable=True),
+    Index("ix_devices_transport_id", "transport_id", unique=True),
 )
 
 auth_sets = Table(

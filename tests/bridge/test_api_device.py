@@ -84,6 +84,24 @@ def test_preauthorized_device_gets_token_at_once(running: RunningServer) -> None
     assert device_login(running.url, key, "02:00:00:00:00:cc").status_code == 200
 
 
+def test_preauthorize_of_an_accepted_device_is_a_conflict_not_a_token(running: RunningServer) -> None:
+    """Regression: the operator's preauthorize call must never answer with a device token."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = device_key("ecdsa")
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    mac = "02:00:00:00:00:cd"
+    with running.client() as c:
+        body = {"identity_data": {"mac": mac}, "pubkey": pub.decode()}
+        assert c.post("/api/management/v2/devauth/devices", json=body).status_code == 201
+        assert device_login(running.url, key, mac).status_code == 200  # now accepted
+        again = c.post("/api/management/v2/devauth/devices", json=body)
+        assert again.status_code == 409
+        assert "error" in again.json() and again.text.count(".") < 2  # an error body, not a JWT
+
+
 def test_rejected_and_decommissioned_lose_access(running: RunningServer) -> None:
     device_id, token = enrolled(running)
     auth = {"Authorization": f"Bearer {token}"}

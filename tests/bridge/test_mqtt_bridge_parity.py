@@ -25,13 +25,15 @@ from tests.conftest import start_test_mosquitto
 
 DEVICE = "node-parity"
 DEP = "/api/devices/v1/deployments/device/deployments"
+AUTH = "/api/devices/v1/authentication/auth_requests"
 
 
 @dataclass
 class World:
     http: httpx.Client
     mqtt: StampingCaller
-    token: str
+    token: str  # issued over HTTP
+    mqtt_token: str  # issued over MQTT: bound to DEVICE (the stamped identity)
     auth: tuple[bytes, str]
     deployment: str
     link: str  # path?query of the artifact download
@@ -75,9 +77,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ).json()
         uri = urlsplit(nxt["artifact"]["source"]["uri"])
         caller = StampingCaller(broker.port)
+        auth = caller.call(DEVICE, "POST", AUTH, body=body, headers={"x-men-signature": sig})
+        assert auth.status == 200, auth.body
         with httpx.Client(base_url=server.url, timeout=30) as http:
             yield World(
-                http, caller, token, (body, sig), nxt["id"], f"{uri.path}?{uri.query}", art.stat().st_size
+                http,
+                caller,
+                token,
+                auth.body.decode(),
+                (body, sig),
+                nxt["id"],
+                f"{uri.path}?{uri.query}",
+                art.stat().st_size,
             )
         caller.close()
         mgmt.close()
@@ -149,7 +160,8 @@ def _normalise(status: int, content_type: str | None, body: bytes) -> Any:
         return body
     if content_type == "application/jwt":
         claims = json.loads(base64.urlsafe_b64decode(body.split(b".")[1] + b"=="))
-        return {k: v for k, v in claims.items() if k not in ("iat", "exp", "nbf")}
+        # meshota.tid: only a token issued over MQTT is bound to the stamped identity (checked apart)
+        return {k: v for k, v in claims.items() if k not in ("iat", "exp", "nbf", "meshota.tid")}
     obj = json.loads(body)
     if isinstance(obj, dict):
         obj.pop("request_id", None)
@@ -160,7 +172,7 @@ def _normalise(status: int, content_type: str | None, body: bytes) -> Any:
     return obj
 
 
-def _compare(w: World, call: Call, *, token: str | None) -> tuple[int, Any]:
+def _compare(w: World, call: Call, *, token: str | None, mqtt_token: str | None) -> tuple[int, Any]:
     headers = dict(call.headers)
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -172,7 +184,7 @@ def _compare(w: World, call: Call, *, token: str | None) -> tuple[int, Any]:
         call.method,
         call.path,
         body=call.body,
-        token=token,
+        token=mqtt_token,
         headers={k: v for k, v in call.headers},
         query={k: [v] for k, v in call.query},
     )
@@ -182,6 +194,9 @@ def _compare(w: World, call: Call, *, token: str | None) -> tuple[int, Any]:
     http_body = _normalise(r.status_code, r.headers.get("content-type"), r.content)
     mqtt_body = _normalise(m.status, m.headers.get("content-type"), m.body)
     assert mqtt_body == http_body
+    if m.headers.get("content-type") == "application/jwt":
+        claims = json.loads(base64.urlsafe_b64decode(m.body.split(b".")[1] + b"=="))
+        assert claims["meshota.tid"] == DEVICE
     return m.status, mqtt_body
 
 
@@ -189,16 +204,19 @@ def _compare(w: World, call: Call, *, token: str | None) -> tuple[int, Any]:
 @pytest.mark.parametrize("route", DEVICE_ROUTES, ids=[f"{m} {p}" for m, p in DEVICE_ROUTES])
 def test_same_answer_over_http_and_mqtt(world: World, route: tuple[str, str]) -> None:
     call = SPECS[route](world)
-    status, _ = _compare(world, call, token=world.token if call.with_token else None)
+    if call.with_token:
+        status, _ = _compare(world, call, token=world.token, mqtt_token=world.mqtt_token)
+    else:
+        status, _ = _compare(world, call, token=None, mqtt_token=None)
     assert status < 300
     # and the same refusal when the credentials are wrong
     if call.with_token:
-        bad = _compare(world, call, token="not-a-token")
+        bad = _compare(world, call, token="not-a-token", mqtt_token="not-a-token")
     else:
         broken = Call(
             call.method, call.path, call.body[:-2] if call.body else b"", call.headers, call.query[:1]
         )
-        bad = _compare(world, broken, token=None)
+        bad = _compare(world, broken, token=None, mqtt_token=None)
     assert bad[0] >= 400 and bad[1]["error"]
 
 
