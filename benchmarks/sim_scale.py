@@ -45,7 +45,7 @@ def main() -> None:
         tgt = targets.get(n)
         print(
             f"{n:>7} {wall:>8.1f} {tgt if tgt else '-':>9} {s['group_stream']['completion_s']:>10.1f} "
-            f"{s['installed']:>10} {res.stream.clock.events_run / wall:>10.0f}"
+            f"{s['installed']:>10} {res.clock.events_run / wall:>10.0f}"
         )
     print()
     print("efficiency, 100 nodes multi-hop (random geometric, loss 2-8 %), same topology and seed:")

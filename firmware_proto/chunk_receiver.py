@@ -3,7 +3,9 @@
 Blocks ``0 .. page_count-1`` are map pages, the rest are image chunks (SPEC.md §2.2). A page is
 accepted only if its leaves and authentication path lead to the signed Merkle root; a chunk only
 if its hash equals its (already verified) leaf. A chunk whose page has not been verified yet is
-dropped and stays missing (roots send pages first in every round, so that is rare).
+*parked*: written into its place in the slot but not claimed in the bitmap, its index kept in RAM;
+when the page arrives the parked chunks are read back and checked like any other (a lost page then
+costs one page frame, not the page's whole run of chunks). A power cut forgets parked chunks.
 
 Persistence order keeps a power cut harmless: slot data is written before the bitmap bit that
 claims it, so a cut can only forget a chunk, never claim one that is not there.
@@ -38,6 +40,7 @@ class ChunkReceiver:
         leaves = flash.read_record(REC_LEAVES) if restore else None
         self.bitmap = ChunkBitmap(head.block_count, bits)
         self.leaves = bytearray(leaves) if leaves is not None else bytearray(head.chunk_count * HASH_LEN)
+        self.parked: set[int] = set()  # chunks written to the slot whose page is not verified yet
         if len(self.leaves) != head.chunk_count * HASH_LEN:
             raise ValueError("leaves record has a wrong length")
 
@@ -77,10 +80,12 @@ class ChunkReceiver:
             return self._accept_page(block, payload)
         chunk = block - head.page_count
         page = chunk // head.leaves_per_page
-        if page not in self.bitmap:
-            return BlockResult(False, "page not verified yet")
         if len(payload) != head.chunk_length(chunk):
             return BlockResult(False, "chunk has a wrong length")
+        if page not in self.bitmap:
+            self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)  # unclaimed until checked
+            self.parked.add(chunk)
+            return BlockResult(False, "page not verified yet")
         if leaf_hash(payload) != bytes(self.leaves[chunk * HASH_LEN : (chunk + 1) * HASH_LEN]):
             return BlockResult(False, "chunk hash mismatch")
         self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
@@ -99,6 +104,11 @@ class ChunkReceiver:
         first = page * head.leaves_per_page
         self.leaves[first * HASH_LEN : (first + count) * HASH_LEN] = payload[: count * HASH_LEN]
         self.bitmap.add(page)
+        for chunk in sorted(c for c in self.parked if first <= c < first + count):
+            self.parked.discard(chunk)
+            data = self.flash.read_slot(self.slot, chunk * head.chunk_size, head.chunk_length(chunk))
+            if leaf_hash(data) == bytes(self.leaves[chunk * HASH_LEN : (chunk + 1) * HASH_LEN]):
+                self.bitmap.add(head.page_count + chunk)
         self._persist(leaves=True)
         return BlockResult(True)
 

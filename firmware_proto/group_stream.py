@@ -253,6 +253,8 @@ class GroupStreamRoot:
         if group.round > self.config.max_rounds:
             self._finish(group, False)
             return
+        if group.need_head:  # someone missed the head: it drops every block until it has one
+            self._broadcast(self._head_frame(cmap))
         group.queue = sorted(group.wanted)  # pages (low indexes) before the chunks they verify
         group.phase = _Phase.SENDING
         group.deadline = now

@@ -1,15 +1,17 @@
 """Baselines on the same topology, tree, link losses and radio profile as the group stream.
 
-- unicast: every node downloads the image over its own end-to-end session (DTLS 1.2 record per
-  frame), hop by hop along its path with link ACKs and MAC retries.
+- unicast: every node downloads the image over its own end-to-end session (DTLS 1.2 record and
+  MQTT-SN header per datagram), hop by hop along its path with link ACKs and MAC retries.
 - mupgrade: ESP-MDF Mupgrade-style: the root sends each chunk once per tree link (per-child unicast
   fan-out, link ACKs), then rounds of status request, 512 B bitmap reports, and a resend of the
   union of every node's misses to all unfinished nodes.
 - lower bound: image bytes × forwarding nodes (and the same in whole frames on air).
 
-Frame counts are drawn per link from the loss model (seeded numpy negative binomial: attempts until
-success); completion time is the airtime of the busiest neighbourhood (every frame its members send
-or hear has to fit in one channel), the same estimate reported for the group stream.
+Every method carries the image in datagrams of the same ``chunk`` payload bytes the group stream
+uses (6LoWPAN-fragmented on 802.15.4, link ACK and retries per fragment for unicast), over the same
+tree and link losses. Frame counts are drawn per link from the loss model (seeded numpy negative
+binomial: attempts until success); completion time is the airtime of the busiest neighbourhood
+(every frame its members send or hear has to fit in one channel).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from itertools import pairwise
 import numpy as np
 
 from .election import MeshTree
+from .group import E2E_HEADER, REQUEST_BYTES
 from .radio import RadioProfile
-from .stream import CHUNK_HEADER, DTLS12_RECORD, MQTTSN_PUBLISH_HEADER
 from .topology import Topology
 
-__all__ = ["BaselineResult", "busiest_neighbourhood", "lower_bound", "mupgrade", "unicast"]
+__all__ = ["DATA_HEADER", "BaselineResult", "busiest_neighbourhood", "lower_bound", "mupgrade", "unicast"]
+
+DATA_HEADER = 14  # group-link DATA frame: magic, type, stream id (8), block (4); Mupgrade's is similar
 
 
 @dataclass
@@ -59,21 +63,23 @@ class _Ledger:
         self.bytes = 0
         self.frames = 0
 
-    def link(self, a: int, b: int, frame: int, count: int, rng: np.random.Generator) -> None:
-        """``count`` frames a→b delivered with link ACKs: attempts = count + failures."""
+    def link(self, a: int, b: int, frames: list[int], count: int, rng: np.random.Generator) -> None:
+        """``count`` datagrams a→b (each ``frames`` fragments) delivered with per-fragment link ACKs."""
         if count <= 0:
             return
         loss = self.topo.loss(a, b)
-        attempts = count + (int(rng.negative_binomial(count, 1.0 - loss)) if loss else 0)
+        sent = count * len(frames)
+        attempts = sent + (int(rng.negative_binomial(sent, 1.0 - loss)) if loss else 0)
         p = self.p
-        air = p.airtime(frame) + p.slot
+        mean_frame = sum(frames) / len(frames)
+        air = sum(p.airtime(f) + p.slot for f in frames) / len(frames)
         ack = p.airtime(p.ack_bytes) + p.slot
         self.tx_air[a] += attempts * air
         self.rx_air[b] += attempts * air
-        self.tx_air[b] += count * ack
-        self.rx_air[a] += count * ack
-        self.frames += attempts + count
-        self.bytes += attempts * (frame + p.phy_overhead) + count * (p.ack_bytes + p.phy_overhead)
+        self.tx_air[b] += sent * ack
+        self.rx_air[a] += sent * ack
+        self.frames += attempts + sent
+        self.bytes += round(attempts * (mean_frame + p.phy_overhead)) + sent * (p.ack_bytes + p.phy_overhead)
 
     def result(self, name: str, rounds: int = 1) -> BaselineResult:
         p = self.p
@@ -85,20 +91,20 @@ class _Ledger:
         )
 
 
-def _frame_geometry(profile: RadioProfile, image_size: int, secure: bool) -> tuple[int, int, int]:
-    header = profile.mac_header + profile.net_header + MQTTSN_PUBLISH_HEADER + CHUNK_HEADER
-    if secure:
-        header += DTLS12_RECORD
-    room = profile.max_frame - header
-    return header + room, math.ceil(image_size / room), room
+def _frame_geometry(
+    profile: RadioProfile, image_size: int, chunk: int, secure: bool
+) -> tuple[list[int], int]:
+    """Fragments of one image datagram, and how many datagrams carry the image."""
+    header = DATA_HEADER + (E2E_HEADER if secure else 0)
+    return profile.frames_of(header + chunk), math.ceil(image_size / chunk)
 
 
 def unicast(
-    topo: Topology, tree: MeshTree, profile: RadioProfile, image_size: int, seed: int
+    topo: Topology, tree: MeshTree, profile: RadioProfile, image_size: int, chunk: int, seed: int
 ) -> BaselineResult:
     rng = np.random.default_rng(seed)
-    frame, count, _ = _frame_geometry(profile, image_size, secure=True)
-    request = profile.mac_header + profile.net_header + DTLS12_RECORD + 16
+    frame, count = _frame_geometry(profile, image_size, chunk, secure=True)
+    request = profile.frames_of(E2E_HEADER + REQUEST_BYTES)
     ledger = _Ledger(topo, profile)
     per_req = 4  # one request per window of 4 chunks (CoAP block-wise / MQTT-SN request style)
     for v in tree.order:
@@ -112,21 +118,26 @@ def unicast(
 
 
 def mupgrade(
-    topo: Topology, tree: MeshTree, profile: RadioProfile, image_size: int, seed: int, max_rounds: int = 20
+    topo: Topology,
+    tree: MeshTree,
+    profile: RadioProfile,
+    image_size: int,
+    chunk: int,
+    seed: int,
+    max_rounds: int = 20,
 ) -> BaselineResult:
     """Per-child unicast fan-out with link ACKs; union-of-misses resend rounds."""
     rng = np.random.default_rng(seed)
-    frame, count, _ = _frame_geometry(profile, image_size, secure=False)
+    frame, count = _frame_geometry(profile, image_size, chunk, secure=False)
     p = profile
     ledger = _Ledger(topo, profile)
     links = [(tree.parent[v], v) for v in tree.order if tree.parent[v] >= 0]
-    residual = {(a, b): topo.loss(a, b) ** (p.mac_retries + 1) for a, b in links}
+    residual = {(a, b): 1.0 - (1.0 - topo.loss(a, b) ** (p.mac_retries + 1)) ** len(frame) for a, b in links}
     unfinished = {v for v in tree.order if tree.parent[v] >= 0}
     to_send = count
     rounds = 0
-    status_frame = p.mac_header + p.net_header + 16
-    report_bytes = 512 + 48  # Mupgrade status: name, sizes, 512 B bitmap
-    report_frames = math.ceil(report_bytes / p.payload_room())
+    status_frame = p.frames_of(16)
+    report = p.frames_of(512 + 48)  # Mupgrade status: name, sizes, 512 B bitmap
     # missing[v]: count of chunks v misses after a round, drawn per hop (a miss on a hop is a miss below)
     while to_send and unfinished and rounds < max_rounds:
         rounds += 1
@@ -144,7 +155,7 @@ def mupgrade(
         for v in list(unfinished):
             path = tree.path_to_root(v)
             for a, b in pairwise(path):
-                ledger.link(a, b, p.max_frame, report_frames, rng)
+                ledger.link(a, b, report, 1, rng)
         union_fraction = 1.0 - math.prod(1.0 - missed_at.get(v, 0) / to_send for v in unfinished)
         next_send = round(to_send * union_fraction)
         unfinished = {v for v in unfinished if missed_at.get(v, 0)}
@@ -152,11 +163,12 @@ def mupgrade(
     return ledger.result("mupgrade", rounds)
 
 
-def lower_bound(profile: RadioProfile, image_size: int, forwarders: int) -> dict[str, float]:
-    frame, count, _room = _frame_geometry(profile, image_size, secure=False)
+def lower_bound(profile: RadioProfile, image_size: int, chunk: int, forwarders: int) -> dict[str, float]:
+    frame, count = _frame_geometry(profile, image_size, chunk, secure=False)
+    on_air = sum(f + profile.phy_overhead for f in frame)
     return {
         "payload_bytes": float(image_size * forwarders),
-        "frames": float(count * forwarders),
-        "frame_bytes_on_air": float(count * forwarders * (frame + profile.phy_overhead)),
-        "completion_s": count * (profile.airtime(frame) + profile.slot),
+        "frames": float(count * len(frame) * forwarders),
+        "frame_bytes_on_air": float(count * on_air * forwarders),
+        "completion_s": count * sum(profile.airtime(f) + profile.slot for f in frame),
     }

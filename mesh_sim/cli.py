@@ -62,11 +62,15 @@ def print_summary(s: dict[str, Any]) -> None:
         f"mesh      {s['nodes']} nodes, {s['topology']}, {s['profile']}, roots {s['roots']}, "
         f"depth {s['max_depth']}, {s['forwarders']} forwarders"
     )
-    print(f"image     {s['image_bytes']:,} B in {s['chunks']} chunks + {s['map_parts']} signed-map parts")
+    print(
+        f"image     {s['image_bytes']:,} B in {s['chunks']} chunks of {s['chunk_size']} B "
+        f"+ {s['map_pages']} signed-map pages; stream started at t={s['stream_start_s']} s"
+    )
     print(
         f"outcome   {s['installed']}/{s['nodes']} installed, {s['tampered_installs']} tampered installs, "
-        f"{s['rejected_chunks']} chunks and {s['rejected_maps']} maps rejected, "
-        f"{s['fallback_nodes']} fell back, {s['reelections']} re-elections"
+        f"{s['rejected_chunks']} chunks and {s['rejected_maps']} map heads rejected, "
+        f"{s['fallback_nodes']} fell back, {s['reelections']} re-elections, "
+        f"{s['streams']} streams (root + relays), {s['root_fetches']} root fetches"
     )
     rows = [("group stream", s["group_stream"])]
     for key in ("mupgrade", "unicast"):
@@ -84,6 +88,8 @@ def print_summary(s: dict[str, Any]) -> None:
         f"{'lower bound':<14} {_fmt(int(lb['payload_bytes'])):>15} {_fmt(int(lb['frames'])):>11} "
         f"{_fmt(lb['completion_s']):>13} {'':>10}   (image bytes × forwarders)"
     )
+    other = {k: v for k, v in s["bytes_by_kind"].items() if k in ("status", "control")}
+    print(f"not compared (every method pays them): {other} bytes on air")
     if "ratios" in s:
         r = s["ratios"]
         print(

@@ -10,8 +10,7 @@ by the end of the window.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from firmware_proto.relay import RelayCore
 from mqttsn import ClientSession, Connected, Gateway, GatewayConfig, PublishAcked, unwrap, wrap
@@ -33,13 +32,14 @@ class ControlPlane:
         self.radio = radio
         self.tree = tree
         self.topic = WANT_TOPIC.format(artifact=artifact)
-        self.gateway = Gateway(GatewayConfig(retry_interval=3.0, max_retries=8))
+        self.gateway = Gateway(GatewayConfig(retry_interval=10.0, max_retries=8))
         self.broker = MemoryBroker()
         self.relays = {r: RelayCore() for r in tree.roots}
         self.sessions: dict[int, ClientSession] = {}
         self.acked: dict[int, float] = {}
         self._timer_at: dict[Hashable, float] = {}
         self.frames = 0
+        self.on_acked: Callable[[int], None] | None = None  # the node learned of the deployment
 
     def start(self, spread: float) -> None:
         """Nodes wake up spread over ``spread`` seconds, connect, and ask for the artifact."""
@@ -47,7 +47,7 @@ class ControlPlane:
         for v in range(n):
             if self.tree.parent[v] < 0 and v not in self.relays:
                 continue
-            s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=3.0, max_retries=8)
+            s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=10.0, max_retries=8)
             self.sessions[v] = s
             self.clock.at(spread * v / n, self._begin, v)
         self.gateway.start(self.clock.now)
@@ -64,14 +64,14 @@ class ControlPlane:
         for e in s.events():
             if isinstance(e, Connected):
                 s.publish(self.topic, f"n{v}".encode(), 1, now=now)
-            elif isinstance(e, PublishAcked) and e.return_code == 0:
-                self.acked.setdefault(v, now)
+            elif isinstance(e, PublishAcked) and e.return_code == 0 and v not in self.acked:
+                self.acked[v] = now
+                if self.on_acked is not None:
+                    self.on_acked(v)
         root = self.tree.root_of[v]
         for d in s.datagrams_to_send(now):
             path = self.tree.path_to_root(v)
-            end, ok = self._carry(path, len(d), now)
-            if ok:
-                self.clock.at(end, self._at_root, root, v, d)
+            self._carry(path, len(d), lambda r=root, d=d: self._at_root(r, v, d))  # type: ignore[misc]
         self._arm(v, s.get_timer())
 
     def _arm(self, key: Hashable, at: float | None) -> None:
@@ -95,16 +95,19 @@ class ControlPlane:
             s.handle_timer(now)
         self._pump_node(key)
 
-    def _carry(self, path: list[int], size: int, now: float) -> tuple[float, bool]:
-        p = self.radio.profile
-        room = p.payload_room()
-        t, ok = now, True
-        for k in range(math.ceil(size / room)):
-            frag = min(room, size - k * room) + p.mac_header + p.net_header
-            t, ok1 = self.radio.unicast_path(path, frag, t)
-            self.frames += len(path) - 1
-            ok = ok and ok1
-        return t, ok
+    def _carry(self, path: list[int], size: int, arrived: Callable[[], None], hop: int = 0) -> None:
+        """Hop by hop as link-ACKed unicast datagrams (6LoWPAN fragments if large) in clock time;
+        a datagram that exhausts its MAC retries is lost (the session's retransmission covers it)."""
+        if hop >= len(path) - 1:
+            arrived()
+            return
+
+        def done(ok: bool) -> None:
+            if ok:
+                self.clock.after(self.radio.profile.hop_latency, self._carry, path, size, arrived, hop + 1)
+
+        self.frames += 1
+        self.radio.send(path[hop], path[hop + 1], None, size=size, kind="control", on_done=done)
 
     # -- root relay and server side -----------------------------------------------------------------
     def _at_root(self, root: int, child: int, datagram: bytes) -> None:
@@ -134,9 +137,7 @@ class ControlPlane:
         for child, inner in relay.datagrams_to_children():
             assert isinstance(child, int)
             path = list(reversed(self.tree.path_to_root(child)))
-            end, ok = self._carry(path, len(inner), self.clock.now)
-            if ok:
-                self.clock.at(end, self._deliver, child, inner)
+            self._carry(path, len(inner), lambda c=child, d=inner: self._deliver(c, d))  # type: ignore[misc]
 
     def _deliver(self, v: int, data: bytes) -> None:
         self.sessions[v].receive_datagram(data, self.clock.now)

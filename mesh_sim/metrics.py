@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from firmware_proto import boot as bootmod
+from firmware_proto.chunk_map import leaves_per_page
 
 from . import baselines as bl
 
@@ -14,22 +19,44 @@ if TYPE_CHECKING:
 __all__ = ["summarize", "write_metrics"]
 
 
+STREAM_KINDS = ("data", "stream-control", "feedback", "fallback")
+
+
+def _running_sha(res: RunResult, v: int) -> bytes | None:
+    flash = res.stream.nodes[v].flash
+    info = bootmod.read_slot_info(flash, bootmod.read_boot(flash).active)
+    return info.sha256 if info is not None else None
+
+
 def summarize(res: RunResult, seed: int) -> dict[str, Any]:
     sc, radio, gs, tree, topo = res.scenario, res.radio, res.stream, res.tree, res.topology
     n = topo.n
-    done = [t for t in gs.installed_at if t is not None]
+    start = res.stream_start
+    done = [node.success_at for node in gs.nodes]
+    finished = [t for t in done if t is not None]
     forwarders = len(tree.forwarders())
-    tx_air = radio.tx_time
+    chunk = gs.params.chunk_size
+    by_kind = radio.bytes_by_kind
+    stream_bytes = sum(by_kind.get(k, 0) for k in STREAM_KINDS)
+    stream_frames = sum(radio.frames_by_kind.get(k, 0) for k in STREAM_KINDS)
+    good = {hashlib.sha256(gs.artifact).digest()}
+    # a node that reported success must run exactly the signed artifact (not a tampered or old one)
+    tampered = sum(
+        1 for v in range(n) if gs.nodes[v].success_at is not None and _running_sha(res, v) not in good
+    )
+    roots_rounds = [f.rounds for f in gs.finished]
     group: dict[str, Any] = {
         "name": "group stream",
-        "bytes_on_air": sum(radio.bytes_tx),
-        "frames": sum(radio.frames_tx),
-        "completion_s": round(max(done) - res.stream_start, 3) if done else None,
-        "busiest_neighbourhood_s": round(bl.busiest_neighbourhood(topo, tx_air), 3),
+        "bytes_on_air": stream_bytes,
+        "frames": stream_frames,
+        "completion_s": round(max(finished) - start, 3) if finished else None,
+        "busiest_neighbourhood_s": round(bl.busiest_neighbourhood(topo, radio.tx_time), 3),
         "energy_mj": round(sum(radio.energy_mj(v) for v in range(n)), 1),
-        "rounds": max((s.rounds for s in gs.sessions), default=0),
+        "rounds": max(roots_rounds, default=0),
     }
-    lb = bl.lower_bound(radio.profile, sc.image_size, forwarders)
+    lb = bl.lower_bound(radio.profile, sc.image_size, chunk, forwarders)
+    chunks = math.ceil(len(gs.artifact) / chunk)
+    head_pages = math.ceil(chunks / leaves_per_page(chunk))
     out: dict[str, Any] = {
         "scenario": sc.name,
         "seed": seed,
@@ -37,47 +64,50 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
         "profile": radio.profile.name,
         "topology": topo.kind,
         "roots": list(tree.roots),
+        "roots_at_end": list(gs.tree.roots),
         "max_depth": max(tree.depth),
         "forwarders": forwarders,
-        "image_bytes": sc.image_size,
-        "chunks": gs.map.chunk_count,
-        "map_parts": gs.n_parts,
-        "installed": len(done),
-        "not_installed": sorted(v for v in range(n) if gs.installed_at[v] is None),
-        "tampered_installs": sum(
-            1 for v in range(n) if gs.installed_at[v] is not None and gs.images[v].chunk_map is not gs.map
-        ),
-        "rejected_chunks": sum(img.rejected_chunks for img in gs.images),
-        "rejected_maps": sum(img.rejected_maps for img in gs.images),
-        "fallback_nodes": len(gs.fallback_nodes),
+        "image_bytes": len(gs.artifact),
+        "chunk_size": chunk,
+        "chunks": -(-len(gs.artifact) // chunk),
+        "map_pages": head_pages,
+        "stream_start_s": round(start, 3),
+        "installed": len(finished),
+        "not_installed": sorted(v for v in range(n) if done[v] is None),
+        "failed": sorted(v for v in range(n) if gs.nodes[v].final == "failure"),
+        "tampered_installs": tampered,
+        "rejected_chunks": gs.count_events("rejected: chunk hash mismatch"),
+        "rejected_maps": gs.count_events("head rejected"),
+        "fallback_nodes": sum(1 for v in range(n) if any("fallback:" in e for e in gs.agent_events(v))),
+        "fallback_bytes": gs.fallback_bytes,
         "reelections": gs.reelections,
-        "frames_by_kind": {
-            "stream": gs.stream_frames,
-            "repair": gs.repair_frames,
-            "status": gs.status_frames,
-            "fallback": gs.fallback_frames,
-            "control": res.control.frames if res.control else 0,
-        },
+        "root_fetches": gs.root_fetches,
+        "streams": len(gs.finished),
+        "bytes_by_kind": dict(sorted(by_kind.items())),
+        "frames_by_kind": dict(sorted(radio.frames_by_kind.items())),
         "control_plane": {
             "requests_at_broker": len(res.control.group()) if res.control else None,
             "gateway_sessions": len(res.control.gateway.sessions()) if res.control else None,
         },
         "uplink_bytes": gs.uplink_bytes,
+        "events": res.clock.events_run,
+        "virtual_s": round(res.clock.now, 3),
         "trace_hash": res.trace_hash,
         "group_stream": group,
         "lower_bound": lb,
         "per_node": {
-            "completion_s": [None if t is None else round(t - res.stream_start, 3) for t in gs.installed_at],
+            "completion_s": [None if t is None else round(t - start, 3) for t in done],
             "bytes_tx": radio.bytes_tx,
             "frames_tx": radio.frames_tx,
             "energy_mj": [round(radio.energy_mj(v), 2) for v in range(n)],
             "depth": tree.depth,
             "parent": tree.parent,
+            "boots": [node.boots for node in gs.nodes],
         },
     }
     if sc.baselines:
-        uni = bl.unicast(topo, tree, radio.profile, sc.image_size, seed)
-        mup = bl.mupgrade(topo, tree, radio.profile, sc.image_size, seed)
+        uni = bl.unicast(topo, tree, radio.profile, sc.image_size, chunk, seed)
+        mup = bl.mupgrade(topo, tree, radio.profile, sc.image_size, chunk, seed)
         out["unicast"] = uni.as_dict()
         out["mupgrade"] = mup.as_dict()
         g = group["bytes_on_air"]

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 from .topology import Topology
 
-__all__ = ["PROFILES", "Radio", "RadioProfile"]
+if TYPE_CHECKING:
+    from .clock import EventClock
+
+__all__ = ["BROADCAST", "PROFILES", "Radio", "RadioProfile"]
+
+BROADCAST = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,9 @@ class RadioProfile:
     tx_current_ma: float
     rx_current_ma: float
     voltage: float = 3.0
+    max_datagram: int = 0  # largest datagram the network layer carries (fragmented); 0 = one frame
+    frag_first: int = 4  # 6LoWPAN FRAG1 header (RFC 4944)
+    frag_next: int = 5  # FRAGN header
 
     def payload_room(self) -> int:
         """Bytes an upper layer (MQTT-SN datagram) may put in one frame."""
@@ -45,12 +55,48 @@ class RadioProfile:
     def airtime(self, frame_bytes: int) -> float:
         return (frame_bytes + self.phy_overhead) * 8.0 / self.bitrate
 
+    def datagram_room(self) -> int:
+        """Bytes an upper layer may put in one datagram (fragmented into frames if need be)."""
+        return max(self.payload_room(), self.max_datagram - self.net_header)
+
+    def frames_of(self, payload: int) -> list[int]:
+        """Frame sizes (MAC header and FCS included, PHY excluded) carrying a ``payload``-byte datagram.
+
+        The network header travels once; a datagram larger than one frame is cut into 6LoWPAN
+        fragments (FRAG1 then FRAGN headers, fragment data a multiple of 8 bytes)."""
+        whole = payload + self.net_header
+        if payload <= self.payload_room():
+            return [whole + self.mac_header]
+        room = self.max_frame - self.mac_header
+        first = (room - self.frag_first) // 8 * 8
+        nxt = (room - self.frag_next) // 8 * 8
+        sizes = [self.mac_header + self.frag_first + first]
+        left = whole - first
+        while left > 0:
+            part = min(nxt, left)
+            sizes.append(self.mac_header + self.frag_next + part)
+            left -= part
+        return sizes
+
 
 PROFILES: dict[str, RadioProfile] = {
     # 802.15.4 2.4 GHz O-QPSK: 250 kbit/s, PSDU <= 127 B, 6 B SHR+PHR, MAC 9 + FCS 2, IPHC ~7 + UDP-NHC 4,
     # ACK 5 B, macMaxFrameRetries 3, mean BE=3 backoff 1.12 ms + CCA/turnaround 0.32 ms; nRF52840 ~5-6 mA.
+    # Datagrams up to the IPv6 minimum MTU (1280 B) are carried as 6LoWPAN fragments (RFC 4944).
     "802.15.4": RadioProfile(
-        "802.15.4", 250_000, 127, 6, 11, 11, 5, 3, 0.00144, 0.002, tx_current_ma=6.4, rx_current_ma=6.3
+        "802.15.4",
+        250_000,
+        127,
+        6,
+        11,
+        11,
+        5,
+        3,
+        0.00144,
+        0.002,
+        tx_current_ma=6.4,
+        rx_current_ma=6.3,
+        max_datagram=1280,
     ),
     # ESP-WIFI-MESH: ~1.5 Mbit/s per-link application rate, 1472 B mesh payload (MESH_MPS) in 1500 B,
     # per-hop 10-30 ms, ESP32 ~190 mA tx / ~100 mA rx.
@@ -91,16 +137,184 @@ class Radio:
         self.rx_time = [0.0] * n
         self.frames_lost = 0
         self.collided = 0
+        # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done)
+        self.queues: list[deque[tuple[int, bytes | None, int, str, Callable[[bool], None] | None]]] = [
+            deque() for _ in range(n)
+        ]
+        self.busy = [False] * n
+        self.bytes_by_kind: dict[str, int] = {}
+        self.frames_by_kind: dict[str, int] = {}
+        self._clock: EventClock | None = None
+        self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
+        self._on_idle: Callable[[int], None] = lambda _n: None
+        self._geometry: dict[int, tuple[int, int, float, float]] = {}
+        self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
+
+    # -- event-driven transmissions (the group stream) -------------------------------------------
+    def attach(
+        self, clock: EventClock, deliver: Callable[[int, int, bytes], None], on_idle: Callable[[int], None]
+    ) -> None:
+        """Frames sent with :meth:`send` go on air in clock time; ``deliver(receiver, sender, data)``
+        hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty."""
+        self._clock = clock
+        self._deliver = deliver
+        self._on_idle = on_idle
+
+    def queued(self, node: int) -> int:
+        return len(self.queues[node])
+
+    def send(
+        self,
+        src: int,
+        dst: int,
+        data: bytes | None,
+        *,
+        size: int | None = None,
+        kind: str = "stream",
+        on_done: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Queue one datagram (``dst`` = BROADCAST: no ACK, no retry; else link ACKs and MAC retries
+        per fragment). ``data`` is handed to receivers; ``size`` overrides its length (modelled
+        payloads); ``on_done(delivered)`` runs when a unicast ends."""
+        if not self.alive[src]:
+            if on_done is not None:
+                on_done(False)
+            return
+        q = self.queues[src]
+        length = size if size is not None else len(data) if data is not None else 0
+        q.append((dst, data, length, kind, on_done))
+        if not self.busy[src]:
+            self.busy[src] = True
+            assert self._clock is not None
+            clock = self._clock
+            clock.at(max(clock.now, self.channel_free[src]) + self.profile.slot, self._start, src)
+
+    def _shape(self, payload: int) -> tuple[int, int, float, float]:
+        """(fragments, bytes on air, airtime incl. CSMA slots, one fragment's mean airtime)."""
+        g = self._geometry.get(payload)
+        if g is None:
+            p = self.profile
+            sizes = p.frames_of(payload)
+            air = sum(p.airtime(f) + p.slot for f in sizes)
+            g = (len(sizes), sum(sizes) + p.phy_overhead * len(sizes), air, air / len(sizes))
+            self._geometry[payload] = g
+        return g
+
+    def _start(self, src: int) -> None:
+        clock = self._clock
+        assert clock is not None
+        now = clock.now
+        q = self.queues[src]
+        if not self.alive[src] or not q:
+            self._drop_queue(src)
+            return
+        free = self.channel_free
+        if free[src] > now + 1e-12:  # a neighbour took the channel: back off behind it
+            clock.at(free[src] + self.profile.slot, self._start, src)
+            return
+        dst, _data, payload, kind, _done = q[0]
+        frags, on_air, air, frag_air = self._shape(payload)
+        delivered = True
+        frames = frags
+        if dst != BROADCAST:  # per-fragment link ACK and retries, drawn now (their airtime counts)
+            p = self.profile
+            loss = self.topo.loss(src, dst) if self.alive[dst] else 1.0
+            ack = p.airtime(p.ack_bytes) + p.slot
+            attempts = 0
+            for _ in range(frags):
+                for _try in range(p.mac_retries + 1):
+                    attempts += 1
+                    if not loss or self.rng.random() >= loss:
+                        break
+                else:
+                    delivered = False
+                    break
+            extra = attempts - frags
+            frames = attempts + (frags if delivered else 0)
+            on_air += extra * (on_air // frags) + (frags if delivered else 0) * (p.ack_bytes + p.phy_overhead)
+            air += extra * frag_air + (frags * ack if delivered else 0.0)
+            self.rx_time[src] += frags * ack if delivered else 0.0
+            if self.alive[dst]:
+                self.rx_time[dst] += attempts * frag_air
+        end = now + air
+        free[src] = end
+        for nb, _loss in self.topo.adjacency[src]:
+            if free[nb] < end:
+                free[nb] = end
+        self.frames_tx[src] += frames
+        self.bytes_tx[src] += on_air
+        self.tx_time[src] += air
+        self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + on_air
+        self.frames_by_kind[kind] = self.frames_by_kind.get(kind, 0) + frames
+        self._inflight[src] = (now, air, delivered, frags)
+        clock.at(end, self._end, src)
+
+    def _end(self, src: int) -> None:
+        clock = self._clock
+        assert clock is not None
+        q = self.queues[src]
+        if not q:
+            self.busy[src] = False
+            return
+        dst, data, _payload, _kind, on_done = q.popleft()
+        start, air, delivered, frags = self._inflight[src]
+        if dst == BROADCAST:
+            if self.alive[src] and data is not None:
+                rnd = self.rng.random
+                alive = self.alive
+                rx_time = self.rx_time
+                busy = self.rx_busy_until
+                end = start + air
+                got: list[int] = []
+                for nb, loss in self.topo.adjacency[src]:
+                    if not alive[nb]:
+                        continue
+                    rx_time[nb] += air
+                    if self.collisions:
+                        if busy[nb] > start:
+                            self.collided += 1
+                            busy[nb] = max(busy[nb], end)
+                            continue
+                        busy[nb] = end
+                    if loss and rnd() >= (1.0 - loss) ** frags:
+                        self.frames_lost += 1
+                        continue
+                    got.append(nb)
+                for nb in got:
+                    self._deliver(nb, src, data)
+        else:
+            ok = delivered and self.alive[src] and self.alive[dst]
+            if not ok:
+                self.frames_lost += 1
+            if ok and data is not None:
+                self._deliver(dst, src, data)
+            if on_done is not None:
+                on_done(ok)
+        if q and self.alive[src]:
+            clock.at(max(clock.now, self.channel_free[src]) + self.profile.slot, self._start, src)
+        else:
+            self._drop_queue(src)
+            self._on_idle(src)
+
+    def _drop_queue(self, src: int) -> None:
+        q = self.queues[src]
+        self.busy[src] = False
+        while q:
+            _dst, _data, _size, _kind, on_done = q.popleft()
+            if on_done is not None:
+                on_done(False)
 
     # -- one transmission --------------------------------------------------------------------
     def _occupy(self, src: int, frame_bytes: int, now: float) -> tuple[float, float]:
-        """Reserve the channel around ``src``; return (start, end) of the frame."""
+        """Reserve the channel around ``src``; return (start, end) of the frame (control plane)."""
         p = self.profile
         air = p.airtime(frame_bytes)
         start = max(now, self.channel_free[src]) + p.slot
         end = start + air
         self.frames_tx[src] += 1
         self.bytes_tx[src] += frame_bytes + p.phy_overhead
+        self.bytes_by_kind["control"] = self.bytes_by_kind.get("control", 0) + frame_bytes + p.phy_overhead
+        self.frames_by_kind["control"] = self.frames_by_kind.get("control", 0) + 1
         self.tx_time[src] += air
         free = self.channel_free
         free[src] = end

@@ -1,26 +1,33 @@
-"""Run one scenario: control plane (collection window), group stream with faults, baselines."""
+"""Run one scenario: control plane (nodes learn of the deployment), the product's group stream over
+the radio with faults, then the baselines on the same topology, tree, losses and frame sizes."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import baselines as bl
-from .chunks import ChunkMap, split_image
+from firmware_proto.chunk_map import HASH_LEN, leaves_per_page
+from firmware_proto.group_testing import MemoryDeviceService
+
 from .clock import EventClock
 from .control import ControlPlane
 from .election import MeshTree, elect
-from .radio import PROFILES, Radio
+from .group import GroupParams, GroupSim, RootFault
+from .radio import PROFILES, Radio, RadioProfile
 from .scenario import Scenario
-from .stream import CHUNK_HEADER, MQTTSN_PUBLISH_HEADER, GroupStream, RootBehaviour, StreamConfig
 from .topology import Topology, build_topology
 
-__all__ = ["RunResult", "run_scenario"]
+__all__ = ["DATA_HEADER", "RunResult", "default_chunk_size", "run_scenario", "signed_image"]
+
+DATA_HEADER = 14
+SIM_TIME_CAP = 6 * 3600.0
 
 
 @dataclass
@@ -29,16 +36,72 @@ class RunResult:
     topology: Topology
     tree: MeshTree  # as elected at the start
     radio: Radio
-    stream: GroupStream
+    stream: GroupSim
     control: ControlPlane | None
     stream_start: float
     trace_hash: str
     wall_s: float
+    clock: EventClock
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _deterministic_key(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(random.Random(f"key-{seed}").randbytes(32))
+def _key(label: str, seed: int) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(random.Random(f"{label}-{seed}").randbytes(32))
+
+
+def signed_image(payload: bytes, vendor: Ed25519PrivateKey) -> bytes:
+    """A vendor-signed image: payload then an Ed25519 signature over it (secure-boot style)."""
+    return payload + vendor.sign(payload)
+
+
+def vendor_check(vendor: Ed25519PrivateKey) -> Callable[[bytes], bool]:
+    public = vendor.public_key()
+
+    def image_ok(image: bytes) -> bool:
+        if len(image) < 64:
+            return False
+        try:
+            public.verify(image[-64:], image[:-64])
+        except InvalidSignature:
+            return False
+        return True
+
+    return image_ok
+
+
+def default_chunk_size(profile: RadioProfile, image_size: int) -> int:
+    """The largest chunk whose DATA frame — and every map page — fits one datagram."""
+    room = profile.datagram_room() - DATA_HEADER
+    chunk = room
+    while chunk > 64:
+        per_page = leaves_per_page(chunk)
+        pages = math.ceil(math.ceil(image_size / chunk) / per_page)
+        depth = max(0, (pages - 1).bit_length())
+        if (per_page + depth) * HASH_LEN <= room:
+            return chunk
+        chunk = per_page * HASH_LEN - 1  # fewer leaves per page
+    return 64
+
+
+def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
+    datagrams = -(-sc.image_size // chunk)
+    one_hop = datagrams * sum(
+        profile.airtime(f) + profile.slot for f in profile.frames_of(chunk + DATA_HEADER)
+    )
+    reply = sc.reply_window_ms or (500 if profile.name == "wifi-mesh" else 1500)
+    per_hop = 8 * one_hop + 6 * reply / 1000 + sc.relay_window + 2 * sc.want_interval
+    return GroupParams(
+        chunk_size=chunk,
+        collection_window=sc.window,
+        relay_window=sc.relay_window,
+        reply_window_ms=reply,
+        max_rounds=sc.max_rounds,
+        quiet_rounds=sc.quiet_rounds,
+        want_interval=sc.want_interval,
+        fallback_base=sc.window + 30.0 + 8 * one_hop,
+        hop_budget=per_hop,
+        heal_delay=sc.heal_delay,
+    )
 
 
 def run_scenario(
@@ -67,75 +130,90 @@ def run_scenario(
     clock = EventClock()
     clock.trace("topology", topo.n, len(topo.links()), tuple(tree.roots))
 
-    control: ControlPlane | None = None
-    if control_plane:
-        control = ControlPlane(clock, radio, tree, sc.artifact)
-        control.start(spread=sc.window / 2)
-    clock.run(until=sc.window)
-    start = sc.window
-
-    key = _deterministic_key(seed)
-    image = random.Random(f"image-{seed}").randbytes(sc.image_size)
-    room = profile.payload_room() - MQTTSN_PUBLISH_HEADER - CHUNK_HEADER
-    chunk_map = ChunkMap.build(image, room, sc.seq, key)
-    behaviours: dict[int, RootBehaviour] = {}
+    vendor = _key("vendor", seed)
+    server = MemoryDeviceService(_key("server", seed))
+    image = signed_image(random.Random(f"image-{seed}").randbytes(max(1, sc.image_size - 64)), vendor)
+    factory = signed_image(random.Random(f"factory-{seed}").randbytes(4096), vendor)
+    server.add_artifact("art-2", sc.artifact, image)
+    server.sequence = sc.seq - 1  # the next map the server signs carries sc.seq; nodes run sc.seq - 1
+    chunk = sc.chunk_size or default_chunk_size(profile, len(image))
+    faults: dict[int, RootFault] = {}
     for f in sc.faults:
-        if f.kind != "malicious_root":
-            continue
-        root = _root_of_submesh(topo, tree, f.submesh)
-        b = behaviours.setdefault(root, RootBehaviour())
-        if f.mode == "tamper":
-            b.tamper_fraction = f.fraction
-            b.tamper_map = f.fraction >= 1.0
-        elif f.mode == "withhold":
-            b.withhold_from = 1.0 - f.fraction
-        else:  # replay an older, validly signed image
-            old = random.Random(f"old-image-{seed}").randbytes(sc.image_size)
-            b.replay = ChunkMap.build(old, room, sc.seq - 1, key)
-            b.replay_chunks = split_image(old, room)
-    gs = GroupStream(
+        if f.kind == "malicious_root":
+            faults[_root_of_submesh(topo, tree, f.submesh)] = RootFault(f.mode, f.fraction)
+    old = signed_image(random.Random(f"old-image-{seed}").randbytes(max(1, sc.image_size - 64)), vendor)
+    gs = GroupSim(
         clock,
         radio,
         tree,
-        chunk_map,
-        split_image(image, room),
-        key.public_key(),
-        StreamConfig(max_rounds=sc.max_rounds, stall_rounds=sc.stall_rounds, heal_delay=sc.heal_delay),
-        min_seq=sc.seq,
+        server,
+        artifact_id="art-2",
+        deployment_id="dep-1",
+        params=_params(sc, profile, chunk),
+        map_key=server.key.public_key(),
+        image_ok=vendor_check(vendor),
+        factory_image=factory,
+        factory_name="firmware-1.0",
+        factory_sequence=sc.seq - 1,
+        seed=seed,
+        root_faults=faults,
+        old_artifact=old,
     )
-    clock.at(start, gs.start, behaviours)
-    for f in sc.faults:
-        if f.kind == "root_dies":
-            clock.at(start + f.at, lambda m=f.submesh: gs.node_down(_root_of_submesh(topo, gs.tree, m)))
-        elif f.kind == "node_reboots":
-            node = (
-                f.node
-                if f.node >= 0
-                else max(
-                    (v for v in range(topo.n) if tree.parent[v] >= 0),
-                    key=lambda v: (len(tree.children[v]), -v),
-                )
-            )
-            clock.at(start + f.at, lambda v=node: gs.node_down(v, comes_back=True))
-            clock.at(start + f.at + f.duration, gs.node_up, node)
-    bound = 0.0
+    gs.start()
+
+    def schedule_faults() -> None:
+        for f in sc.faults:
+            if f.kind == "root_dies":
+                clock.after(f.at, lambda m=f.submesh: gs.root_dies(_root_of_submesh(topo, gs.tree, m)))
+            elif f.kind == "node_reboots":
+                node = f.node if f.node >= 0 else _busiest_forwarder(tree)
+                clock.after(f.at, gs.node_reboots, node, f.duration)
+
+    gs.on_stream_start = schedule_faults
+    control: ControlPlane | None = None
+    spread = min(sc.window / 2, max(5.0, topo.n / 200))
+    if control_plane:
+        control = ControlPlane(clock, radio, tree, sc.artifact)
+        control.on_acked = gs.learn
+        control.start(spread=spread)
+
+        def late_learners() -> None:  # their own periodic ``next`` tells them (not modelled on air)
+            for v in range(topo.n):
+                if v not in gs.learned:
+                    gs.learn(v)
+
+        clock.at(sc.window, late_learners)
+    else:
+        for v in range(topo.n):
+            clock.at(spread * v / topo.n, gs.learn, v)
     if progress is not None:
-        bound = bl.lower_bound(profile, sc.image_size, len(tree.forwarders()))["completion_s"] * 3 + start
+        from .baselines import lower_bound
+
+        bound = 4 * lower_bound(profile, sc.image_size, chunk, len(tree.forwarders()))["completion_s"]
+        bound += sc.window + spread
 
         def step(now: float) -> None:
             progress(now, bound)
 
-        clock.run(on_step=step)
+        clock.run(until=SIM_TIME_CAP, on_step=step)
         progress(clock.now, clock.now)
     else:
-        clock.run()
-    res = RunResult(sc, topo, tree, radio, gs, control, start, clock.trace_hash(), 0.0)
+        clock.run(until=SIM_TIME_CAP)
+    start = gs.stream_start if gs.stream_start is not None else clock.now
+    clock.trace("end", tuple(radio.bytes_tx))
+    res = RunResult(sc, topo, tree, radio, gs, control, start, clock.trace_hash(), 0.0, clock)
     from .metrics import summarize
 
     res.summary = summarize(res, seed)
     res.wall_s = time.perf_counter() - wall0
     res.summary["wall_s"] = round(res.wall_s, 3)
     return res
+
+
+def _busiest_forwarder(tree: MeshTree) -> int:
+    return max(
+        (v for v in range(len(tree.parent)) if tree.parent[v] >= 0), key=lambda v: (len(tree.children[v]), -v)
+    )
 
 
 def _root_of_submesh(topo: Topology, tree: MeshTree, submesh: int) -> int:

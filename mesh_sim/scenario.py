@@ -10,7 +10,8 @@
     [radio]      profile = "802.15.4" | "wifi-mesh"; collisions = false
     [image]      size (bytes); seq (sequence number in the signed map); artifact (name)
     [collection] window (seconds the roots collect requests)
-    [stream]     max_rounds; stall_rounds; heal_delay
+    [stream]     chunk_size (0: the largest that fits one datagram); max_rounds; quiet_rounds;
+                 reply_window_ms (0: by radio profile); relay_window; want_interval; heal_delay
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -65,7 +66,11 @@ class Scenario:
     artifact: str = "firmware-2.0"
     window: float = 10.0
     max_rounds: int = 20
-    stall_rounds: int = 2
+    quiet_rounds: int = 2
+    chunk_size: int = 0
+    reply_window_ms: int = 0
+    relay_window: float = 0.5
+    want_interval: float = 5.0
     heal_delay: float = 5.0
     faults: list[Fault] = field(default_factory=list)
     baselines: bool = True
@@ -122,7 +127,15 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
     s.window = _get(doc.get("collection", {}), "window", float, s.window, "collection")
     stream = doc.get("stream", {})
     s.max_rounds = _get(stream, "max_rounds", int, s.max_rounds, "stream")
-    s.stall_rounds = _get(stream, "stall_rounds", int, s.stall_rounds, "stream")
+    s.quiet_rounds = _get(stream, "quiet_rounds", int, s.quiet_rounds, "stream")
+    s.chunk_size = _get(stream, "chunk_size", int, s.chunk_size, "stream")
+    if s.chunk_size and not 64 <= s.chunk_size <= 60000:
+        raise ScenarioError(f"stream.chunk_size = {s.chunk_size} is not 0 or in 64..60000")
+    s.reply_window_ms = _get(stream, "reply_window_ms", int, s.reply_window_ms, "stream")
+    s.relay_window = _get(stream, "relay_window", float, s.relay_window, "stream")
+    s.want_interval = _get(stream, "want_interval", float, s.want_interval, "stream")
+    if s.max_rounds < 1 or s.quiet_rounds < 1 or s.want_interval <= 0:
+        raise ScenarioError("stream.max_rounds and quiet_rounds must be >= 1, want_interval > 0")
     s.heal_delay = _get(stream, "heal_delay", float, s.heal_delay, "stream")
     s.baselines = _get(doc.get("baselines", {}), "enabled", bool, s.baselines, "baselines")
     for k, f in enumerate(doc.get("faults", [])):

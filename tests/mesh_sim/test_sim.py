@@ -37,10 +37,23 @@ def test_same_seed_same_trace_different_seed_differs() -> None:
 
 
 def test_clean_run_installs_everywhere_and_beats_baselines() -> None:
-    s = run_scenario(parse_scenario(small()), 1).summary
+    res = run_scenario(parse_scenario(small()), 1)
+    s = res.summary
     assert s["installed"] == 30 and s["tampered_installs"] == 0 and s["fallback_nodes"] == 0
     assert s["control_plane"]["requests_at_broker"] == 30  # real MQTT-SN sessions through the relay
     assert s["ratios"]["unicast_over_group"] > 2 and s["ratios"]["mupgrade_over_group"] > 1.5
+    # the root fetched the artifact once per boot (it installs the update too, and reboots);
+    # relays served it from their own flash
+    root = s["roots"][0]
+    assert s["root_fetches"] <= s["per_node"]["boots"][root]
+    assert s["streams"] > 1  # store-and-forward: relays streamed it on with GroupStreamRoot
+    for v in range(30):  # every node's agent reported the product's Mender statuses, in order
+        assert res.stream.nodes[v].reported == [
+            "downloading",
+            "installing",
+            "rebooting",
+            "success",
+        ]
 
 
 def test_unhandled_failure_stops_the_run() -> None:
@@ -60,7 +73,8 @@ def test_unhandled_failure_stops_the_run() -> None:
 
 @pytest.mark.parametrize("name", ["malicious-tamper", "malicious-replay", "malicious-withhold"])
 def test_malicious_root_never_gets_a_bad_install_and_fallback_completes(name: str) -> None:
-    s = run_scenario(load_scenario(SCENARIOS / f"{name}.toml")).summary
+    res = run_scenario(load_scenario(SCENARIOS / f"{name}.toml"))
+    s = res.summary
     assert s["tampered_installs"] == 0
     assert s["installed"] == s["nodes"]
     assert s["fallback_nodes"] > 0
@@ -68,23 +82,33 @@ def test_malicious_root_never_gets_a_bad_install_and_fallback_completes(name: st
         assert s["rejected_chunks"] > 0
     if name == "malicious-replay":
         assert s["rejected_maps"] > 0
+        assert res.stream.count_events("head rejected: sequence") > 0  # refused by sequence number
+    if name == "malicious-withhold":
+        assert s["fallback_bytes"] > 0
 
 
 def test_root_dies_reelection_completes_without_restart() -> None:
     res = run_scenario(load_scenario(SCENARIOS / "root-dies.toml"))
     s = res.summary
-    assert s["reelections"] == 1
-    assert not res.radio.alive[s["roots"][0]]
-    assert all(s["per_node"]["completion_s"][v] is not None for v in range(s["nodes"]))
-    # resumed: the new root did not send the whole image to everyone again
-    lb_frames = s["lower_bound"]["frames"]
-    assert s["group_stream"]["frames"] < 2.0 * lb_frames
+    dead = s["roots"][0]
+    assert s["reelections"] == 1 and s["roots_at_end"] != s["roots"]
+    assert not res.radio.alive[dead]
+    assert all(s["per_node"]["completion_s"][v] is not None for v in range(s["nodes"]) if v != dead)
+    assert s["root_fetches"] >= 2  # the new root fetched again (and after its own install reboot) ...
+    assert len(res.stream.service.maps) == 1  # ... the same cached signed map: the same stream id
+    # resumed: nodes kept their bitmaps, the image was not sent to everyone again
+    assert s["group_stream"]["bytes_on_air"] < 2.0 * s["lower_bound"]["frame_bytes_on_air"]
 
 
 def test_node_reboot_resumes_from_flash_bitmap() -> None:
-    s = run_scenario(load_scenario(SCENARIOS / "node-reboots.toml")).summary
-    assert s["installed"] == s["nodes"] and s["reelections"] == 0
-    assert s["group_stream"]["rounds"] >= 2
+    res = run_scenario(load_scenario(SCENARIOS / "node-reboots.toml"))
+    s = res.summary
+    assert s["installed"] == s["nodes"] and s["reelections"] == 0 and s["tampered_installs"] == 0
+    node = max(range(s["nodes"]), key=lambda v: s["per_node"]["boots"][v])
+    assert s["per_node"]["boots"][node] >= 3  # power-on, the fault, the install reboot
+    events = res.stream.agent_events(node)
+    # the rebooted agent resumed RECEIVING from its flash bitmap instead of starting over
+    assert events.count("state RECEIVING") == 1 and "state IDLE" in events
 
 
 def test_several_submeshes_each_elect_a_root() -> None:

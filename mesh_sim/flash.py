@@ -1,0 +1,65 @@
+"""A :class:`firmware_proto.flash_store.FlashStore` for thousands of simulated nodes.
+
+Same behaviour as ``MemoryFlash`` (atomic records, two erasable slots, 0xFF where nothing was
+written), but a slot is kept as the pieces written into it, and equal pieces are shared between
+nodes through one pool: 10,000 nodes holding the same 256 KiB image cost the image once, not
+2.5 GB. The update agent, chunk receiver, bootloader and relay run on it unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SharedSlotFlash"]
+
+SLOT_COUNT = 2
+
+
+class SharedSlotFlash:
+    def __init__(self, slot_size: int, pool: dict[bytes, bytes]) -> None:
+        self.slot_size = slot_size
+        self.records: dict[str, bytes] = {}
+        self._pool = pool
+        self._slots: list[dict[int, bytes]] = [{} for _ in range(SLOT_COUNT)]
+        self.writes = 0
+
+    def _check(self, slot: int, offset: int, length: int) -> None:
+        if slot not in range(SLOT_COUNT) or offset < 0 or length < 0 or offset + length > self.slot_size:
+            raise ValueError(f"slot access out of range: slot {slot} [{offset}, {offset + length})")
+
+    def read_record(self, name: str) -> bytes | None:
+        return self.records.get(name)
+
+    def write_record(self, name: str, data: bytes) -> None:
+        self.writes += 1
+        self.records[name] = bytes(data)
+
+    def delete_record(self, name: str) -> None:
+        self.records.pop(name, None)
+
+    def erase_slot(self, slot: int) -> None:
+        self._check(slot, 0, 0)
+        self.writes += 1
+        self._slots[slot] = {}
+
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
+        self._check(slot, offset, len(data))
+        self.writes += 1
+        pieces = self._slots[slot]
+        data = self._pool.setdefault(bytes(data), bytes(data)) if len(data) >= 64 else bytes(data)
+        pieces.pop(offset, None)  # re-insert: later writes are pasted last
+        pieces[offset] = data
+
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        self._check(slot, offset, length)
+        pieces = self._slots[slot]
+        exact = pieces.get(offset)
+        if exact is not None and len(exact) == length:
+            return exact
+        out = bytearray(b"\xff" * length)
+        end = offset + length
+        for at, data in pieces.items():
+            stop = at + len(data)
+            if stop <= offset or at >= end:
+                continue
+            lo, hi = max(at, offset), min(stop, end)
+            out[lo - offset : hi - offset] = data[lo - at : hi - at]
+        return bytes(out)

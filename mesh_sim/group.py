@@ -1,0 +1,571 @@
+"""The group stream on the simulated radio, run by the PRODUCT's objects (issue 7).
+
+Per node: a :class:`SharedSlotFlash` (records + A/B slots), the bootloader model
+(:func:`firmware_proto.boot.boot`), an :class:`UpdateAgent` (chunk receiver inside), and, once it
+runs the new image, a :class:`GroupRelay` that streams it on to its children. Per elected root: a
+:class:`GroupStreamRoot` that fetches the artifact and its signed chunk map from the server once.
+This module only drives them: it delivers frames the radio carried (``receive(frame, sender, now)``
+under the cell rules of :mod:`firmware_proto.group_forwarder`), calls ``handle_timer`` when
+``next_timer`` is due (root cores only when their radio queue has room: link back-pressure), and
+carries out their actions: statuses, fallback fetches of the map and chunk ranges over the node's
+own end-to-end session (hop by hop, link-ACKed, to the root's blind relay and the server), reboots.
+
+Faults: a malicious root taps its own frames (tamper, withhold) or serves an older validly signed
+map of the same artifact (replay); a root dies and the survivors re-elect after ``heal_delay``; a
+node loses power for a while and boots again from its flash.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from firmware_proto import boot as bootmod
+from firmware_proto.chunk_map import build_chunk_map
+from firmware_proto.frames import T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
+from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
+from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
+from firmware_proto.group_testing import MemoryDeviceService, install_initial_image
+from firmware_proto.update_agent import (
+    AgentConfig,
+    AgentState,
+    FetchMap,
+    FetchRange,
+    Reboot,
+    ReportStatus,
+    UpdateAgent,
+)
+
+from .clock import EventClock, SimulationError
+from .election import MeshTree, elect
+from .flash import SharedSlotFlash
+from .radio import BROADCAST, Radio
+
+__all__ = ["E2E_HEADER", "GroupParams", "GroupSim", "RootFault"]
+
+E2E_HEADER = 29 + 9  # DTLS 1.2 record (13 header + 8 nonce + 8 CCM-8 tag) + MQTT-SN PUBLISH header
+REQUEST_BYTES = 48  # an end-to-end request (status, map or range fetch) inside the DTLS record
+FINAL = ("success", "failure", "already-installed")
+_KIND = {T_DATA: "data", T_WANT: "feedback", T_NACK: "feedback"}
+
+
+@dataclass(frozen=True)
+class GroupParams:
+    chunk_size: int
+    collection_window: float = 10.0
+    relay_window: float = 0.5
+    reply_window_ms: int = 500
+    max_rounds: int = 20
+    quiet_rounds: int = 2
+    want_interval: float = 5.0
+    fallback_base: float = 30.0
+    hop_budget: float = 30.0  # fallback timeout grows by this per hop (store-and-forward)
+    reboot_s: float = 0.5
+    uplink_rate: float = 1_000_000.0  # bytes/s a root fetches from the server
+    server_latency: float = 0.02
+    heal_delay: float = 5.0
+    nack_max_bytes: int = 128
+
+
+@dataclass
+class RootFault:
+    """What a malicious root does: tamper (flip a byte in ``fraction`` of chunks), withhold (never
+    send the last ``fraction`` of chunks), replay (serve an older validly signed map of the same
+    artifact, with its older bytes)."""
+
+    mode: str
+    fraction: float = 0.1
+
+
+@dataclass(slots=True)
+class _Node:
+    flash: SharedSlotFlash
+    agent: UpdateAgent | None = None
+    relay: GroupRelay | None = None
+    root: GroupStreamRoot | None = None
+    timer_gen: int = 0
+    timer_at: float = math.inf
+    fires_now: int = 0
+    final: str | None = None
+    success_at: float | None = None
+    boots: int = 0
+    down: bool = False
+    events: list[str] = field(default_factory=list)
+    reported: list[str] = field(default_factory=list)  # statuses in the order the agent reported them
+
+
+class _Link:
+    """A node's group link: frames go on air as broadcast datagrams (a root also hears its own)."""
+
+    def __init__(self, sim: GroupSim, node: int, tap: Callable[[bytes], bytes | None] | None = None) -> None:
+        self.sim = sim
+        self.node = node
+        self.tap = tap
+
+    def send_broadcast(self, frame: bytes) -> None:
+        if self.tap is not None:
+            tapped = self.tap(frame)
+            if tapped is None:
+                return
+            frame = tapped
+        self.sim.transmit(self.node, BROADCAST, frame)
+
+    def send_unicast(self, node: Hashable, frame: bytes) -> None:
+        assert isinstance(node, int)
+        self.sim.transmit(self.node, node, frame)
+
+
+class GroupSim:
+    def __init__(
+        self,
+        clock: EventClock,
+        radio: Radio,
+        tree: MeshTree,
+        service: MemoryDeviceService,
+        *,
+        artifact_id: str,
+        deployment_id: str,
+        params: GroupParams,
+        map_key: object,
+        image_ok: Callable[[bytes], bool],
+        factory_image: bytes,
+        factory_name: str,
+        factory_sequence: int,
+        seed: int,
+        root_faults: dict[int, RootFault] | None = None,
+        old_artifact: bytes | None = None,
+    ) -> None:
+        self.clock = clock
+        self.radio = radio
+        self.tree = tree
+        self.service = service
+        self.artifact_id = artifact_id
+        self.artifact_name, self.artifact = service.artifacts[artifact_id]
+        self.uri = f"mem://{artifact_id}"
+        self.deployment_id = deployment_id
+        self.params = params
+        self.map_key = map_key
+        self.image_ok = image_ok
+        self.rng = random.Random(f"agents-{seed}")
+        self.root_faults = root_faults or {}
+        self.old_artifact = old_artifact
+        self._pool: dict[bytes, bytes] = {}
+        self._images: dict[bytes, bytes] = {}
+        self._maps: dict[bytes, object] = {}
+        self._configs: dict[int, AgentConfig] = {}
+        self.nodes: list[_Node] = []
+        slot = max(len(self.artifact), len(factory_image)) + 4096
+        for _ in range(radio.topo.n):
+            flash = SharedSlotFlash(slot, self._pool)
+            install_initial_image(flash, factory_image, factory_name, factory_sequence)
+            flash.write_record("seq", struct.pack(">Q", factory_sequence))  # SPEC.md §4
+            self.nodes.append(_Node(flash))
+        self.factory_sequence = factory_sequence
+        self.on_stream_start: Callable[[], None] | None = None
+        self.root_config = RootConfig(
+            collection_window=params.collection_window,
+            chunk_size=params.chunk_size,
+            frames_per_tick=2,
+            reply_window_ms=params.reply_window_ms,
+            max_rounds=params.max_rounds,
+            quiet_rounds=params.quiet_rounds,
+        )
+        self.relay_config = RootConfig(
+            collection_window=params.relay_window,
+            chunk_size=params.chunk_size,
+            frames_per_tick=2,
+            reply_window_ms=params.reply_window_ms,
+            max_rounds=params.max_rounds,
+            quiet_rounds=params.quiet_rounds,
+        )
+        self.stream_start: float | None = None
+        self.root_fetches = 0
+        self.uplink_bytes = 0
+        self.finished: list[StreamFinished] = []
+        self.reelections = 0
+        self.learned: set[int] = set()
+        self.fallback_bytes = 0
+        self._pending_reboots = 0
+        self._pending_reelections = 0
+        self.done_at: float | None = None
+        radio.attach(clock, self._deliver, self._arm)
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for v in range(len(self.nodes)):
+            self._boot(v)
+
+    def learn(self, v: int) -> None:
+        """The node's own ``next`` told it about the deployment (control plane)."""
+        self.learned.add(v)
+        node = self.nodes[v]
+        if node.agent is not None and node.final is None:
+            self.clock.trace("learn", v)
+            node.agent.deployment_learned(
+                self.deployment_id, self.artifact_id, self.artifact_name, self.uri, self.clock.now
+            )
+            self._pump(v)
+
+    def _config(self, depth: int) -> AgentConfig:
+        cfg = self._configs.get(depth)
+        if cfg is None:
+            p = self.params
+            cfg = AgentConfig(
+                map_key=self.map_key,  # type: ignore[arg-type]
+                image_ok=self.image_ok,
+                want_interval=p.want_interval,
+                fallback_timeout=p.fallback_base + max(0, depth) * p.hop_budget,
+                fallback_chunk_size=p.chunk_size,
+                nack_max_bytes=p.nack_max_bytes,
+            )
+            self._configs[depth] = cfg
+        return cfg
+
+    def _boot(self, v: int) -> None:
+        node = self.nodes[v]
+        node.boots += 1
+        node.down = False
+        self.radio.alive[v] = True
+        booted = bootmod.boot(node.flash, self.image_ok)
+        agent = UpdateAgent(
+            node.flash,
+            _Link(self, v),
+            self._config(self.tree.depth[v]),
+            random.Random(self.rng.random()),
+            booted,
+        )
+        node.agent = agent
+        agent.start(self.clock.now)
+        if self.tree.parent[v] < 0 and self.tree.root_of[v] == v and node.root is None:
+            node.root = self._root_core(v)
+        elif node.root is None:
+            relay = GroupRelay(node.flash, _Link(self, v), self.relay_config)
+            node.relay = relay if relay.load(booted.slot, self._maps) else None  # type: ignore[arg-type]
+        self._pump(v)
+        if v in self.learned and agent.state is AgentState.IDLE and node.final is None:
+            self.learn(v)
+
+    def _root_core(self, v: int) -> GroupStreamRoot:
+        fault = self.root_faults.get(v)
+        tap = None
+        if fault is not None and fault.mode in ("tamper", "withhold"):
+            tap = self._tamper_tap(fault) if fault.mode == "tamper" else self._withhold_tap(fault)
+        self.clock.trace("root", v)
+        return GroupStreamRoot(_Link(self, v, tap), self.root_config)
+
+    def _chunk_blocks(self) -> tuple[int, int]:
+        size = self.params.chunk_size
+        chunks = -(-len(self.artifact) // size)
+        per_page = 1
+        while per_page * 2 * 32 <= size:
+            per_page *= 2
+        return -(-chunks // per_page), chunks
+
+    def _tamper_tap(self, fault: RootFault) -> Callable[[bytes], bytes | None]:
+        pages, chunks = self._chunk_blocks()
+        bad = {pages + c for c in range(chunks) if (c * 7919) % 1000 < fault.fraction * 1000}
+
+        def tap(frame: bytes) -> bytes | None:
+            if frame_type(frame) == T_DATA:
+                f = decode(frame)
+                assert isinstance(f, Data)
+                if f.block in bad:
+                    return encode(Data(f.stream_id, f.block, bytes([f.payload[0] ^ 0xFF]) + f.payload[1:]))
+            return frame
+
+        return tap
+
+    def _withhold_tap(self, fault: RootFault) -> Callable[[bytes], bytes | None]:
+        pages, chunks = self._chunk_blocks()
+        first = pages + int(chunks * (1.0 - fault.fraction))
+
+        def tap(frame: bytes) -> bytes | None:
+            if frame_type(frame) == T_DATA and int.from_bytes(frame[10:14], "big") >= first:
+                return None
+            return frame
+
+        return tap
+
+    # -- radio in and out -----------------------------------------------------------------------------
+    def transmit(self, src: int, dst: int, frame: bytes) -> None:
+        self.radio.send(src, dst, frame, kind=_KIND.get(frame_type(frame), "stream-control"))
+        node = self.nodes[src]
+        if node.root is not None:  # the root's own agent and core hear what the other one sends
+            self.clock.after(0.0, self._deliver, src, src, frame)
+
+    def _cell(self, v: int) -> int:
+        p = self.tree.parent[v]
+        return p if p >= 0 else v
+
+    def _deliver(self, receiver: int, sender: int, frame: bytes) -> None:
+        node = self.nodes[receiver]
+        if node.down:
+            return
+        kind = frame_type(frame)
+        if kind in (T_WANT, T_NACK) and (sender == receiver or self.tree.parent[sender] == receiver):
+            core = node.root if node.root is not None else node.relay
+            if core is not None:
+                core.receive(frame, sender, self.clock.now)
+        agent = node.agent
+        if agent is not None and (sender != receiver or node.root is not None):
+            cell = self._cell(receiver)
+            if agent_accepts(kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell):
+                agent.receive(frame, sender, self.clock.now)
+        self._pump(receiver)
+
+    # -- timers -----------------------------------------------------------------------------------------
+    def _arm(self, v: int) -> None:
+        node = self.nodes[v]
+        if node.down:
+            return
+        times = []
+        if node.agent is not None and (t := node.agent.next_timer()) is not None:
+            times.append(t)
+        room = self.radio.queued(v) < 2
+        if room and node.root is not None and (t := node.root.next_timer()) is not None:
+            times.append(t)
+        if room and node.relay is not None and (t := node.relay.next_timer()) is not None:
+            times.append(t)
+        if not times:
+            return
+        t = min(times)
+        if t == node.timer_at:
+            return
+        node.timer_gen += 1
+        node.timer_at = t
+        self.clock.at(t, self._fire, v, node.timer_gen)
+
+    def _fire(self, v: int, gen: int) -> None:
+        node = self.nodes[v]
+        if gen != node.timer_gen or node.down:
+            return
+        now = self.clock.now
+        node.fires_now = node.fires_now + 1 if node.timer_at == now else 0
+        if node.fires_now > 10_000:
+            raise SimulationError(now, f"node {v}: a core keeps asking for a timer at t={now}")
+        node.timer_at = math.inf
+        room = self.radio.queued(v) < 2
+        if node.agent is not None and (t := node.agent.next_timer()) is not None and t <= now:
+            node.agent.handle_timer(now)
+        if room and node.root is not None and (t := node.root.next_timer()) is not None and t <= now:
+            node.root.handle_timer(now)
+        if room and node.relay is not None and (t := node.relay.next_timer()) is not None and t <= now:
+            relay = node.relay
+            relay.handle_timer(now, lambda: self._relay_image(relay))
+        self._pump(v)
+
+    def _relay_image(self, relay: GroupRelay) -> bytes:
+        assert relay.head is not None
+        data = relay.flash.read_slot(relay.slot, 0, relay.head.artifact_size)
+        return self._images.setdefault(data, data)
+
+    # -- actions ------------------------------------------------------------------------------------------
+    def _pump(self, v: int) -> None:
+        node = self.nodes[v]
+        if node.root is not None:
+            for action in node.root.actions():
+                if isinstance(action, FetchArtifact):
+                    self._root_fetch(v, action)
+                else:
+                    self.finished.append(action)
+                    self.clock.trace("finished", v, action.complete, action.rounds)
+        if node.relay is not None and node.relay.finished:
+            self.finished.extend(node.relay.finished)
+            node.relay.finished.clear()
+        agent = node.agent
+        while agent is not None and (todo := agent.actions()):
+            for step in todo:
+                if isinstance(step, ReportStatus):
+                    self._status(v, step)
+                elif isinstance(step, FetchMap):
+                    self._fallback_fetch(v, None, step.artifact_id, step.chunk_size)
+                elif isinstance(step, FetchRange):
+                    self._fallback_fetch(v, step, "", 0)
+                elif isinstance(step, Reboot):
+                    GroupRelay.capture(node.flash)
+                    self._power_off(v, self.params.reboot_s)
+                    return
+            agent = node.agent
+        self._arm(v)
+
+    def _root_fetch(self, v: int, action: FetchArtifact) -> None:
+        self.root_fetches += 1
+        if self.stream_start is None:
+            self.stream_start = self.clock.now
+            if self.on_stream_start is not None:
+                self.on_stream_start()
+        self.clock.trace("fetch", v)
+        fault = self.root_faults.get(v)
+        if fault is not None and fault.mode == "replay" and self.old_artifact is not None:
+            data = self.old_artifact  # an older map of the same artifact, validly signed long ago
+            cmap = build_chunk_map(
+                data,
+                artifact_id=self.artifact_id,
+                artifact_name=self.artifact_name,
+                chunk_size=action.chunk_size,
+                sequence=self.factory_sequence,  # not above what the nodes run: refused
+                key=self.service.key,
+            ).encode()
+        else:
+            data = self.artifact
+            cmap = self.service.chunk_map(action.artifact_id, action.chunk_size)
+        self.uplink_bytes += len(data) + len(cmap)
+        delay = self.params.server_latency + (len(data) + len(cmap)) / self.params.uplink_rate
+        self.clock.after(delay, self._root_fetched, v, action.artifact_id, data, cmap)
+
+    def _root_fetched(self, v: int, artifact_id: str, data: bytes, cmap: bytes) -> None:
+        node = self.nodes[v]
+        if node.root is not None and not node.down:
+            node.root.artifact_fetched(artifact_id, data, cmap, self.clock.now)
+            self._pump(v)
+
+    def _status(self, v: int, action: ReportStatus) -> None:
+        node = self.nodes[v]
+        now = self.clock.now
+        node.reported.append(action.status)
+        if action.status in FINAL and node.final is None:
+            node.final = action.status
+            if action.status == "success":
+                node.success_at = now
+            self.clock.trace("final", v, action.status)
+            self._check_done()
+
+        def delivered() -> None:
+            self.service.statuses.setdefault(v, []).append((action.deployment_id, action.status))
+            agent = self.nodes[v].agent
+            if agent is not None:
+                agent.status_delivered(action.deployment_id, action.status)
+
+        self._e2e(v, REQUEST_BYTES, 0, delivered, "status")
+
+    def _fallback_fetch(self, v: int, rng: FetchRange | None, artifact_id: str, chunk_size: int) -> None:
+        if rng is None:
+            data = self.service.chunk_map(artifact_id, chunk_size)
+            self.service.map_fetches[v] = self.service.map_fetches.get(v, 0) + 1
+        else:
+            data = self.artifact[rng.offset : rng.offset + rng.length]
+            self.service.range_bytes[v] = self.service.range_bytes.get(v, 0) + len(data)
+        self.fallback_bytes += len(data)
+
+        def arrived() -> None:
+            agent = self.nodes[v].agent
+            if agent is None:
+                return
+            if rng is None:
+                agent.map_fetched(data, self.clock.now)
+            else:
+                agent.range_fetched(rng.offset, data, self.clock.now)
+            self._pump(v)
+
+        self._e2e(v, REQUEST_BYTES, len(data), arrived, "fallback")
+
+    # -- end-to-end transfers over the node's own session --------------------------------------------------
+    def _e2e(self, v: int, up: int, down: int, done: Callable[[], None], kind: str) -> None:
+        """A request up to the root (blind relay → server) and ``down`` bytes back, hop by hop."""
+        path = self.tree.path_to_root(v)
+        if self.tree.root_of[v] < 0 or not all(self.radio.alive[u] for u in path):
+            self.clock.after(1.0, self._e2e, v, up, down, done, kind)  # no route yet: try again later
+            return
+        room = self.radio.profile.datagram_room() - E2E_HEADER
+        parts = [E2E_HEADER + up] + [E2E_HEADER + min(room, down - i) for i in range(0, down, room)]
+        state = {"left": len(parts), "failed": False}
+
+        def part_done(ok: bool) -> None:
+            state["failed"] = state["failed"] or not ok
+            state["left"] -= 1
+            if state["left"] == 0:
+                if state["failed"]:  # the session retransmits after its timeout
+                    self.clock.after(1.0, self._e2e, v, up, down, done, kind)
+                else:
+                    self.clock.after(self.params.server_latency, done)
+
+        self._hop(path, 0, parts[0], kind, part_done)
+        down_path = list(reversed(path))
+        for size in parts[1:]:
+            self._hop(down_path, 0, size, kind, part_done)
+
+    def _hop(self, path: list[int], i: int, size: int, kind: str, done: Callable[[bool], None]) -> None:
+        if i >= len(path) - 1:
+            done(True)
+            return
+
+        def next_hop(ok: bool) -> None:
+            if ok:
+                self.clock.after(self.radio.profile.hop_latency, self._hop, path, i + 1, size, kind, done)
+            else:
+                done(False)
+
+        self.radio.send(path[i], path[i + 1], None, size=size, kind=kind, on_done=next_hop)
+
+    # -- faults ---------------------------------------------------------------------------------------------
+    def _retire(self, v: int) -> None:
+        node = self.nodes[v]
+        if node.agent is not None:
+            node.events += node.agent.events
+        node.agent = None
+        node.relay = None
+        node.root = None
+        node.timer_gen += 1
+        node.timer_at = math.inf
+
+    def _power_off(self, v: int, back_after: float | None) -> None:
+        node = self.nodes[v]
+        self._retire(v)
+        node.down = True
+        self.radio.alive[v] = False
+        self.clock.trace("down", v)
+        if back_after is not None:
+            self._pending_reboots += 1
+            self.clock.after(back_after, self._power_on, v)
+
+    def _power_on(self, v: int) -> None:
+        self._pending_reboots -= 1
+        self._boot(v)
+        self._check_done()
+
+    def node_reboots(self, v: int, duration: float) -> None:
+        self._power_off(v, duration)
+
+    def root_dies(self, v: int) -> None:
+        self._power_off(v, None)
+        self._pending_reelections += 1
+        self.clock.after(self.params.heal_delay, self._reelect)
+
+    def _reelect(self) -> None:
+        self._pending_reelections -= 1
+        self.reelections += 1
+        self.tree = elect(self.radio.topo, self.radio.alive)
+        self.clock.trace("reelected", tuple(self.tree.roots))
+        for r in self.tree.roots:
+            node = self.nodes[r]
+            if node.root is None and not node.down:
+                node.relay = None  # the root role fetches from the server (same cached map, same stream)
+                node.root = self._root_core(r)
+                self._pump(r)
+
+    # -- the end --------------------------------------------------------------------------------
+    def _check_done(self) -> None:
+        if self._pending_reboots or self._pending_reelections:
+            return
+        for v, node in enumerate(self.nodes):
+            if self.radio.alive[v] and (v not in self.learned or node.final is None):
+                return
+        self.done_at = self.clock.now
+        self.clock.stop()
+
+    def agent_events(self, v: int) -> list[str]:
+        node = self.nodes[v]
+        return node.events + (node.agent.events if node.agent is not None else [])
+
+    def count_events(self, needle: str) -> int:
+        return sum(sum(needle in e for e in self.agent_events(v)) for v in range(len(self.nodes)))
+
+    def decode_ok(self, frame: bytes) -> bool:
+        try:
+            decode(frame)
+        except FrameError:
+            return False
+        return True
