@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
+import json
+import os
 import signal
 import statistics
 import subprocess
@@ -32,45 +35,151 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import aiomqtt  # noqa: E402
 import api_http  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
 
 from firmware_proto.api_envelope import (  # noqa: E402
+    BULK_TOPIC,
     DEVICE_PROPERTY,
     VERIFIED_PROPERTY,
+    BulkReply,
     BulkRequest,
     RequestEnvelope,
     ResponseEnvelope,
     request_topic,
+)
+from firmware_proto.sealed import (  # noqa: E402
+    TO_NODE,
+    RecordKey,
+    RecordOp,
+    decode_reply,
+    derive_record_key,
+    encode_request,
+    open_record,
+    seal_record,
 )
 from meshota.broker import start_mosquitto  # noqa: E402
 
 _PASSED = {"x-men-signature": "x-men-signature", "range": "range"}
 
 
-class MqttLink:
-    """One broker connection carrying many devices' requests (the gateway's role); futures by topic."""
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _varint(len(body)) + body
+
+
+class LeanMqttLink(asyncio.Protocol):
+    """A minimal MQTT 5 client on an asyncio transport: the MQTT twin of api_http.RawConnection.
+
+    One broker connection carrying many devices' requests (the aggregating gateway's shape).
+    Requests go out at QoS 1 with the gateway's two user properties (encoded once per device);
+    replies are acknowledged as MQTT requires and resolve the future waiting on their topic.
+    Unlike paho/aiomqtt it spends no per-message Python on property objects, callbacks or tasks,
+    so the load generator costs about what the raw HTTP client costs (printed per run).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
         self.waiting: dict[str, asyncio.Future[bytes]] = {}
-        self.props: dict[str, Properties] = {}
+        self.stamps: dict[str, bytes] = {}
+        self.acked: dict[int, asyncio.Future[bytes]] = {}  # CONNACK (0) / SUBACK (packet id)
+        self.ids = itertools.cycle(range(1, 65536))
 
-    async def receive(self) -> None:
-        async for message in self.client.messages:
-            fut = self.waiting.pop(message.topic.value, None)
+    @classmethod
+    async def connect(cls, port: int, client_id: str) -> LeanMqttLink:
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_connection(cls, "127.0.0.1", port)
+        body = _utf8("MQTT") + bytes([5, 0x02]) + (0).to_bytes(2, "big") + _varint(0) + _utf8(client_id)
+        await link._exchange(0, _packet(0x10, body))
+        sub = (1).to_bytes(2, "big") + _varint(0) + _utf8("/mender/responses/#") + b"\x01"
+        await link._exchange(1, _packet(0x82, sub))
+        return link
+
+    async def _exchange(self, key: int, packet: bytes) -> None:
+        self.acked[key] = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(packet)
+        await asyncio.wait_for(self.acked[key], 10)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def publish(self, topic: str, payload: bytes, device: str) -> None:
+        stamp = self.stamps.get(device)
+        if stamp is None:
+            props = b"\x26" + _utf8(DEVICE_PROPERTY) + _utf8(device)
+            props += b"\x26" + _utf8(VERIFIED_PROPERTY) + _utf8("1")
+            stamp = self.stamps[device] = _varint(len(props)) + props
+        body = _utf8(topic) + next(self.ids).to_bytes(2, "big") + stamp + payload
+        assert self.transport is not None
+        self.transport.write(_packet(0x32, body))  # PUBLISH QoS 1; its PUBACK is only counted
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        pos = 0
+        while len(buf) - pos >= 2:
+            length, shift, i = 0, 0, pos + 1
+            while True:
+                if i >= len(buf):
+                    del buf[:pos]
+                    return
+                byte = buf[i]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not byte & 0x80:
+                    break
+            if len(buf) - i < length:
+                break
+            self._handle(buf[pos], bytes(buf[i : i + length]))
+            pos = i + length
+        del buf[:pos]
+
+    def _handle(self, first: int, body: bytes) -> None:
+        kind = first >> 4
+        if kind == 3:  # PUBLISH (a reply)
+            tlen = int.from_bytes(body[:2], "big")
+            topic = body[2 : 2 + tlen].decode()
+            pos = 2 + tlen
+            if first & 0x06:
+                assert self.transport is not None
+                self.transport.write(b"\x40\x02" + body[pos : pos + 2])  # PUBACK
+                pos += 2
+            plen, shift = 0, 0
+            while True:
+                byte = body[pos]
+                pos += 1
+                plen |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            fut = self.waiting.pop(topic, None)
             if fut is not None and not fut.done():
-                assert isinstance(message.payload, bytes)
-                fut.set_result(message.payload)
+                fut.set_result(body[pos + plen :])
+        elif kind in (2, 9):  # CONNACK, SUBACK
+            fut = self.acked.pop(0 if kind == 2 else int.from_bytes(body[:2], "big"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(body)
 
-    def stamp(self, device: str) -> Properties:
-        props = self.props.get(device)
-        if props is None:
-            props = self.props[device] = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.UserProperty = [(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1")]
-        return props
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("broker connection lost"))
 
 
 class MqttConnection:
@@ -78,7 +187,7 @@ class MqttConnection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, link: MqttLink, device: str) -> None:
+    def __init__(self, link: LeanMqttLink, device: str) -> None:
         self.link, self.device = link, device
 
     async def request(
@@ -98,9 +207,7 @@ class MqttConnection:
         env = RequestEnvelope(rid, method, token, ctype, body, {}, extra)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.link.waiting[f"/mender/responses/{self.device}/{rid}"] = fut
-        await self.link.client.publish(
-            request_topic(path), env.encode(), qos=1, properties=self.link.stamp(self.device)
-        )
+        self.link.publish(request_topic(path), env.encode(), self.device)
         reply = ResponseEnvelope.decode(await asyncio.wait_for(fut, 60))
         return reply.status, reply.body
 
@@ -108,50 +215,132 @@ class MqttConnection:
         pass
 
 
+class BulkRoot:
+    """A root batching its children's sealed records (inventory, next, status) into bulk PUBLISHes.
+
+    The root only forwards records it cannot open; each node seals with its own record key (the
+    loadgen plays the nodes too, so sealing and opening count as load-generator CPU).
+    """
+
+    def __init__(self, link: LeanMqttLink, name: str, nodes: list[tuple[str, RecordKey]], batch: int) -> None:
+        self.link, self.name, self.nodes, self.batch = link, name, nodes, batch
+        self.seq = {node: 1 for node, _ in nodes}
+        self.keys = dict(nodes)
+        self.batches = itertools.count(1)
+        self.batch_latency: list[float] = []
+
+    async def exchange(self, records: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+        """Seal ``(node, plaintext)`` records, send them in batches, open the sealed answers."""
+        sealed, seqs = [], []
+        for node, plain in records:
+            seq = self.seq[node]
+            self.seq[node] = seq + 1
+            seqs.append(seq)
+            sealed.append(seal_record(self.keys[node], seq, plain))
+        entries: list[bytes | int] = []
+        for start in range(0, len(sealed), self.batch):
+            batch_id = f"k{next(self.batches)}"
+            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self.link.waiting[f"/mender/responses/{self.name}/{batch_id}"] = fut
+            t0 = time.perf_counter()
+            self.link.publish(BULK_TOPIC, BulkRequest(batch_id, sealed[start : start + self.batch]).encode(),
+                              self.name)  # fmt: skip
+            reply = BulkReply.decode(await asyncio.wait_for(fut, 60))
+            self.batch_latency.append(time.perf_counter() - t0)
+            assert reply.status == 200, reply.status
+            entries.extend(reply.entries)
+        out = []
+        for (node, _), seq, entry in zip(records, seqs, entries, strict=True):
+            assert isinstance(entry, bytes), f"record refused: {entry}"
+            _key, got, plain = open_record([self.keys[node]], entry, direction=TO_NODE)
+            assert got == seq
+            out.append(decode_reply(plain))
+        return out
+
+    async def cycle(self) -> int:
+        """inventory + next for every node in one go, then status for those with a deployment."""
+        inv = [{"name": "device_type", "value": "bench"}, {"name": "artifact_name", "value": "v0"}]
+        provides = {"device_provides": {"artifact_name": "v0", "device_type": "bench"}}
+        first = []
+        for node, _ in self.nodes:
+            first.append((node, encode_request(RecordOp.INVENTORY_PUT, "", inv)))
+            first.append((node, encode_request(RecordOp.NEXT, "", provides)))
+        answers = await self.exchange(first)
+        status = []
+        for (node, _), inv_reply, next_reply in zip(self.nodes, answers[::2], answers[1::2], strict=True):
+            assert inv_reply[0] == 200 and next_reply[0] == 200, (inv_reply, next_reply)
+            dep = json.loads(next_reply[1])["id"]
+            status.append((node, encode_request(RecordOp.STATUS, dep, {"status": "downloading"})))
+        assert all(code == 204 for code, _ in await self.exchange(status))
+        return len(first) + len(status)
+
+
+async def measure_bulk(
+    roots: list[BulkRoot], rounds: int, pids: dict[str, int]
+) -> tuple[float, dict[str, float]]:
+    """(records/s, CPU seconds per process) for ``rounds`` cycles of every root, all roots at once."""
+
+    async def run(root: BulkRoot) -> int:
+        return sum([await root.cycle() for _ in range(rounds)])
+
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    t0 = time.perf_counter()
+    records = sum(await asyncio.gather(*(run(r) for r in roots)))
+    elapsed = time.perf_counter() - t0
+    cpu = {name: (cpu_seconds(pid) - cpu0[name]) / records for name, pid in pids.items()}
+    return records / elapsed, cpu
+
+
 def percentiles(values: list[float]) -> tuple[float, float]:
     values = sorted(values)
     return statistics.median(values) * 1000, values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
 
 
-async def measure(devices: list[api_http.Device], rounds: int) -> tuple[float, list[float], dict[str, Any]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    devices: list[api_http.Device], rounds: int, pids: dict[str, int]
+) -> tuple[float, list[float], dict[str, Any], dict[str, float]]:
+    """(requests/s, all latencies, latencies by call, CPU seconds per process during the run)."""
     lat: dict[str, list[float]] = {k: [] for k in ("auth", "inventory", "next", "status")}
 
     async def run(d: api_http.Device) -> None:
         for _ in range(rounds):
             await api_http.cycle(d, lat)
 
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.perf_counter()
     await asyncio.gather(*(run(d) for d in devices))
     elapsed = time.perf_counter() - t0
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     everything = [x for v in lat.values() for x in v]
-    return len(everything) / elapsed, everything, lat
+    return len(everything) / elapsed, everything, lat, cpu
 
 
-async def main_async(args: argparse.Namespace, url: str, broker_port: int, tmp: Path) -> None:
+async def main_async(
+    args: argparse.Namespace, url: str, broker_port: int, tmp: Path, pids: dict[str, int]
+) -> None:
     host, port = url.rsplit("//", 1)[1].split(":")
     n = args.devices
-    clients = [
-        aiomqtt.Client("127.0.0.1", broker_port, identifier=f"bench-gw-{i}",
-                       protocol=aiomqtt.ProtocolVersion.V5, max_queued_outgoing_messages=None)
-        for i in range(args.mqtt_connections)
-    ]  # fmt: skip
-    for c in clients:
-        await c.__aenter__()
-        c.pending_calls_threshold = 1 << 30
-        await c.subscribe("/mender/responses/#", qos=1)
-    links = [MqttLink(c) for c in clients]
-    receivers = [asyncio.create_task(link.receive()) for link in links]
+    links = [await LeanMqttLink.connect(broker_port, f"bench-gw-{i}") for i in range(args.mqtt_connections)]
     http_devices = [api_http.Device(i, api_http.RawConnection(host, int(port))) for i in range(n)]
     mqtt_devices = [
         api_http.Device(4096 + i, MqttConnection(links[i % len(links)], f"node-{i:04d}")) for i in range(n)
     ]  # type: ignore[arg-type]
+    bulk_devices = [
+        api_http.Device(8192 + i, MqttConnection(links[i % len(links)], bulk_node(i))) for i in range(n)
+    ]  # type: ignore[arg-type]
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-        # enroll both sets (pending), over their own transport: MQTT binds node-i to its device
-        await asyncio.gather(*(d.auth() for d in http_devices + mqtt_devices))
+        # enroll all sets (pending), over their own transport: MQTT binds node-i to its device
+        await asyncio.gather(*(d.auth() for d in http_devices + mqtt_devices + bulk_devices))
         token = (await c.post("/api/management/v1/useradm/auth/login", auth=api_http.ADMIN)).text
         m = {"Authorization": f"Bearer {token}"}
         listing = (await c.get("/api/management/v2/devauth/devices?per_page=500", headers=m)).json()
-        assert len(listing) == 2 * n, len(listing)
+        assert len(listing) == 3 * n, len(listing)
         for dev in listing:
             aid = dev["auth_sets"][0]["id"]
             await c.put(f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status",
@@ -163,26 +352,55 @@ async def main_async(args: argparse.Namespace, url: str, broker_port: int, tmp: 
         r = await c.post("/api/management/v1/deployments/deployments", headers=m,
                          json={"name": "bench", "artifact_name": "v1", "all_devices": True})  # fmt: skip
         assert r.status_code == 201, r.text
+    paths = {"http": http_devices, "mqtt": mqtt_devices}
+    for name, devs in paths.items():
+        if not args.only or name == args.only:
+            await measure(devs, 1, pids)  # warm-up round (first next/status of the deployment)
+    # ABBA order (http, mqtt, mqtt, http, ...): a database that grows or a neighbour that gets
+    # busy during the run weighs on both paths alike; rates = all requests / all measured time
+    runs: dict[str, list[tuple[float, list[float], dict[str, Any], dict[str, float]]]] = {}
+    for rep in range(args.repeat):
+        for name in ("http", "mqtt") if rep % 2 == 0 else ("mqtt", "http"):
+            if not args.only or name == args.only:
+                runs.setdefault(name, []).append(await measure(paths[name], args.rounds, pids))
     results = {}
-    for name, devs in (("http", http_devices), ("mqtt", mqtt_devices)):
-        if args.only and name != args.only:
-            continue
-        await measure(devs, 1)  # warm-up round (first next/status of the deployment)
-        results[name] = await measure(devs, args.rounds)
+    for name, parts in runs.items():
+        lat = {op: [x for part in parts for x in part[2][op]] for op in parts[0][2]}
+        everything = [x for part in parts for x in part[1]]
+        elapsed = sum(len(part[1]) / part[0] for part in parts)
+        cpu = {k: sum(part[3][k] for part in parts) for k in parts[0][3]}
+        results[name] = (len(everything) / elapsed, everything, lat, cpu)
+    bulk = None
+    if not args.only:
+        # each bulk node authenticates once over its own stamped session (binds the token its
+        # sealed records run with); then roots batch their sealed records
+        assert all(code == 200 for code in await asyncio.gather(*(d.auth() for d in bulk_devices)))
+        nodes = [(bulk_node(i), derive_record_key(bulk_node(i), bulk_psk(i))) for i in range(n)]
+        roots = [
+            BulkRoot(links[k % len(links)], f"root-{k}", nodes[k :: args.bulk_roots], args.batch)
+            for k in range(args.bulk_roots)
+        ]
+        await measure_bulk(roots, 1, pids)  # warm-up (first next of the deployment)
+        for root in roots:
+            root.batch_latency.clear()
+        bulk = await measure_bulk(roots, args.rounds, pids), [x for r in roots for x in r.batch_latency]
     for d in http_devices:
         d.conn.close()
-    for task in receivers:
-        task.cancel()
-    for c in clients:
-        await c.__aexit__(None, None, None)
+    for link in links:
+        assert link.transport is not None
+        link.transport.write(b"\xe0\x00")  # DISCONNECT
+        link.transport.close()
 
-    print(f"devices={n} rounds={args.rounds} db={args.db or 'sqlite (temp file)'} "
-          f"mqtt connections={args.mqtt_connections} (requests QoS 1, replies QoS 1)")  # fmt: skip
-    for name, (rate, everything, lat) in results.items():
+    print(f"devices={n} rounds={args.rounds} x {args.repeat} (ABBA) db={args.db or 'sqlite (temp file)'} "
+          f"mqtt connections={args.mqtt_connections} "
+          f"(requests QoS 1, replies QoS {args.reply_qos})")  # fmt: skip
+    for name, (rate, everything, lat, cpu) in results.items():
         p50, p99 = percentiles(everything)
         print(
             f"{name:<5} requests={len(everything):<6} {rate:7.0f} req/s  p50={p50:6.1f} ms  p99={p99:6.1f} ms"
         )
+        per_request = "  ".join(f"{k} {v / len(everything) * 1e6:4.0f}" for k, v in cpu.items())
+        print(f"        CPU us/request: {per_request}")
         for op, values in lat.items():
             q50, q99 = percentiles(values)
             print(f"        {op:<10} p50={q50:6.1f} ms  p99={q99:6.1f} ms")
@@ -193,7 +411,25 @@ async def main_async(args: argparse.Namespace, url: str, broker_port: int, tmp: 
     verdict = "met" if mqtt_rate >= 1.5 * http_rate and mqtt_p99 <= http_p99 else "NOT met"
     print(f"MQTT / HTTP throughput = {mqtt_rate / http_rate:.2f} (p99 {mqtt_p99:.1f} vs {http_p99:.1f} ms); "
           f"target >= 1.5 at equal p99: {verdict}")  # fmt: skip
+    if bulk is not None:
+        (records_rate, cpu), batch_lat = bulk
+        b50, b99 = percentiles(batch_lat)
+        print(f"bulk sealed records (the product's bulk path; NOT the headline): {args.bulk_roots} roots x "
+              f"{n // args.bulk_roots} nodes, inventory+next then status per node per round, "
+              f"<= {args.batch} records per batch")  # fmt: skip
+        print(f"bulk  {records_rate:7.0f} records/s  batch p50={b50:6.1f} ms  p99={b99:6.1f} ms  "
+              f"= {records_rate / http_rate:.2f}x HTTP req/s")  # fmt: skip
+        per_record = "  ".join(f"{k} {v * 1e6:4.0f}" for k, v in cpu.items())
+        print(f"        CPU us/record: {per_record}")
     print_link_bytes(mqtt_devices[0])
+
+
+def bulk_node(i: int) -> str:
+    return f"bulk-{i:04d}"
+
+
+def bulk_psk(i: int) -> bytes:
+    return hashlib.sha256(bulk_node(i).encode()).digest()[:16]
 
 
 def print_link_bytes(device: api_http.Device) -> None:
@@ -235,12 +471,18 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
         ["create-user", *dbargs, "--username", api_http.ADMIN[0], "--password", api_http.ADMIN[1]]
     ) not in (0, 1):
         return 2
+    psk_file = tmp / "psk.txt"  # the bulk nodes' provisioning: their sealed-record keys derive from it
+    psk_file.write_text("".join(f"{bulk_node(i)},{bulk_psk(i).hex()}\n" for i in range(args.devices)))
     broker = start_mosquitto(tmp / "mosquitto")
     port = api_http.free_port()
-    profile = ["-m", "pyinstrument", "-o", args.profile_server, "-r", "text"] if args.profile_server else []
+    profile = []
+    if args.profile_server:  # pstats for a flat view (python -m pstats FILE), else pyinstrument's tree
+        renderer = "pstats" if args.profile_server.endswith(".prof") else "text"
+        profile = ["-m", "pyinstrument", "-o", args.profile_server, "-r", renderer]
     server = subprocess.Popen(
         [sys.executable, *profile, "-m", "bridge.server_cli", "--http", f"127.0.0.1:{port}", *dbargs,
-         "--artifacts", str(tmp / "artifacts"), "--log-level", "warning", "--broker", broker.url],
+         "--artifacts", str(tmp / "artifacts"), "--log-level", "warning", "--broker", broker.url,
+         "--psk-file", str(psk_file), "--reply-qos", str(args.reply_qos)],
         cwd=ROOT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -255,7 +497,8 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
                     print("server did not start", file=sys.stderr)
                     return 1
                 time.sleep(0.1)
-        asyncio.run(main_async(args, url, broker.port, tmp))
+        pids = {"server": server.pid, "broker": broker.proc.pid, "loadgen": os.getpid()}
+        asyncio.run(main_async(args, url, broker.port, tmp, pids))
     finally:
         if args.profile_server:
             server.send_signal(signal.SIGINT)  # the profiler writes its report on a clean exit
@@ -273,6 +516,10 @@ def main() -> int:
     p.add_argument("--db", default="", help="database URL (default: a temporary SQLite file)")
     p.add_argument("--only", choices=["http", "mqtt"], default=None, help="measure one path (profiling)")
     p.add_argument("--profile-server", default=None, metavar="FILE", help="run the server under pyinstrument")
+    p.add_argument("--reply-qos", type=int, choices=(0, 1), default=1, help="the bridge's --reply-qos")
+    p.add_argument("--repeat", type=int, default=2, help="measured runs per path, in ABBA order")
+    p.add_argument("--bulk-roots", type=int, default=2, help="roots batching sealed records (bulk line)")
+    p.add_argument("--batch", type=int, default=100, help="most sealed records per bulk PUBLISH")
     p.add_argument("--mqtt-connections", type=int, default=1, help="broker connections the devices share")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:

@@ -81,6 +81,10 @@ class _Opened:
     plain: bytes
 
 
+class _LostRace(Exception):
+    """Another bridge changed a replay window between our read and our write."""
+
+
 class SealedRecordService:
     def __init__(
         self, router: Router[Any], store: Store, keys: Mapping[str, RecordKey], *, window: int = 64
@@ -91,11 +95,14 @@ class SealedRecordService:
         self._by_kid: dict[bytes, list[RecordKey]] = defaultdict(list)
         for key in keys.values():
             self._by_kid[key.kid].append(key)
+        self._sealing = frozenset(key.device_id for key in keys.values())
         self.max_records = 1000
 
     # --- token binding --------------------------------------------------------------------------
 
     async def bind_token(self, device: str, token: str) -> None:
+        if device not in self._sealing:
+            return  # no record key: this device can never send a sealed record, nothing to remember
         await self._put_setting(_setting_key("tok", device), token)
 
     async def bound_token(self, device: str) -> str | None:
@@ -124,41 +131,61 @@ class SealedRecordService:
 
     async def accept_sequence_numbers(self, device: str, seqs: list[int]) -> list[bool]:
         """Atomically mark ``seqs`` seen; True for each one that was new."""
-        key = _setting_key("seq", device)
+        return (await self.accept_batch({device: seqs}))[0][device]
+
+    async def accept_batch(
+        self, seqs: Mapping[str, list[int]]
+    ) -> tuple[dict[str, list[bool]], dict[str, str | None]]:
+        """One transaction for a whole batch: mark every device's ``seqs`` seen, read its bound token.
+
+        Per device a compare-and-swap on its window row, so two bridges never accept one seq: a
+        lost race rolls the whole transaction back and reads again. One transaction per batch
+        instead of two per device (with SQLite every writer waits for the one before it).
+        """
+        seq_keys = {_setting_key("seq", device): device for device in seqs}
+        tok_keys = {_setting_key("tok", device): device for device in seqs}
         for _ in range(20):
             try:
                 async with self.store.transaction() as conn:
-                    row = (
-                        await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == key))
-                    ).first()
-                    old = None if row is None else str(row[0])
-                    window = (
-                        ReplayWindow(size=self.window)
-                        if old is None
-                        else ReplayWindow.loads(old, self.window)
-                    )
-                    accepted = []
-                    for seq in seqs:
-                        ok = window.check(seq)
-                        if ok:
-                            window.accept(seq)
-                        accepted.append(ok)
-                    if not any(accepted):
-                        return accepted
-                    if old is None:
-                        await conn.execute(sa.insert(t.settings).values(key=key, value=window.dumps()))
-                        return accepted
-                    done = await conn.execute(
-                        sa.update(t.settings)
-                        .where(t.settings.c.key == key, t.settings.c.value == old)
-                        .values(value=window.dumps())
-                    )
-                    if done.rowcount == 1:
-                        return accepted
-            except IntegrityError:
+                    rows = {
+                        str(key): str(value)
+                        for key, value in await conn.execute(
+                            sa.select(t.settings.c.key, t.settings.c.value).where(
+                                t.settings.c.key.in_([*seq_keys, *tok_keys])
+                            )
+                        )
+                    }
+                    accepted: dict[str, list[bool]] = {}
+                    for key, device in seq_keys.items():
+                        old = rows.get(key)
+                        window = (
+                            ReplayWindow(size=self.window)
+                            if old is None
+                            else ReplayWindow.loads(old, self.window)
+                        )
+                        flags = accepted[device] = []
+                        for seq in seqs[device]:
+                            ok = window.check(seq)
+                            if ok:
+                                window.accept(seq)
+                            flags.append(ok)
+                        if not any(flags):
+                            continue
+                        if old is None:
+                            await conn.execute(sa.insert(t.settings).values(key=key, value=window.dumps()))
+                            continue
+                        done = await conn.execute(
+                            sa.update(t.settings)
+                            .where(t.settings.c.key == key, t.settings.c.value == old)
+                            .values(value=window.dumps())
+                        )
+                        if done.rowcount != 1:
+                            raise _LostRace(device)
+                    return accepted, {device: rows.get(key) for key, device in tok_keys.items()}
+            except (IntegrityError, _LostRace):
                 pass
             await asyncio.sleep(0)  # lost a race with another bridge: read again
-        raise RuntimeError(f"replay window of {device!r} kept changing under us")
+        raise RuntimeError(f"replay windows of {sorted(seqs)!r} kept changing under us")
 
     # --- batches --------------------------------------------------------------------------------
 
@@ -179,14 +206,25 @@ class SealedRecordService:
                 log.info("bulk %s record %d refused: %s", batch.batch_id, index, exc)
                 continue
             per_device[key.device_id].append(_Opened(index, key, seq, plain))
-        await asyncio.gather(
-            *(self._device_records(device, opened, entries) for device, opened in per_device.items())
-        )
+        if per_device:
+            seqs = {device: [o.seq for o in ops] for device, ops in per_device.items()}
+            fresh, tokens = await self.accept_batch(seqs)
+            await asyncio.gather(
+                *(
+                    self._device_records(device, opened, fresh[device], tokens[device], entries)
+                    for device, opened in per_device.items()
+                )
+            )
         return batch.batch_id, BulkReply(200, entries).encode()
 
-    async def _device_records(self, device: str, opened: list[_Opened], entries: list[bytes | int]) -> None:
-        fresh = await self.accept_sequence_numbers(device, [o.seq for o in opened])
-        token = await self.bound_token(device)
+    async def _device_records(
+        self,
+        device: str,
+        opened: list[_Opened],
+        fresh: list[bool],
+        token: str | None,
+        entries: list[bytes | int],
+    ) -> None:
         for record, ok in zip(opened, fresh, strict=True):
             if not ok:
                 log.info("replayed record from %s (seq %d) refused", device, record.seq)

@@ -26,6 +26,11 @@ def add_bridge_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--share-group", default=None, metavar="NAME", help="MQTT 5 shared subscription group")
     g.add_argument("--block-size", type=int, default=512, metavar="BYTES", help="artifact bytes per reply")
     g.add_argument(
+        "--reply-qos", type=int, choices=(0, 1), default=1,
+        help="QoS of replies (default 1; with 0 a lost reply is answered again from the dedupe "
+        "cache when the node re-sends its request id)",
+    )  # fmt: skip
+    g.add_argument(
         "--accept-unverified", action="store_true",
         help="serve requests stamped with a plain-UDP MQTT-SN client id (no DTLS identity)",
     )  # fmt: skip
@@ -55,6 +60,7 @@ def bridge_service_from_args(args: argparse.Namespace) -> tuple[Any, str | None]
         username=args.broker_username,
         password=os.environ.get(args.broker_password_env) if args.broker_username else None,
         share_group=args.share_group,
+        reply_qos=args.reply_qos,
         policy=BridgePolicy(require_verified=not args.accept_unverified, block_size=args.block_size),
     )
     return bridge_service(config, keys), None

@@ -4,10 +4,12 @@
   when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
-- replies go out at QoS 1 without waiting for the PUBACK (a waiting task per reply held a
-  dispatch slot for up to the publish timeout when the broker went away): each reply stays in an
-  outbox until paho reports its PUBACK, and every reply still there is published again right
-  after each reconnect;
+- incoming QoS 0/1 PUBLISHes are decoded by :func:`decode_publish` (only the user properties are
+  read; paho's decoder takes anything else), reply properties are encoded once;
+- replies go out at QoS 1 (``reply_qos=0`` possible) without waiting for the PUBACK (a waiting
+  task per reply held a dispatch slot for up to the publish timeout when the broker went away):
+  each reply stays in an outbox until paho reports its PUBACK, and every reply still there is
+  published again right after each reconnect;
 - a QoS 1 redelivery of a request id is answered from the :class:`ReplyCache`, never re-run, so a
   node that re-sends under the same id after a broker restart gets the first answer.
 """
@@ -24,6 +26,7 @@ from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -65,6 +68,10 @@ class MqttBridgeConfig:
     policy: BridgePolicy = field(default_factory=BridgePolicy)
     dedupe_ttl: float = 120.0
     max_concurrent: int = 256
+    # 1: a reply stays in the outbox until its PUBACK (and the gateway retransmits it to the node).
+    # 0 is safe too: a lost reply is answered again from the ReplyCache when the node re-sends
+    # its request id; it measured no faster (docs/mqtt_bridge.md), so 1 stays the default
+    reply_qos: int = 1
     keepalive: int = 30
     session_expiry: int = 3600
     reconnect_delay: float = 0.2
@@ -82,7 +89,11 @@ class BridgeStats:
 
 def stamped_identity(properties: Properties | None) -> StampedIdentity | None:
     """The identity the gateway stamped on a PUBLISH; None when there is none."""
-    pairs = getattr(properties, "UserProperty", None) or []
+    return stamped_identity_of(getattr(properties, "UserProperty", None) or [])
+
+
+def stamped_identity_of(pairs: list[tuple[str, str]]) -> StampedIdentity | None:
+    """The identity in a PUBLISH's user properties; None when there is none (or two disagree)."""
     device = verified = None
     for name, value in pairs:
         if name == DEVICE_PROPERTY:
@@ -123,9 +134,10 @@ class MqttBridge:
         self._runner: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
-        self._backlog: deque[paho.MQTTMessage] = deque()
-        self._reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self._backlog: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
+        self._reply_props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         self._reply_props.UserProperty = [(BRIDGE_PROPERTY, config.client_id)]
+        self._reply_props.freeze()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -216,17 +228,76 @@ class MqttBridge:
 
         inner.on_publish = on_publish
         inner.on_message = self._on_message
+        self._lean_publish_decoding(inner)
+        self._direct_write_registration(client, inner)
         self._client, self._paho, self._inflight = client, inner, inflight
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if self._active >= self.config.max_concurrent:
-            self._backlog.append(message)
-        else:
-            self._start(message)
+    def _lean_publish_decoding(self, inner: paho.Client) -> None:
+        """Decode incoming QoS 0/1 PUBLISHes here instead of in paho (its MQTT 5 property objects
+        cost about a third of its read path); anything unusual goes through paho's own decoder."""
+        paho_handle = inner._handle_publish
 
-    def _start(self, message: paho.MQTTMessage) -> None:
+        def handle_publish() -> MQTTErrorCode:
+            packet = inner._in_packet
+            qos = (packet["command"] & 0x06) >> 1
+            try:
+                topic, mid, pairs, payload = decode_publish(packet["packet"], qos)
+            except PublishDecodeError:
+                return paho_handle()  # QoS 2, topic alias, an odd property, or malformed: paho decides
+            try:
+                self._accept(topic, payload, pairs)
+            except Exception:
+                log.exception("dropped a message on %s", topic)
+            if qos == 1:
+                return inner._send_puback(mid)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+        inner._handle_publish = handle_publish  # type: ignore[method-assign]
+
+    @staticmethod
+    def _direct_write_registration(client: aiomqtt.Client, inner: paho.Client) -> None:
+        """Register paho's socket for writing straight on the loop when a reply is published from it.
+
+        aiomqtt's hook always goes through ``call_soon_threadsafe`` (a self-pipe write and one more
+        loop turn before the reply burst leaves); from the loop's own thread that detour buys nothing.
+        """
+        loop = asyncio.get_running_loop()
+        threadsafe = cast(Callable[..., None], inner.on_socket_register_write)
+        disconnected = cast("asyncio.Future[Any]", client._disconnected)
+
+        def write() -> None:
+            try:
+                inner.loop_write()
+            except Exception as exc:  # a broken pipe: aiomqtt's runner sees the disconnection
+                if not disconnected.done():
+                    disconnected.set_exception(exc)
+
+        def register_write(c: paho.Client, userdata: Any, sock: Any) -> None:
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                loop.add_writer(sock.fileno(), write)
+            else:
+                threadsafe(c, userdata, sock)
+
+        inner.on_socket_register_write = register_write
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        """Messages paho decoded itself (see _lean_publish_decoding)."""
+        pairs = getattr(message.properties, "UserProperty", None) or []
+        self._accept(message.topic, bytes(message.payload), pairs)
+
+    def _accept(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+        if self._active >= self.config.max_concurrent:
+            self._backlog.append((topic, payload, pairs))
+        else:
+            self._start(topic, payload, pairs)
+
+    def _start(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
         self._active += 1
-        task = asyncio.create_task(self._dispatch(message.topic, bytes(message.payload), message.properties))
+        task = asyncio.create_task(self._dispatch(topic, payload, pairs))
         self._workers.add(task)
         task.add_done_callback(self._finished)
 
@@ -234,12 +305,12 @@ class MqttBridge:
         self._workers.discard(task)
         self._active -= 1
         if self._backlog:
-            self._start(self._backlog.popleft())
+            self._start(*self._backlog.popleft())
 
     # --- one message ----------------------------------------------------------------------------
 
-    async def _dispatch(self, topic: str, payload: bytes, properties: Properties | None) -> None:
-        who = stamped_identity(properties)
+    async def _dispatch(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+        who = stamped_identity_of(pairs)
         if who is None:
             self.stats.ignored += 1
             log.warning("ignored %s: no device identity stamped by a gateway", topic)
@@ -284,16 +355,95 @@ class MqttBridge:
         return answer.topic, answer.payload
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        """Queue a reply at QoS 1; it leaves the outbox at its PUBACK, else goes again after a reconnect."""
+        """Send a reply; one that cannot go out now waits in the outbox for the next connect.
+
+        QoS 1 (default): it stays in the outbox until its PUBACK. QoS 0: it leaves the outbox once
+        paho took it; if the connection then drops, the node's re-sent request is answered from
+        the ReplyCache.
+        """
         self._outbox[topic] = payload
         client = self._paho
         if client is None:
             return  # published after the next connect
-        info = client.publish(topic, payload, qos=1, properties=self._reply_props)
-        if info.rc == paho.MQTT_ERR_SUCCESS:
+        qos = self.config.reply_qos
+        info = client.publish(topic, payload, qos=qos, properties=self._reply_props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            log.info("reply on %s deferred until reconnect (paho rc %s)", topic, info.rc)
+        elif qos:
             self._inflight[info.mid] = (topic, payload)
         else:
-            log.info("reply on %s deferred until reconnect (paho rc %s)", topic, info.rc)
+            del self._outbox[topic]
+
+
+class PublishDecodeError(ValueError):
+    """A PUBLISH the lean decoder leaves to paho."""
+
+
+# MQTT 5 PUBLISH properties the lean decoder skips: identifier -> fixed size, or -1 for a
+# two-byte-length string/binary (user properties, 0x26, are read; anything else goes to paho)
+_SKIPPED_PROPERTIES = {0x01: 1, 0x02: 4, 0x03: -1, 0x08: -1, 0x09: -1}
+
+
+def decode_publish(packet: bytes | bytearray, qos: int) -> tuple[str, int, list[tuple[str, str]], bytes]:
+    """(topic, packet id, user properties, payload) of an MQTT 5 PUBLISH body (after the fixed header).
+
+    Raises PublishDecodeError for QoS 2, a topic alias or subscription identifier, and anything
+    malformed, so that paho's decoder (and its error handling) takes those.
+    """
+    try:
+        if qos > 1:
+            raise PublishDecodeError("QoS 2")
+        end = 2 + int.from_bytes(packet[0:2], "big")
+        topic = bytes(packet[2:end]).decode()
+        mid = 0
+        if qos:
+            mid = int.from_bytes(packet[end : end + 2], "big")
+            end += 2
+        length = shift = 0
+        while True:
+            byte = packet[end]
+            end += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+            if shift > 21:
+                raise PublishDecodeError("bad property length")
+        pos, stop = end, end + length
+        if not topic or stop > len(packet) or (qos and not mid):
+            raise PublishDecodeError("malformed PUBLISH")
+        pairs: list[tuple[str, str]] = []
+        while pos < stop:
+            ident = packet[pos]
+            pos += 1
+            if ident == 0x26:
+                strings = []
+                for _ in range(2):
+                    size = int.from_bytes(packet[pos : pos + 2], "big")
+                    strings.append(bytes(packet[pos + 2 : pos + 2 + size]).decode())
+                    pos += 2 + size
+                pairs.append((strings[0], strings[1]))
+                continue
+            skip = _SKIPPED_PROPERTIES.get(ident)
+            if skip is None:
+                raise PublishDecodeError(f"property {ident:#x}")
+            pos += skip if skip > 0 else 2 + int.from_bytes(packet[pos : pos + 2], "big")
+        if pos != stop:
+            raise PublishDecodeError("properties overrun their length")
+        return topic, mid, pairs, bytes(packet[stop:])
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise PublishDecodeError(str(exc)) from None
+
+
+class _PackedProperties(Properties):
+    """The bridge's reply properties, encoded once instead of on every PUBLISH."""
+
+    def freeze(self) -> None:
+        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        packed = self.__dict__.get("_packed")
+        return packed if packed is not None else super().pack()  # type: ignore[no-any-return,no-untyped-call]
 
 
 def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey] | None = None) -> Any:

@@ -89,7 +89,8 @@ class Device:
 
 
 @pytest.mark.integration
-def test_broker_restart_mid_load_loses_nothing_runs_nothing_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reply_qos", [1, 0])
+def test_broker_restart_mid_load_loses_nothing_runs_nothing_twice(tmp_path: Path, reply_qos: int) -> None:
     async def scenario() -> None:
         broker: MosquittoProcess = start_mosquitto(tmp_path / "mosquitto")
         port = broker.port
@@ -105,7 +106,9 @@ def test_broker_restart_mid_load_loses_nothing_runs_nothing_twice(tmp_path: Path
             return await handle(request)
 
         router.handle = counting  # type: ignore[method-assign]
-        config = MqttBridgeConfig("127.0.0.1", port, policy=BridgePolicy(), reconnect_delay=0.1)
+        config = MqttBridgeConfig(
+            "127.0.0.1", port, policy=BridgePolicy(), reconnect_delay=0.1, reply_qos=reply_qos
+        )
         bridge = await MqttBridge(router, config).start()
         progress: Counter[str] = Counter()
         devices = [Device(f"node-{i:02d}", port) for i in range(DEVICES)]
