@@ -13,7 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 
 from firmware_proto.relay import RelayCore
-from mqttsn import ClientSession, Connected, Gateway, GatewayConfig, PublishAcked, unwrap, wrap
+from mqttsn import (
+    BrokerAction,
+    BrokerDisconnect,
+    BrokerSubscribe,
+    BrokerUnsubscribe,
+    ClientSession,
+    Connected,
+    Gateway,
+    GatewayConfig,
+    PublishAcked,
+    topic_matches,
+    unwrap,
+    wrap,
+)
 from mqttsn.testing import MemoryBroker
 
 from .clock import EventClock
@@ -26,6 +39,30 @@ WANT_TOPIC = "meshota/want/{artifact}"
 UPLINK_LATENCY = 0.005
 
 
+class IndexedBroker(MemoryBroker):
+    """:class:`MemoryBroker` that routes a publish only over connections holding a subscription
+    (10,000 connected nodes that never subscribe cost nothing per publish)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._subscribed: dict[Hashable, None] = {}  # insertion-ordered, like ``subscriptions``
+
+    def _run(self, gw: Gateway, a: BrokerAction, now: float) -> None:
+        super()._run(gw, a, now)
+        if isinstance(a, BrokerSubscribe | BrokerUnsubscribe | BrokerDisconnect):
+            if self.subscriptions.get(a.conn):
+                self._subscribed[a.conn] = None
+            else:
+                self._subscribed.pop(a.conn, None)
+
+    def route(self, gw: Gateway, topic: str, payload: bytes, qos: int, now: float) -> None:
+        for conn in list(self._subscribed):
+            subs = self.subscriptions.get(conn, {})
+            best = max((q for flt, q in subs.items() if topic_matches(flt, topic)), default=-1)
+            if best >= 0:
+                gw.broker_message(conn, topic, payload, min(qos, best), False, now)
+
+
 class ControlPlane:
     def __init__(self, clock: EventClock, radio: Radio, tree: MeshTree, artifact: str) -> None:
         self.clock = clock
@@ -33,7 +70,7 @@ class ControlPlane:
         self.tree = tree
         self.topic = WANT_TOPIC.format(artifact=artifact)
         self.gateway = Gateway(GatewayConfig(retry_interval=10.0, max_retries=8))
-        self.broker = MemoryBroker()
+        self.broker = IndexedBroker()
         self.relays = {r: RelayCore() for r in tree.roots}
         self.sessions: dict[int, ClientSession] = {}
         self.acked: dict[int, float] = {}
@@ -47,7 +84,9 @@ class ControlPlane:
         for v in range(n):
             if self.tree.parent[v] < 0 and v not in self.relays:
                 continue
-            s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=10.0, max_retries=8)
+            # Tretry above the round trip of a deep, busy mesh (no retransmission storm near the root)
+            retry = max(10.0, 1.5 * self.tree.depth[v])
+            s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=retry, max_retries=8)
             self.sessions[v] = s
             self.clock.at(spread * v / n, self._begin, v)
         self.gateway.start(self.clock.now)
@@ -95,19 +134,24 @@ class ControlPlane:
             s.handle_timer(now)
         self._pump_node(key)
 
-    def _carry(self, path: list[int], size: int, arrived: Callable[[], None], hop: int = 0) -> None:
+    def _carry(
+        self, path: list[int], size: int, arrived: Callable[[], None], hop: int = 0, delay: float = 0.0
+    ) -> None:
         """Hop by hop as link-ACKed unicast datagrams (6LoWPAN fragments if large) in clock time;
         a datagram that exhausts its MAC retries is lost (the session's retransmission covers it)."""
         if hop >= len(path) - 1:
-            arrived()
+            if delay:
+                self.clock.after(delay, arrived)
+            else:
+                arrived()
             return
 
         def done(ok: bool) -> None:
-            if ok:
-                self.clock.after(self.radio.profile.hop_latency, self._carry, path, size, arrived, hop + 1)
+            if ok:  # the next node forwards after its hop latency (queued now, sent then)
+                self._carry(path, size, arrived, hop + 1, self.radio.profile.hop_latency)
 
         self.frames += 1
-        self.radio.send(path[hop], path[hop + 1], None, size=size, kind="control", on_done=done)
+        self.radio.send(path[hop], path[hop + 1], None, size=size, kind="control", on_done=done, delay=delay)
 
     # -- root relay and server side -----------------------------------------------------------------
     def _at_root(self, root: int, child: int, datagram: bytes) -> None:

@@ -54,8 +54,11 @@ class SharedSlotFlash:
         exact = pieces.get(offset)
         if exact is not None and len(exact) == length:
             return exact
-        out = bytearray(b"\xff" * length)
         end = offset + length
+        joined = self._read_contiguous(pieces, offset, end)
+        if joined is not None:
+            return joined
+        out = bytearray(b"\xff" * length)
         for at, data in pieces.items():
             stop = at + len(data)
             if stop <= offset or at >= end:
@@ -63,3 +66,26 @@ class SharedSlotFlash:
             lo, hi = max(at, offset), min(stop, end)
             out[lo - offset : hi - offset] = data[lo - at : hi - at]
         return bytes(out)
+
+    @staticmethod
+    def _read_contiguous(pieces: dict[int, bytes], offset: int, end: int) -> bytes | None:
+        """Fast path: the range is covered by pieces that chain without gap or overlap (a streamed
+        image); anything else (``None``) is pasted piece by piece in write order."""
+        at = offset
+        parts: list[bytes] = []
+        for start in sorted(pieces):
+            data = pieces[start]
+            stop = start + len(data)
+            if stop <= offset or not data:
+                continue
+            if start >= end:
+                break
+            if start != at:  # a gap, an overlap or a piece straddling the start
+                return None
+            parts.append(data)
+            at = stop
+        if at < end:
+            return None
+        if at > end:
+            parts[-1] = parts[-1][: len(parts[-1]) - (at - end)]
+        return b"".join(parts)

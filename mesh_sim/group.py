@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_map import build_chunk_map
-from firmware_proto.frames import T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
+from firmware_proto.frames import FRAME_MAGIC, T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
 from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.group_testing import MemoryDeviceService, install_initial_image
@@ -50,6 +50,7 @@ E2E_HEADER = 29 + 9  # DTLS 1.2 record (13 header + 8 nonce + 8 CCM-8 tag) + MQT
 REQUEST_BYTES = 48  # an end-to-end request (status, map or range fetch) inside the DTLS record
 FINAL = ("success", "failure", "already-installed")
 _KIND = {T_DATA: "data", T_WANT: "feedback", T_NACK: "feedback"}
+_LEARNED = AgentState.LEARNED
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class _Node:
     success_at: float | None = None
     boots: int = 0
     down: bool = False
+    root_streaming: bool = False  # the root core fetched an artifact and has not finished its stream
+    reboot_deferred: bool = False  # the agent asked to reboot while its root core was streaming
     events: list[str] = field(default_factory=list)
     reported: list[str] = field(default_factory=list)  # statuses in the order the agent reported them
 
@@ -187,10 +190,17 @@ class GroupSim:
         self.finished: list[StreamFinished] = []
         self.reelections = 0
         self.learned: set[int] = set()
+        self._open: set[int] = set(range(radio.topo.n))
+        self._relay_images: dict[int, tuple[SharedSlotFlash, int, int, int, bytes]] = {}
         self.fallback_bytes = 0
         self._pending_reboots = 0
         self._pending_reelections = 0
         self.done_at: float | None = None
+        # an external server side (the demo's real handlers): statuses the nodes delivered, and the
+        # root's artifact download; None: the in-memory service only
+        self.on_status: Callable[[int, str, str], None] | None = None
+        self.fetch_artifact: Callable[[int, str], bytes] | None = None
+        self._statuses_in_flight = 0  # with ``on_status``: the run ends when the server has them all
         radio.attach(clock, self._deliver, self._arm)
 
     # -- set-up -------------------------------------------------------------------------------------
@@ -304,39 +314,47 @@ class GroupSim:
         node = self.nodes[receiver]
         if node.down:
             return
-        kind = frame_type(frame)
+        kind = frame[1] if len(frame) >= 2 and frame[0] == FRAME_MAGIC else 0  # frame_type, inlined
+        now = self.clock.now
+        touched = False
         if kind in (T_WANT, T_NACK) and (sender == receiver or self.tree.parent[sender] == receiver):
             core = node.root if node.root is not None else node.relay
             if core is not None:
-                core.receive(frame, sender, self.clock.now)
+                core.receive(frame, sender, now)
+                touched = True
         agent = node.agent
-        if agent is not None and (sender != receiver or node.root is not None):
-            cell = self._cell(receiver)
-            if agent_accepts(kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell):
-                agent.receive(frame, sender, self.clock.now)
-        self._pump(receiver)
+        # an agent that has not asked for the update yet ignores the group link (UpdateAgent.receive)
+        if agent is not None and (sender != receiver or node.root is not None) and agent.state > _LEARNED:
+            if kind == T_DATA:  # agent_accepts: DATA from anyone (checked against the map)
+                accepted = True
+            else:
+                cell = self._cell(receiver)
+                accepted = agent_accepts(
+                    kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell
+                )
+            if accepted:
+                agent.receive(frame, sender, now)
+                touched = True
+        if touched:  # nothing ran: no new actions, no timer moved
+            self._pump(receiver)
 
     # -- timers -----------------------------------------------------------------------------------------
     def _arm(self, v: int) -> None:
         node = self.nodes[v]
         if node.down:
             return
-        times = []
-        if node.agent is not None and (t := node.agent.next_timer()) is not None:
-            times.append(t)
-        room = self.radio.queued(v) < 2
-        if room and node.root is not None and (t := node.root.next_timer()) is not None:
-            times.append(t)
-        if room and node.relay is not None and (t := node.relay.next_timer()) is not None:
-            times.append(t)
-        if not times:
-            return
-        t = min(times)
-        if t == node.timer_at:
-            return
-        node.timer_gen += 1
-        node.timer_at = t
-        self.clock.at(t, self._fire, v, node.timer_gen)
+        best = node.timer_at  # an earlier wake-up already pending re-arms when it fires (lazy timers)
+        if node.agent is not None and (t := node.agent.next_timer()) is not None and t < best:
+            best = t
+        if (node.root is not None or node.relay is not None) and self.radio.group_queued[v] < 2:
+            if node.root is not None and (t := node.root.next_timer()) is not None and t < best:
+                best = t
+            if node.relay is not None and (t := node.relay.next_timer()) is not None and t < best:
+                best = t
+        if best < node.timer_at:
+            node.timer_gen += 1
+            node.timer_at = best
+            self.clock.at(best, self._fire, v, node.timer_gen)
 
     def _fire(self, v: int, gen: int) -> None:
         node = self.nodes[v]
@@ -347,7 +365,7 @@ class GroupSim:
         if node.fires_now > 10_000:
             raise SimulationError(now, f"node {v}: a core keeps asking for a timer at t={now}")
         node.timer_at = math.inf
-        room = self.radio.queued(v) < 2
+        room = self.radio.group_queued[v] < 2
         if node.agent is not None and (t := node.agent.next_timer()) is not None and t <= now:
             node.agent.handle_timer(now)
         if room and node.root is not None and (t := node.root.next_timer()) is not None and t <= now:
@@ -358,9 +376,18 @@ class GroupSim:
         self._pump(v)
 
     def _relay_image(self, relay: GroupRelay) -> bytes:
+        """The relay's slot bytes, read from its flash once per (slot, size, flash writes)."""
         assert relay.head is not None
-        data = relay.flash.read_slot(relay.slot, 0, relay.head.artifact_size)
-        return self._images.setdefault(data, data)
+        flash = relay.flash
+        assert isinstance(flash, SharedSlotFlash)
+        key = (relay.slot, relay.head.artifact_size, flash.writes)
+        cached = self._relay_images.get(id(flash))
+        if cached is not None and cached[0] is flash and cached[1:4] == key:
+            return cached[4]
+        data = flash.read_slot(relay.slot, 0, relay.head.artifact_size)
+        data = self._images.setdefault(data, data)
+        self._relay_images[id(flash)] = (flash, *key, data)
+        return data
 
     # -- actions ------------------------------------------------------------------------------------------
     def _pump(self, v: int) -> None:
@@ -368,10 +395,17 @@ class GroupSim:
         if node.root is not None:
             for action in node.root.actions():
                 if isinstance(action, FetchArtifact):
+                    node.root_streaming = True
                     self._root_fetch(v, action)
                 else:
+                    node.root_streaming = False
                     self.finished.append(action)
                     self.clock.trace("finished", v, action.complete, action.rounds)
+            if node.reboot_deferred and not node.root_streaming:
+                self.clock.trace("deferred-reboot", v)
+                GroupRelay.capture(node.flash)
+                self._power_off(v, self.params.reboot_s)
+                return
         if node.relay is not None and node.relay.finished:
             self.finished.extend(node.relay.finished)
             node.relay.finished.clear()
@@ -385,6 +419,11 @@ class GroupSim:
                 elif isinstance(step, FetchRange):
                     self._fallback_fetch(v, step, "", 0)
                 elif isinstance(step, Reboot):
+                    if node.root is not None and node.root_streaming:
+                        # a root that installs the update itself first ends its stream (one fetch
+                        # per deployment, not one per boot); the agent waits in REBOOTING
+                        node.reboot_deferred = True
+                        continue
                     GroupRelay.capture(node.flash)
                     self._power_off(v, self.params.reboot_s)
                     return
@@ -410,7 +449,9 @@ class GroupSim:
                 key=self.service.key,
             ).encode()
         else:
-            data = self.artifact
+            data = (
+                self.artifact if self.fetch_artifact is None else self.fetch_artifact(v, action.artifact_id)
+            )
             cmap = self.service.chunk_map(action.artifact_id, action.chunk_size)
         self.uplink_bytes += len(data) + len(cmap)
         delay = self.params.server_latency + (len(data) + len(cmap)) / self.params.uplink_rate
@@ -433,8 +474,15 @@ class GroupSim:
             self.clock.trace("final", v, action.status)
             self._check_done()
 
+        if self.on_status is not None:
+            self._statuses_in_flight += 1
+
         def delivered() -> None:
             self.service.statuses.setdefault(v, []).append((action.deployment_id, action.status))
+            if self.on_status is not None:
+                self.on_status(v, action.deployment_id, action.status)
+                self._statuses_in_flight -= 1
+                self._check_done()
             agent = self.nodes[v].agent
             if agent is not None:
                 agent.status_delivered(action.deployment_id, action.status)
@@ -487,18 +535,23 @@ class GroupSim:
         for size in parts[1:]:
             self._hop(down_path, 0, size, kind, part_done)
 
-    def _hop(self, path: list[int], i: int, size: int, kind: str, done: Callable[[bool], None]) -> None:
+    def _hop(
+        self, path: list[int], i: int, size: int, kind: str, done: Callable[[bool], None], delay: float = 0.0
+    ) -> None:
         if i >= len(path) - 1:
-            done(True)
+            if delay:
+                self.clock.after(delay, done, True)
+            else:
+                done(True)
             return
 
         def next_hop(ok: bool) -> None:
-            if ok:
-                self.clock.after(self.radio.profile.hop_latency, self._hop, path, i + 1, size, kind, done)
+            if ok:  # the next node forwards after its hop latency (queued now, sent then)
+                self._hop(path, i + 1, size, kind, done, self.radio.profile.hop_latency)
             else:
                 done(False)
 
-        self.radio.send(path[i], path[i + 1], None, size=size, kind=kind, on_done=next_hop)
+        self.radio.send(path[i], path[i + 1], None, size=size, kind=kind, on_done=next_hop, delay=delay)
 
     # -- faults ---------------------------------------------------------------------------------------------
     def _retire(self, v: int) -> None:
@@ -508,6 +561,8 @@ class GroupSim:
         node.agent = None
         node.relay = None
         node.root = None
+        node.root_streaming = False
+        node.reboot_deferred = False
         node.timer_gen += 1
         node.timer_at = math.inf
 
@@ -548,11 +603,20 @@ class GroupSim:
 
     # -- the end --------------------------------------------------------------------------------
     def _check_done(self) -> None:
-        if self._pending_reboots or self._pending_reelections:
+        if self._pending_reboots or self._pending_reelections or self._statuses_in_flight:
             return
-        for v, node in enumerate(self.nodes):
-            if self.radio.alive[v] and (v not in self.learned or node.final is None):
-                return
+        alive = self.radio.alive
+        closed: list[int] = []
+        busy = False
+        for v in self._open:  # nodes not known to be through (learned and final never revert)
+            if v in self.learned and self.nodes[v].final is not None:
+                closed.append(v)
+            elif alive[v]:
+                busy = True
+                break
+        self._open.difference_update(closed)
+        if busy:
+            return
         self.done_at = self.clock.now
         self.clock.stop()
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["BROADCAST", "PROFILES", "Radio", "RadioProfile"]
 
 BROADCAST = -1
+GROUP_KINDS = frozenset({"data", "stream-control", "feedback"})  # the group link's own datagrams
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Radio:
         self.frames_lost = 0
         self.collided = 0
         # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done)
-        self.queues: list[deque[tuple[int, bytes | None, int, str, Callable[[bool], None] | None]]] = [
+        self.queues: list[deque[tuple[int, bytes | None, int, str, Callable[[bool], None] | None, float]]] = [
             deque() for _ in range(n)
         ]
         self.busy = [False] * n
@@ -149,13 +150,16 @@ class Radio:
         self._on_idle: Callable[[int], None] = lambda _n: None
         self._geometry: dict[int, tuple[int, int, float, float]] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
+        self._nbrs: list[list[int] | None] = [None] * n
+        self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
 
     # -- event-driven transmissions (the group stream) -------------------------------------------
     def attach(
         self, clock: EventClock, deliver: Callable[[int, int, bytes], None], on_idle: Callable[[int], None]
     ) -> None:
         """Frames sent with :meth:`send` go on air in clock time; ``deliver(receiver, sender, data)``
-        hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty."""
+        hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty, or
+        its group-link datagrams (GROUP_KINDS) fell below two (back-pressure for stream cores)."""
         self._clock = clock
         self._deliver = deliver
         self._on_idle = on_idle
@@ -172,22 +176,32 @@ class Radio:
         size: int | None = None,
         kind: str = "stream",
         on_done: Callable[[bool], None] | None = None,
+        delay: float = 0.0,
     ) -> None:
         """Queue one datagram (``dst`` = BROADCAST: no ACK, no retry; else link ACKs and MAC retries
         per fragment). ``data`` is handed to receivers; ``size`` overrides its length (modelled
-        payloads); ``on_done(delivered)`` runs when a unicast ends."""
+        payloads); ``on_done(delivered)`` runs when a unicast ends; ``delay``: the datagram enters
+        the queue now but is not sent before ``now + delay`` (a forwarding node's hop latency,
+        without an event of its own)."""
         if not self.alive[src]:
             if on_done is not None:
                 on_done(False)
             return
         q = self.queues[src]
         length = size if size is not None else len(data) if data is not None else 0
-        q.append((dst, data, length, kind, on_done))
+        assert self._clock is not None
+        clock = self._clock
+        ready = clock.now + delay
+        q.append((dst, data, length, kind, on_done, ready))
+        if kind in GROUP_KINDS:
+            self.group_queued[src] += 1
         if not self.busy[src]:
             self.busy[src] = True
-            assert self._clock is not None
-            clock = self._clock
-            clock.at(max(clock.now, self.channel_free[src]) + self.profile.slot, self._start, src)
+            start = max(ready, self.channel_free[src])
+            if start <= clock.now:  # idle, channel free: on air at once (the CSMA slot is in the airtime)
+                self._start(src)
+            else:
+                clock.at(start + self.profile.slot, self._start, src)
 
     def _shape(self, payload: int) -> tuple[int, int, float, float]:
         """(fragments, bytes on air, airtime incl. CSMA slots, one fragment's mean airtime)."""
@@ -199,6 +213,13 @@ class Radio:
             g = (len(sizes), sum(sizes) + p.phy_overhead * len(sizes), air, air / len(sizes))
             self._geometry[payload] = g
         return g
+
+    def _neighbours(self, node: int) -> list[int]:
+        """Neighbour ids, precomputed once per node (adjacency is fixed for a run)."""
+        nbrs = self._nbrs[node]
+        if nbrs is None:
+            nbrs = self._nbrs[node] = [nb for nb, _loss in self.topo.adjacency[node]]
+        return nbrs
 
     def _start(self, src: int) -> None:
         clock = self._clock
@@ -212,7 +233,7 @@ class Radio:
         if free[src] > now + 1e-12:  # a neighbour took the channel: back off behind it
             clock.at(free[src] + self.profile.slot, self._start, src)
             return
-        dst, _data, payload, kind, _done = q[0]
+        dst, _data, payload, kind, _done, _ready = q[0]
         frags, on_air, air, frag_air = self._shape(payload)
         delivered = True
         frames = frags
@@ -238,7 +259,7 @@ class Radio:
                 self.rx_time[dst] += attempts * frag_air
         end = now + air
         free[src] = end
-        for nb, _loss in self.topo.adjacency[src]:
+        for nb in self._neighbours(src):
             if free[nb] < end:
                 free[nb] = end
         self.frames_tx[src] += frames
@@ -256,7 +277,11 @@ class Radio:
         if not q:
             self.busy[src] = False
             return
-        dst, data, _payload, _kind, on_done = q.popleft()
+        dst, data, _payload, kind, on_done, _ready = q.popleft()
+        group_room = False
+        if kind in GROUP_KINDS:
+            self.group_queued[src] -= 1
+            group_room = self.group_queued[src] == 1  # a core held back by back-pressure may go on
         start, air, delivered, frags = self._inflight[src]
         if dst == BROADCAST:
             if self.alive[src] and data is not None:
@@ -291,7 +316,10 @@ class Radio:
             if on_done is not None:
                 on_done(ok)
         if q and self.alive[src]:
-            clock.at(max(clock.now, self.channel_free[src]) + self.profile.slot, self._start, src)
+            ready = q[0][5]
+            clock.at(max(clock.now, self.channel_free[src], ready) + self.profile.slot, self._start, src)
+            if group_room:
+                self._on_idle(src)
         else:
             self._drop_queue(src)
             self._on_idle(src)
@@ -300,7 +328,9 @@ class Radio:
         q = self.queues[src]
         self.busy[src] = False
         while q:
-            _dst, _data, _size, _kind, on_done = q.popleft()
+            _dst, _data, _size, kind, on_done, _ready = q.popleft()
+            if kind in GROUP_KINDS:
+                self.group_queued[src] -= 1
             if on_done is not None:
                 on_done(False)
 

@@ -24,7 +24,7 @@ from .radio import PROFILES, Radio, RadioProfile
 from .scenario import Scenario
 from .topology import Topology, build_topology
 
-__all__ = ["DATA_HEADER", "RunResult", "default_chunk_size", "run_scenario", "signed_image"]
+__all__ = ["DATA_HEADER", "RunResult", "ServerSide", "default_chunk_size", "run_scenario", "signed_image"]
 
 DATA_HEADER = 14
 SIM_TIME_CAP = 6 * 3600.0
@@ -104,12 +104,34 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
     )
 
 
+@dataclass
+class ServerSide:
+    """An external server side for :func:`run_scenario` (``meshota demo``: the real handlers).
+
+    ``service`` answers chunk maps (and keeps the in-memory tallies); ``image`` is the artifact
+    the deployment names, ``factory_image`` what every node runs at the start, both accepted by
+    ``image_ok`` (the nodes' secure-boot check); maps verify with ``map_key``."""
+
+    service: MemoryDeviceService
+    artifact_id: str
+    deployment_id: str
+    image: bytes
+    factory_image: bytes
+    factory_name: str
+    image_ok: Callable[[bytes], bool]
+    map_key: object
+    factory_sequence: int = 0
+    on_status: Callable[[int, str, str], None] | None = None
+    fetch_artifact: Callable[[int, str], bytes] | None = None
+
+
 def run_scenario(
     sc: Scenario,
     seed: int | None = None,
     *,
     progress: Callable[[float, float], None] | None = None,
     control_plane: bool = True,
+    server_side: ServerSide | None = None,
 ) -> RunResult:
     wall0 = time.perf_counter()
     seed = sc.seed if seed is None else seed
@@ -142,23 +164,31 @@ def run_scenario(
         if f.kind == "malicious_root":
             faults[_root_of_submesh(topo, tree, f.submesh)] = RootFault(f.mode, f.fraction)
     old = signed_image(random.Random(f"old-image-{seed}").randbytes(max(1, sc.image_size - 64)), vendor)
+    ext = server_side
+    if ext is not None:
+        server = ext.service
+        image, factory = ext.image, ext.factory_image
+        chunk = sc.chunk_size or default_chunk_size(profile, len(image))
     gs = GroupSim(
         clock,
         radio,
         tree,
         server,
-        artifact_id="art-2",
-        deployment_id="dep-1",
+        artifact_id="art-2" if ext is None else ext.artifact_id,
+        deployment_id="dep-1" if ext is None else ext.deployment_id,
         params=_params(sc, profile, chunk),
-        map_key=server.key.public_key(),
-        image_ok=vendor_check(vendor),
+        map_key=server.key.public_key() if ext is None else ext.map_key,
+        image_ok=vendor_check(vendor) if ext is None else ext.image_ok,
         factory_image=factory,
-        factory_name="firmware-1.0",
-        factory_sequence=sc.seq - 1,
+        factory_name="firmware-1.0" if ext is None else ext.factory_name,
+        factory_sequence=sc.seq - 1 if ext is None else ext.factory_sequence,
         seed=seed,
         root_faults=faults,
         old_artifact=old,
     )
+    if ext is not None:
+        gs.on_status = ext.on_status
+        gs.fetch_artifact = ext.fetch_artifact
     gs.start()
 
     def schedule_faults() -> None:
@@ -171,7 +201,7 @@ def run_scenario(
 
     gs.on_stream_start = schedule_faults
     control: ControlPlane | None = None
-    spread = min(sc.window / 2, max(5.0, topo.n / 200))
+    spread = min(sc.window / 2, max(5.0, topo.n / 40))  # ~40 wake-ups/s: the root's channel keeps up
     if control_plane:
         control = ControlPlane(clock, radio, tree, sc.artifact)
         control.on_acked = gs.learn

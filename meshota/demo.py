@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bridge.gateway import GatewayServer
     from firmware_proto.relay_udp import RelayUdp
+    from mesh_sim.server import ApiServer
 
 __all__ = ["demo_main"]
 
@@ -118,6 +119,35 @@ def _ms(v: float | None) -> str:
 
 
 def _simulated(nodes: int, seed: int, out: Path | None) -> int:
+    import shutil
+
+    from mesh_sim.server import ApiServer, ServerSetupError
+
+    if shutil.which("mender-artifact") is None:
+        print(
+            "meshota demo: mender-artifact is not installed (apt-get install -y mender-artifact), so no "
+            "signed Mender artifact can be made: FALLING BACK to the in-memory server stand-in "
+            "(MemoryDeviceService), not the Mender handlers",
+            file=sys.stderr,
+        )
+        return _simulated_in_memory(nodes, seed, out)
+    with tempfile.TemporaryDirectory(prefix="meshota-demo-server-") as tmp:
+        try:
+            server = ApiServer(Path(tmp))
+        except Exception as exc:
+            print(f"meshota demo: the in-process server did not start: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return _simulated_with(server, Path(tmp), nodes, seed, out)
+        except ServerSetupError as exc:
+            print(f"meshota demo: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            server.close()
+
+
+def _simulated_in_memory(nodes: int, seed: int, out: Path | None) -> int:
+    """The simulated mesh with the in-memory server stand-in (no mender-artifact on this host)."""
     from mesh_sim.cli import print_summary, run_succeeded
     from mesh_sim.metrics import write_metrics
     from mesh_sim.plots import write_plots
@@ -134,12 +164,83 @@ def _simulated(nodes: int, seed: int, out: Path | None) -> int:
             "collection": {"window": 5.0},
         }
     )
-    print(f"meshota demo: {nodes} nodes + 1 root, simulated ESP-WIFI-MESH, 128 KiB signed image")
     res = run_scenario(sc)
+    print_summary(res.summary)
+    out_dir = out or Path(tempfile.mkdtemp(prefix="meshota-demo-"))
+    print(f"\nmetrics   {write_metrics(res.summary, out_dir)}")
+    for p in write_plots(res.summary, res.topology.positions, out_dir):
+        print(f"plot      {p}")
+    ok = run_succeeded(res.summary, res.radio.alive)
+    print(
+        f"\n{'every node installed the signed image' if ok else 'SOME NODES DID NOT INSTALL'} "
+        "(in-memory server)"
+    )
+    return 0 if ok else 1
+
+
+def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Path | None) -> int:
+    import random
+
+    from mesh_sim.cli import print_summary, run_succeeded
+    from mesh_sim.metrics import write_metrics
+    from mesh_sim.plots import write_plots
+    from mesh_sim.runner import ServerSide, run_scenario
+    from mesh_sim.scenario import parse_scenario
+    from mesh_sim.server import ApiDeviceService, make_mender_artifact
+
+    t0 = time.perf_counter()
+    rng = random.Random(f"demo-{seed}")
+    old_name, new_name = "demo-firmware-1.0", "demo-firmware-2.0"
+    factory = make_mender_artifact(tmp, old_name, rng.randbytes(4096), server.vendor_pem)
+    image = make_mender_artifact(tmp, new_name, rng.randbytes(128 * 1024), server.vendor_pem)
+    server.login_admin()
+    artifact_id = server.upload_artifact(image)  # bridge.artifacts checks the vendor signature
+    total = nodes + 1
+    for v in range(total):
+        server.enroll(v, old_name)
+    deployment_id = server.create_deployment("meshota demo", new_name)
+    offers = [server.next_deployment(v, old_name) for v in range(total)]
+    if any(o["id"] != deployment_id or o["artifact"]["id"] != artifact_id for o in offers):
+        print("meshota demo: next did not name the deployment for every node", file=sys.stderr)
+        return 1
+    service = ApiDeviceService(server, artifact_id, new_name, offers[0]["artifact"]["source"]["uri"])
+    print(
+        f"meshota demo: {nodes} nodes + 1 root, simulated ESP-WIFI-MESH, {len(image) // 1024} KiB "
+        "signed Mender artifact"
+    )
+    print(
+        f"server    in-process Mender API handlers on SQLite ({server.db_path.name}): {total} devices "
+        f"accepted, artifact {new_name} uploaded (signature checked), deployment {deployment_id[:8]} "
+        f"created, every node's next names it (set-up {time.perf_counter() - t0:.1f} s)"
+    )
+    sc = parse_scenario(
+        {
+            "name": f"demo-{nodes}",
+            "seed": seed,
+            "topology": {"kind": "random" if nodes >= 12 else "line", "nodes": total, "loss": 0.05},
+            "radio": {"profile": "wifi-mesh"},
+            "image": {"size": len(image), "seq": 1, "artifact": new_name},
+            "collection": {"window": 5.0},
+        }
+    )
+    side = ServerSide(
+        service=service,
+        artifact_id=artifact_id,
+        deployment_id=deployment_id,
+        image=image,
+        factory_image=factory,
+        factory_name=old_name,
+        image_ok=server.image_ok(),
+        map_key=server.chunk_map_public_key(),
+        factory_sequence=0,  # the server's first signed map carries sequence 1
+        on_status=service.report_status,
+        fetch_artifact=service.fetch_artifact,
+    )
+    res = run_scenario(sc, server_side=side)
     cp = res.control
     if cp is not None:
         print(
-            f"server    in-process MQTT-SN gateway: {len(cp.gateway.sessions())} sessions, "
+            f"control   in-process MQTT-SN gateway: {len(cp.gateway.sessions())} sessions, "
             f"{len(cp.group())} update requests reached the broker in the {sc.window:.0f} s window"
         )
     print()
@@ -149,10 +250,27 @@ def _simulated(nodes: int, seed: int, out: Path | None) -> int:
     print(f"\nmetrics   {metrics}")
     for p in write_plots(res.summary, res.topology.positions, out_dir):
         print(f"plot      {p}")
-    ok = run_succeeded(res.summary, res.radio.alive)
+    stats = server.statistics(deployment_id)
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(stats.items()) if v)
     print(
-        f"\n{'every node installed the signed image' if ok else 'SOME NODES DID NOT INSTALL'} "
-        f"(wall {res.wall_s:.1f} s)"
+        "\nmanagement API  GET /api/management/v1/deployments/deployments/"
+        f"{deployment_id}/statistics: {shown}"
+    )
+    print(
+        f"server    {server.calls} API calls: {service.downloads - 1} artifact downloads by the root, "
+        f"{service.status_calls} status reports ({service.stale_statuses} overtaken on the mesh by a "
+        "later one, not sent)"
+        + (
+            f", {len(service.status_errors)} refused: {service.status_errors[:3]}"
+            if service.status_errors
+            else ""
+        )
+    )
+    ok = run_succeeded(res.summary, res.radio.alive) and stats.get("success", 0) == total
+    print(
+        f"\n{'every node installed the signed image' if ok else 'SOME NODES DID NOT INSTALL'}: "
+        f"server statistics say success {stats.get('success', 0)}/{total} "
+        f"(wall {time.perf_counter() - t0:.1f} s)"
     )
     return 0 if ok else 1
 

@@ -1,0 +1,87 @@
+"""mesh_sim building blocks the scale work changed: the shared-slot flash read path and the
+indexed in-memory broker of the control plane."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mesh_sim.control import IndexedBroker
+from mesh_sim.flash import SharedSlotFlash
+from mqttsn import BrokerConnect, BrokerDisconnect, BrokerSubscribe, BrokerUnsubscribe
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_slot_reads_match_a_plain_byte_array(seed: int) -> None:
+    """Chained pieces take the join fast path; gaps, overlaps and straddles are pasted."""
+    rng = random.Random(seed)
+    for _ in range(2000):
+        flash = SharedSlotFlash(1000, {})
+        ref = bytearray(b"\xff" * 1000)
+        offsets: set[int] = set()
+        for _ in range(rng.randint(0, 8)):
+            off = rng.randint(0, 990)
+            length = rng.randint(0, 1000 - off)
+            if rng.random() < 0.7:  # chunk-aligned writes, like a streamed image
+                off, length = off // 100 * 100, min(100, 1000 - off // 100 * 100)
+            if off in offsets:
+                continue
+            offsets.add(off)
+            data = rng.randbytes(length)
+            flash.write_slot(0, off, data)
+            ref[off : off + length] = data
+        start = rng.randint(0, 999)
+        if rng.random() < 0.3:
+            start = start // 100 * 100
+        length = rng.randint(0, 1000 - start)
+        assert flash.read_slot(0, start, length) == bytes(ref[start : start + length])
+
+
+def test_whole_streamed_image_reads_back_joined() -> None:
+    image = random.Random(1).randbytes(10_000)
+    flash = SharedSlotFlash(12_000, {})
+    for off in range(0, len(image), 1430):
+        flash.write_slot(1, off, image[off : off + 1430])
+    assert flash.read_slot(1, 0, len(image)) == image
+    assert flash.read_slot(1, 0, 12_000) == image + b"\xff" * 2000  # the unwritten tail reads erased
+    with pytest.raises(ValueError):
+        flash.read_slot(1, 11_000, 2000)
+
+
+class _GatewayStub:
+    """Records what the broker hands the gateway."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[object, str, int]] = []
+
+    def broker_message(
+        self, conn: object, topic: str, payload: bytes, qos: int, retain: bool, now: float
+    ) -> None:
+        self.delivered.append((conn, topic, qos))
+
+    def broker_connected(self, *args: object) -> None:
+        pass
+
+    def broker_subscribed(self, *args: object) -> None:
+        pass
+
+    def broker_unsubscribed(self, *args: object) -> None:
+        pass
+
+
+def test_indexed_broker_routes_only_to_subscribers() -> None:
+    gw = _GatewayStub()
+    broker = IndexedBroker()
+    run = broker._run
+    for conn in ("a", "b", "c"):
+        run(gw, BrokerConnect(conn, f"id-{conn}", 60, True, None), 0.0)  # type: ignore[arg-type]
+    run(gw, BrokerSubscribe("b", "meshota/#", 1, 1), 0.0)  # type: ignore[arg-type]
+    run(gw, BrokerSubscribe("c", "other/+", 2, 1), 0.0)  # type: ignore[arg-type]
+    broker.route(gw, "meshota/want/x", b"1", 2, 0.0)  # type: ignore[arg-type]
+    assert gw.delivered == [("b", "meshota/want/x", 1)]  # QoS min(publish, subscription)
+    run(gw, BrokerUnsubscribe("b", "meshota/#", 2), 0.0)  # type: ignore[arg-type]
+    broker.route(gw, "meshota/want/x", b"1", 1, 0.0)  # type: ignore[arg-type]
+    run(gw, BrokerDisconnect("c"), 0.0)  # type: ignore[arg-type]
+    broker.route(gw, "other/y", b"1", 1, 0.0)  # type: ignore[arg-type]
+    assert gw.delivered == [("b", "meshota/want/x", 1)]
