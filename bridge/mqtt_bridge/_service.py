@@ -31,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.api import ApiContext, Router
+from bridge.broker_link import PackedProperties
 from firmware_proto.api_envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,
@@ -135,7 +136,7 @@ class MqttBridge:
         self._workers: set[asyncio.Task[None]] = set()
         self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
         self._backlog: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
-        self._reply_props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self._reply_props = PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         self._reply_props.UserProperty = [(BRIDGE_PROPERTY, config.client_id)]
         self._reply_props.freeze()
 
@@ -433,17 +434,6 @@ def decode_publish(packet: bytes | bytearray, qos: int) -> tuple[str, int, list[
         return topic, mid, pairs, bytes(packet[stop:])
     except (IndexError, UnicodeDecodeError) as exc:
         raise PublishDecodeError(str(exc)) from None
-
-
-class _PackedProperties(Properties):
-    """The bridge's reply properties, encoded once instead of on every PUBLISH."""
-
-    def freeze(self) -> None:
-        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
-
-    def pack(self) -> bytes:
-        packed = self.__dict__.get("_packed")
-        return packed if packed is not None else super().pack()  # type: ignore[no-any-return,no-untyped-call]
 
 
 def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey] | None = None) -> Any:
