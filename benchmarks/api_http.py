@@ -219,6 +219,19 @@ async def main_async(args: argparse.Namespace, url: str, tmp: Path) -> None:
         print(f"  {name:<10} n={len(values):<6} p50={p50:7.1f} ms  p99={p99:7.1f} ms")
 
 
+def wait_for_server(url: str, server: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    """Poll ``url`` until the server answers; False if it exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url + "/", timeout=1)
+            return True
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                return False
+            time.sleep(0.1)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=50)
@@ -269,16 +282,9 @@ def run_with_db(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
+        if not wait_for_server(url, server):
+            print("server did not start", file=sys.stderr)
+            return 1
         asyncio.run(main_async(args, url, tmp))
     finally:
         server.terminate()

@@ -487,16 +487,9 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
+        if not api_http.wait_for_server(url, server):
+            print("server did not start", file=sys.stderr)
+            return 1
         pids = {"server": server.pid, "broker": broker.proc.pid, "loadgen": os.getpid()}
         asyncio.run(main_async(args, url, broker.port, tmp, pids))
     finally:
