@@ -15,7 +15,8 @@ Anonymous clients get nothing. Files written into ``--out DIR``:
     acl            mosquitto acl_file
     passwd         mosquitto password_file (hashed by mosquitto_passwd)
     credentials    user:password lines for the gateway and the bridge (mode 0600)
-    meshota.conf   include_dir snippet: password_file, acl_file, allow_anonymous false
+    meshota.conf   include_dir snippet: password_file, acl_file, allow_anonymous false,
+                   set_tcp_nodelay true (request/reply latency: no Nagle delay)
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def write_broker_config(
         fh.writelines(f"{user}:{password}\n" for user, password in chosen.items())
     (out / "meshota.conf").write_text(
         f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {(out / 'acl').resolve()}\n"
+        # request/reply over MQTT: without it Nagle holds a reply back behind the previous one's
+        # delayed ACK (40 ms on Linux); measured 743 -> 1,153 req/s on benchmarks/api_mqtt.py
+        "set_tcp_nodelay true\n"
     )
     return chosen
 

@@ -63,7 +63,7 @@ def start_mosquitto(workdir: Path, *, port: int | None = None, extra_conf: str =
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         f"log_dest file {log}\nlog_type error\nlog_type warning\nlog_type notice\n"
-        f"max_queued_messages 1000000\nmax_inflight_messages 0\n{extra_conf}"
+        f"max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\n{extra_conf}"
     )
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10

@@ -25,6 +25,13 @@ __all__ = ["TRANSPORT_CLAIM", "DeviceAuth", "bearer", "require_device", "require
 TRANSPORT_CLAIM = "meshota.tid"
 
 
+# built once (SQLAlchemy memoizes a statement's cache key on the object)
+_AUTH_SET_STATUS = sa.select(t.auth_sets.c.status).where(
+    t.auth_sets.c.id == sa.bindparam("b_aid"), t.auth_sets.c.device_id == sa.bindparam("b_device")
+)
+_USER_EXISTS = sa.select(t.users.c.id).where(t.users.c.id == sa.bindparam("b_user"))
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceAuth:
     device_id: str
@@ -54,13 +61,7 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
         return DeviceAuth(device_id, aid)
     generation = cache.generation
     async with ctx.store.read() as conn:
-        row = (
-            await conn.execute(
-                sa.select(t.auth_sets.c.status).where(
-                    t.auth_sets.c.id == aid, t.auth_sets.c.device_id == device_id
-                )
-            )
-        ).first()
+        row = (await conn.execute(_AUTH_SET_STATUS, {"b_aid": aid, "b_device": device_id})).first()
     # a rejected or decommissioned device loses access at once, not when its token expires
     if row is None or row.status != "accepted":
         raise ApiError(401, "device is not accepted")
@@ -74,7 +75,7 @@ async def require_user(ctx: ApiContext, request: Request) -> str:
         raise ApiError(401, "not a user token")
     user_id = str(claims.get("sub", ""))
     async with ctx.store.read() as conn:
-        found = (await conn.execute(sa.select(t.users.c.id).where(t.users.c.id == user_id))).first()
+        found = (await conn.execute(_USER_EXISTS, {"b_user": user_id})).first()
     if found is None:
         raise ApiError(401, "user no longer exists")
     return user_id

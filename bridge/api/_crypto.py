@@ -8,6 +8,9 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -36,7 +39,25 @@ def issue_token(secret: bytes, claims: dict[str, Any], iat: float, lifetime: int
     return jwt.encode(body, secret, algorithm="HS256")
 
 
-def decode_token(secret: bytes, token: str) -> dict[str, Any]:
+# Verified tokens, so a device's every request does not redo the HS256 check and JSON parse:
+# (secret, token) -> (claims, exp). Only tokens that passed every check are kept; what can
+# change with time (expiry) is checked again on each use. Bounded: the oldest entries go first.
+_VERIFIED: dict[tuple[bytes, str], tuple[Mapping[str, Any], float]] = {}
+VERIFIED_TOKENS_MAX = 8192
+
+
+def decode_token(secret: bytes, token: str, now: float | None = None) -> Mapping[str, Any]:
+    """The claims of a valid, unexpired token signed with ``secret``; ``ApiError(401)`` otherwise.
+
+    The returned mapping is read-only (it may be shared by later calls for the same token).
+    """
+    key = (secret, token)
+    cached = _VERIFIED.get(key)
+    if cached is not None:
+        if cached[1] > (time.time() if now is None else now):
+            return cached[0]
+        del _VERIFIED[key]
+        raise ApiError(401, "token expired")
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=["HS256"], issuer=_ISSUER, options={"require": ["exp"]}
@@ -45,7 +66,11 @@ def decode_token(secret: bytes, token: str) -> dict[str, Any]:
         raise ApiError(401, "token expired") from None
     except jwt.InvalidTokenError:
         raise ApiError(401, "invalid token") from None
-    return claims
+    view = MappingProxyType(claims)
+    if len(_VERIFIED) >= VERIFIED_TOKENS_MAX:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[key] = (view, float(claims["exp"]))
+    return view
 
 
 def sign_link(secret: bytes, artifact_id: str, expire: str) -> str:

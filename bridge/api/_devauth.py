@@ -138,20 +138,22 @@ def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float, tid: str
     return Response(200, [("Content-Type", "application/jwt")], token.encode())
 
 
+_KNOWN_AUTH_SET = (
+    sa.select(t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status, t.devices.c.transport_id)
+    .join(t.auth_sets, t.auth_sets.c.device_id == t.devices.c.id)
+    .where(
+        t.devices.c.id_data_sha256 == sa.bindparam("b_digest"),
+        t.auth_sets.c.pubkey == sa.bindparam("b_pubkey"),
+    )
+)
+
+
 async def _known_auth_set(
     conn: AsyncConnection, id_data: str, pubkey: str
 ) -> tuple[str, str, str, str | None] | None:
     """(device id, auth set id, status, transport id) of this identity + key, if both are known."""
     digest = hashlib.sha256(id_data.encode()).hexdigest()
-    row = (
-        await conn.execute(
-            sa.select(
-                t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status, t.devices.c.transport_id
-            )
-            .join(t.auth_sets, t.auth_sets.c.device_id == t.devices.c.id)
-            .where(t.devices.c.id_data_sha256 == digest, t.auth_sets.c.pubkey == pubkey)
-        )
-    ).first()
+    row = (await conn.execute(_KNOWN_AUTH_SET, {"b_digest": digest, "b_pubkey": pubkey})).first()
     if row is None:
         return None
     return str(row.id), str(row.aid), str(row.status), row.transport_id

@@ -56,33 +56,73 @@ def artifact_link(ctx: ApiContext, req: Request, artifact_id: str) -> tuple[str,
     return f"{base}{_LINK_PATH}{artifact_id}?{query}", expire
 
 
+# Statements are built once with bind parameters: SQLAlchemy memoizes a statement's cache key
+# on the object, so a pre-built statement skips expression building and cache-key generation
+# (~50 us each, several per device request)
+_DD, _D, _A = t.device_deployments, t.deployments, t.artifacts
+_COUNTS = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(sa.case((_DD.c.status.in_(FINISHED), 0), else_=1)), 0),
+    sa.func.coalesce(sa.func.sum(sa.case((_DD.c.status == "pending", 0), else_=1)), 0),
+).where(_DD.c.deployment_id == sa.bindparam("b_deployment"))
+_SET_DEPLOYMENT_STATUS = (
+    sa.update(_D)
+    .where(_D.c.id == sa.bindparam("b_deployment"), _D.c.status != sa.bindparam("b_status"))
+    .values(status=sa.bindparam("b_status"))
+)
+_FINISH_DEPLOYMENT = (
+    sa.update(_D)
+    .where(_D.c.id == sa.bindparam("b_deployment"), _D.c.status != "finished", _D.c.finished_ts.is_(None))
+    .values(status="finished", finished_ts=sa.bindparam("b_ts"))
+)
+_UNFINISHED_OF_DEVICE = (
+    sa.select(_DD.c.id, _DD.c.status, _DD.c.artifact_id, _DD.c.started_ts, _D.c.id.label("deployment_id"))
+    .add_columns(_D.c.artifact_name, _D.c.force_installation)
+    .join(_D, _D.c.id == _DD.c.deployment_id)
+    .where(_DD.c.device_id == sa.bindparam("b_device"), _DD.c.finished_ts.is_(None))
+    .order_by(_D.c.created_ts, _D.c.id)
+)
+_SETTLE = (
+    sa.update(_DD)
+    .where(_DD.c.id == sa.bindparam("b_id"))
+    .values(status=sa.bindparam("b_status"), finished_ts=sa.bindparam("b_ts"))
+)
+_START = (
+    sa.update(_DD)
+    .where(_DD.c.id == sa.bindparam("b_id"))
+    .values(
+        artifact_id=sa.bindparam("b_artifact"),
+        started_ts=sa.func.coalesce(_DD.c.started_ts, sa.bindparam("b_ts", type_=sa.Float)),
+    )
+)
+_ARTIFACTS_NAMED = sa.select(_A).where(_A.c.name == sa.bindparam("b_name")).order_by(_A.c.modified_ts)
+_ARTIFACT_BY_ID = sa.select(_A).where(_A.c.id == sa.bindparam("b_id"))
+_DEVICE_DEPLOYMENT = sa.select(_DD).where(
+    _DD.c.deployment_id == sa.bindparam("b_deployment"), _DD.c.device_id == sa.bindparam("b_device")
+)
+_SET_STATUS = (
+    sa.update(_DD)
+    .where(_DD.c.id == sa.bindparam("b_id"))
+    .values(status=sa.bindparam("b_status"), substate=sa.bindparam("b_substate"))
+)
+_SET_FINAL_STATUS = _SET_STATUS.values(finished_ts=sa.bindparam("b_ts"))
+_SET_LOG = (
+    sa.update(_DD)
+    .where(_DD.c.id == sa.bindparam("b_id"))
+    .values(log=sa.bindparam("b_log", type_=_DD.c.log.type))
+)
+
+
 async def refresh_deployment(conn: AsyncConnection, deployment_id: str) -> None:
     """Derive the deployment's status from its devices; write the row only when it changes
     (every device reports several times, and rewriting one shared row serializes them)."""
-    dd = t.device_deployments
-    counts = (
-        await conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(sa.case((dd.c.status.in_(FINISHED), 0), else_=1)), 0),
-                sa.func.coalesce(sa.func.sum(sa.case((dd.c.status == "pending", 0), else_=1)), 0),
-            ).where(dd.c.deployment_id == deployment_id)
-        )
-    ).one()
+    counts = (await conn.execute(_COUNTS, {"b_deployment": deployment_id})).one()
     unfinished, started = int(counts[1]), int(counts[2])
-    values: dict[str, Any]
     if unfinished == 0:
-        values = {"status": "finished", "finished_ts": now()}
-    elif started == 0:
-        values = {"status": "pending"}
-    else:
-        values = {"status": "inprogress"}
-    query = sa.update(t.deployments).where(
-        t.deployments.c.id == deployment_id, t.deployments.c.status != values["status"]
-    )
-    if values["status"] == "finished":
-        query = query.where(t.deployments.c.finished_ts.is_(None))
-    await conn.execute(query.values(**values))
+        await conn.execute(_FINISH_DEPLOYMENT, {"b_deployment": deployment_id, "b_ts": now()})
+        return
+    status = "pending" if started == 0 else "inprogress"
+    await conn.execute(_SET_DEPLOYMENT_STATUS, {"b_deployment": deployment_id, "b_status": status})
 
 
 def _provides(req: Request) -> dict[str, str]:
@@ -144,16 +184,7 @@ async def _select_next(
     With ``write=False`` nothing is written: the answer is ``(None, True)`` as soon as a
     write would be needed (call again in a write transaction), else ``(found, False)``.
     """
-    dd, d = t.device_deployments, t.deployments
-    rows = list(
-        await conn.execute(
-            sa.select(dd.c.id, dd.c.status, dd.c.artifact_id, dd.c.started_ts, d.c.id.label("deployment_id"))
-            .add_columns(d.c.artifact_name, d.c.force_installation)
-            .join(d, d.c.id == dd.c.deployment_id)
-            .where(dd.c.device_id == auth.device_id, dd.c.finished_ts.is_(None))
-            .order_by(d.c.created_ts, d.c.id)
-        )
-    )
+    rows = list(await conn.execute(_UNFINISHED_OF_DEVICE, {"b_device": auth.device_id}))
     ts = now()
     for row in rows:
         artifact = await _artifact_by_id(conn, row.artifact_id) if row.artifact_id is not None else None
@@ -171,26 +202,20 @@ async def _select_next(
         if settle is not None:
             if not write:
                 return None, True
-            await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(status=settle, finished_ts=ts))
+            await conn.execute(_SETTLE, {"b_id": row.id, "b_status": settle, "b_ts": ts})
             await refresh_deployment(conn, row.deployment_id)
             continue
         assert artifact is not None
         if row.artifact_id != artifact["id"] or row.started_ts is None:
             if not write:
                 return None, True
-            await conn.execute(
-                sa.update(dd)
-                .where(dd.c.id == row.id)
-                .values(artifact_id=artifact["id"], started_ts=sa.func.coalesce(dd.c.started_ts, ts))
-            )
+            await conn.execute(_START, {"b_id": row.id, "b_artifact": artifact["id"], "b_ts": ts})
         return (str(row.deployment_id), artifact), False
     return None, False
 
 
 async def _compatible_artifact(conn: AsyncConnection, name: str, device_type: str) -> dict[str, Any] | None:
-    rows = await conn.execute(
-        sa.select(t.artifacts).where(t.artifacts.c.name == name).order_by(t.artifacts.c.modified_ts)
-    )
+    rows = await conn.execute(_ARTIFACTS_NAMED, {"b_name": name})
     for row in rows:
         if device_type in row.device_types:
             return dict(row._mapping)
@@ -198,17 +223,13 @@ async def _compatible_artifact(conn: AsyncConnection, name: str, device_type: st
 
 
 async def _artifact_by_id(conn: AsyncConnection, artifact_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.id == artifact_id))).first()
+    row = (await conn.execute(_ARTIFACT_BY_ID, {"b_id": artifact_id})).first()
     return dict(row._mapping) if row is not None else None
 
 
 async def _device_deployment(conn: AsyncConnection, req: Request, auth: DeviceAuth) -> Any:
-    dd = t.device_deployments
-    row = (
-        await conn.execute(
-            sa.select(dd).where(dd.c.deployment_id == req.path_params["id"], dd.c.device_id == auth.device_id)
-        )
-    ).first()
+    params = {"b_deployment": req.path_params["id"], "b_device": auth.device_id}
+    row = (await conn.execute(_DEVICE_DEPLOYMENT, params)).first()
     if row is None:
         raise ApiError(404, "deployment not found for this device")
     return row
@@ -223,7 +244,6 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
     substate = body.get("substate")
     if substate is not None and (not isinstance(substate, str) or len(substate) > 200):
         raise ApiError(400, "substate must be a string of at most 200 characters")
-    dd = t.device_deployments
     async with ctx.store.read() as conn:
         seen = await _device_deployment(conn, req, auth)
     if seen.status == status and seen.substate == substate and status not in FINISHED:
@@ -238,10 +258,11 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
             if row.status == status:
                 return Response(204)
             raise ApiError(409, f"deployment already finished with {row.status}")
-        values: dict[str, Any] = {"status": status, "substate": substate}
+        params = {"b_id": row.id, "b_status": status, "b_substate": substate}
         if status in FINISHED:
-            values["finished_ts"] = now()
-        await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(**values))
+            await conn.execute(_SET_FINAL_STATUS, {**params, "b_ts": now()})
+        else:
+            await conn.execute(_SET_STATUS, params)
         await refresh_deployment(conn, row.deployment_id)
     return Response(204)
 
@@ -257,10 +278,9 @@ async def put_log(ctx: ApiContext, req: Request) -> Response:
             isinstance(m.get(k), str) for k in ("timestamp", "level", "message")
         ):
             raise ApiError(400, "each log message needs timestamp, level and message")
-    dd = t.device_deployments
     async with ctx.store.transaction() as conn:
         row = await _device_deployment(conn, req, auth)
-        await conn.execute(sa.update(dd).where(dd.c.id == row.id).values(log=messages))
+        await conn.execute(_SET_LOG, {"b_id": row.id, "b_log": messages})
     return Response(204)
 
 

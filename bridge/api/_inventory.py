@@ -54,34 +54,39 @@ def _attributes(body: Any) -> list[tuple[str, Any, str | None]]:
     return out
 
 
+# built once (SQLAlchemy memoizes a statement's cache key on the object)
+_IN_SCOPE = (t.inventory.c.device_id == sa.bindparam("b_device")) & (t.inventory.c.scope == "inventory")
+_CLEAR_INVENTORY = sa.delete(t.inventory).where(_IN_SCOPE)
+_DROP_ATTRIBUTES = sa.delete(t.inventory).where(
+    _IN_SCOPE, t.inventory.c.name.in_(sa.bindparam("b_names", expanding=True))
+)
+_ADD_ATTRIBUTE = sa.insert(t.inventory).values(device_id=sa.bindparam("b_device"), scope="inventory")
+_TOUCH_DEVICE = (
+    sa.update(t.devices)
+    .where(t.devices.c.id == sa.bindparam("b_device"))
+    .values(updated_ts=sa.bindparam("b_ts", type_=sa.Float))
+)
+
+
 async def device_attributes(ctx: ApiContext, req: Request) -> Response:
     """PUT replaces the device's "inventory" scope; PATCH upserts."""
     auth = await require_device(ctx, req)
     attrs = _attributes(req.json())
     ts = now()
+    rows = [
+        {"b_device": auth.device_id, "name": name, "value": value, "description": desc, "updated_ts": ts}
+        for name, value, desc in {a[0]: a for a in attrs}.values()
+    ]
     async with ctx.store.transaction() as conn:
-        where = (t.inventory.c.device_id == auth.device_id) & (t.inventory.c.scope == "inventory")
         if req.method == "PUT":
-            await conn.execute(sa.delete(t.inventory).where(where))
+            await conn.execute(_CLEAR_INVENTORY, {"b_device": auth.device_id})
         else:
-            names = [a[0] for a in attrs]
-            await conn.execute(sa.delete(t.inventory).where(where, t.inventory.c.name.in_(names)))
-        if attrs:
             await conn.execute(
-                sa.insert(t.inventory),
-                [
-                    {
-                        "device_id": auth.device_id,
-                        "scope": "inventory",
-                        "name": name,
-                        "value": value,
-                        "description": desc,
-                        "updated_ts": ts,
-                    }
-                    for name, value, desc in {a[0]: a for a in attrs}.values()
-                ],
+                _DROP_ATTRIBUTES, {"b_device": auth.device_id, "b_names": [a[0] for a in attrs]}
             )
-        await conn.execute(sa.update(t.devices).where(t.devices.c.id == auth.device_id).values(updated_ts=ts))
+        if rows:
+            await conn.execute(_ADD_ATTRIBUTE, rows)
+        await conn.execute(_TOUCH_DEVICE, {"b_device": auth.device_id, "b_ts": ts})
     return Response(200)
 
 

@@ -92,6 +92,10 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         return await self.cursor().execute(sql, parameters)
 
+    def begin(self, *, immediate: bool) -> None:
+        """Open a transaction now (``BEGIN IMMEDIATE`` takes the write lock at once)."""
+        self._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
     async def commit(self) -> None:
         self._conn.commit()
 
