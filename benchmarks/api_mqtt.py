@@ -359,7 +359,7 @@ async def main_async(
     # ABBA order (http, mqtt, mqtt, http, ...): a database that grows or a neighbour that gets
     # busy during the run weighs on both paths alike; rates = all requests / all measured time
     runs: dict[str, list[tuple[float, list[float], dict[str, Any], dict[str, float]]]] = {}
-    for rep in range(args.repeat):
+    for rep in range(args.repeat if args.only != "bulk" else 0):
         for name in ("http", "mqtt") if rep % 2 == 0 else ("mqtt", "http"):
             if not args.only or name == args.only:
                 runs.setdefault(name, []).append(await measure(paths[name], args.rounds, pids))
@@ -371,7 +371,7 @@ async def main_async(
         cpu = {k: sum(part[3][k] for part in parts) for k in parts[0][3]}
         results[name] = (len(everything) / elapsed, everything, lat, cpu)
     bulk = None
-    if not args.only:
+    if not args.only or args.only == "bulk":
         # each bulk node authenticates once over its own stamped session (binds the token its
         # sealed records run with); then roots batch their sealed records
         assert all(code == 200 for code in await asyncio.gather(*(d.auth() for d in bulk_devices)))
@@ -507,7 +507,7 @@ def main() -> int:
     p.add_argument("--devices", type=int, default=50)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--db", default="", help="database URL (default: a temporary SQLite file)")
-    p.add_argument("--only", choices=["http", "mqtt"], default=None, help="measure one path (profiling)")
+    p.add_argument("--only", choices=["http", "mqtt", "bulk"], default=None, help="measure one path (profiling)")
     p.add_argument("--profile-server", default=None, metavar="FILE", help="run the server under pyinstrument")
     p.add_argument("--reply-qos", type=int, choices=(0, 1), default=1, help="the bridge's --reply-qos")
     p.add_argument("--repeat", type=int, default=2, help="measured runs per path, in ABBA order")

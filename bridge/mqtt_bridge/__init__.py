@@ -12,7 +12,7 @@ from ._service import (
     MqttBridgeConfig,
     bridge_service,
     parse_broker_url,
-    stamped_identity,
+    stamped_identity_of,
 )
 
 __all__ = [
@@ -28,5 +28,5 @@ __all__ = [
     "bridge_service",
     "load_record_keys",
     "parse_broker_url",
-    "stamped_identity",
+    "stamped_identity_of",
 ]

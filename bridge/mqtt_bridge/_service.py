@@ -1,15 +1,15 @@
-"""The MQTT bridge driver: one aiomqtt (MQTT 5) connection, reconnects, answers exactly once.
+"""The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt5), reconnects, answers exactly once.
 
 - subscribes ``/mender/api/#`` and ``/mender/bulk/v1`` at QoS 1, as ``$share/<group>/...``
   when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
-- incoming QoS 0/1 PUBLISHes are decoded by :func:`decode_publish` (only the user properties are
-  read; paho's decoder takes anything else), reply properties are encoded once;
-- replies go out at QoS 1 (``reply_qos=0`` possible) without waiting for the PUBACK (a waiting
-  task per reply held a dispatch slot for up to the publish timeout when the broker went away):
-  each reply stays in an outbox until paho reports its PUBACK, and every reply still there is
-  published again right after each reconnect;
+- the client is :class:`bridge.mqtt5.Mqtt5Client` (one read parses every packet it brought, one
+  write per event-loop turn carries every reply and PUBACK), not paho/aiomqtt, whose per-packet
+  syscalls, property objects and tasks were most of the MQTT path's own cost;
+- replies go out at QoS 1 (``reply_qos=0`` possible) without waiting for the PUBACK: each reply
+  stays in an outbox until its PUBACK arrives, and every reply still there is published again
+  right after each reconnect;
 - a QoS 1 redelivery of a request id is answered from the :class:`ReplyCache`, never re-run, so a
   node that re-sends under the same id after a broker restart gets the first answer.
 """
@@ -20,18 +20,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from typing import Any
 
 from bridge.api import ApiContext, Router
-from bridge.broker_link import PackedProperties
+from bridge.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, encode_user_properties
 from firmware_proto.api_envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,
@@ -51,7 +45,7 @@ __all__ = [
     "MqttBridgeConfig",
     "bridge_service",
     "parse_broker_url",
-    "stamped_identity",
+    "stamped_identity_of",
 ]
 
 log = logging.getLogger("meshota.bridge")
@@ -71,7 +65,7 @@ class MqttBridgeConfig:
     max_concurrent: int = 256
     # 1: a reply stays in the outbox until its PUBACK (and the gateway retransmits it to the node).
     # 0 is safe too: a lost reply is answered again from the ReplyCache when the node re-sends
-    # its request id; it measured no faster (docs/mqtt_bridge.md), so 1 stays the default
+    # its request id
     reply_qos: int = 1
     keepalive: int = 30
     session_expiry: int = 3600
@@ -86,11 +80,6 @@ class BridgeStats:
     ignored: int = 0
     batches: int = 0
     reconnects: int = 0
-
-
-def stamped_identity(properties: Properties | None) -> StampedIdentity | None:
-    """The identity the gateway stamped on a PUBLISH; None when there is none."""
-    return stamped_identity_of(getattr(properties, "UserProperty", None) or [])
 
 
 def stamped_identity_of(pairs: list[tuple[str, str]]) -> StampedIdentity | None:
@@ -129,16 +118,13 @@ class MqttBridge:
         self.ready = asyncio.Event()
         # replies not acknowledged by the broker yet, by topic (one reply per request topic)
         self._outbox: dict[str, bytes] = {}
-        self._inflight: dict[int, tuple[str, bytes]] = {}  # paho mid -> outbox entry, this connection
-        self._client: aiomqtt.Client | None = None
-        self._paho: paho.Client | None = None
+        self._inflight: dict[int, tuple[str, bytes]] = {}  # packet id -> outbox entry, this connection
+        self._client: Mqtt5Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
         self._backlog: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
-        self._reply_props = PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        self._reply_props.UserProperty = [(BRIDGE_PROPERTY, config.client_id)]
-        self._reply_props.freeze()
+        self._reply_props = encode_user_properties([(BRIDGE_PROPERTY, config.client_id)])
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -174,121 +160,53 @@ class MqttBridge:
     async def _run(self) -> None:
         delay = self.config.reconnect_delay
         first = True
+        cfg = self.config
+        options = ConnectOptions(
+            cfg.client_id,
+            keepalive=cfg.keepalive,
+            clean_start=False,
+            session_expiry=cfg.session_expiry,
+            username=cfg.username,
+            password=cfg.password,
+        )
         while True:
-            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_props.SessionExpiryInterval = self.config.session_expiry
-            client = aiomqtt.Client(
-                self.config.host,
-                self.config.port,
-                identifier=self.config.client_id,
-                username=self.config.username,
-                password=self.config.password,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=connect_props,
-                keepalive=self.config.keepalive,
-                timeout=10,
-                max_queued_outgoing_messages=None,
-            )
+            client: Mqtt5Client | None = None
             try:
-                async with client:
-                    self._attach(client)
-                    for topic_filter in self._filters():
-                        await client.subscribe(topic_filter, qos=1)
-                    if not first:
-                        self.stats.reconnects += 1
-                        log.info("MQTT bridge reconnected to %s:%d", self.config.host, self.config.port)
-                    first = False
-                    delay = self.config.reconnect_delay
-                    self.ready.set()
-                    for topic, payload in list(self._outbox.items()):
-                        self._publish(topic, payload)
-                    # messages reach _on_message straight from paho's callback; aiomqtt's iterator
-                    # (a task and an asyncio.wait per message) only tells us of the disconnection
-                    async for _ in client.messages:
-                        pass
-            except aiomqtt.MqttError as exc:
+                client, _ = await Mqtt5Client.connect(
+                    cfg.host, cfg.port, options, self._on_message, self._on_published
+                )
+                await client.subscribe([(topic_filter, 1) for topic_filter in self._filters()])
+                self._client, self._inflight = client, {}
+                if not first:
+                    self.stats.reconnects += 1
+                    log.info("MQTT bridge reconnected to %s:%d", cfg.host, cfg.port)
+                first = False
+                delay = cfg.reconnect_delay
+                self.ready.set()
+                for topic, payload in list(self._outbox.items()):
+                    self._publish(topic, payload)
+                await client.closed
+                raise Mqtt5Error("connection closed")
+            except Mqtt5Error as exc:
                 log.warning("MQTT bridge connection lost (%s); reconnecting in %.1f s", exc, delay)
             finally:
-                self._client = self._paho = None
-                self._inflight = {}  # that connection's mids mean nothing to the next one
+                self._client = None
+                self._inflight = {}  # that connection's packet ids mean nothing to the next one
+                if client is not None:
+                    client.close()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.max_reconnect_delay)
+            delay = min(delay * 2, cfg.max_reconnect_delay)
 
-    def _attach(self, client: aiomqtt.Client) -> None:
-        """Use this connection for replies; learn of each reply's PUBACK from paho's callback."""
-        inner = client._client  # aiomqtt's paho client: publish without a task waiting per reply
-        aiomqtt_on_publish = cast(Callable[..., None], inner.on_publish)
-        inflight: dict[int, tuple[str, bytes]] = {}
+    def _on_published(self, mid: int) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is not None and self._outbox.get(entry[0]) is entry[1]:
+            del self._outbox[entry[0]]
 
-        def on_publish(c: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-            entry = inflight.pop(mid, None)
-            if entry is not None and self._outbox.get(entry[0]) is entry[1]:
-                del self._outbox[entry[0]]
-            aiomqtt_on_publish(c, userdata, mid, rc, props)
-
-        inner.on_publish = on_publish
-        inner.on_message = self._on_message
-        self._lean_publish_decoding(inner)
-        self._direct_write_registration(client, inner)
-        self._client, self._paho, self._inflight = client, inner, inflight
-
-    def _lean_publish_decoding(self, inner: paho.Client) -> None:
-        """Decode incoming QoS 0/1 PUBLISHes here instead of in paho (its MQTT 5 property objects
-        cost about a third of its read path); anything unusual goes through paho's own decoder."""
-        paho_handle = inner._handle_publish
-
-        def handle_publish() -> MQTTErrorCode:
-            packet = inner._in_packet
-            qos = (packet["command"] & 0x06) >> 1
-            try:
-                topic, mid, pairs, payload = decode_publish(packet["packet"], qos)
-            except PublishDecodeError:
-                return paho_handle()  # QoS 2, topic alias, an odd property, or malformed: paho decides
-            try:
-                self._accept(topic, payload, pairs)
-            except Exception:
-                log.exception("dropped a message on %s", topic)
-            if qos == 1:
-                return inner._send_puback(mid)
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-        inner._handle_publish = handle_publish  # type: ignore[method-assign]
-
-    @staticmethod
-    def _direct_write_registration(client: aiomqtt.Client, inner: paho.Client) -> None:
-        """Register paho's socket for writing straight on the loop when a reply is published from it.
-
-        aiomqtt's hook always goes through ``call_soon_threadsafe`` (a self-pipe write and one more
-        loop turn before the reply burst leaves); from the loop's own thread that detour buys nothing.
-        """
-        loop = asyncio.get_running_loop()
-        threadsafe = cast(Callable[..., None], inner.on_socket_register_write)
-        disconnected = cast("asyncio.Future[Any]", client._disconnected)
-
-        def write() -> None:
-            try:
-                inner.loop_write()
-            except Exception as exc:  # a broken pipe: aiomqtt's runner sees the disconnection
-                if not disconnected.done():
-                    disconnected.set_exception(exc)
-
-        def register_write(c: paho.Client, userdata: Any, sock: Any) -> None:
-            try:
-                on_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                on_loop = False
-            if on_loop:
-                loop.add_writer(sock.fileno(), write)
-            else:
-                threadsafe(c, userdata, sock)
-
-        inner.on_socket_register_write = register_write
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        """Messages paho decoded itself (see _lean_publish_decoding)."""
-        pairs = getattr(message.properties, "UserProperty", None) or []
-        self._accept(message.topic, bytes(message.payload), pairs)
+    def _on_message(self, message: PublishIn) -> None:
+        try:
+            self._accept(message.topic, message.payload, message.user_properties)
+        except Exception:
+            log.exception("dropped a message on %s", message.topic)
 
     def _accept(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
         if self._active >= self.config.max_concurrent:
@@ -363,77 +281,19 @@ class MqttBridge:
         the ReplyCache.
         """
         self._outbox[topic] = payload
-        client = self._paho
+        client = self._client
         if client is None:
             return  # published after the next connect
         qos = self.config.reply_qos
-        info = client.publish(topic, payload, qos=qos, properties=self._reply_props)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            log.info("reply on %s deferred until reconnect (paho rc %s)", topic, info.rc)
-        elif qos:
-            self._inflight[info.mid] = (topic, payload)
+        try:
+            mid = client.publish(topic, payload, qos, self._reply_props)
+        except Mqtt5Error as exc:
+            log.info("reply on %s deferred until reconnect (%s)", topic, exc)
+            return
+        if qos:
+            self._inflight[mid] = (topic, payload)
         else:
             del self._outbox[topic]
-
-
-class PublishDecodeError(ValueError):
-    """A PUBLISH the lean decoder leaves to paho."""
-
-
-# MQTT 5 PUBLISH properties the lean decoder skips: identifier -> fixed size, or -1 for a
-# two-byte-length string/binary (user properties, 0x26, are read; anything else goes to paho)
-_SKIPPED_PROPERTIES = {0x01: 1, 0x02: 4, 0x03: -1, 0x08: -1, 0x09: -1}
-
-
-def decode_publish(packet: bytes | bytearray, qos: int) -> tuple[str, int, list[tuple[str, str]], bytes]:
-    """(topic, packet id, user properties, payload) of an MQTT 5 PUBLISH body (after the fixed header).
-
-    Raises PublishDecodeError for QoS 2, a topic alias or subscription identifier, and anything
-    malformed, so that paho's decoder (and its error handling) takes those.
-    """
-    try:
-        if qos > 1:
-            raise PublishDecodeError("QoS 2")
-        end = 2 + int.from_bytes(packet[0:2], "big")
-        topic = bytes(packet[2:end]).decode()
-        mid = 0
-        if qos:
-            mid = int.from_bytes(packet[end : end + 2], "big")
-            end += 2
-        length = shift = 0
-        while True:
-            byte = packet[end]
-            end += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if shift > 21:
-                raise PublishDecodeError("bad property length")
-        pos, stop = end, end + length
-        if not topic or stop > len(packet) or (qos and not mid):
-            raise PublishDecodeError("malformed PUBLISH")
-        pairs: list[tuple[str, str]] = []
-        while pos < stop:
-            ident = packet[pos]
-            pos += 1
-            if ident == 0x26:
-                strings = []
-                for _ in range(2):
-                    size = int.from_bytes(packet[pos : pos + 2], "big")
-                    strings.append(bytes(packet[pos + 2 : pos + 2 + size]).decode())
-                    pos += 2 + size
-                pairs.append((strings[0], strings[1]))
-                continue
-            skip = _SKIPPED_PROPERTIES.get(ident)
-            if skip is None:
-                raise PublishDecodeError(f"property {ident:#x}")
-            pos += skip if skip > 0 else 2 + int.from_bytes(packet[pos : pos + 2], "big")
-        if pos != stop:
-            raise PublishDecodeError("properties overrun their length")
-        return topic, mid, pairs, bytes(packet[stop:])
-    except (IndexError, UnicodeDecodeError) as exc:
-        raise PublishDecodeError(str(exc)) from None
 
 
 def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey] | None = None) -> Any:
