@@ -30,6 +30,7 @@ msgpack ``[status, body bytes]``.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,7 +84,13 @@ class RecordKey:
     key: bytes
 
     def aead(self) -> AESCCM:
-        return AESCCM(self.key, tag_length=TAG_LEN)
+        return _aead(self.key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _aead(key: bytes) -> AESCCM:
+    """AES-CCM-8 contexts are immutable; one per key saves its setup on every record."""
+    return AESCCM(key, tag_length=TAG_LEN)
 
 
 def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:

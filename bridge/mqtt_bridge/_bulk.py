@@ -20,6 +20,7 @@ Server state, in the store's ``settings`` table so several bridges and restarts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bridge.api import Request, Router
-from bridge.store import Store
+from bridge.store import Batch, BatchFailed, Store
 from bridge.store import tables as t
 from firmware_proto.api_envelope import BulkError, BulkReply, BulkRequest, EnvelopeError
 from firmware_proto.sealed import (
@@ -67,6 +68,18 @@ def load_record_keys(psks: Mapping[str, bytes]) -> dict[str, RecordKey]:
     from firmware_proto.sealed import derive_record_key
 
     return {device: derive_record_key(device, psk) for device, psk in psks.items()}
+
+
+# built once (SQLAlchemy memoizes a statement's cache key on the object)
+_SETTINGS_IN = sa.select(t.settings.c.key, t.settings.c.value).where(
+    t.settings.c.key.in_(sa.bindparam("b_keys", expanding=True))
+)
+_INSERT_SETTING = sa.insert(t.settings)
+_SWAP_SETTING = (  # compare-and-swap: only if nobody changed it since we read it
+    sa.update(t.settings)
+    .where(t.settings.c.key == sa.bindparam("b_key"), t.settings.c.value == sa.bindparam("b_old"))
+    .values(value=sa.bindparam("b_new"))
+)
 
 
 def _setting_key(kind: str, device: str) -> str:
@@ -149,11 +162,7 @@ class SealedRecordService:
                 async with self.store.transaction() as conn:
                     rows = {
                         str(key): str(value)
-                        for key, value in await conn.execute(
-                            sa.select(t.settings.c.key, t.settings.c.value).where(
-                                t.settings.c.key.in_([*seq_keys, *tok_keys])
-                            )
-                        )
+                        for key, value in await conn.execute(_SETTINGS_IN, {"b_keys": [*seq_keys, *tok_keys]})
                     }
                     accepted: dict[str, list[bool]] = {}
                     for key, device in seq_keys.items():
@@ -172,12 +181,10 @@ class SealedRecordService:
                         if not any(flags):
                             continue
                         if old is None:
-                            await conn.execute(sa.insert(t.settings).values(key=key, value=window.dumps()))
+                            await conn.execute(_INSERT_SETTING, {"key": key, "value": window.dumps()})
                             continue
                         done = await conn.execute(
-                            sa.update(t.settings)
-                            .where(t.settings.c.key == key, t.settings.c.value == old)
-                            .values(value=window.dumps())
+                            _SWAP_SETTING, {"b_key": key, "b_old": old, "b_new": window.dumps()}
                         )
                         if done.rowcount != 1:
                             raise _LostRace(device)
@@ -207,15 +214,38 @@ class SealedRecordService:
                 continue
             per_device[key.device_id].append(_Opened(index, key, seq, plain))
         if per_device:
-            seqs = {device: [o.seq for o in ops] for device, ops in per_device.items()}
-            fresh, tokens = await self.accept_batch(seqs)
-            await asyncio.gather(
-                *(
-                    self._device_records(device, opened, fresh[device], tokens[device], entries)
-                    for device, opened in per_device.items()
-                )
-            )
+            # group commit: the whole batch (replay windows and every record's handler) in one
+            # transaction; if any record's handler fails after it may have written, nothing of
+            # the batch is kept and the records run again one by one in their own transactions
+            tried = list(entries)
+            async with self.store.batch() as shared:
+                with contextlib.suppress(BatchFailed):  # e.g. a replay-window race lost to another bridge
+                    await self._records(per_device, tried, stop_on=shared)
+            if shared.failed:
+                log.info("bulk %s: a record failed inside the group commit; running them one by one",
+                         batch.batch_id)  # fmt: skip
+                await self._records(per_device, entries)
+            else:
+                entries = tried
         return batch.batch_id, BulkReply(200, entries).encode()
+
+    async def _records(
+        self, per_device: dict[str, list[_Opened]], entries: list[bytes | int], stop_on: Batch | None = None
+    ) -> None:
+        seqs = {device: [o.seq for o in ops] for device, ops in per_device.items()}
+        fresh, tokens = await self.accept_batch(seqs)
+        if stop_on is not None:  # one task, one shared connection: records in order
+            for device, opened in per_device.items():
+                await self._device_records(device, opened, fresh[device], tokens[device], entries, stop_on)
+                if stop_on.failed:
+                    return
+            return
+        await asyncio.gather(
+            *(
+                self._device_records(device, opened, fresh[device], tokens[device], entries)
+                for device, opened in per_device.items()
+            )
+        )
 
     async def _device_records(
         self,
@@ -224,8 +254,11 @@ class SealedRecordService:
         fresh: list[bool],
         token: str | None,
         entries: list[bytes | int],
+        stop_on: Batch | None = None,
     ) -> None:
         for record, ok in zip(opened, fresh, strict=True):
+            if stop_on is not None and stop_on.failed:
+                return
             if not ok:
                 log.info("replayed record from %s (seq %d) refused", device, record.seq)
                 entries[record.index] = BulkError.REPLAYED

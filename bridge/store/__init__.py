@@ -4,6 +4,6 @@ SQLite file by default (``sqlite:///path``); PostgreSQL by URL (``postgresql://.
 """
 
 from . import _tables as tables
-from ._engine import Store, StoreConfigError, after_commit, normalize_url
+from ._engine import Batch, BatchFailed, Store, StoreConfigError, after_commit, normalize_url
 
-__all__ = ["Store", "StoreConfigError", "after_commit", "normalize_url", "tables"]
+__all__ = ["Batch", "BatchFailed", "Store", "StoreConfigError", "after_commit", "normalize_url", "tables"]

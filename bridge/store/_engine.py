@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import re
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ._sqlite_inline import BUSY_TIMEOUT_S, InlineConnection, connect_inline
 
-__all__ = ["Store", "StoreConfigError", "after_commit", "normalize_url"]
+__all__ = ["Batch", "BatchFailed", "Store", "StoreConfigError", "after_commit", "normalize_url"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -117,8 +118,14 @@ class Store:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One atomic unit: committed on normal exit, rolled back on any exception.
 
-        Callbacks registered with :func:`after_commit` run after the commit.
+        Callbacks registered with :func:`after_commit` run after the commit. Inside
+        :meth:`batch` it is the batch's transaction (see there).
         """
+        shared = _BATCH.get()
+        if shared is not None and shared.store is self:
+            async with shared.join(write=True) as conn:
+                yield conn
+            return
         callbacks: list[Callable[[], None]] = []
         async with contextlib.AsyncExitStack() as stack:
             # take a pooled connection before the writer lock: waiting for the pool while
@@ -141,16 +148,83 @@ class Store:
 
         SQLite (WAL): a deferred ``BEGIN`` outside the writer lock, so reads run alongside
         the one writer. Writing through this connection is a bug (SQLite refuses it when
-        another writer is active).
+        another writer is active). Inside :meth:`batch` it reads the batch's transaction.
         """
+        shared = _BATCH.get()
+        if shared is not None and shared.store is self:
+            async with shared.join(write=False) as conn:
+                yield conn
+            return
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(**{_READ_ONLY: True})
             async with conn.begin():
                 yield conn
 
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Batch]:
+        """Group commit: every :meth:`transaction` and :meth:`read` this task runs inside the
+        block shares ONE write transaction (no per-unit connection, BEGIN, COMMIT, writer lock).
+
+        All or nothing: if any unit raises (a handler's error after it may have written), the
+        batch is marked ``failed``, later units raise :class:`BatchFailed` at once, and at the end
+        of the block everything is rolled back; the caller then runs the units again one by one
+        (``if batch.failed: ...``). Only the task that opened the batch may use it: units of
+        other tasks (gather, create_task) raise RuntimeError instead of sharing one connection.
+        """
+        handle = Batch(self, asyncio.current_task())
+        try:
+            async with self.transaction() as conn:
+                handle.conn = conn
+                token = _BATCH.set(handle)
+                try:
+                    yield handle
+                finally:
+                    _BATCH.reset(token)
+                if handle.failed:
+                    raise _RollBack
+        except _RollBack:
+            pass
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+class BatchFailed(Exception):
+    """A unit inside :meth:`Store.batch` failed earlier; the batch will be rolled back."""
+
+
+class _RollBack(Exception):
+    pass
+
+
+class Batch:
+    """The handle :meth:`Store.batch` yields; ``failed`` tells the caller to redo the units."""
+
+    def __init__(self, store: Store, owner: asyncio.Task[Any] | None) -> None:
+        self.store = store
+        self.owner = owner
+        self.conn: AsyncConnection | None = None
+        self.failed = False
+        self.units = 0
+
+    @contextlib.asynccontextmanager
+    async def join(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        if asyncio.current_task() is not self.owner:
+            raise RuntimeError("a Store.batch() is used by another task than the one that opened it")
+        if self.failed:
+            raise BatchFailed("an earlier unit of this batch failed")
+        assert self.conn is not None
+        self.units += 1
+        try:
+            yield self.conn
+        except BaseException:
+            if write:
+                self.failed = True  # this unit may have written part of its changes
+            raise
+
+
+_BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("meshota_store_batch", default=None)
 
 
 def _upgrade(conn: Connection) -> None:
