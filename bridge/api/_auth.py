@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from bridge.store import after_commit
 from bridge.store import tables as t
 
 from ._context import ApiContext, now
@@ -62,10 +63,12 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
     generation = cache.generation
     async with ctx.store.read() as conn:
         row = (await conn.execute(_AUTH_SET_STATUS, {"b_aid": aid, "b_device": device_id})).first()
-    # a rejected or decommissioned device loses access at once, not when its token expires
-    if row is None or row.status != "accepted":
-        raise ApiError(401, "device is not accepted")
-    cache.remember(device_id, aid, ts, generation)
+        # a rejected or decommissioned device loses access at once, not when its token expires
+        if row is None or row.status != "accepted":
+            raise ApiError(401, "device is not accepted")
+        # remembered once the transaction that read it has committed (inside a group commit the
+        # answer may still be rolled back); at once for a plain read
+        after_commit(conn, lambda: cache.remember(device_id, aid, ts, generation))
     return DeviceAuth(device_id, aid)
 
 

@@ -62,7 +62,9 @@ class MqttBridgeConfig:
     share_group: str | None = None  # e.g. "meshota": subscribe $share/meshota/...
     policy: BridgePolicy = field(default_factory=BridgePolicy)
     dedupe_ttl: float = 120.0
-    max_concurrent: int = 256
+    max_concurrent: int = 256  # bulk batches (and API requests when group_max is 1) at once
+    # most API requests run in one group commit (one transaction); 1 runs each on its own
+    group_max: int = 64
     # 1: a reply stays in the outbox until its PUBACK (and the gateway retransmits it to the node).
     # 0 is safe too: a lost reply is answered again from the ReplyCache when the node re-sends
     # its request id
@@ -80,6 +82,8 @@ class BridgeStats:
     ignored: int = 0
     batches: int = 0
     reconnects: int = 0
+    groups: int = 0
+    group_fallbacks: int = 0
 
 
 def stamped_identity_of(pairs: list[tuple[str, str]]) -> StampedIdentity | None:
@@ -124,6 +128,10 @@ class MqttBridge:
         self._workers: set[asyncio.Task[None]] = set()
         self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
         self._backlog: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
+        # API requests wait here for the group-commit task (bulk batches are groups already)
+        self._store = ctx.store if isinstance(ctx, ApiContext) else None
+        self._queue: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
+        self._group_task: asyncio.Task[None] | None = None
         self._reply_props = encode_user_properties([(BRIDGE_PROPERTY, config.client_id)])
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -209,6 +217,13 @@ class MqttBridge:
             log.exception("dropped a message on %s", message.topic)
 
     def _accept(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+        if self._store is not None and self.config.group_max > 1 and topic != BULK_TOPIC:
+            self._queue.append((topic, payload, pairs))
+            if self._group_task is None:
+                self._group_task = asyncio.create_task(self._groups())
+                self._workers.add(self._group_task)
+                self._group_task.add_done_callback(self._workers.discard)
+            return
         if self._active >= self.config.max_concurrent:
             self._backlog.append((topic, payload, pairs))
         else:
@@ -228,34 +243,96 @@ class MqttBridge:
 
     # --- one message ----------------------------------------------------------------------------
 
-    async def _dispatch(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+    async def _admit(
+        self, topic: str, payload: bytes, pairs: list[tuple[str, str]]
+    ) -> tuple[StampedIdentity, str] | None:
+        """(identity, request id) of a request to run now; None when it is answered or dropped."""
         who = stamped_identity_of(pairs)
         if who is None:
             self.stats.ignored += 1
             log.warning("ignored %s: no device identity stamped by a gateway", topic)
-            return
+            return None
         rid = self.adapter.request_id_of(payload)
         if rid is None:
             await self._answer(topic, payload, who)  # the adapter logs and drops it
-            return
-        loop = asyncio.get_running_loop()
-        is_new, cached = self.cache.begin(who.device, rid, payload, loop.time())
+            return None
+        is_new, cached = self.cache.begin(who.device, rid, payload, asyncio.get_running_loop().time())
         if not is_new:
             self.stats.duplicates += 1
             if cached is not None:
                 self._publish(response_topic(who.device, rid), cached)
+            return None
+        return who, rid
+
+    def _complete(
+        self, who: StampedIdentity, rid: str, outcome: tuple[str, bytes] | Exception | None
+    ) -> None:
+        if isinstance(outcome, Exception):
+            self.cache.forget(who.device, rid)
+            log.error("request %s from %s failed", rid, who.device, exc_info=outcome)
             return
+        if outcome is None:
+            self.cache.forget(who.device, rid)
+            return
+        self.cache.finish(who.device, rid, outcome[1], asyncio.get_running_loop().time())
+        self._publish(*outcome)
+
+    async def _outcome(
+        self, topic: str, payload: bytes, who: StampedIdentity
+    ) -> tuple[str, bytes] | Exception | None:
         try:
-            reply = await self._answer(topic, payload, who)
-        except Exception:
-            self.cache.forget(who.device, rid)
-            log.exception("request %s from %s failed", rid, who.device)
+            return await self._answer(topic, payload, who)
+        except Exception as exc:
+            return exc
+
+    async def _dispatch(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+        admitted = await self._admit(topic, payload, pairs)
+        if admitted is not None:
+            self._complete(*admitted, await self._outcome(topic, payload, admitted[0]))
+
+    # --- group commit of API requests ---------------------------------------------------------------
+
+    async def _groups(self) -> None:
+        """Run queued API requests in groups, each group in one database transaction."""
+        try:
+            while self._queue:
+                size = min(len(self._queue), self.config.group_max)
+                await self._run_group([self._queue.popleft() for _ in range(size)])
+        finally:
+            self._group_task = None
+
+    async def _run_group(self, group: list[tuple[str, bytes, list[tuple[str, str]]]]) -> None:
+        """Group commit: the group's requests run in arrival order in ONE transaction
+        (:meth:`bridge.store.Store.batch`), and their replies leave only after it committed.
+
+        A request whose handler fails after it may have written (e.g. a 409 raised inside its
+        transaction) fails the group: nothing of it is kept and every request of the group runs
+        again on its own, as it would without grouping. Same handlers, same answers; what is
+        saved is a transaction (connection, BEGIN, COMMIT, writer lock) per request.
+        """
+        todo: list[tuple[StampedIdentity, str, str, bytes]] = []
+        for topic, payload, pairs in group:
+            admitted = await self._admit(topic, payload, pairs)
+            if admitted is not None:
+                todo.append((*admitted, topic, payload))
+        if not todo:
             return
-        if reply is None:
-            self.cache.forget(who.device, rid)
-            return
-        self.cache.finish(who.device, rid, reply[1], loop.time())
-        self._publish(*reply)
+        assert self._store is not None
+        outcomes: list[tuple[str, bytes] | Exception | None] = []
+        if len(todo) > 1:
+            async with self._store.batch() as shared:
+                for who, _, topic, payload in todo:
+                    outcomes.append(await self._outcome(topic, payload, who))
+                    if shared.failed:
+                        break
+            if shared.failed:
+                self.stats.group_fallbacks += 1
+                outcomes = []
+        if not outcomes:
+            outcomes = [await self._outcome(topic, payload, who) for who, _, topic, payload in todo]
+        self.stats.groups += 1
+        for (who, rid, _, _), outcome in zip(todo, outcomes, strict=True):
+            self._complete(who, rid, outcome)
 
     async def _answer(self, topic: str, payload: bytes, who: StampedIdentity) -> tuple[str, bytes] | None:
         if topic == BULK_TOPIC:

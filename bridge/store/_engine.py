@@ -32,8 +32,8 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
     """Run ``callback`` once the :meth:`Store.transaction` that owns ``conn`` has committed.
 
     Used to drop cached state (device status) only when the change is visible to every other
-    connection; nothing runs if the transaction rolls back. Outside such a transaction the
-    callback runs at once.
+    connection, and to cache what a :meth:`Store.batch` read only once it is committed; nothing
+    runs if the transaction rolls back. Outside such a transaction the callback runs at once.
     """
     callbacks = conn.info.get(_AFTER_COMMIT)
     if callbacks is None:

@@ -116,13 +116,13 @@ def test_batch_belongs_to_one_task(db: Db) -> None:
 
 NODE = "node-7"
 KEY = derive_record_key(NODE, b"\x07" * 16)
-CALLS: list[str] = []
+calls: list[str] = []
 
 
 async def _inventory(store: Store, req: Request) -> Response:
     """A handler that writes, then may fail inside its own transaction (as put_status can, 409)."""
     attrs = req.json()
-    CALLS.append(attrs[0]["name"])
+    calls.append(attrs[0]["name"])
     async with store.transaction() as conn:
         await conn.execute(sa.insert(t.settings).values(key=f"inv-{attrs[0]['name']}", value="x"))
         if attrs[0]["value"] == "fail":
@@ -159,13 +159,13 @@ def test_bulk_batch_falls_back_per_record_when_one_fails(tmp_path: Path) -> None
                 out.append(decode_reply(plain)[0])
             return out
 
-        CALLS.clear()
+        calls.clear()
         assert await send("ok", ["a", "b", "c"], 10) == [200, 200, 200]
-        assert CALLS == ["ok0", "ok1", "ok2"]  # one pass: the group commit held
-        CALLS.clear()
+        assert calls == ["ok0", "ok1", "ok2"]  # one pass: the group commit held
+        calls.clear()
         assert await send("mix", ["a", "fail", "c"], 20) == [200, 409, 200]
         # the group commit stopped at the failing record, rolled back, then each record ran alone
-        assert CALLS == ["mix0", "mix1", "mix0", "mix1", "mix2"]
+        assert calls == ["mix0", "mix1", "mix0", "mix1", "mix2"]
         keys = await _keys(store)
         assert {"inv-ok0", "inv-ok1", "inv-ok2", "inv-mix0", "inv-mix2"} <= keys and "inv-mix1" not in keys
         # the replay window kept exactly what was accepted once: the same records again are replays
