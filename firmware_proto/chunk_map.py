@@ -58,8 +58,21 @@ class ChunkMapError(ValueError):
     """A map (head, page or full form) that is malformed or does not verify."""
 
 
+_last_leaf: tuple[bytes | None, bytes] = (None, b"")  # (chunk bytes object, its leaf hash)
+
+
 def leaf_hash(chunk: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + chunk).digest()
+    """SHA-256(0x00 ‖ chunk). The same ``bytes`` object hashed again (one broadcast chunk checked
+    by many simulated receivers) returns the digest computed last time: bytes are immutable (the
+    memo is one tuple swapped whole)."""
+    global _last_leaf
+    last_chunk, last_digest = _last_leaf
+    if chunk is last_chunk:
+        return last_digest
+    digest = hashlib.sha256(b"\x00" + chunk).digest()
+    if type(chunk) is bytes:
+        _last_leaf = (chunk, digest)
+    return digest
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -224,9 +237,11 @@ class MapHead:
             raise ChunkMapError("chunk map signature does not verify") from None
 
 
-def page_path(leaves: list[bytes], head: MapHead, page: int) -> list[bytes]:
-    """Authentication path (bottom-up sibling hashes) of page ``page``'s subtree root."""
-    roots = _page_roots(leaves, head)
+def page_path(leaves: list[bytes], head: MapHead, page: int, roots: list[bytes] | None = None) -> list[bytes]:
+    """Authentication path (bottom-up sibling hashes) of page ``page``'s subtree root
+    (``roots``: the page subtree roots, if the caller already computed them)."""
+    if roots is None:
+        roots = _page_roots(leaves, head)
     path: list[bytes] = []
     index = page
     level = roots
@@ -289,6 +304,16 @@ class ChunkMap:
         k = self.head.leaves_per_page
         leaves = list(self.leaves[page * k : (page + 1) * k])
         return b"".join(leaves) + b"".join(page_path(list(self.leaves), self.head, page))
+
+    def page_payloads(self) -> list[bytes]:
+        """Every page's DATA payload (:meth:`page_payload`), the page roots computed once."""
+        k = self.head.leaves_per_page
+        leaves = list(self.leaves)
+        roots = _page_roots(leaves, self.head)
+        return [
+            b"".join(leaves[p * k : (p + 1) * k]) + b"".join(page_path(leaves, self.head, p, roots))
+            for p in range(self.head.page_count)
+        ]
 
 
 def build_chunk_map(

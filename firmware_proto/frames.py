@@ -148,7 +148,26 @@ def encode(frame: Frame) -> bytes:
     return bytes([FRAME_MAGIC, T_END]) + _sid(frame.stream_id) + bytes([frame.reason])
 
 
+_last_decoded: tuple[bytes | None, Frame | None] = (None, None)  # (bytes object, its frame): see decode
+
+
 def decode(data: bytes) -> Frame:
+    """The frame in ``data`` (:class:`FrameError` if it is none).
+
+    Frames are immutable: the same ``bytes`` object decoded again (one broadcast handed to many
+    receivers, as the simulator does) returns the frame decoded last time, without parsing. The
+    memo is one tuple swapped whole, so a reader never pairs one frame's bytes with another's."""
+    global _last_decoded
+    last_data, last_frame = _last_decoded
+    if data is last_data and last_frame is not None:
+        return last_frame
+    frame = _decode(data)
+    if type(data) is bytes:
+        _last_decoded = (data, frame)
+    return frame
+
+
+def _decode(data: bytes) -> Frame:
     if len(data) < 10 or data[0] != FRAME_MAGIC:
         raise FrameError("not a group-link frame")
     kind, sid, body = data[1], data[2:10], data[10:]

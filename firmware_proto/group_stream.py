@@ -8,7 +8,9 @@
    the same artifact reuses them.
 3. Rounds: HEAD + POLL → nodes answer with NACK bitmaps after a random delay, suppressing theirs
    when an overheard NACK already covers it (Deluge) → the root sends the union of what is missing
-   (pages first, then chunks), paced ``frame_interval`` apart → next POLL. The stream ends
+   (pages first, then chunks), paced ``frame_interval`` apart → next POLL; a group of at most
+   ``unicast_max`` unfinished members gets each DATA as link-ACKed unicast copies instead of one
+   broadcast (``RootConfig.unicast_max``). The stream ends
    (END complete) when every member said DONE or ``quiet_rounds`` polls in a row drew no NACK,
    or (END gave up) after ``max_rounds``; nodes then fetch what they still miss themselves.
 4. A new root that takes over builds the same stream id from the same signed map (the server
@@ -54,6 +56,11 @@ class RootConfig:
     reply_window_ms: int = 500
     max_rounds: int = 20
     quiet_rounds: int = 2
+    # DATA to a small group: a link-ACKed unicast copy per member still receiving (0: always
+    # broadcast). On a link whose datagrams are several frames (6LoWPAN fragments, no ACK or
+    # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
+    # retries of unicast cost less than whole-datagram repair rounds while the group is small.
+    unicast_max: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,7 @@ class GroupStreamRoot:
         self.events: list[str] = []
         self._groups: dict[str, _Group] = {}
         self._maps: dict[str, tuple[bytes, ChunkMap]] = {}  # artifact id → (artifact, map)
+        self._pages: dict[str, list[bytes]] = {}  # artifact id → page payloads (built once)
         self._actions: list[FetchArtifact | StreamFinished] = []
         self._active: str | None = None
         self.fetches = 0
@@ -176,6 +184,7 @@ class GroupStreamRoot:
             self.fetch_failed(artifact_id, now)
             return
         self._maps[artifact_id] = (artifact, cmap)
+        self._pages.pop(artifact_id, None)
         if group is not None and group.phase is _Phase.FETCHING:
             group.phase = _Phase.READY
 
@@ -269,14 +278,35 @@ class GroupStreamRoot:
                 return
             block = group.queue.pop(0)
             if block < head.page_count:
-                payload = cmap.page_payload(block)
+                pages = self._pages.get(group.artifact_id)
+                if pages is None:
+                    pages = self._pages[group.artifact_id] = cmap.page_payloads()
+                payload = pages[block]
             else:
                 chunk = block - head.page_count
                 payload = artifact[chunk * head.chunk_size : (chunk + 1) * head.chunk_size]
-            self._broadcast(encode(Data(sid, block, payload)))
+            frame = encode(Data(sid, block, payload))
+            targets = self._unicast_targets(group)
+            if targets is None:
+                self._broadcast(frame)
+            else:
+                for member in targets:
+                    self.bytes_sent += len(frame)
+                    self.frames_sent += 1
+                    self.link.send_unicast(member, frame)
         group.deadline = now + self.config.frame_interval
         if not group.queue and self.config.frame_interval == 0:
             self._poll(group, now)
+
+    def _unicast_targets(self, group: _Group) -> list[Hashable] | None:
+        """Members still receiving, if few enough for unicast copies; None: broadcast."""
+        limit = self.config.unicast_max
+        if limit <= 0:
+            return None
+        targets = [m for m in group.members if m not in group.done]
+        if not targets or len(targets) > limit:
+            return None
+        return sorted(targets, key=repr)
 
     def _finish(self, group: _Group, complete: bool) -> None:
         cmap = self._maps[group.artifact_id][1]

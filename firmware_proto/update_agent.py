@@ -32,6 +32,7 @@ from .chunk_map import ChunkMap, ChunkMapError, MapHead
 from .chunk_receiver import REC_HEAD, ChunkReceiver
 from .flash_store import FlashStore
 from .frames import (
+    END_COMPLETE,
     NACK_DONE,
     NACK_NEED_HEAD,
     NO_STREAM,
@@ -196,6 +197,7 @@ class UpdateAgent:
         self._fallback = False
         self._inflight: set[int] = set()  # chunk indexes asked for end to end
         self._resume_at: float | None = None
+        self._want_frame: tuple[tuple[str, str, str, bytes], bytes] = (("", "", "", b""), b"")
 
     # -- persistence ------------------------------------------------------------------------
     @property
@@ -335,8 +337,10 @@ class UpdateAgent:
         self._send_want(now)
 
     def _send_want(self, now: float) -> None:
-        want = Want(self._job.artifact_id, self._job.artifact_name, self._job.uri, self._stream_id)
-        self.link.send_broadcast(encode(want))
+        key = (self._job.artifact_id, self._job.artifact_name, self._job.uri, self._stream_id)
+        if self._want_frame[0] != key:  # encoded once per (deployment, stream), sent every interval
+            self._want_frame = (key, encode(Want(*key)))
+        self.link.send_broadcast(self._want_frame[1])
         self._next_want = now + self.config.want_interval
 
     # -- group link ----------------------------------------------------------------------------
@@ -367,7 +371,11 @@ class UpdateAgent:
         elif isinstance(frame, Nack):
             self._overheard(frame)
         elif isinstance(frame, End) and self._receiver is not None and not self._receiver.complete:
-            self._start_fallback(now, "root ended the stream")
+            if frame.reason == END_COMPLETE:  # its group was done without me: join its next one
+                self.events.append("stream ended without me: want again")
+                self._send_want(now)
+            else:
+                self._start_fallback(now, "root ended the stream")
 
     def _accept_head(self, head_bytes: bytes) -> MapHead | None:
         try:
@@ -580,14 +588,22 @@ class UpdateAgent:
 
     # -- timers ----------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        times = [self._resume_at, self._nack.at if self._nack else None]
-        if self._job.state is S.REQUESTED:
-            times.append(self._next_want)
-        if self._job.state in (S.REQUESTED, S.RECEIVING) and not self._fallback:
-            times.append(self._last_progress + self.config.fallback_timeout)
-        if self._job.state is S.RECEIVING and self._receiver is not None and self._stream_id != NO_STREAM:
-            times.append(self._next_want)
-        return min((t for t in times if t is not None), default=None)
+        """The earliest of: resume step, pending NACK, next WANT, fallback timeout (called after
+        every frame by drivers: no allocation)."""
+        best = self._resume_at
+        if self._nack is not None and (best is None or self._nack.at < best):
+            best = self._nack.at
+        st = self._job.state
+        if st is S.REQUESTED or st is S.RECEIVING:
+            if st is S.REQUESTED or (self._receiver is not None and self._stream_id != NO_STREAM):
+                t = self._next_want
+                if t is not None and (best is None or t < best):
+                    best = t
+            if not self._fallback:
+                t = self._last_progress + self.config.fallback_timeout
+                if best is None or t < best:
+                    best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self._resume_at is not None and now >= self._resume_at:

@@ -11,8 +11,8 @@ the same :meth:`trace_hash`.
 from __future__ import annotations
 
 import hashlib
-import heapq
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any
 
 __all__ = ["EventClock", "SimulationError"]
@@ -38,7 +38,7 @@ class EventClock:
     def at(self, when: float, callback: Callable[..., None], *args: Any) -> None:
         """Run ``callback(*args)`` at virtual time ``when`` (never earlier than now)."""
         self._seq += 1
-        heapq.heappush(self._heap, (when if when > self.now else self.now, self._seq, callback, args))
+        heappush(self._heap, (when if when > self.now else self.now, self._seq, callback, args))
 
     def after(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
         self.at(self.now + delay, callback, *args)
@@ -62,7 +62,7 @@ class EventClock:
     def run(self, until: float = float("inf"), *, on_step: Callable[[float], None] | None = None) -> float:
         """Run events in (time, seq) order up to ``until``; return the virtual time reached."""
         heap = self._heap
-        pop = heapq.heappop
+        pop = heappop
         self.stopped = False
         while heap and not self.stopped:
             when = heap[0][0]

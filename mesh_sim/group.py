@@ -69,6 +69,7 @@ class GroupParams:
     server_latency: float = 0.02
     heal_delay: float = 5.0
     nack_max_bytes: int = 128
+    unicast_max: int = 0  # RootConfig.unicast_max: DATA as link-ACKed unicast copies to small cells
 
 
 @dataclass
@@ -108,17 +109,23 @@ class _Link:
         self.node = node
         self.tap = tap
 
+    def _tapped(self, frame: bytes) -> bytes | None:
+        return frame if self.tap is None else self.tap(frame)
+
     def send_broadcast(self, frame: bytes) -> None:
-        if self.tap is not None:
-            tapped = self.tap(frame)
-            if tapped is None:
-                return
-            frame = tapped
-        self.sim.transmit(self.node, BROADCAST, frame)
+        tapped = self._tapped(frame)
+        if tapped is not None:
+            self.sim.transmit(self.node, BROADCAST, tapped)
 
     def send_unicast(self, node: Hashable, frame: bytes) -> None:
         assert isinstance(node, int)
-        self.sim.transmit(self.node, node, frame)
+        tapped = self._tapped(frame)
+        if tapped is None:
+            return
+        if node == self.node:  # a root's own agent: handed over inside the node, not on air
+            self.sim.clock.after(0.0, self.sim._deliver, node, node, tapped)
+        else:
+            self.sim.transmit(self.node, node, tapped)
 
 
 class GroupSim:
@@ -175,6 +182,7 @@ class GroupSim:
             reply_window_ms=params.reply_window_ms,
             max_rounds=params.max_rounds,
             quiet_rounds=params.quiet_rounds,
+            unicast_max=params.unicast_max,
         )
         self.relay_config = RootConfig(
             collection_window=params.relay_window,
@@ -183,6 +191,7 @@ class GroupSim:
             reply_window_ms=params.reply_window_ms,
             max_rounds=params.max_rounds,
             quiet_rounds=params.quiet_rounds,
+            unicast_max=params.unicast_max,
         )
         self.stream_start: float | None = None
         self.root_fetches = 0
@@ -315,6 +324,8 @@ class GroupSim:
         if node.down:
             return
         kind = frame[1] if len(frame) >= 2 and frame[0] == FRAME_MAGIC else 0  # frame_type, inlined
+        if kind == T_WANT and sender != receiver and self.tree.parent[sender] != receiver:
+            return  # a WANT is for the sender's parent core only (agent_accepts never takes one)
         now = self.clock.now
         touched = False
         if kind in (T_WANT, T_NACK) and (sender == receiver or self.tree.parent[sender] == receiver):
@@ -339,6 +350,11 @@ class GroupSim:
             self._pump(receiver)
 
     # -- timers -----------------------------------------------------------------------------------------
+    def _reboot(self, v: int) -> None:
+        """The agent's install reboot: keep the relay map, power off for ``reboot_s``."""
+        GroupRelay.capture(self.nodes[v].flash)
+        self._power_off(v, self.params.reboot_s)
+
     def _arm(self, v: int) -> None:
         node = self.nodes[v]
         if node.down:
@@ -403,8 +419,8 @@ class GroupSim:
                     self.clock.trace("finished", v, action.complete, action.rounds)
             if node.reboot_deferred and not node.root_streaming:
                 self.clock.trace("deferred-reboot", v)
-                GroupRelay.capture(node.flash)
-                self._power_off(v, self.params.reboot_s)
+                node.reboot_deferred = False
+                self._reboot(v)
                 return
         if node.relay is not None and node.relay.finished:
             self.finished.extend(node.relay.finished)
@@ -424,8 +440,7 @@ class GroupSim:
                         # per deployment, not one per boot); the agent waits in REBOOTING
                         node.reboot_deferred = True
                         continue
-                    GroupRelay.capture(node.flash)
-                    self._power_off(v, self.params.reboot_s)
+                    self._reboot(v)
                     return
             agent = node.agent
         self._arm(v)

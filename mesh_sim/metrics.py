@@ -12,6 +12,7 @@ from firmware_proto import boot as bootmod
 from firmware_proto.chunk_map import leaves_per_page
 
 from . import baselines as bl
+from .runner import default_chunk_size
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -54,7 +55,10 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
         "energy_mj": round(sum(radio.energy_mj(v) for v in range(n)), 1),
         "rounds": max(roots_rounds, default=0),
     }
-    lb = bl.lower_bound(radio.profile, sc.image_size, chunk, forwarders)
+    # baselines and the lower bound in frames use their own best datagram: the largest chunk that
+    # fits one datagram (fewest headers; per-fragment link ACKs make big datagrams cheap for unicast)
+    best = default_chunk_size(radio.profile, len(gs.artifact))
+    lb = bl.lower_bound(radio.profile, sc.image_size, best, forwarders)
     chunks = math.ceil(len(gs.artifact) / chunk)
     head_pages = math.ceil(chunks / leaves_per_page(chunk))
     out: dict[str, Any] = {
@@ -69,6 +73,7 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
         "forwarders": forwarders,
         "image_bytes": len(gs.artifact),
         "chunk_size": chunk,
+        "baseline_chunk_size": best,
         "chunks": -(-len(gs.artifact) // chunk),
         "map_pages": head_pages,
         "stream_start_s": round(start, 3),
@@ -106,8 +111,8 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
         },
     }
     if sc.baselines:
-        uni = bl.unicast(topo, tree, radio.profile, sc.image_size, chunk, seed)
-        mup = bl.mupgrade(topo, tree, radio.profile, sc.image_size, chunk, seed)
+        uni = bl.unicast(topo, tree, radio.profile, sc.image_size, best, seed)
+        mup = bl.mupgrade(topo, tree, radio.profile, sc.image_size, best, seed)
         out["unicast"] = uni.as_dict()
         out["mupgrade"] = mup.as_dict()
         g = group["bytes_on_air"]

@@ -16,6 +16,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from heapq import heappush
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -152,6 +153,7 @@ class Radio:
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
         self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
+        self._hearing: dict[tuple[int, int], list[tuple[int, bool, float]]] = {}
 
     # -- event-driven transmissions (the group stream) -------------------------------------------
     def attach(
@@ -201,7 +203,8 @@ class Radio:
             if start <= clock.now:  # idle, channel free: on air at once (the CSMA slot is in the airtime)
                 self._start(src)
             else:
-                clock.at(start + self.profile.slot, self._start, src)
+                clock._seq += 1  # clock.at, inlined (hot path; the time is always ahead of now)
+                heappush(clock._heap, (start + self.profile.slot, clock._seq, self._start, (src,)))
 
     def _shape(self, payload: int) -> tuple[int, int, float, float]:
         """(fragments, bytes on air, airtime incl. CSMA slots, one fragment's mean airtime)."""
@@ -231,7 +234,8 @@ class Radio:
             return
         free = self.channel_free
         if free[src] > now + 1e-12:  # a neighbour took the channel: back off behind it
-            clock.at(free[src] + self.profile.slot, self._start, src)
+            clock._seq += 1
+            heappush(clock._heap, (free[src] + self.profile.slot, clock._seq, self._start, (src,)))
             return
         dst, _data, payload, kind, _done, _ready = q[0]
         frags, on_air, air, frag_air = self._shape(payload)
@@ -268,7 +272,8 @@ class Radio:
         self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + on_air
         self.frames_by_kind[kind] = self.frames_by_kind.get(kind, 0) + frames
         self._inflight[src] = (now, air, delivered, frags)
-        clock.at(end, self._end, src)
+        clock._seq += 1
+        heappush(clock._heap, (end, clock._seq, self._end, (src,)))
 
     def _end(self, src: int) -> None:
         clock = self._clock
@@ -288,25 +293,42 @@ class Radio:
                 rnd = self.rng.random
                 alive = self.alive
                 rx_time = self.rx_time
-                busy = self.rx_busy_until
                 end = start + air
                 got: list[int] = []
-                for nb, loss in self.topo.adjacency[src]:
-                    if not alive[nb]:
-                        continue
-                    rx_time[nb] += air
-                    if self.collisions:
+                hear = self._hearing.get((src, frags))
+                if hear is None:  # (neighbour, lossy, P(every fragment arrives)) once per sender and size
+                    hear = self._hearing[(src, frags)] = [
+                        (nb, bool(loss), (1.0 - loss) ** frags) for nb, loss in self.topo.adjacency[src]
+                    ]
+                if self.collisions:
+                    busy = self.rx_busy_until
+                    for nb, lossy, p_ok in hear:
+                        if not alive[nb]:
+                            continue
+                        rx_time[nb] += air
                         if busy[nb] > start:
                             self.collided += 1
                             busy[nb] = max(busy[nb], end)
                             continue
                         busy[nb] = end
-                    if loss and rnd() >= (1.0 - loss) ** frags:
-                        self.frames_lost += 1
-                        continue
-                    got.append(nb)
+                        if lossy and rnd() >= p_ok:
+                            self.frames_lost += 1
+                            continue
+                        got.append(nb)
+                else:
+                    lost = 0
+                    for nb, lossy, p_ok in hear:
+                        if not alive[nb]:
+                            continue
+                        rx_time[nb] += air
+                        if lossy and rnd() >= p_ok:
+                            lost += 1
+                            continue
+                        got.append(nb)
+                    self.frames_lost += lost
+                deliver = self._deliver
                 for nb in got:
-                    self._deliver(nb, src, data)
+                    deliver(nb, src, data)
         else:
             ok = delivered and self.alive[src] and self.alive[dst]
             if not ok:
@@ -317,7 +339,9 @@ class Radio:
                 on_done(ok)
         if q and self.alive[src]:
             ready = q[0][5]
-            clock.at(max(clock.now, self.channel_free[src], ready) + self.profile.slot, self._start, src)
+            when = max(clock.now, self.channel_free[src], ready) + self.profile.slot
+            clock._seq += 1
+            heappush(clock._heap, (when, clock._seq, self._start, (src,)))
             if group_room:
                 self._on_idle(src)
         else:

@@ -10,8 +10,10 @@
     [radio]      profile = "802.15.4" | "wifi-mesh"; collisions = false
     [image]      size (bytes); seq (sequence number in the signed map); artifact (name)
     [collection] window (seconds the roots collect requests)
-    [stream]     chunk_size (0: the largest that fits one datagram); max_rounds; quiet_rounds;
-                 reply_window_ms (0: by radio profile); relay_window; want_interval; heal_delay
+    [stream]     chunk_size (0: the largest that fits one datagram of at most 4 frames); max_rounds;
+                 quiet_rounds; reply_window_ms (0: by radio profile); relay_window; want_interval;
+                 heal_delay; unicast_max (DATA as link-ACKed unicast copies to cells of at most
+                 this many unfinished members; 0: always broadcast)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -69,6 +71,7 @@ class Scenario:
     quiet_rounds: int = 2
     chunk_size: int = 0
     reply_window_ms: int = 0
+    unicast_max: int = 0
     relay_window: float = 0.5
     want_interval: float = 5.0
     heal_delay: float = 5.0
@@ -132,6 +135,9 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
     if s.chunk_size and not 64 <= s.chunk_size <= 60000:
         raise ScenarioError(f"stream.chunk_size = {s.chunk_size} is not 0 or in 64..60000")
     s.reply_window_ms = _get(stream, "reply_window_ms", int, s.reply_window_ms, "stream")
+    s.unicast_max = _get(stream, "unicast_max", int, s.unicast_max, "stream")
+    if s.unicast_max < 0:
+        raise ScenarioError(f"stream.unicast_max = {s.unicast_max} is not >= 0")
     s.relay_window = _get(stream, "relay_window", float, s.relay_window, "stream")
     s.want_interval = _get(stream, "want_interval", float, s.want_interval, "stream")
     if s.max_rounds < 1 or s.quiet_rounds < 1 or s.want_interval <= 0:
