@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import api_http  # noqa: E402
 
+from bridge.mqtt5 import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
 from firmware_proto.api_envelope import (  # noqa: E402
     BULK_TOPIC,
     DEVICE_PROPERTY,
@@ -62,124 +63,44 @@ from meshota.broker import start_mosquitto  # noqa: E402
 _PASSED = {"x-men-signature": "x-men-signature", "range": "range"}
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+class LeanMqttLink:
+    """The load generator's broker connection: the MQTT twin of api_http.RawConnection.
 
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
-
-
-class LeanMqttLink(asyncio.Protocol):
-    """A minimal MQTT 5 client on an asyncio transport: the MQTT twin of api_http.RawConnection.
-
-    One broker connection carrying many devices' requests (the aggregating gateway's shape).
-    Requests go out at QoS 1 with the gateway's two user properties (encoded once per device);
-    replies are acknowledged as MQTT requires and resolve the future waiting on their topic.
-    Unlike paho/aiomqtt it spends no per-message Python on property objects, callbacks or tasks,
-    so the load generator costs about what the raw HTTP client costs (printed per run).
+    One connection carrying many devices' requests (the aggregating gateway's shape), on the same
+    lean MQTT 5 client the bridge uses (bridge/mqtt5.py). Requests go out at QoS 1 with the
+    gateway's two user properties (encoded once per device); each reply resolves the future
+    waiting on its topic. It costs about what the raw HTTP client costs (printed per run).
     """
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
         self.waiting: dict[str, asyncio.Future[bytes]] = {}
         self.stamps: dict[str, bytes] = {}
-        self.acked: dict[int, asyncio.Future[bytes]] = {}  # CONNACK (0) / SUBACK (packet id)
-        self.ids = itertools.cycle(range(1, 65536))
+        self.client: Mqtt5Client | None = None
 
     @classmethod
     async def connect(cls, port: int, client_id: str) -> LeanMqttLink:
-        loop = asyncio.get_running_loop()
-        _, link = await loop.create_connection(cls, "127.0.0.1", port)
-        body = _utf8("MQTT") + bytes([5, 0x02]) + (0).to_bytes(2, "big") + _varint(0) + _utf8(client_id)
-        await link._exchange(0, _packet(0x10, body))
-        sub = (1).to_bytes(2, "big") + _varint(0) + _utf8("/mender/responses/#") + b"\x01"
-        await link._exchange(1, _packet(0x82, sub))
+        link = cls()
+        link.client, _ = await Mqtt5Client.connect("127.0.0.1", port, ConnectOptions(client_id), link._reply)
+        await link.client.subscribe([("/mender/responses/#", 1)])
         return link
 
-    async def _exchange(self, key: int, packet: bytes) -> None:
-        self.acked[key] = asyncio.get_running_loop().create_future()
-        assert self.transport is not None
-        self.transport.write(packet)
-        await asyncio.wait_for(self.acked[key], 10)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def _reply(self, message: PublishIn) -> None:
+        fut = self.waiting.pop(message.topic, None)
+        if fut is not None and not fut.done():
+            fut.set_result(message.payload)
 
     def publish(self, topic: str, payload: bytes, device: str) -> None:
         stamp = self.stamps.get(device)
         if stamp is None:
-            props = b"\x26" + _utf8(DEVICE_PROPERTY) + _utf8(device)
-            props += b"\x26" + _utf8(VERIFIED_PROPERTY) + _utf8("1")
-            stamp = self.stamps[device] = _varint(len(props)) + props
-        body = _utf8(topic) + next(self.ids).to_bytes(2, "big") + stamp + payload
-        assert self.transport is not None
-        self.transport.write(_packet(0x32, body))  # PUBLISH QoS 1; its PUBACK is only counted
+            stamp = self.stamps[device] = encode_user_properties(
+                [(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1")]
+            )
+        assert self.client is not None
+        self.client.publish(topic, payload, 1, stamp)  # its PUBACK is only counted
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer
-        buf += data
-        pos = 0
-        while len(buf) - pos >= 2:
-            length, shift, i = 0, 0, pos + 1
-            while True:
-                if i >= len(buf):
-                    del buf[:pos]
-                    return
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if len(buf) - i < length:
-                break
-            self._handle(buf[pos], bytes(buf[i : i + length]))
-            pos = i + length
-        del buf[:pos]
-
-    def _handle(self, first: int, body: bytes) -> None:
-        kind = first >> 4
-        if kind == 3:  # PUBLISH (a reply)
-            tlen = int.from_bytes(body[:2], "big")
-            topic = body[2 : 2 + tlen].decode()
-            pos = 2 + tlen
-            if first & 0x06:
-                assert self.transport is not None
-                self.transport.write(b"\x40\x02" + body[pos : pos + 2])  # PUBACK
-                pos += 2
-            plen, shift = 0, 0
-            while True:
-                byte = body[pos]
-                pos += 1
-                plen |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            fut = self.waiting.pop(topic, None)
-            if fut is not None and not fut.done():
-                fut.set_result(body[pos + plen :])
-        elif kind in (2, 9):  # CONNACK, SUBACK
-            fut = self.acked.pop(0 if kind == 2 else int.from_bytes(body[:2], "big"), None)
-            if fut is not None and not fut.done():
-                fut.set_result(body)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for fut in self.waiting.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("broker connection lost"))
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
 
 
 class MqttConnection:
@@ -409,9 +330,7 @@ async def main_async(
     for d in http_devices:
         d.conn.close()
     for link in links:
-        assert link.transport is not None
-        link.transport.write(b"\xe0\x00")  # DISCONNECT
-        link.transport.close()
+        link.close()
 
     print(f"devices={n} rounds={args.rounds} x {args.repeat} (ABBA) db={args.db or 'sqlite (temp file)'} "
           f"mqtt connections={args.mqtt_connections} "

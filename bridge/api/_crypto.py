@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
@@ -108,8 +109,11 @@ def check_password(stored: str, password: str) -> bool:
     return hmac.compare_digest(digest.hex(), digest_hex)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_pubkey(pem: str) -> str:
-    """Parse a device public key and re-emit canonical SPKI PEM (so equal keys compare equal)."""
+    """Parse a device public key and re-emit canonical SPKI PEM (so equal keys compare equal).
+
+    Cached per PEM text: a device sends the same key in every auth request (errors are not cached)."""
     try:
         key = serialization.load_pem_public_key(pem.encode())
     except (ValueError, UnsupportedAlgorithm, TypeError):
@@ -121,13 +125,19 @@ def normalize_pubkey(pem: str) -> str:
     ).decode()
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(pem: str) -> Any:
+    """The loaded key of a (normalized) PEM; key objects are immutable, so one per PEM is shared."""
+    return serialization.load_pem_public_key(pem.encode())
+
+
 def verify_auth_signature(pubkey_pem: str, body: bytes, signature_b64: str) -> bool:
     """X-MEN-Signature over the exact body: RSA PKCS#1 v1.5, ECDSA DER, Ed25519 (raw body)."""
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
         return False
-    key = serialization.load_pem_public_key(pubkey_pem.encode())
+    key = _public_key(pubkey_pem)
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())

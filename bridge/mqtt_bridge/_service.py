@@ -298,6 +298,9 @@ class MqttBridge:
             while self._queue:
                 size = min(len(self._queue), self.config.group_max)
                 await self._run_group([self._queue.popleft() for _ in range(size)])
+                # let the loop send this group's replies and read what arrived meanwhile
+                # (handlers on SQLite never suspend: without this, replies wait for every group)
+                await asyncio.sleep(0)
         finally:
             self._group_task = None
 
