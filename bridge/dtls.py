@@ -10,6 +10,7 @@ for traffic a root relay forwarded in MQTT-SN encapsulation. It does no I/O and 
     server.handle_timer(now)                         # when now >= server.get_timer()
     server.send(peer, plaintext)                     # after SessionEstablished(peer, ...)
     server.close(peer)                               # close_notify + forget
+    server.close_all()                               # ... to every session (shutdown)
     for peer, datagram in server.datagrams_to_send(): transmit(...)
     for event in server.events(): ...
 
@@ -291,6 +292,33 @@ class DtlsServer:
                 s.buf.shutdown()
             self._flush(s)
         self._close(s, reason)
+
+    def close_all(self, reason: str = "gateway shutting down") -> int:
+        """close_notify to every established session and forget every session (a gateway that
+        stops: nodes learn it at once instead of through MQTT-SN retries). Parked sessions are
+        restored one at a time to sign their close_notify, after the live ones are gone, so none
+        is parked again. Handshakes in progress end as HandshakeFailed. Returns how many sessions
+        got a close_notify."""
+        notified = 0
+        live = [self._sessions[p] for p in self._live if p in self._sessions]
+        rest = [s for s in self._sessions.values() if s.peer not in self._live]
+        for s in live + rest:
+            if s.state == _HANDSHAKING:
+                self.stats["failed"] += 1
+                self._drop(s)
+                self._events.append(HandshakeFailed(s.peer, reason))
+                continue
+            if s.state == _ESTABLISHED and self._ensure_live(s):
+                assert s.buf is not None
+                with contextlib.suppress(mbedtls_errors.TLSError):
+                    s.buf.shutdown()
+                self._flush(s)
+                notified += 1
+            self.stats["closed"] += 1
+            self._drop(s)
+            self._events.append(SessionClosed(s.peer, s.device_id, reason))
+        self._log.info("DTLS: close_notify sent to %d sessions (%s)", notified, reason)
+        return notified
 
     def datagrams_to_send(self) -> list[tuple[Peer, bytes]]:
         out, self._out = self._out, []

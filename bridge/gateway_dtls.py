@@ -152,6 +152,16 @@ class DtlsFront:
             return
         self._process(now)
 
+    def close_all(self, reason: str = "gateway shutting down") -> int:
+        """close_notify to every DTLS session (shutdown). The Gateway's sessions are not ended
+        here: their nodes are not lost, the gateway is going away (no wills); GatewayServer.close
+        ends them with the broker link."""
+        notified = self.server.close_all(reason)
+        for link, datagram in self.server.datagrams_to_send():
+            self._out.append(wrap(link, datagram))
+        self._events.extend(self.server.events())
+        return notified
+
     def handle_timer(self, now: float) -> None:
         self.server.handle_timer(now)
         self._process(now)
@@ -253,6 +263,10 @@ class DtlsListener:
         log.info("MQTT-SN gateway on dtls %s:%s", *self.address)
 
     async def close(self) -> None:
+        """close_notify to every node with a DTLS session, then stop listening."""
+        if self._sock is not None:
+            self.front.close_all()
+            self._transmit()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None

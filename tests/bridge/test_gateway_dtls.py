@@ -17,11 +17,12 @@ from gateway_dtls_support import (
     psk,
 )
 
+from bridge.dtls import SessionClosed as ServerSessionClosed
 from bridge.gateway_dtls import DtlsPeer
-from firmware_proto.dtls_client import ClientConfig
+from firmware_proto.dtls_client import ClientConfig, SessionClosed
 from firmware_proto.dtls_node import DtlsUdpClient
 from firmware_proto.mqttsn_udp import ConnectionLostError, UdpClient
-from mqttsn import BrokerConnect, BrokerPublish, ForwardedPeer
+from mqttsn import BrokerConnect, BrokerPublish, ForwardedPeer, Will
 from tests.conftest import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -100,5 +101,43 @@ def test_certificate_node_through_relay_and_direct(mosquitto: Mosquitto, tmp_pat
             assert ids == [("node-x1", "node-x1"), ("node-x2", "node-x2")]
             direct = [e.peer for e in gw.dtls_events if type(e).__name__ == "SessionEstablished"][1]
             assert direct[0] == "127.0.0.1"  # keyed by the node's own UDP address
+
+    asyncio.run(main())
+
+
+def test_shutdown_sends_close_notify_to_every_node_live_or_parked(mosquitto: Mosquitto) -> None:
+    """A stopping gateway tells each node at once (close_notify), also nodes behind a relay and
+    nodes whose DTLS context was parked; no will is published (the nodes are not lost)."""
+
+    async def main() -> None:
+        watcher = Watcher(mosquitto, "will/#")
+        try:
+            async with dtls_gateway(mosquitto, psk_keys=KEYS, live_contexts=1) as gw:
+                relay = TamperingRelay(gw.listener.address)
+                await relay.start()
+                try:
+                    a = DtlsUdpClient(gw.listener.address, "node-a", dtls=psk("node-a"))
+                    b = DtlsUdpClient(relay.listen_address, "node-b", dtls=psk("node-b"),
+                                      will=Will("will/node-b", b"gone", 1))  # fmt: skip
+                    async with a, b:
+                        await a.publish("dev/node-a/up", b"1", qos=1)
+                        await b.publish("dev/node-b/up", b"1", qos=1)
+                        assert gw.dtls.stats["parked"] >= 1  # one context only: someone is parked
+                        await gw.listener.close()
+                        for client in (a, b):
+                            async with asyncio.timeout(5):
+                                while not any(isinstance(e, SessionClosed) for e in client.dtls_events):
+                                    await asyncio.sleep(0.01)
+                            (closed,) = [e for e in client.dtls_events if isinstance(e, SessionClosed)]
+                            assert "close_notify" in closed.reason
+                        closed_at_gateway = [e for e in gw.dtls_events if isinstance(e, ServerSessionClosed)]
+                        assert sorted(e.device_id or "" for e in closed_at_gateway) == ["node-a", "node-b"]
+                        assert gw.dtls.session_count == 0
+                finally:
+                    relay.close()
+            await asyncio.sleep(0.3)
+            assert watcher.messages == []  # no will: a planned shutdown loses no node
+        finally:
+            watcher.close()
 
     asyncio.run(main())
