@@ -73,6 +73,13 @@ class PeerTransport(Protocol):
     def resume_reading(self) -> None: ...
 
 
+class MulticastError(OSError):
+    """The multicast group cannot be joined (not IPv4 multicast, no such interface, port taken)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "multicast error"
+
+
 class GatewayServer:
     """One UDP socket (optional), one Gateway, one BrokerLink; more listeners may attach."""
 
@@ -85,10 +92,15 @@ class GatewayServer:
         broker_username: str | None = None,
         broker_password: str | None = None,
         multicast: tuple[str, int] | None = None,
+        multicast_interface: str | None = None,
     ) -> None:
         self.gateway = Gateway(config)
         self.udp = udp
         self.multicast = multicast
+        # the interface (its IPv4 address) ADVERTISE leaves by and the group is joined on;
+        # default: the --udp address when it names one, else the kernel's choice
+        self.multicast_interface = multicast_interface
+        self._msock: socket.socket | None = None
         self.link = BrokerLink(
             broker[0],
             broker[1],
@@ -140,16 +152,71 @@ class GatewayServer:
                 raise
             sock.setblocking(False)
             self._sock = sock
+            if self.multicast is not None:
+                try:
+                    self._join_multicast(sock, self.multicast)
+                except OSError:
+                    sock.close()
+                    self._sock = None
+                    await self.link.close()
+                    raise
             self._resume_reading()
             log.info("MQTT-SN gateway on udp %s:%s, mode %s", *self.address, self.gateway.config.mode)
         self.gateway.start(self.now())
         self._flush()
+
+    def _join_multicast(self, sock: socket.socket, group: tuple[str, int]) -> None:
+        """Hear SEARCHGW sent to ``group`` (a second socket bound to it, the group joined) and
+        send ADVERTISE there from the unicast socket, so GWINFO/CONNECT come back to it."""
+        iface = self.multicast_interface
+        if iface is None:
+            host = sock.getsockname()[0]
+            iface = host if host not in ("0.0.0.0", "") else "0.0.0.0"
+        if sock.family != socket.AF_INET:
+            raise MulticastError(f"{group[0]}: only IPv4 groups are supported (an IPv4 --udp address)")
+        if iface != "0.0.0.0":
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(iface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        msock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            msock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            msock.bind(group)  # bound to the group address: only datagrams sent to the group
+            mreq = socket.inet_aton(group[0]) + socket.inet_aton(iface)
+            msock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            msock.setblocking(False)
+        except OSError as exc:
+            msock.close()
+            raise MulticastError(
+                f"{group[0]}:{group[1]} on interface {iface}: {exc.strerror or exc}"
+            ) from None
+        self._msock = msock
+        log.info("MQTT-SN gateway listening for SEARCHGW on multicast %s:%s (interface %s)", *group, iface)
+
+    def _multicast_ready(self) -> None:
+        msock = self._msock
+        for _ in range(64):
+            if msock is None:
+                return
+            try:
+                data, addr = msock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("multicast udp error: %s", exc)
+                continue
+            # answered from the unicast socket (GWINFO's source address is the gateway's address)
+            self.datagram_received(data, addr)
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         if self._bp_task is not None:
             self._bp_task.cancel()
+        if self._msock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self._msock.fileno())
+            self._msock.close()
+            self._msock = None
         if self._sock is not None:
             self._pause_reading()
             self._sock.close()
@@ -168,6 +235,8 @@ class GatewayServer:
     def _pause_reading(self) -> None:
         if self._reading and self._sock is not None:
             self.loop.remove_reader(self._sock.fileno())
+            if self._msock is not None:
+                self.loop.remove_reader(self._msock.fileno())
         self._reading = False
         for transport in self._transports.values():
             transport.pause_reading()
@@ -175,6 +244,8 @@ class GatewayServer:
     def _resume_reading(self) -> None:
         if not self._reading and self._sock is not None:
             self.loop.add_reader(self._sock.fileno(), self._read_ready)
+            if self._msock is not None:
+                self.loop.add_reader(self._msock.fileno(), self._multicast_ready)
             self._reading = True
         for transport in self._transports.values():
             transport.resume_reading()

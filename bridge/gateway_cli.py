@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-retries", type=int, default=5, help="N_RETRY (default 5)")
     ap.add_argument("--max-buffered", type=int, default=1000, help="messages kept per sleeping client")
     ap.add_argument("--advertise", type=float, metavar="SECONDS", help="send ADVERTISE this often")
-    ap.add_argument("--multicast", metavar="H:P", help="multicast group for ADVERTISE")
+    ap.add_argument("--multicast", metavar="H:P", help="multicast group: ADVERTISE sent, SEARCHGW heard")
+    ap.add_argument(
+        "--multicast-interface", metavar="IP", help="IPv4 address of the interface for --multicast"
+    )
     ap.add_argument("--broker-username", help="MQTT username for every broker connection")
     ap.add_argument("--broker-password", help="MQTT password for every broker connection")
     ap.add_argument("-v", "--verbose", action="count", default=0)
@@ -153,7 +156,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
     import aiomqtt
 
     from .dtls import DtlsServer
-    from .gateway import GatewayServer
+    from .gateway import GatewayServer, MulticastError
     from .gateway_dtls import DtlsListener
 
     broker = parse_url_hostport(args.broker, "--broker", ("mqtt",), 1883)
@@ -166,6 +169,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
         broker_username=args.broker_username,
         broker_password=args.broker_password,
         multicast=multicast,
+        multicast_interface=args.multicast_interface,
     )
     listener = None
     if dtls is not None:
@@ -179,6 +183,9 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
     except aiomqtt.MqttError as exc:
         print(f"meshota gateway: cannot connect to broker {args.broker}: {exc}", file=sys.stderr)
         return 1
+    except MulticastError as exc:
+        print(f"meshota gateway: --multicast {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"meshota gateway: --udp {args.udp}: {exc.strerror}", file=sys.stderr)
         return 2
