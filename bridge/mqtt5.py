@@ -254,6 +254,7 @@ class Mqtt5Session:
     _inflight: set[int] = field(default_factory=set)  # our QoS 1 PUBLISHes awaiting PUBACK
     _waiting: deque[tuple[int, bytes]] = field(default_factory=deque)  # beyond Receive Maximum
     _pending_subacks: set[int] = field(default_factory=set)
+    _used: set[int] = field(default_factory=set)  # every packet id in use (PUBLISH and SUBSCRIBE share them)
 
     def __post_init__(self) -> None:
         self.keepalive = self.options.keepalive
@@ -272,9 +273,13 @@ class Mqtt5Session:
 
     # -- sending --
 
-    def _next_mid(self, busy: set[int]) -> int:
-        for mid in self._ids:  # pragma: no branch - cycles forever
-            if mid not in busy:
+    def _next_mid(self) -> int:
+        """A packet id not in use by any unacknowledged PUBLISH or SUBSCRIBE of ours."""
+        if len(self._used) >= 65535:
+            raise Mqtt5Error("every packet id is in use: the server acknowledges nothing")
+        for mid in self._ids:  # pragma: no branch - a free one is found within 65,535 steps
+            if mid not in self._used:
+                self._used.add(mid)
                 return mid
         raise AssertionError("unreachable")
 
@@ -288,10 +293,11 @@ class Mqtt5Session:
         mid = 0
         head = _utf8(topic)
         if qos:
-            mid = self._next_mid(self._inflight | {m for m, _ in self._waiting})
+            mid = self._next_mid()
             head += mid.to_bytes(2, "big")
         packet = _packet((PUBLISH << 4) | (qos << 1), head + properties + payload)
         if len(packet) > self.server_max_packet:
+            self._used.discard(mid)
             raise Mqtt5Error(f"PUBLISH of {len(packet)} bytes exceeds the server's maximum packet size")
         if qos and len(self._inflight) >= self.server_receive_maximum:
             self._waiting.append((mid, packet))  # the server's Receive Maximum: wait for a PUBACK
@@ -302,14 +308,14 @@ class Mqtt5Session:
         return mid
 
     def subscribe(self, filters: list[tuple[str, int]]) -> int:
-        mid = self._next_mid(self._pending_subacks)
-        self._pending_subacks.add(mid)
-        body = mid.to_bytes(2, "big") + b"\x00"
+        body = b"\x00"
         for topic_filter, qos in filters:
             if qos not in (0, 1):
                 raise ValueError("subscriptions are at QoS 0 or 1")
             body += _utf8(topic_filter) + bytes([qos])
-        self.outgoing += _packet((SUBSCRIBE << 4) | 0x02, body)
+        mid = self._next_mid()
+        self._pending_subacks.add(mid)
+        self.outgoing += _packet((SUBSCRIBE << 4) | 0x02, mid.to_bytes(2, "big") + body)
         return mid
 
     def ping(self) -> None:
@@ -371,6 +377,7 @@ class Mqtt5Session:
             if mid not in self._inflight:
                 raise Mqtt5ProtocolError(f"PUBACK for unknown packet id {mid}")
             self._inflight.discard(mid)
+            self._used.discard(mid)
             while self._waiting and len(self._inflight) < self.server_receive_maximum:
                 waiting_mid, packet = self._waiting.popleft()
                 self._inflight.add(waiting_mid)
@@ -384,6 +391,7 @@ class Mqtt5Session:
             if mid not in self._pending_subacks:
                 raise Mqtt5ProtocolError(f"SUBACK for unknown packet id {mid}")
             self._pending_subacks.discard(mid)
+            self._used.discard(mid)
             return SubAck(mid, tuple(body[pos:]))
         if kind == CONNACK:
             if self.connected or end < 3 or first & 0x0F:

@@ -329,3 +329,19 @@ def test_bad_credentials_and_no_broker(tmp_path: Path) -> None:
         asyncio.run(refused_login())
     finally:
         locked.stop()
+
+
+def test_packet_ids_are_shared_released_and_bounded() -> None:
+    s = _session(max_packet=200)
+    sub = s.subscribe([("/a", 1)])
+    pub = s.publish("/p", b"x", 1)
+    assert sub != pub  # SUBSCRIBE and PUBLISH draw from one id space
+    with pytest.raises(Mqtt5Error):
+        s.publish("/big", b"x" * 300, 1)  # refused: its id goes back
+    assert s._used == {sub, pub}
+    s.receive(_pkt(0x90, sub.to_bytes(2, "big") + b"\x00\x01") + _pkt(0x40, pub.to_bytes(2, "big")))
+    assert s._used == set() and s.inflight == 0
+    for _ in range(65535):  # a server that acknowledges nothing: every id ends up in use
+        s.publish("/p", b"", 1)
+    with pytest.raises(Mqtt5Error, match="every packet id"):
+        s.publish("/p", b"", 1)
