@@ -48,6 +48,7 @@ import contextlib
 import heapq
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, cast
 
 from mbedtls import exceptions as mbedtls_errors
@@ -95,9 +96,7 @@ log = logging.getLogger("meshota.dtls")
 _HANDSHAKING, _ESTABLISHED, _GONE = 0, 1, 2
 _RTX, _HS_DEADLINE, _IDLE = 0, 1, 2
 _OVER = Step.OVER
-_BEFORE_COOKIE = frozenset(
-    (Step.HELLO_REQUEST, Step.CLIENT_HELLO, Step.SERVER_HELLO, Step.HELLO_VERIFY_SENT)
-)
+_BEFORE_COOKIE = frozenset((Step.HELLO_REQUEST, Step.CLIENT_HELLO, Step.SERVER_HELLO, Step.HELLO_VERIFY_SENT))
 _MAX_RECORD = 16384
 _ERR_CLIENT_RECONNECT = 0x6780
 
@@ -135,6 +134,7 @@ class _Session:
         "last_activity",
         "parked",
         "peer",
+        "psk_identity",
         "state",
         "timer",
         "timer_key",
@@ -147,6 +147,7 @@ class _Session:
         self.timer_key = 0
         self.state = _HANDSHAKING
         self.device_id: str | None = None
+        self.psk_identity: str | None = None  # set when the handshake used a PSK
         self.last_activity = 0.0
         self.parked: bytes | None = None
         self.discarded = 0
@@ -292,6 +293,27 @@ class DtlsServer:
                 s.buf.shutdown()
             self._flush(s)
         self._close(s, reason)
+
+    def replace_psk(self, keys: Mapping[str, bytes]) -> list[str]:
+        """Use ``keys`` for every handshake from now on (a reloaded PSK file). A session whose PSK
+        identity is gone or has another key now gets close_notify and ends (a revoked device is
+        cut off at once, not at its next handshake); the others go on. Returns the identities
+        whose sessions were closed. ValueError if this server was not configured for PSK."""
+        if self._psk is None:
+            raise ValueError("this DTLS server has no PSK table to replace")
+        old = dict(self._psk.keys_snapshot())
+        self._psk.replace(keys)
+        changed = {identity for identity, key in old.items() if keys.get(identity) != key}
+        closed = []
+        for s in list(self._sessions.values()):
+            if s.psk_identity is not None and s.psk_identity in changed:
+                closed.append(s.psk_identity)
+                if s.state == _ESTABLISHED:
+                    self.close(s.peer, "PSK revoked or changed")
+                else:
+                    self._close(s, "PSK revoked or changed")
+        self._log.info("DTLS: PSK table replaced: %d identities, %d sessions closed", len(keys), len(closed))
+        return closed
 
     def close_all(self, reason: str = "gateway shutting down") -> int:
         """close_notify to every established session and forget every session (a gateway that
@@ -471,7 +493,7 @@ class DtlsServer:
                 return
             finally:
                 if psk is not None and psk.seen is not None and psk.seen in psk:
-                    s.device_id = psk.seen
+                    s.device_id = s.psk_identity = psk.seen
         self._flush(s)
         if buf._handshake_state is _OVER:
             self._established(s)
@@ -492,8 +514,7 @@ class DtlsServer:
         s.timer.deadline = None
         s.last_activity = self._clock.now
         self.stats["established"] += 1
-        self._log.info("DTLS: %r established as device %r (%s)", s.peer, s.device_id,
-                       s.buf.cipher())
+        self._log.info("DTLS: %r established as device %r (%s)", s.peer, s.device_id, s.buf.cipher())
         self._events.append(SessionEstablished(s.peer, s.device_id))
         self._live[s.peer] = None
         self._schedule(s, _IDLE, s.last_activity + self.idle_timeout)
@@ -535,7 +556,10 @@ class DtlsServer:
         if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood cannot flood the log
             self._log.warning(
                 "DTLS: discarded a record from %r (device %r) that failed authentication or the "
-                "replay check (%d so far)", s.peer, s.device_id, n,
+                "replay check (%d so far)",
+                s.peer,
+                s.device_id,
+                n,
             )
 
     def _fail(self, s: _Session, reason: str) -> None:

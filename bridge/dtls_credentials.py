@@ -134,9 +134,7 @@ def _read(path: str | os.PathLike[str], what: str) -> str:
 
 def _load_certs(path: str | os.PathLike[str], what: str) -> tuple[x509.CRT, ...]:
     text = _read(path, what)
-    blocks = re.findall(
-        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL
-    )
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL)
     if not blocks:
         raise CredentialsError(f"{what} {str(path)!r} holds no PEM certificate")
     try:
@@ -181,6 +179,13 @@ class PskLookup(Mapping[str, bytes]):
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = keys
         self.seen: str | None = None
+
+    def replace(self, keys: Mapping[str, bytes]) -> None:
+        """Look identities up in ``keys`` from now on (mbedTLS keeps this object, not the table)."""
+        self._keys = keys
+
+    def keys_snapshot(self) -> Mapping[str, bytes]:
+        return self._keys
 
     def __getitem__(self, identity: str) -> bytes:
         self.seen = identity

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from meshota.config import ConfigError, parse_hostport, parse_url_hostport
 from mqttsn import GatewayConfig, LocalProtocolError, PredefinedTopics
 
+log = logging.getLogger("meshota.gateway")
+
 if TYPE_CHECKING:
     from .dtls_credentials import DtlsServerConfig
 
@@ -207,6 +209,25 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if listener is not None and args.psk_file:
+        dtls_listener = listener
+
+        def reload_psk() -> None:
+            """SIGHUP: read --psk-file again (as mosquitto does its password file); a device whose
+            line is gone or changed loses its session at once; a bad file keeps the old table."""
+            from .dtls_credentials import CredentialsError, load_psk_file
+
+            try:
+                keys = load_psk_file(args.psk_file)
+            except CredentialsError as exc:
+                log.error("SIGHUP: --psk-file not reloaded, old keys kept: %s", exc)
+                return
+            closed = dtls_listener.replace_psk(keys)
+            log.warning("SIGHUP: --psk-file reloaded: %d identities; sessions ended: %s",
+                        len(keys), ", ".join(closed) or "none")  # fmt: skip
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, reload_psk)
     await stop.wait()
     if listener is not None:
         await listener.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -261,6 +261,13 @@ class DtlsListener:
         if not self._paused:
             self.resume_reading()
         log.info("MQTT-SN gateway on dtls %s:%s", *self.address)
+
+    def replace_psk(self, keys: Mapping[str, bytes]) -> list[str]:
+        """New PSK table for new handshakes; sessions of removed/changed identities end now."""
+        closed = self.front.server.replace_psk(keys)
+        self.front._process(self.server.now())
+        self._settle()
+        return closed
 
     async def close(self) -> None:
         """close_notify to every node with a DTLS session, then stop listening."""
