@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import statistics
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -244,16 +246,24 @@ def main() -> int:
                    help="raw: a connection per device (default); httpx: one AsyncClient")  # fmt: skip
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
+    with bench_database(args.db) as (tmp, dbargs):
+        return run_with_db(args, tmp, dbargs)
+
+
+@contextlib.contextmanager
+def bench_database(url: str) -> Iterator[tuple[Path, list[str]]]:
+    """(temporary directory, server/admin database arguments): ``url`` or a temporary SQLite file;
+    a PostgreSQL URL gets a fresh schema, dropped at the end."""
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        db = args.db or f"sqlite:///{tmp / 'bench.sqlite'}"
+        db = url or f"sqlite:///{tmp / 'bench.sqlite'}"
         dbargs = ["--db", db]
         schema = None
         if db.startswith("postgresql"):
             schema = f"bench_{uuid.uuid4().hex[:12]}"
             dbargs += ["--db-schema", schema]
         try:
-            return run_with_db(args, tmp, dbargs)
+            yield tmp, dbargs
         finally:
             if schema is not None:
                 drop_schema(db, schema)

@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -463,19 +462,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=100, help="most sealed records per bulk PUBLISH")
     p.add_argument("--mqtt-connections", type=int, default=1, help="broker connections the devices share")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        db = args.db or f"sqlite:///{tmp / 'bench.sqlite'}"
-        dbargs = ["--db", db]
-        schema = None
-        if db.startswith("postgresql"):
-            schema = f"bench_{time.time_ns():x}"
-            dbargs += ["--db-schema", schema]
-        try:
-            return run(args, tmp, dbargs)
-        finally:
-            if schema is not None:
-                api_http.drop_schema(db, schema)
+    with api_http.bench_database(args.db) as (tmp, dbargs):
+        return run(args, tmp, dbargs)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from firmware_proto.mbedtls_glue import (
     RetransmitTimer,
     Step,
     bind_timer,
+    describe_tls_error,
     drain_datagrams,
     is_client_hello,
     looks_like_dtls,
@@ -113,8 +114,7 @@ _REASONS = {
 
 
 def _describe(exc: mbedtls_errors.TLSError) -> str:
-    err = getattr(exc, "err", 0) or 0
-    return _REASONS.get(err, f"{exc.msg} (mbedTLS -0x{err:04x})")
+    return describe_tls_error(exc, _REASONS)
 
 
 def _fatal_alert(client_hello: bytes) -> bytes:

@@ -39,6 +39,7 @@ from .mbedtls_glue import (
     RetransmitTimer,
     Step,
     bind_timer,
+    describe_tls_error,
     drain_datagrams,
     unbind_timer,
 )
@@ -315,5 +316,4 @@ _REASONS = {
 
 
 def _describe(exc: mbedtls_errors.TLSError) -> str:
-    err = getattr(exc, "err", 0) or 0
-    return _REASONS.get(err, f"{exc.msg} (mbedTLS -0x{err:04x})")
+    return describe_tls_error(exc, _REASONS)

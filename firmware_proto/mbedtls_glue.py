@@ -28,7 +28,7 @@ import glob
 import os
 import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from mbedtls import tls
@@ -40,6 +40,7 @@ __all__ = [
     "Step",
     "TimerBindingError",
     "bind_timer",
+    "describe_tls_error",
     "drain_datagrams",
     "is_client_hello",
     "looks_like_dtls",
@@ -48,6 +49,15 @@ __all__ = [
 ]
 
 RECORD_HEADER_SIZE = 13  # type(1) version(2) epoch(2) sequence(6) length(2)
+
+
+def describe_tls_error(exc: Exception, reasons: Mapping[int, str]) -> str:
+    """A readable reason for an mbedTLS error: ``reasons[code]`` (each side words its own), else
+    mbedTLS' message with the code."""
+    err = getattr(exc, "err", 0) or 0
+    return reasons.get(err, f"{getattr(exc, 'msg', exc)} (mbedTLS -0x{err:04x})")
+
+
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 
 
@@ -57,9 +67,7 @@ class Step:
     HELLO_REQUEST = cast(tls.HandshakeStep, tls.HandshakeStep.HELLO_REQUEST)
     CLIENT_HELLO = cast(tls.HandshakeStep, tls.HandshakeStep.CLIENT_HELLO)
     SERVER_HELLO = cast(tls.HandshakeStep, tls.HandshakeStep.SERVER_HELLO)
-    HELLO_VERIFY_SENT = cast(
-        tls.HandshakeStep, tls.HandshakeStep.SERVER_HELLO_VERIFY_REQUEST_SENT
-    )
+    HELLO_VERIFY_SENT = cast(tls.HandshakeStep, tls.HandshakeStep.SERVER_HELLO_VERIFY_REQUEST_SENT)
     CLIENT_FINISHED = cast(tls.HandshakeStep, tls.HandshakeStep.CLIENT_FINISHED)
     OVER = cast(tls.HandshakeStep, tls.HandshakeStep.HANDSHAKE_OVER)
 

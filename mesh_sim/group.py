@@ -17,6 +17,7 @@ node loses power for a while and boots again from its flash.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import struct
@@ -184,15 +185,8 @@ class GroupSim:
             quiet_rounds=params.quiet_rounds,
             unicast_max=params.unicast_max,
         )
-        self.relay_config = RootConfig(
-            collection_window=params.relay_window,
-            chunk_size=params.chunk_size,
-            frames_per_tick=2,
-            reply_window_ms=params.reply_window_ms,
-            max_rounds=params.max_rounds,
-            quiet_rounds=params.quiet_rounds,
-            unicast_max=params.unicast_max,
-        )
+        # a relay streams like a root, with its own (shorter) collection window
+        self.relay_config = dataclasses.replace(self.root_config, collection_window=params.relay_window)
         self.stream_start: float | None = None
         self.root_fetches = 0
         self.uplink_bytes = 0

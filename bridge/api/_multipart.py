@@ -37,13 +37,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         head, sep, data = chunk[2:-2].partition(b"\r\n\r\n")
         if not sep:
             raise ApiError(400, "multipart part without headers")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        params = dict(_DISPOSITION.findall(headers.get("content-disposition", "")))
-        if "name" not in params:
-            raise ApiError(400, "multipart part without a name")
+        headers, params = _part_headers(head)
         parts.append(Part(params["name"], params.get("filename"), headers.get("content-type"), data))
     return parts
 
@@ -125,7 +119,8 @@ class MultipartStream:
             del buf[:2]
 
 
-def _part_name(head: bytes) -> str:
+def _part_headers(head: bytes) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers by lower-case name, Content-Disposition parameters) of one part; it must be named."""
     headers = {}
     for line in head.decode("latin-1").split("\r\n"):
         key, _, value = line.partition(":")
@@ -133,4 +128,8 @@ def _part_name(head: bytes) -> str:
     params = dict(_DISPOSITION.findall(headers.get("content-disposition", "")))
     if "name" not in params:
         raise ApiError(400, "multipart part without a name")
-    return str(params["name"])
+    return headers, params
+
+
+def _part_name(head: bytes) -> str:
+    return _part_headers(head)[1]["name"]
