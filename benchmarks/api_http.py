@@ -1,6 +1,6 @@
 """Device API over HTTP: N concurrent simulated devices doing auth -> inventory -> next -> status.
 
-Starts ``meshota server`` (bridge.server_cli) as a subprocess on a free loopback port, enrolls
+Starts ``meshota server`` (meshota.cli.server) as a subprocess on a free loopback port, enrolls
 the devices and one deployment for all of them, then measures ``--rounds`` cycles per device.
 This is the baseline the MQTT bridge must beat.
 
@@ -283,13 +283,13 @@ def drop_schema(url: str, schema: str) -> None:
 
 
 def run_with_db(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
-    from bridge.server_cli import admin_main
+    from meshota.cli.server import admin_main
 
     if admin_main(["create-user", *dbargs, "--username", ADMIN[0], "--password", ADMIN[1]]) not in (0, 1):
         return 2
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bridge.server_cli", "--http", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "meshota.cli.server", "--http", f"127.0.0.1:{port}",
          *dbargs, "--artifacts", str(tmp / "artifacts"), "--log-level", "warning"],
         cwd=ROOT,
     )  # fmt: skip

@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import api_http  # noqa: E402
 
-from bridge.mqtt5 import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
-from firmware_proto.api_envelope import (  # noqa: E402
+from bridge.mqtt.mqtt5 import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
+from meshota.broker import start_mosquitto  # noqa: E402
+from wire.envelope import (  # noqa: E402
     BULK_TOPIC,
     DEVICE_PROPERTY,
     VERIFIED_PROPERTY,
@@ -47,7 +48,7 @@ from firmware_proto.api_envelope import (  # noqa: E402
     ResponseEnvelope,
     request_topic,
 )
-from firmware_proto.sealed import (  # noqa: E402
+from wire.sealed import (  # noqa: E402
     TO_NODE,
     RecordKey,
     RecordOp,
@@ -57,7 +58,6 @@ from firmware_proto.sealed import (  # noqa: E402
     open_record,
     seal_record,
 )
-from meshota.broker import start_mosquitto  # noqa: E402
 
 _PASSED = {"x-men-signature": "x-men-signature", "range": "range"}
 
@@ -66,7 +66,7 @@ class LeanMqttLink:
     """The load generator's broker connection: the MQTT twin of api_http.RawConnection.
 
     One connection carrying many devices' requests (the aggregating gateway's shape), on the same
-    lean MQTT 5 client the bridge uses (bridge/mqtt5.py). Requests go out at QoS 1 with the
+    lean MQTT 5 client the bridge uses (bridge/mqtt/mqtt5.py). Requests go out at QoS 1 with the
     gateway's two user properties (encoded once per device); each reply resolves the future
     waiting on its topic. It costs about what the raw HTTP client costs (printed per run).
     """
@@ -383,9 +383,9 @@ def print_link_bytes(device: api_http.Device) -> None:
     """Encoded bytes on the MQTT-SN link: one PUBLISH per request vs one sealed record in a batch."""
     import json
 
-    from firmware_proto.sealed import RecordOp, derive_record_key, encode_request, seal_record
     from mqttsn import Publish
     from mqttsn._codec import encode
+    from wire.sealed import RecordOp, derive_record_key, encode_request, seal_record
 
     inv = [{"name": "device_type", "value": "bench"}, {"name": "artifact_name", "value": "v0"}]
     cases = {
@@ -412,7 +412,7 @@ def print_link_bytes(device: api_http.Device) -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
-    from bridge.server_cli import admin_main
+    from meshota.cli.server import admin_main
 
     if admin_main(
         ["create-user", *dbargs, "--username", api_http.ADMIN[0], "--password", api_http.ADMIN[1]]
@@ -427,7 +427,7 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
         renderer = "pstats" if args.profile_server.endswith(".prof") else "text"
         profile = ["-m", "pyinstrument", "-o", args.profile_server, "-r", renderer]
     server = subprocess.Popen(
-        [sys.executable, *profile, "-m", "bridge.server_cli", "--http", f"127.0.0.1:{port}", *dbargs,
+        [sys.executable, *profile, "-m", "meshota.cli.server", "--http", f"127.0.0.1:{port}", *dbargs,
          "--artifacts", str(tmp / "artifacts"), "--log-level", "warning", "--broker", broker.url,
          "--psk-file", str(psk_file), "--reply-qos", str(args.reply_qos)],
         cwd=ROOT,

@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bridge.dtls import ApplicationData, DtlsServer, SessionEstablished
-from bridge.dtls_credentials import DtlsServerConfig
+from bridge.gateway.dtls_server import ApplicationData, DtlsServer, SessionEstablished
 from firmware_proto import dtls_client as dc
+from wire.dtls_credentials import DtlsServerConfig
 
 
 def rss_bytes() -> int:

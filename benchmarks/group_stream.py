@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware_proto.flash_store import MemoryFlash
-from firmware_proto.frames import Data, encode
 from firmware_proto.group_stream import RootConfig
-from firmware_proto.group_testing import GroupHarness, MemoryDeviceService, install_initial_image
+from firmware_proto.testing.group import GroupHarness, MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import AgentConfig
+from wire.frames import Data, encode
 
 IMAGE_SIZE = 128 * 1024
 CHUNK = 1024

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
-from .flash_store import ChunkBitmap, FlashStore
+from firmware_proto.flash_store import ChunkBitmap, FlashStore
+from wire.chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
 
 __all__ = ["BlockResult", "ChunkReceiver"]
 

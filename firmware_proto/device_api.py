@@ -1,8 +1,8 @@
 """The Mender device API as a node uses it, whatever carries it (HTTP or MQTT-SN).
 
 :class:`DeviceApi` is the transport-neutral protocol the group drivers (``group_runners``) are
-written against; :class:`~firmware_proto.device_http.HttpDevice` (httpx) and
-:class:`~firmware_proto.device_mqttsn.MqttSnDevice` (MQTT-SN → gateway → broker → bridge)
+written against; :class:`~firmware_proto.aio.device_http.HttpDevice` (httpx) and
+:class:`~firmware_proto.aio.device_mqttsn.MqttSnDevice` (MQTT-SN → gateway → broker → bridge)
 implement it. Both end in the same server handlers, so a status code means the same on both.
 
 Errors (the transport's own exceptions never leak out of an implementation)::

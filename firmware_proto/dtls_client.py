@@ -21,7 +21,7 @@ Events (frozen dataclasses): :class:`SessionEstablished` ``(cipher)``, :class:`A
 
 Handshake retransmission is mbedTLS' own (``handshake_timeout_min`` doubling up to
 ``handshake_timeout_max``, then :class:`HandshakeFailed`), clocked by ``now`` through
-:mod:`firmware_proto.mbedtls_glue`. The cookie exchange (HelloVerifyRequest) is transparent.
+:mod:`wire.mbedtls_glue`. The cookie exchange (HelloVerifyRequest) is transparent.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from typing import TypeAlias
 from mbedtls import exceptions as mbedtls_errors
 from mbedtls import pk, tls, x509
 
-from .mbedtls_glue import (
+from wire.mbedtls_glue import (
+    ECDSA_CIPHERS,
+    PSK_CIPHERS,
     Clock,
     RetransmitTimer,
     Step,
@@ -58,17 +60,6 @@ __all__ = [
     "SessionEstablished",
 ]
 
-# AEAD only: small records on the radio, and what the gateway can park (context serialisation).
-PSK_CIPHERS = (
-    "TLS-PSK-WITH-AES-128-CCM-8",
-    "TLS-PSK-WITH-AES-128-CCM",
-    "TLS-PSK-WITH-AES-128-GCM-SHA256",
-)
-ECDSA_CIPHERS = (
-    "TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8",
-    "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
-    "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
-)
 _MAX_RECORD = 16384
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
-from . import boot as bootmod
-from .chunk_map import HASH_LEN, ChunkMap, ChunkMapError, MapHead
-from .chunk_receiver import REC_BITMAP, REC_HEAD, REC_LEAVES
-from .flash_store import ChunkBitmap, FlashStore
-from .frames import FRAME_MAGIC, T_DATA, T_HEAD, T_NACK, T_WANT
-from .group_link import GroupLink
-from .group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
+from firmware_proto import boot as bootmod
+from firmware_proto.chunk_receiver import REC_BITMAP, REC_HEAD, REC_LEAVES
+from firmware_proto.flash_store import ChunkBitmap, FlashStore
+from firmware_proto.group_link import GroupLink
+from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
+from wire.chunk_map import HASH_LEN, ChunkMap, ChunkMapError, MapHead
+from wire.frames import FRAME_MAGIC, T_DATA, T_HEAD, T_NACK, T_WANT
 
 __all__ = ["REC_RELAY", "GroupRelay", "agent_accepts", "frame_type", "relay_accepts"]
 

@@ -3,7 +3,7 @@
 A core is given a :class:`GroupLink` and calls ``send_broadcast(frame)`` /
 ``send_unicast(node, frame)``; whoever drives the core delivers incoming frames by calling the
 core's ``receive(frame, sender, now)``. Implementations: :class:`LinkOutbox` (buffers, for a
-driver to drain), the simulator's radio (mesh_sim), :mod:`firmware_proto.group_udp` (UDP
+driver to drain), the simulator's radio (mesh_sim), :mod:`firmware_proto.aio.group_udp` (UDP
 multicast), and :class:`MemoryMedium` here (a seeded lossy broadcast medium on virtual time).
 """
 

@@ -25,8 +25,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .chunk_map import ChunkMap, ChunkMapError
-from .frames import (
+from firmware_proto.group_link import GroupLink
+from wire.chunk_map import ChunkMap, ChunkMapError
+from wire.frames import (
     END_COMPLETE,
     END_GAVE_UP,
     NACK_DONE,
@@ -42,7 +43,6 @@ from .frames import (
     encode,
     missing_from_nack,
 )
-from .group_link import GroupLink
 
 __all__ = ["FetchArtifact", "GroupStreamRoot", "RootConfig", "StreamFinished"]
 

@@ -1,6 +1,6 @@
 """Sealed records from nodes to their root and back (sans-I/O): the node's sender, the root's batcher.
 
-A node seals a small device-API call (firmware_proto/sealed.py: deployment status, inventory,
+A node seals a small device-API call (wire/sealed.py: deployment status, inventory,
 next) with its own record key and hands it to its root on the mesh; the root packs what its
 children sent within ``window`` seconds into one bulk request (``/mender/bulk/v1``) over its own
 session and hands each entry of the bulk reply back to the node that sent the record. The root
@@ -25,8 +25,8 @@ import struct
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from .flash_store import FlashStore
-from .sealed import (
+from firmware_proto.flash_store import FlashStore
+from wire.sealed import (
     KID_LEN,
     TO_NODE,
     RecordKey,

@@ -27,11 +27,12 @@ from enum import IntEnum
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import boot as bootmod
-from .chunk_map import ChunkMap, ChunkMapError, MapHead
-from .chunk_receiver import REC_HEAD, ChunkReceiver
-from .flash_store import FlashStore
-from .frames import (
+from firmware_proto import boot as bootmod
+from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
+from firmware_proto.flash_store import FlashStore
+from firmware_proto.group_link import GroupLink
+from wire.chunk_map import ChunkMap, ChunkMapError, MapHead
+from wire.frames import (
     END_COMPLETE,
     NACK_DONE,
     NACK_NEED_HEAD,
@@ -48,7 +49,6 @@ from .frames import (
     missing_from_nack,
     nack_bitmap,
 )
-from .group_link import GroupLink
 
 __all__ = [
     "TRANSITIONS",

@@ -25,11 +25,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
-from firmware_proto.chunk_map import build_chunk_map
-from firmware_proto.frames import FRAME_MAGIC, T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
 from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
-from firmware_proto.group_testing import MemoryDeviceService, install_initial_image
+from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
     AgentConfig,
     AgentState,
@@ -39,6 +37,8 @@ from firmware_proto.update_agent import (
     ReportStatus,
     UpdateAgent,
 )
+from wire.chunk_map import build_chunk_map
+from wire.frames import FRAME_MAGIC, T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware_proto import boot as bootmod
-from firmware_proto.chunk_map import leaves_per_page
+from wire.chunk_map import leaves_per_page
 
 from . import baselines as bl
 from .runner import default_chunk_size

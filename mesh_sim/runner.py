@@ -13,8 +13,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_proto.chunk_map import HASH_LEN, leaves_per_page
-from firmware_proto.group_testing import MemoryDeviceService
+from firmware_proto.testing.group import MemoryDeviceService
+from wire.chunk_map import HASH_LEN, leaves_per_page
 
 from .clock import EventClock
 from .control import ControlPlane

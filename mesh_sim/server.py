@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bridge.api import ApiContext, Request, Response, Router, Settings, build_router, create_user
+from bridge.api._chunk_maps import deployment_key
 from bridge.artifacts import ArtifactError, BlobStore, VerifyKey, load_verify_key, parse_artifact
-from bridge.chunk_maps import deployment_key
 from bridge.store import Store
-from firmware_proto.group_testing import MemoryDeviceService
+from firmware_proto.testing.group import MemoryDeviceService
 
 __all__ = ["ApiDeviceService", "ApiServer", "ServerSetupError", "make_mender_artifact"]
 

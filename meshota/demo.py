@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.gateway import GatewayServer
-    from firmware_proto.relay_udp import RelayUdp
+    from bridge.gateway.udp import GatewayServer
+    from firmware_proto.aio.relay_udp import RelayUdp
     from mesh_sim.server import ApiServer
 
 __all__ = ["demo_main"]
 
 
 async def _run(nodes: int, mode: str) -> int:
-    from bridge.gateway import GatewayServer
-    from firmware_proto.relay_udp import RelayUdp
+    from bridge.gateway.udp import GatewayServer
+    from firmware_proto.aio.relay_udp import RelayUdp
     from meshota.broker import start_mosquitto
     from mqttsn import GatewayConfig
 
@@ -58,7 +58,7 @@ async def _run(nodes: int, mode: str) -> int:
 async def _exercise(nodes: int, host: str, port: int, relay: RelayUdp, gw: GatewayServer) -> int:
     import aiomqtt as mq
 
-    from firmware_proto.mqttsn_udp import UdpClient
+    from firmware_proto.aio.mqttsn_udp import UdpClient
 
     results: dict[str, dict[str, float]] = {}
     async with mq.Client(host, port, identifier="operator") as op:

@@ -22,7 +22,7 @@ _INV = "/api/management/v1/inventory"
 
 
 async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
-    from bridge.chunk_maps import get_chunk_map  # late: bridge.chunk_maps imports this package
+    from bridge.api._chunk_maps import get_chunk_map  # late: bridge.api._chunk_maps imports this package
 
     return await get_chunk_map(ctx, req)
 

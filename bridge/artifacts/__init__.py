@@ -1,9 +1,19 @@
-"""Mender artifact v3 parsing, signature checks and the content-addressed file store."""
+"""The artifact store: content-addressed blobs, plus the strict parser of :mod:`wire.artifact`."""
 
-from ._blobs import BlobStore
-from ._errors import ArtifactError, ArtifactSignatureError, ArtifactTooLarge
-from ._format import ArtifactInfo, Limits, PayloadFile, PayloadInfo, parse_artifact
-from ._signature import VerifyKey, load_verify_key, verify_manifest
+from bridge.artifacts._blobs import BlobStore
+from wire.artifact import (
+    ArtifactError,
+    ArtifactInfo,
+    ArtifactSignatureError,
+    ArtifactTooLarge,
+    Limits,
+    PayloadFile,
+    PayloadInfo,
+    VerifyKey,
+    load_verify_key,
+    parse_artifact,
+    verify_manifest,
+)
 
 __all__ = [
     "ArtifactError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from firmware_proto import dtls_client as dc
-from firmware_proto.mbedtls_glue import Clock, RetransmitTimer, split_records
+from wire.mbedtls_glue import Clock, RetransmitTimer, split_records
 
 KEY = bytes(16)
 

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from firmware_proto import boot as bootmod
-from firmware_proto.chunk_map import build_chunk_map
-from firmware_proto.frames import Data, Head, Poll, decode, encode
-
-from .update_support import SERVER_KEY, Artifacts, all_final, artifacts, harness  # noqa: F401
+from tests.support.update import SERVER_KEY, Artifacts, all_final, artifacts, harness  # noqa: F401
+from wire.chunk_map import build_chunk_map
+from wire.frames import Data, Head, Poll, decode, encode
 
 
 def _running(h, node) -> str:  # type: ignore[no-untyped-def]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import random
 
 from firmware_proto import boot as bootmod
-from firmware_proto.chunk_map import build_chunk_map, leaf_hash
 from firmware_proto.flash_store import MemoryFlash
-from firmware_proto.frames import (
+from firmware_proto.group_link import LinkOutbox
+from firmware_proto.group_stream import GroupStreamRoot, RootConfig
+from firmware_proto.testing.group import install_initial_image
+from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, UpdateAgent
+from tests.support.update import SERVER_KEY
+from wire.chunk_map import build_chunk_map, leaf_hash
+from wire.frames import (
     END_COMPLETE,
     END_GAVE_UP,
     NACK_DONE,
@@ -21,12 +26,6 @@ from firmware_proto.frames import (
     decode,
     encode,
 )
-from firmware_proto.group_link import LinkOutbox
-from firmware_proto.group_stream import GroupStreamRoot, RootConfig
-from firmware_proto.group_testing import install_initial_image
-from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, UpdateAgent
-
-from .update_support import SERVER_KEY
 
 IMAGE = random.Random(7).randbytes(3000)
 CMAP = build_chunk_map(

@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from bridge.dtls import ApplicationData, DtlsServer, HandshakeFailed, SessionClosed, looks_like_dtls
-from bridge.dtls_credentials import DtlsServerConfig
+from bridge.gateway.dtls_server import (
+    ApplicationData,
+    DtlsServer,
+    HandshakeFailed,
+    SessionClosed,
+    looks_like_dtls,
+)
 from firmware_proto import dtls_client as dc
-from firmware_proto.dtls_testing import VirtualLink
 from firmware_proto.relay import RelayCore, RelayDropped, node_id_for
+from firmware_proto.testing.dtls import VirtualLink
 from mqttsn import Encapsulated, Pingreq, decode, encode
+from wire.dtls_credentials import DtlsServerConfig
 
 RELAY_ADDR = ("10.9.9.9", 47000)
 KEYS = {"node-1": b"\x01" * 16, "node-2": b"\x02" * 16}

@@ -5,9 +5,15 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from firmware_proto.api_envelope import BulkError, EnvelopeError, RequestEnvelope
 from firmware_proto.flash_store import MemoryFlash
-from firmware_proto.sealed import (
+from firmware_proto.sealed_uplink import (
+    BATCH_NOT_DELIVERED,
+    RecordBatcher,
+    SealedRecordSender,
+    UplinkFrameError,
+)
+from wire.envelope import BulkError, EnvelopeError, RequestEnvelope
+from wire.sealed import (
     TO_NODE,
     RecordOp,
     ReplayWindow,
@@ -18,19 +24,13 @@ from firmware_proto.sealed import (
     open_record,
     seal_record,
 )
-from firmware_proto.sealed_uplink import (
-    BATCH_NOT_DELIVERED,
-    RecordBatcher,
-    SealedRecordSender,
-    UplinkFrameError,
-)
 
 KEY_A = derive_record_key("node-a", b"\x01" * 16)
 KEY_B = derive_record_key("node-b", b"\x02" * 16)
 
 
 def _server_answer(record: bytes, window: ReplayWindow) -> bytes | int:
-    """What the bridge does with one record (firmware_proto.sealed only)."""
+    """What the bridge does with one record (wire.sealed only)."""
     try:
         key, seq, plain = open_record([KEY_A, KEY_B], record)
     except SealedRecordError:

@@ -12,10 +12,9 @@ import pytest
 
 from bridge.artifacts import load_verify_key
 from firmware_proto import boot as bootmod
-from firmware_proto.group_testing import GroupHarness
-from firmware_proto.image_verify import mender_image_verifier
-
-from .update_support import Artifacts, all_final, artifacts, harness  # noqa: F401
+from firmware_proto.testing.group import GroupHarness
+from tests.support.update import Artifacts, all_final, artifacts, harness  # noqa: F401
+from wire.image_verify import mender_image_verifier
 
 
 def _run(artifacts: Artifacts, cut_at: int | None, healthy: bool) -> GroupHarness:

@@ -1,0 +1,184 @@
+"""asyncio drivers that connect the group cores to a device session, whatever its transport.
+
+:class:`RootRunner` carries out a :class:`GroupStreamRoot`'s actions (fetch each artifact and its
+chunk map once, block-wise, over the root's own :class:`DeviceApi`); :class:`NodeRunner` carries
+out an :class:`UpdateAgent`'s (statuses, fallback ranges and maps, reboots). The device session
+is :class:`~firmware_proto.aio.device_http.HttpDevice` or
+:class:`~firmware_proto.aio.device_mqttsn.MqttSnDevice`; with a :class:`SealedUplinkUdp` the node's
+statuses travel as sealed records through its root instead (falling back to its own session
+after ``sealed_attempts`` unanswered tries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from firmware_proto import boot as bootmod
+from firmware_proto.aio.group_udp import GroupUdpEndpoint
+from firmware_proto.aio.sealed_uplink_udp import SealedUplinkUdp
+from firmware_proto.device_api import DeviceApi, DeviceApiError
+from firmware_proto.flash_store import FlashStore
+from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
+from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
+from wire.sealed import RecordOp
+
+__all__ = ["NodeRunner", "RootRunner"]
+
+DELIVERED = (200, 204)
+
+
+class RootRunner:
+    """A root: its own device session fetches each artifact once; the core streams it."""
+
+    def __init__(self, core: GroupStreamRoot, endpoint: GroupUdpEndpoint, device: DeviceApi) -> None:
+        self.core = core
+        self.endpoint = endpoint
+        self.device = device
+        self.tasks: set[asyncio.Task[None]] = set()
+        endpoint.attach(core, self._collect)
+
+    def _collect(self) -> None:
+        for action in self.core.actions():
+            if isinstance(action, FetchArtifact):
+                task = asyncio.get_running_loop().create_task(self._fetch(action))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _fetch(self, action: FetchArtifact) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            artifact = await self.device.fetch_artifact(action.uri)
+            cmap = await self.device.fetch_map(action.artifact_id, action.chunk_size)
+        except DeviceApiError:
+            self.core.fetch_failed(action.artifact_id, loop.time())
+        else:
+            self.core.artifact_fetched(action.artifact_id, artifact, cmap, loop.time())
+        self.endpoint.kick()
+
+
+class NodeRunner:
+    """One node: update agent on the group link, its own session for next/status/fallback."""
+
+    def __init__(
+        self,
+        flash: FlashStore,
+        endpoint: GroupUdpEndpoint,
+        device: DeviceApi,
+        config: AgentConfig,
+        rng: random.Random,
+        image_ok: Callable[[bytes], bool],
+        *,
+        uplink: SealedUplinkUdp | None = None,
+        sealed_attempts: int = 3,
+    ) -> None:
+        self.flash = flash
+        self.endpoint = endpoint
+        self.device = device
+        self.config = config
+        self.rng = rng
+        self.image_ok = image_ok
+        self.uplink = uplink
+        self.sealed_attempts = sealed_attempts
+        self.reboots = 0
+        self.sealed_reports = 0
+        self.direct_reports = 0
+        self.delivered: list[tuple[str, str]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._report_order = asyncio.Lock()  # statuses reach the server in the order they happened
+        self.agent = self._boot()
+
+    def _boot(self) -> UpdateAgent:
+        booted = bootmod.boot(self.flash, self.image_ok)
+        agent = UpdateAgent(self.flash, self.endpoint, self.config, self.rng, booted)
+        self.agent = agent
+        agent.start(asyncio.get_running_loop().time())
+        self.endpoint.attach(agent, self._collect)
+        return agent
+
+    @property
+    def running_artifact(self) -> str:
+        return self.agent.running_artifact
+
+    async def check_for_update(self, device_type: str) -> bool:
+        """The node's own ``next`` over its session; True when it learned a deployment."""
+        found = await self.device.next_deployment(self.running_artifact, device_type)
+        if found is None:
+            return False
+        art = found["artifact"]
+        self.agent.deployment_learned(
+            found["id"],
+            art["id"],
+            art["artifact_name"],
+            art["source"]["uri"],
+            asyncio.get_running_loop().time(),
+        )
+        self.endpoint.kick()
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _collect(self) -> None:
+        for action in self.agent.actions():
+            if isinstance(action, ReportStatus):
+                self._spawn(self._report(self.agent, action))
+            elif isinstance(action, FetchRange):
+                self._spawn(self._range(action))
+            elif isinstance(action, FetchMap):
+                self._spawn(self._map(action))
+            elif isinstance(action, Reboot):
+                self.reboots += 1
+                asyncio.get_running_loop().call_soon(self._boot)
+                return
+
+    async def _report(self, agent: UpdateAgent, action: ReportStatus) -> None:
+        async with self._report_order:
+            status = await self._sealed_status(action) if self.uplink is not None else None
+            if status is None:
+                try:
+                    status = await self.device.put_status(action.deployment_id, action.status)
+                except DeviceApiError:
+                    return  # a final status stays in flash (record ``report``) for the next boot
+                self.direct_reports += 1
+            if status in DELIVERED:
+                self.delivered.append((action.deployment_id, action.status))
+                agent.status_delivered(action.deployment_id, action.status)
+
+    async def _sealed_status(self, action: ReportStatus) -> int | None:
+        """The server's status for the sealed report, or None when the root never answered."""
+        assert self.uplink is not None
+        for _ in range(self.sealed_attempts):
+            try:
+                answer = await self.uplink.call(
+                    RecordOp.STATUS, action.deployment_id, {"status": action.status}
+                )
+            except DeviceApiError:
+                continue
+            if answer.status is not None:
+                self.sealed_reports += 1
+                return answer.status
+            # refused (e.g. replay window, batch lost): a new record with a new sequence number
+        return None
+
+    async def _range(self, action: FetchRange) -> None:
+        try:
+            data = await self.device.fetch_range(action.uri, action.offset, action.length)
+        except DeviceApiError:
+            self.agent.fetch_failed(asyncio.get_running_loop().time())
+        else:
+            self.agent.range_fetched(action.offset, data, asyncio.get_running_loop().time())
+        self.endpoint.kick()
+
+    async def _map(self, action: FetchMap) -> None:
+        try:
+            data = await self.device.fetch_map(action.artifact_id, action.chunk_size)
+        except DeviceApiError:
+            self.agent.fetch_failed(asyncio.get_running_loop().time())
+        else:
+            self.agent.map_fetched(data, asyncio.get_running_loop().time())
+        self.endpoint.kick()

@@ -1,0 +1,1 @@
+"""Testing helpers shipped with the node side (like ``trio.testing``): PKI, virtual-time links, harnesses."""

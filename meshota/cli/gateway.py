@@ -1,0 +1,262 @@
+"""``meshota gateway``: run the MQTT-SN gateway (UDP and/or DTLS) in front of an MQTT broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meshota.config import ConfigError, parse_hostport, parse_url_hostport
+from mqttsn import GatewayConfig, LocalProtocolError, PredefinedTopics
+
+log = logging.getLogger("meshota.gateway")
+
+if TYPE_CHECKING:
+    from wire.dtls_credentials import DtlsServerConfig
+
+__all__ = ["DtlsOptions", "build_parser", "gateway_main", "load_config", "load_dtls_options"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="meshota gateway",
+        description="MQTT-SN v1.2 gateway (UDP and/or DTLS 1.2) bridging onto an MQTT broker.",
+    )
+    ap.add_argument("--broker", required=True, metavar="mqtt://H:P", help="MQTT broker to bridge onto")
+    ap.add_argument("--udp", metavar="H:P", help="plain UDP address to listen on")
+    ap.add_argument("--dtls", metavar="H:P", help="DTLS 1.2 address to listen on (direct and relayed)")
+    ap.add_argument(
+        "--psk-file", metavar="FILE", help="DTLS PSK provisioning file: lines 'identity,hexkey'"
+    )
+    ap.add_argument("--cert", metavar="FILE", help="gateway certificate (PEM, ECDSA P-256) for DTLS")
+    ap.add_argument("--key", metavar="FILE", help="private key of --cert (PEM)")
+    ap.add_argument("--ca", metavar="FILE", help="CA that device certificates must chain to (PEM)")
+    ap.add_argument(
+        "--max-dtls-sessions", type=int, default=10_000, metavar="N",
+        help="DTLS sessions at most; handshakes past it are refused (default 10000)",
+    )
+    ap.add_argument(
+        "--dtls-idle-timeout", type=float, default=900.0, metavar="S",
+        help="close a DTLS session silent this long (default 900; keep it above keep-alive/sleep)",
+    )
+    ap.add_argument(
+        "--predefined-topics",
+        metavar="FILE",
+        help="predefined topic ids, lines 'ClientId|*, topic, id' ('#' comments)",
+    )
+    ap.add_argument(
+        "--mode",
+        choices=("transparent", "aggregating"),
+        default="transparent",
+        help="one broker connection per client (default) or one for all",
+    )
+    ap.add_argument("--gateway-id", type=int, default=1, help="GwId in ADVERTISE/GWINFO (1-255)")
+    ap.add_argument(
+        "--max-packet-size", type=int, default=1500, help="largest datagram accepted (default 1500)"
+    )
+    ap.add_argument("--retry-interval", type=float, default=10.0, help="T_RETRY seconds (default 10)")
+    ap.add_argument("--max-retries", type=int, default=5, help="N_RETRY (default 5)")
+    ap.add_argument("--max-buffered", type=int, default=1000, help="messages kept per sleeping client")
+    ap.add_argument("--advertise", type=float, metavar="SECONDS", help="send ADVERTISE this often")
+    ap.add_argument("--multicast", metavar="H:P", help="multicast group: ADVERTISE sent, SEARCHGW heard")
+    ap.add_argument(
+        "--multicast-interface", metavar="IP", help="IPv4 address of the interface for --multicast"
+    )
+    ap.add_argument("--broker-username", help="MQTT username for every broker connection")
+    ap.add_argument("--broker-password", help="MQTT password for every broker connection")
+    ap.add_argument("-v", "--verbose", action="count", default=0)
+    return ap
+
+
+def load_config(args: argparse.Namespace) -> GatewayConfig:
+    if not 1 <= args.gateway_id <= 255:
+        raise ConfigError(f"--gateway-id: {args.gateway_id} is not in 1..255")
+    if not 16 <= args.max_packet_size <= 65535:
+        raise ConfigError(f"--max-packet-size: {args.max_packet_size} is not in 16..65535")
+    if args.retry_interval <= 0:
+        raise ConfigError(f"--retry-interval: {args.retry_interval} must be > 0")
+    if args.max_retries < 0:
+        raise ConfigError(f"--max-retries: {args.max_retries} must be >= 0")
+    predefined = PredefinedTopics()
+    if args.predefined_topics:
+        path = Path(args.predefined_topics)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--predefined-topics: cannot read {path}: {exc.strerror}") from None
+        try:
+            predefined = PredefinedTopics.parse(text, str(path))
+        except LocalProtocolError as exc:
+            raise ConfigError(f"--predefined-topics: {exc}") from None
+    return GatewayConfig(
+        gw_id=args.gateway_id,
+        mode=args.mode,
+        max_packet_size=args.max_packet_size,
+        retry_interval=args.retry_interval,
+        max_retries=args.max_retries,
+        max_buffered=args.max_buffered,
+        advertise_interval=args.advertise,
+        predefined=predefined,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DtlsOptions:
+    address: tuple[str, int]
+    credentials: DtlsServerConfig
+    max_sessions: int
+    idle_timeout: float
+
+
+def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
+    """Check the DTLS options and load the credentials; None without ``--dtls``."""
+    cert_opts = {"--cert": args.cert, "--key": args.key, "--ca": args.ca}
+    if args.dtls is None:
+        given = [name for name, value in {"--psk-file": args.psk_file, **cert_opts}.items() if value]
+        if given:
+            raise ConfigError(f"{given[0]}: only used with --dtls H:P")
+        return None
+    address = parse_hostport(args.dtls, "--dtls")
+    if args.max_dtls_sessions < 1:
+        raise ConfigError(f"--max-dtls-sessions: {args.max_dtls_sessions} must be >= 1")
+    if not args.dtls_idle_timeout > 0:
+        raise ConfigError(f"--dtls-idle-timeout: {args.dtls_idle_timeout} must be > 0")
+    some_cert = any(cert_opts.values())
+    if some_cert and not all(cert_opts.values()):
+        missing = [name for name, value in cert_opts.items() if not value]
+        raise ConfigError(f"{missing[0]}: needed with {', '.join(n for n, v in cert_opts.items() if v)}")
+    if not args.psk_file and not some_cert:
+        raise ConfigError(f"--dtls {args.dtls}: needs --psk-file FILE or --cert/--key/--ca")
+
+    from wire.dtls_credentials import (
+        CertificateCredentials,
+        CredentialsError,
+        DtlsServerConfig,
+        load_psk_file,
+    )
+
+    psk = certificate = None
+    try:
+        if args.psk_file:
+            psk = load_psk_file(args.psk_file)
+        if some_cert:
+            certificate = CertificateCredentials.from_files(args.cert, args.key, args.ca)
+    except CredentialsError as exc:
+        where = "--psk-file" if args.psk_file and psk is None else "--cert/--key/--ca"
+        text = str(exc)
+        raise ConfigError(text if text.startswith("--") else f"{where}: {text}") from None
+    return DtlsOptions(
+        address,
+        DtlsServerConfig(psk=psk, certificate=certificate),
+        args.max_dtls_sessions,
+        args.dtls_idle_timeout,
+    )
+
+
+async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None) -> int:
+    import aiomqtt
+
+    from bridge.gateway.dtls_listener import DtlsListener
+    from bridge.gateway.dtls_server import DtlsServer
+    from bridge.gateway.udp import GatewayServer, MulticastError
+
+    broker = parse_url_hostport(args.broker, "--broker", ("mqtt",), 1883)
+    udp = parse_hostport(args.udp, "--udp") if args.udp else None
+    multicast = parse_hostport(args.multicast, "--multicast") if args.multicast else None
+    server = GatewayServer(
+        config,
+        broker,
+        udp,
+        broker_username=args.broker_username,
+        broker_password=args.broker_password,
+        multicast=multicast,
+        multicast_interface=args.multicast_interface,
+    )
+    listener = None
+    if dtls is not None:
+        listener = DtlsListener(
+            server,
+            DtlsServer(dtls.credentials, max_sessions=dtls.max_sessions, idle_timeout=dtls.idle_timeout),
+            dtls.address,
+        )
+    try:
+        await server.start()
+    except aiomqtt.MqttError as exc:
+        print(f"meshota gateway: cannot connect to broker {args.broker}: {exc}", file=sys.stderr)
+        return 1
+    except MulticastError as exc:
+        print(f"meshota gateway: --multicast {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"meshota gateway: --udp {args.udp}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if listener is not None:
+        try:
+            await listener.start()
+        except OSError as exc:
+            print(f"meshota gateway: --dtls {args.dtls}: {exc.strerror}", file=sys.stderr)
+            await server.close()
+            return 2
+    ends = []
+    if udp is not None:
+        ends.append("udp {}:{}".format(*server.address))
+    if listener is not None:
+        ends.append("dtls {}:{}".format(*listener.address))
+    print(f"meshota gateway: {', '.join(ends)} -> {args.broker} ({config.mode})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if listener is not None and args.psk_file:
+        dtls_listener = listener
+
+        def reload_psk() -> None:
+            """SIGHUP: read --psk-file again (as mosquitto does its password file); a device whose
+            line is gone or changed loses its session at once; a bad file keeps the old table."""
+            from wire.dtls_credentials import CredentialsError, load_psk_file
+
+            try:
+                keys = load_psk_file(args.psk_file)
+            except CredentialsError as exc:
+                log.error("SIGHUP: --psk-file not reloaded, old keys kept: %s", exc)
+                return
+            closed = dtls_listener.replace_psk(keys)
+            log.warning("SIGHUP: --psk-file reloaded: %d identities; sessions ended: %s",
+                        len(keys), ", ".join(closed) or "none")  # fmt: skip
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, reload_psk)
+    await stop.wait()
+    if listener is not None:
+        await listener.close()
+    await server.close()
+    return 0
+
+
+def gateway_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = load_config(args)
+        parse_url_hostport(args.broker, "--broker", ("mqtt",), 1883)
+        if args.udp is None and args.dtls is None:
+            raise ConfigError("--udp H:P or --dtls H:P (or both) is required")
+        if args.udp is not None:
+            parse_hostport(args.udp, "--udp")
+        if args.multicast:
+            parse_hostport(args.multicast, "--multicast")
+        dtls = load_dtls_options(args)
+    except ConfigError as exc:
+        print(f"meshota gateway: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(args, config, dtls))

@@ -1,0 +1,248 @@
+"""``meshota server`` and ``meshota admin``: thin mains over bridge.http and the service layer.
+
+Exit codes: 0 ok, 1 the operation was refused (message from the API), 2 usage/config error
+with a one-line message naming the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.api import (
+    ApiError,
+    Settings,
+    create_deployment,
+    create_user,
+    group_devices,
+    set_auth_status,
+)
+from bridge.artifacts import VerifyKey, load_verify_key
+from bridge.store import Store, StoreConfigError, normalize_url
+
+__all__ = ["admin_main", "server_main"]
+
+T = TypeVar("T")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
+    return 2
+
+
+_SCHEMA_HELP = "PostgreSQL only: keep every table in this schema (created if missing)"
+
+
+def _check_schema(url: str, schema: str | None) -> str | None:
+    """A one-line message naming the bad --db-schema value, or None."""
+    if schema is None:
+        return None
+    try:
+        normalize_url(url)
+    except StoreConfigError:
+        return None  # reported as a bad --db value
+    try:
+        Store.check_schema(url, schema)
+    except StoreConfigError as exc:
+        return f"bad --db-schema value {schema!r}: {exc}"
+    return None
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(value)
+    return host.strip("[]"), int(port)
+
+
+def server_main(argv: Sequence[str]) -> int:
+    from bridge.http import ServerConfig, serve
+    from bridge.mqtt._options import add_bridge_options, bridge_service_from_args
+
+    prog = "meshota server"
+    p = _Parser(prog=prog, description="HTTP device-management API (Mender-compatible)")
+    p.add_argument("--http", required=True, metavar="H:P")
+    p.add_argument("--db", required=True, metavar="URL")
+    p.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    p.add_argument("--artifacts", required=True, metavar="DIR", type=Path)
+    p.add_argument("--broker", metavar="mqtt://H:P", help="also run the MQTT bridge against this broker")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM")
+    p.add_argument("--tls-key", type=Path, metavar="PEM")
+    p.add_argument(
+        "--verify-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="vendor public key; when given, unsigned artifacts are refused",
+    )
+    p.add_argument(
+        "--public-url", default="", metavar="URL", help="base URL put into artifact download links"
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
+    add_bridge_options(p)
+    args = p.parse_args(list(argv))
+    try:
+        host, port = _host_port(args.http)
+    except ValueError:
+        return _fail(prog, f"bad --http value {args.http!r} (expected HOST:PORT)")
+    try:
+        normalize_url(args.db)
+    except StoreConfigError as exc:
+        return _fail(prog, f"bad --db value: {exc}")
+    schema_error = _check_schema(args.db, args.db_schema)
+    if schema_error:
+        return _fail(prog, schema_error)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return _fail(prog, "--tls-cert and --tls-key go together")
+    for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not path.is_file():
+            return _fail(prog, f"bad {opt} value {str(path)!r}: no such file")
+    keys: list[VerifyKey] = []
+    for path in args.verify_key:
+        try:
+            keys.append(load_verify_key(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            return _fail(prog, f"bad --verify-key value {str(path)!r}: {exc}")
+    try:
+        args.artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    services = []
+    if args.broker:
+        service, bridge_error = bridge_service_from_args(args)
+        if bridge_error:
+            return _fail(prog, bridge_error)
+        services.append(service)
+    settings = Settings(public_url=args.public_url, verify_keys=tuple(keys))
+    config = ServerConfig(
+        db_url=args.db,
+        artifacts_dir=args.artifacts,
+        host=host,
+        port=port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        db_schema=args.db_schema,
+        settings=settings,
+        access_log=args.access_log,
+        services=tuple(services),
+    )
+    try:
+        serve(config)
+    except RuntimeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_in_store(
+    prog: str, url: str, schema: str | None, operation: Callable[[AsyncConnection], Awaitable[T]]
+) -> tuple[int, T | None]:
+    async def run() -> T:
+        store = Store.open(url, schema=schema)
+        try:
+            await store.migrate()
+            async with store.transaction() as conn:
+                return await operation(conn)
+        finally:
+            await store.close()
+
+    try:
+        return 0, asyncio.run(run())
+    except StoreConfigError as exc:
+        return _fail(prog, f"bad --db value: {exc}"), None
+    except ApiError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return 1, None
+    except (SQLAlchemyError, OSError) as exc:
+        return _fail(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}"), None
+
+
+def admin_main(argv: Sequence[str]) -> int:
+    prog = "meshota admin"
+    p = _Parser(prog=prog, description="operator commands that write through the service layer")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    cu = sub.add_parser("create-user", help="create an operator (like useradm)")
+    cu.add_argument("--db", required=True, metavar="URL")
+    cu.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    cu.add_argument("--username", required=True)
+    cu.add_argument("--password", required=True)
+    ad = sub.add_parser("accept-device", help="accept a device's newest auth set")
+    ad.add_argument("--db", required=True, metavar="URL")
+    ad.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    ad.add_argument("device_id")
+    dp = sub.add_parser("deploy", help="deploy an artifact to devices or a static group")
+    dp.add_argument("--db", required=True, metavar="URL")
+    dp.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    dp.add_argument("--artifact", required=True, metavar="NAME")
+    target = dp.add_mutually_exclusive_group(required=True)
+    target.add_argument("--devices", metavar="ID,...")
+    target.add_argument("--group", metavar="G")
+    dp.add_argument("--name", default=None)
+    dp.add_argument("--force", action="store_true", help="install even if already installed")
+    args = p.parse_args(list(argv))
+    sub_prog = f"{prog} {args.command}"
+    schema_error = _check_schema(args.db, args.db_schema)
+    if schema_error:
+        return _fail(sub_prog, schema_error)
+
+    if args.command == "create-user":
+        code, user_id = _run_in_store(
+            sub_prog, args.db, args.db_schema, lambda c: create_user(c, args.username, args.password)
+        )
+        if code == 0:
+            print(user_id)
+        return code
+    if args.command == "accept-device":
+        code, aid = _run_in_store(
+            sub_prog, args.db, args.db_schema, lambda c: set_auth_status(c, args.device_id, None, "accepted")
+        )
+        if code == 0:
+            print(f"accepted {args.device_id} (auth set {aid})")
+        return code
+
+    async def deploy(conn: AsyncConnection) -> str:
+        if args.group is not None:
+            ids = await group_devices(conn, args.group)
+            if not ids:
+                raise ApiError(400, f"group {args.group!r} has no devices")
+        else:
+            ids = [i.strip() for i in args.devices.split(",") if i.strip()]
+        return await create_deployment(
+            conn,
+            name=args.name or args.artifact,
+            artifact_name=args.artifact,
+            device_ids=ids,
+            group=args.group,
+            force=args.force,
+        )
+
+    if args.command == "deploy":
+        if args.devices is not None and not args.devices.strip(","):
+            return _fail(sub_prog, f"bad --devices value {args.devices!r}")
+        code, deployment_id = _run_in_store(sub_prog, args.db, args.db_schema, deploy)
+        if code == 0:
+            print(deployment_id)
+        return code
+    return _fail(prog, f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(server_main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""The ASGI/uvicorn adapter: chunked bodies, errors, body limit, HTTPS."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.api import Settings
+from bridge.http import BackgroundServer, ServerConfig
+from tests.support.mender import Db, admin_token, auth_body, device_key
+
+
+def sqlite(tmp_path: Path) -> Db:
+    return Db(f"sqlite:///{tmp_path / 'db.sqlite'}", None, "sqlite")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[BackgroundServer]:
+    config = ServerConfig(sqlite(tmp_path).url, tmp_path / "art", port=0,
+                          settings=Settings(max_body=64 * 1024))  # fmt: skip
+    with BackgroundServer(config) as srv:
+        yield srv
+
+
+def test_chunked_request_body(server: BackgroundServer) -> None:
+    body, sig = auth_body(device_key("rsa"), "02:00:00:00:00:01")
+
+    def chunks() -> Iterator[bytes]:  # a generator makes httpx send Transfer-Encoding: chunked
+        for i in range(0, len(body), 100):
+            yield body[i : i + 100]
+
+    r = httpx.post(f"{server.url}/api/devices/v1/authentication/auth_requests",
+                   content=chunks(), headers={"X-MEN-Signature": sig})  # fmt: skip
+    assert r.status_code == 401  # parsed and signature-checked: the device is now pending
+    assert r.json()["error"] == "device authentication pending"
+
+
+def test_method_not_allowed_and_body_limit(server: BackgroundServer) -> None:
+    r = httpx.delete(f"{server.url}/api/devices/v1/authentication/auth_requests")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    big = httpx.post(f"{server.url}/api/devices/v1/authentication/auth_requests",
+                     content=b"x" * (65 * 1024))  # fmt: skip
+    assert big.status_code == 413 and "exceeds" in big.json()["error"]
+
+
+def test_https_with_given_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = ServerConfig(sqlite(tmp_path).url, tmp_path / "art", port=0, tls_cert=cert, tls_key=key)
+    with BackgroundServer(config) as srv:
+        assert srv.url.startswith("https://")
+        token = admin_token_https(srv, cert)
+        assert token.count(".") == 2
+
+
+def admin_token_https(srv: BackgroundServer, cert: Path) -> str:
+    from bridge.api import create_user
+
+    async def add() -> None:
+        async with srv.context.store.transaction() as conn:
+            await create_user(conn, "ops@example.com", "long-password")
+
+    srv.run_coroutine(add())
+    r = httpx.post(f"{srv.url}/api/management/v1/useradm/auth/login",
+                   auth=("ops@example.com", "long-password"),
+                   verify=ssl.create_default_context(cafile=str(cert)))  # fmt: skip
+    assert r.status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{srv.url}/", verify=True)  # not a publicly trusted certificate
+    return r.text
+
+
+def test_admin_token_helper_over_http(tmp_path: Path) -> None:
+    config = ServerConfig(sqlite(tmp_path).url, tmp_path / "art", port=0)
+    with BackgroundServer(config) as srv:
+        assert admin_token(srv).count(".") == 2

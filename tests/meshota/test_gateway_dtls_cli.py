@@ -1,0 +1,99 @@
+"""``meshota gateway`` DTLS options: every config error exits 2 with one line naming the value."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from meshota.cli.gateway import build_parser, gateway_main, load_dtls_options
+from tests.conftest import Mosquitto
+from tests.support.gateway_dtls import make_pki
+
+BROKER = ["--broker", "mqtt://127.0.0.1:1883"]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    pki = make_pki(tmp_path)
+    good = tmp_path / "good.psk"
+    good.write_text("node-1,00112233445566778899aabbccddeeff  # a comment\n")
+    bad = tmp_path / "bad.psk"
+    bad.write_text("node-1,0011\nnode-2,zz\n")
+    return {
+        "good": str(good),
+        "bad": str(bad),
+        "missing": str(tmp_path / "nope.psk"),
+        "cert": str(pki.gateway_cert),
+        "key": str(pki.gateway_key),
+        "ca": str(pki.ca),
+    }
+
+
+CASES = [
+    ([], "--udp H:P or --dtls H:P"),
+    (["--dtls", "127.0.0.1:0"], "--dtls 127.0.0.1:0: needs --psk-file"),
+    (["--udp", "127.0.0.1:0", "--psk-file", "{good}"], "--psk-file: only used with --dtls"),
+    (["--dtls", "nowhere", "--psk-file", "{good}"], "--dtls"),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{missing}"], "nope.psk"),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{bad}"], "bad.psk:2"),
+    (["--dtls", "127.0.0.1:0", "--cert", "{cert}", "--ca", "{ca}"], "--key: needed with --cert, --ca"),
+    (["--dtls", "127.0.0.1:0", "--cert", "{missing}", "--key", "{key}", "--ca", "{ca}"], "nope.psk"),
+    (["--dtls", "127.0.0.1:0", "--cert", "{cert}", "--key", "{cert}", "--ca", "{ca}"], "--key"),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--max-dtls-sessions", "0"], "--max-dtls-sessions"),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--dtls-idle-timeout", "0"], "--dtls-idle-timeout"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), CASES)
+def test_dtls_config_errors_exit_2_with_one_line(
+    args: list[str], needle: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*BROKER, *(a.format(**files) for a in args)]
+    assert gateway_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("meshota gateway: ") and needle in err[0], err
+
+
+def test_good_options_load_psk_and_certificate(files: dict[str, str]) -> None:
+    args = build_parser().parse_args(
+        [
+            *BROKER,
+            "--dtls",
+            "[::1]:5684",
+            "--psk-file",
+            files["good"],
+            "--cert",
+            files["cert"],
+            "--key",
+            files["key"],
+            "--ca",
+            files["ca"],
+            "--max-dtls-sessions",
+            "7",
+            "--dtls-idle-timeout",
+            "60",
+        ]
+    )
+    opts = load_dtls_options(args)
+    assert opts is not None
+    assert opts.address == ("::1", 5684) and opts.max_sessions == 7 and opts.idle_timeout == 60.0
+    assert opts.credentials.psk == {"node-1": bytes.fromhex("00112233445566778899aabbccddeeff")}
+    assert opts.credentials.certificate is not None
+    assert load_dtls_options(build_parser().parse_args([*BROKER, "--udp", "127.0.0.1:0"])) is None
+
+
+@pytest.mark.integration
+def test_dtls_port_in_use_exits_2(
+    mosquitto: Mosquitto, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        rc = gateway_main(
+            ["--broker", mosquitto.url, "--dtls", f"127.0.0.1:{port}", "--psk-file", files["good"]]
+        )
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--dtls 127.0.0.1:{port}" in err[0], err
