@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshota.config import ConfigError, parse_hostport, parse_url_hostport
+from meshota.cli._args import (
+    CliParser,
+    ConfigError,
+    format_address,
+    parse_broker_url,
+    parse_hostport,
+    usage_error,
+)
 from mqttsn import GatewayConfig, LocalProtocolError, PredefinedTopics
 
 log = logging.getLogger("meshota.gateway")
@@ -24,11 +31,13 @@ __all__ = ["DtlsOptions", "build_parser", "gateway_main", "load_config", "load_d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = CliParser(
         prog="meshota gateway",
         description="MQTT-SN v1.2 gateway (UDP and/or DTLS 1.2) bridging onto an MQTT broker.",
     )
-    ap.add_argument("--broker", required=True, metavar="mqtt://H:P", help="MQTT broker to bridge onto")
+    ap.add_argument(
+        "--broker", required=True, metavar="mqtt://H:P", help="MQTT broker (port 1883 if omitted)"
+    )
     ap.add_argument("--udp", metavar="H:P", help="plain UDP address to listen on")
     ap.add_argument("--dtls", metavar="H:P", help="DTLS 1.2 address to listen on (direct and relayed)")
     ap.add_argument(
@@ -166,7 +175,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
     from bridge.gateway.dtls_server import DtlsServer
     from bridge.gateway.udp import GatewayServer, MulticastError
 
-    broker = parse_url_hostport(args.broker, "--broker", ("mqtt",), 1883)
+    broker = parse_broker_url(args.broker)
     udp = parse_hostport(args.udp, "--udp") if args.udp else None
     multicast = parse_hostport(args.multicast, "--multicast") if args.multicast else None
     server = GatewayServer(
@@ -191,23 +200,20 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
         print(f"meshota gateway: cannot connect to broker {args.broker}: {exc}", file=sys.stderr)
         return 1
     except MulticastError as exc:
-        print(f"meshota gateway: --multicast {exc}", file=sys.stderr)
-        return 2
+        return usage_error("meshota gateway", f"--multicast {exc}")
     except OSError as exc:
-        print(f"meshota gateway: --udp {args.udp}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return usage_error("meshota gateway", f"--udp {args.udp}: {exc.strerror}")
     if listener is not None:
         try:
             await listener.start()
         except OSError as exc:
-            print(f"meshota gateway: --dtls {args.dtls}: {exc.strerror}", file=sys.stderr)
             await server.close()
-            return 2
+            return usage_error("meshota gateway", f"--dtls {args.dtls}: {exc.strerror}")
     ends = []
     if udp is not None:
-        ends.append("udp {}:{}".format(*server.address))
+        ends.append(f"udp {format_address(*server.address)}")
     if listener is not None:
-        ends.append("dtls {}:{}".format(*listener.address))
+        ends.append(f"dtls {format_address(*listener.address)}")
     print(f"meshota gateway: {', '.join(ends)} -> {args.broker} ({config.mode})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -248,7 +254,7 @@ def gateway_main(argv: list[str]) -> int:
     )
     try:
         config = load_config(args)
-        parse_url_hostport(args.broker, "--broker", ("mqtt",), 1883)
+        parse_broker_url(args.broker)
         if args.udp is None and args.dtls is None:
             raise ConfigError("--udp H:P or --dtls H:P (or both) is required")
         if args.udp is not None:
@@ -257,6 +263,5 @@ def gateway_main(argv: list[str]) -> int:
             parse_hostport(args.multicast, "--multicast")
         dtls = load_dtls_options(args)
     except ConfigError as exc:
-        print(f"meshota gateway: {exc}", file=sys.stderr)
-        return 2
+        return usage_error("meshota gateway", str(exc))
     return asyncio.run(_serve(args, config, dtls))
