@@ -11,7 +11,6 @@ from bridge.mqtt._service import (
     MqttBridge,
     MqttBridgeConfig,
     bridge_service,
-    parse_broker_url,
     stamped_identity_of,
 )
 
@@ -27,6 +26,5 @@ __all__ = [
     "StampedIdentity",
     "bridge_service",
     "load_record_keys",
-    "parse_broker_url",
     "stamped_identity_of",
 ]

@@ -43,7 +43,6 @@ __all__ = [
     "MqttBridge",
     "MqttBridgeConfig",
     "bridge_service",
-    "parse_broker_url",
     "stamped_identity_of",
 ]
 
@@ -384,11 +383,3 @@ def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey
 
     return start
 
-
-def parse_broker_url(value: str) -> tuple[str, int]:
-    """``mqtt://HOST:PORT`` (or ``HOST:PORT``) -> (host, port); ValueError naming the value."""
-    rest = value[len("mqtt://") :] if value.startswith("mqtt://") else value
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError(f"bad broker URL {value!r} (expected mqtt://HOST:PORT)")
-    return host.strip("[]"), int(port)

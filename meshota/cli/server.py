@@ -6,13 +6,12 @@ with a one-line message naming the bad value.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,22 +26,11 @@ from bridge.api import (
 )
 from bridge.artifacts import VerifyKey, load_verify_key
 from bridge.store import Store, StoreConfigError, normalize_url
+from meshota.cli._args import CliParser, ConfigError, parse_hostport, usage_error
 
 __all__ = ["admin_main", "server_main"]
 
 T = TypeVar("T")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}\n")
-
-
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: {message}", file=sys.stderr)
-    return 2
 
 
 _SCHEMA_HELP = "PostgreSQL only: keep every table in this schema (created if missing)"
@@ -63,19 +51,12 @@ def _check_schema(url: str, schema: str | None) -> str | None:
     return None
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(value)
-    return host.strip("[]"), int(port)
-
-
 def server_main(argv: Sequence[str]) -> int:
     from bridge.http import ServerConfig, serve
-    from bridge.mqtt._options import add_bridge_options, bridge_service_from_args
+    from meshota.cli._bridge_options import add_bridge_options, bridge_service_from_args
 
     prog = "meshota server"
-    p = _Parser(prog=prog, description="HTTP device-management API (Mender-compatible)")
+    p = CliParser(prog=prog, description="HTTP device-management API (Mender-compatible)")
     p.add_argument("--http", required=True, metavar="H:P")
     p.add_argument("--db", required=True, metavar="URL")
     p.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
@@ -99,37 +80,37 @@ def server_main(argv: Sequence[str]) -> int:
     add_bridge_options(p)
     args = p.parse_args(list(argv))
     try:
-        host, port = _host_port(args.http)
-    except ValueError:
-        return _fail(prog, f"bad --http value {args.http!r} (expected HOST:PORT)")
+        host, port = parse_hostport(args.http, "--http")
+    except ConfigError as exc:
+        return usage_error(prog, str(exc))
     try:
         normalize_url(args.db)
     except StoreConfigError as exc:
-        return _fail(prog, f"bad --db value: {exc}")
+        return usage_error(prog, f"bad --db value: {exc}")
     schema_error = _check_schema(args.db, args.db_schema)
     if schema_error:
-        return _fail(prog, schema_error)
+        return usage_error(prog, schema_error)
     if (args.tls_cert is None) != (args.tls_key is None):
-        return _fail(prog, "--tls-cert and --tls-key go together")
+        return usage_error(prog, "--tls-cert and --tls-key go together")
     for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not path.is_file():
-            return _fail(prog, f"bad {opt} value {str(path)!r}: no such file")
+            return usage_error(prog, f"bad {opt} value {str(path)!r}: no such file")
     keys: list[VerifyKey] = []
     for path in args.verify_key:
         try:
             keys.append(load_verify_key(path.read_bytes()))
         except (OSError, ValueError) as exc:
-            return _fail(prog, f"bad --verify-key value {str(path)!r}: {exc}")
+            return usage_error(prog, f"bad --verify-key value {str(path)!r}: {exc}")
     try:
         args.artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return _fail(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
+        return usage_error(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     services = []
     if args.broker:
         service, bridge_error = bridge_service_from_args(args)
         if bridge_error:
-            return _fail(prog, bridge_error)
+            return usage_error(prog, bridge_error)
         services.append(service)
     settings = Settings(public_url=args.public_url, verify_keys=tuple(keys))
     config = ServerConfig(
@@ -167,18 +148,18 @@ def _run_in_store(
     try:
         return 0, asyncio.run(run())
     except StoreConfigError as exc:
-        return _fail(prog, f"bad --db value: {exc}"), None
+        return usage_error(prog, f"bad --db value: {exc}"), None
     except ApiError as exc:
         print(f"{prog}: {exc.message}", file=sys.stderr)
         return 1, None
     except (SQLAlchemyError, OSError) as exc:
-        return _fail(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}"), None
+        return usage_error(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}"), None
 
 
 def admin_main(argv: Sequence[str]) -> int:
     prog = "meshota admin"
-    p = _Parser(prog=prog, description="operator commands that write through the service layer")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = CliParser(prog=prog, description="operator commands that write through the service layer")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=CliParser)
     cu = sub.add_parser("create-user", help="create an operator (like useradm)")
     cu.add_argument("--db", required=True, metavar="URL")
     cu.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
@@ -201,7 +182,7 @@ def admin_main(argv: Sequence[str]) -> int:
     sub_prog = f"{prog} {args.command}"
     schema_error = _check_schema(args.db, args.db_schema)
     if schema_error:
-        return _fail(sub_prog, schema_error)
+        return usage_error(sub_prog, schema_error)
 
     if args.command == "create-user":
         code, user_id = _run_in_store(
@@ -236,12 +217,12 @@ def admin_main(argv: Sequence[str]) -> int:
 
     if args.command == "deploy":
         if args.devices is not None and not args.devices.strip(","):
-            return _fail(sub_prog, f"bad --devices value {args.devices!r}")
+            return usage_error(sub_prog, f"bad --devices value {args.devices!r}")
         code, deployment_id = _run_in_store(sub_prog, args.db, args.db_schema, deploy)
         if code == 0:
             print(deployment_id)
         return code
-    return _fail(prog, f"unknown command {args.command!r}")
+    return usage_error(prog, f"unknown command {args.command!r}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``meshota server`` options for the MQTT bridge (kept here so server_cli stays small)."""
+"""``meshota server`` options for the MQTT bridge: strings parsed here, the bridge gets values."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from bridge.mqtt._adapter import BridgePolicy
-from bridge.mqtt._bulk import load_record_keys
-from bridge.mqtt._service import MqttBridgeConfig, bridge_service, parse_broker_url
+from bridge.mqtt import BridgePolicy, MqttBridgeConfig, bridge_service, load_record_keys
+from meshota.cli._args import ConfigError, parse_broker_url
 from wire.dtls_credentials import CredentialsError, load_psk_file
 
 __all__ = ["add_bridge_options", "bridge_service_from_args"]
@@ -42,8 +41,8 @@ def bridge_service_from_args(args: argparse.Namespace) -> tuple[Any, str | None]
     """(service, None) or (None, one-line error naming the bad value)."""
     try:
         host, port = parse_broker_url(args.broker)
-    except ValueError as exc:
-        return None, f"bad --broker value: {exc}"
+    except ConfigError as exc:
+        return None, str(exc)
     if not 64 <= args.block_size <= 65000:
         return None, f"bad --block-size value {args.block_size} (64..65000)"
     keys = {}
