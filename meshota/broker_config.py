@@ -1,4 +1,5 @@
-"""``meshota broker-config``: the mosquitto ACL and password file the MQTT bridge's trust model needs.
+"""The mosquitto ACL and password file the MQTT bridge's trust model needs (the command line,
+``meshota broker-config``, is meshota/cli/broker_config.py).
 
 Trust model (docs/mqtt_bridge.md): nodes never talk MQTT themselves; the gateway does, with its
 own broker credentials, one connection per node whose client id is the node's device id
@@ -21,18 +22,15 @@ Anonymous clients get nothing. Files written into ``--out DIR``:
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
-__all__ = ["BrokerConfigError", "BrokerUsers", "broker_acl", "broker_config_main", "write_broker_config"]
+__all__ = ["BrokerConfigError", "BrokerUsers", "broker_acl", "write_broker_config"]
 
 
 class BrokerConfigError(RuntimeError):
@@ -119,43 +117,3 @@ def write_broker_config(
         "set_tcp_nodelay true\n"
     )
     return chosen
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}\n")
-
-
-def broker_config_main(argv: Sequence[str]) -> int:
-    prog = "meshota broker-config"
-    p = _Parser(prog=prog, description="mosquitto ACL + password file for the gateway and the MQTT bridge")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.add_argument("--gateway-user", default="meshota-gateway", metavar="USER")
-    p.add_argument("--bridge-user", default="meshota-bridge", metavar="USER")
-    p.add_argument(
-        "--gateway-topic",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="extra gateway rule, e.g. 'readwrite meshota/#' (repeatable)",
-    )
-    p.add_argument("--acl-only", action="store_true", help="print the ACL to stdout, write nothing")
-    args = p.parse_args(list(argv))
-    users = BrokerUsers(args.gateway_user, args.bridge_user)
-    try:
-        if args.acl_only:
-            sys.stdout.write(broker_acl(users, args.gateway_topic))
-            return 0
-        write_broker_config(args.out, users, gateway_topics=args.gateway_topic)
-    except BrokerConfigError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{prog}: bad --out value {str(args.out)!r}: {exc.strerror}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}/acl, passwd, credentials (0600) and meshota.conf")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(broker_config_main(sys.argv[1:]))

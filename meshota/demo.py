@@ -9,11 +9,12 @@ plots are; exit 0 only if every node installed and none installed a bad image.
 
 ``--live``: the earlier loopback run instead: a private mosquitto, the MQTT-SN gateway over UDP, a
 root-node relay and N nodes; an operator sends every node a command and each answers at QoS 1 and 2.
+
+The command line is meshota/cli/demo.py; this module runs the demo.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -27,10 +28,11 @@ if TYPE_CHECKING:
     from firmware_proto.aio.relay_udp import RelayUdp
     from mesh_sim.server import ApiServer
 
-__all__ = ["demo_main"]
+__all__ = ["run_live", "run_simulated"]
 
 
-async def _run(nodes: int, mode: str) -> int:
+async def run_live(nodes: int, mode: str) -> int:
+    """``--live``: mosquitto, the gateway over UDP, a relay and ``nodes`` nodes on loopback."""
     from bridge.gateway.udp import GatewayServer
     from firmware_proto.aio.relay_udp import RelayUdp
     from meshota.broker import start_mosquitto
@@ -118,7 +120,8 @@ def _ms(v: float | None) -> str:
     return f"{v:14.1f}" if v is not None else f"{'MISSING':>14}"
 
 
-def _simulated(nodes: int, seed: int, out: Path | None) -> int:
+def run_simulated(nodes: int, seed: int, out: Path | None) -> int:
+    """The default demo: a simulated mesh against the in-process server (exit status)."""
     import shutil
 
     from mesh_sim.server import ApiServer, ServerSetupError
@@ -148,9 +151,9 @@ def _simulated(nodes: int, seed: int, out: Path | None) -> int:
 
 def _simulated_in_memory(nodes: int, seed: int, out: Path | None) -> int:
     """The simulated mesh with the in-memory server stand-in (no mender-artifact on this host)."""
-    from mesh_sim.cli import print_summary, run_succeeded
     from mesh_sim.metrics import write_metrics
     from mesh_sim.plots import write_plots
+    from mesh_sim.report import print_summary, run_succeeded
     from mesh_sim.runner import run_scenario
     from mesh_sim.scenario import parse_scenario
 
@@ -181,9 +184,9 @@ def _simulated_in_memory(nodes: int, seed: int, out: Path | None) -> int:
 def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Path | None) -> int:
     import random
 
-    from mesh_sim.cli import print_summary, run_succeeded
     from mesh_sim.metrics import write_metrics
     from mesh_sim.plots import write_plots
+    from mesh_sim.report import print_summary, run_succeeded
     from mesh_sim.runner import ServerSide, run_scenario
     from mesh_sim.scenario import parse_scenario
     from mesh_sim.server import ApiDeviceService, make_mender_artifact
@@ -273,25 +276,3 @@ def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Pa
         f"(wall {time.perf_counter() - t0:.1f} s)"
     )
     return 0 if ok else 1
-
-
-def demo_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="meshota demo", description=__doc__)
-    ap.add_argument("--nodes", type=int, default=20, help="mesh nodes besides the root (default 20)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None, help="directory for metrics.json and PNGs")
-    ap.add_argument("--live", action="store_true", help="the loopback run with mosquitto instead")
-    ap.add_argument("--mode", choices=("transparent", "aggregating"), default="transparent")
-    args = ap.parse_args(argv)
-    if not 1 <= args.nodes <= 500:
-        print(f"meshota demo: --nodes {args.nodes} is not in 1..500", file=sys.stderr)
-        return 2
-    if not args.live:
-        return _simulated(args.nodes, args.seed, args.out)
-    from meshota.broker import BrokerStartError
-
-    try:
-        return asyncio.run(_run(args.nodes, args.mode))
-    except BrokerStartError as exc:
-        print(f"meshota demo: {exc}", file=sys.stderr)
-        return 1

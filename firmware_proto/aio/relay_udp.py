@@ -1,45 +1,26 @@
-"""``meshota relay``: the root-node relay over real UDP (asyncio driver of :class:`RelayCore`).
+"""The root-node relay over real UDP: the asyncio driver of :class:`RelayCore`.
 
-    meshota relay --gateway udp://HOST:PORT --listen udp://HOST:PORT
-
-Children send their (DTLS) datagrams to ``--listen``; each is wrapped in MQTT-SN forwarder
-encapsulation and sent to ``--gateway`` from one socket, and the gateway's encapsulated replies
-are unwrapped to the child they name. Exit status: 0 on SIGINT/SIGTERM, 2 with a one-line
-message naming the bad value for a usage or configuration error.
+Children send their (DTLS) datagrams to the listen address; each is wrapped in MQTT-SN forwarder
+encapsulation and sent to the gateway from one socket, and the gateway's encapsulated replies
+are unwrapped to the child they name. The command line (``meshota relay``) is
+meshota/cli/relay.py; this module takes parsed ``(host, port)`` addresses.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import signal
 import sys
-from collections.abc import Hashable, Sequence
-from typing import Any, NoReturn, cast
-from urllib.parse import urlsplit
+from collections.abc import Hashable
+from typing import Any, cast
 
 from firmware_proto.relay import RelayCore
 
-__all__ = ["RelayConfigError", "RelayUdp", "parse_udp_url", "relay_main", "run_relay"]
+__all__ = ["RelayConfigError", "RelayUdp", "run_relay"]
 
 
 class RelayConfigError(ValueError):
-    """A command-line value is unusable; the message names it."""
-
-
-def parse_udp_url(value: str, option: str) -> tuple[str, int]:
-    """``udp://HOST:PORT`` → ``(host, port)``; IPv6 hosts in brackets."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        port, parts = None, None
-    if parts is None or parts.scheme != "udp" or not parts.hostname or port is None:
-        raise RelayConfigError(f"{option}: bad value {value!r}: expected udp://HOST:PORT")
-    if parts.path not in ("", "/") or parts.query:
-        raise RelayConfigError(f"{option}: bad value {value!r}: expected udp://HOST:PORT")
-    return parts.hostname, port
+    """An address cannot be bound or reached; the message names the option (``--listen``,
+    ``--gateway``)."""
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -121,47 +102,3 @@ async def run_relay(
     finally:
         relay.close()
     return relay
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"meshota relay: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def relay_main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="meshota relay", description="root-node relay over real UDP")
-    parser.add_argument("--gateway", required=True, help="udp://HOST:PORT of the MQTT-SN gateway")
-    parser.add_argument("--listen", required=True, help="udp://HOST:PORT children send to")
-    args = parser.parse_args(argv)
-    try:
-        gateway = parse_udp_url(args.gateway, "--gateway")
-        listen = parse_udp_url(args.listen, "--listen")
-    except RelayConfigError as exc:
-        print(f"meshota relay: {exc}", file=sys.stderr)
-        return 2
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        relay = RelayUdp(gateway, listen)
-        try:
-            await relay.start()
-        except RelayConfigError as exc:
-            print(f"meshota relay: {exc}", file=sys.stderr)
-            return 2
-        print(f"meshota relay: {relay.listen_address} -> {gateway}", file=sys.stderr)
-        try:
-            await stop.wait()
-        finally:
-            relay.close()
-        return 0
-
-    return asyncio.run(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(relay_main())

@@ -1,4 +1,10 @@
-"""The ``meshota`` command: one entry point, subcommands imported lazily."""
+"""The ``meshota`` command: one entry point, subcommands imported lazily.
+
+Every command's main lives in this package (``meshota/cli/<command>.py``) and parses with
+:mod:`meshota.cli._args` (one address parser, one one-line error style, exit 2 on usage errors).
+This module imports nothing beyond the standard library until a command is chosen, so
+``meshota --help`` loads no bridge, SQLAlchemy or mbedTLS.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,15 @@ import sys
 
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "gateway": ("meshota.cli.gateway", "gateway_main", "MQTT-SN gateway (UDP) onto an MQTT broker"),
+    "gateway": ("meshota.cli.gateway", "gateway_main", "MQTT-SN gateway (UDP, DTLS) onto an MQTT broker"),
     "server": ("meshota.cli.server", "server_main", "Mender-compatible device-management server (HTTP)"),
     "admin": ("meshota.cli.server", "admin_main", "operator tasks: create-user, accept-device, deploy"),
-    "relay": ("firmware_proto.aio.relay_udp", "relay_main", "root-node relay: children <-> gateway over UDP"),
-    "broker-config": ("meshota.broker_config", "broker_config_main", "mosquitto ACL/passwords for meshota"),
-    "sim": ("mesh_sim.cli", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
-    "demo": ("meshota.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),
+    "relay": ("meshota.cli.relay", "relay_main", "root-node relay: children <-> gateway over UDP"),
+    "broker-config": (
+        "meshota.cli.broker_config", "broker_config_main", "mosquitto ACL + passwords for meshota"
+    ),
+    "sim": ("meshota.cli.sim", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
+    "demo": ("meshota.cli.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),
 }
 
 USAGE = "usage: meshota COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(
@@ -33,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entry = COMMANDS.get(args[0])
     if entry is None:
-        print(f"meshota: unknown command {args[0]!r}\n{USAGE}", file=sys.stderr)
+        print(f"meshota: error: unknown command {args[0]!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module, func, _ = entry
     fn = getattr(importlib.import_module(module), func)

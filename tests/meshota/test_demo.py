@@ -53,7 +53,7 @@ def test_simulated_demo_says_when_it_falls_back_without_mender_artifact(
 ) -> None:
     import shutil
 
-    from meshota.demo import demo_main
+    from meshota.cli.demo import demo_main
 
     real = shutil.which
     monkeypatch.setattr(
@@ -63,3 +63,15 @@ def test_simulated_demo_says_when_it_falls_back_without_mender_artifact(
     out = capsys.readouterr()
     assert "FALLING BACK to the in-memory server stand-in" in out.err
     assert "every node installed the signed image (in-memory server)" in out.out
+
+
+def test_demo_runs_a_signed_update_and_exits_0(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "meshota", "demo", "--nodes", "8", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "every node installed the signed image" in r.stdout
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "topology.png").exists()

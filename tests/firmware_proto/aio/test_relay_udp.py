@@ -1,5 +1,5 @@
-"""The relay over real UDP loopback: node (DtlsClient) → relay → gateway (DtlsServer), and the
-``meshota relay`` command line."""
+"""The relay over real UDP loopback: node (DtlsClient) → relay → gateway (DtlsServer). The
+``meshota relay`` command line: tests/meshota/test_relay_cli.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from bridge.gateway.dtls_server import ApplicationData, DtlsServer, SessionEstablished
 from firmware_proto import dtls_client as dc
-from firmware_proto.aio.relay_udp import RelayUdp, parse_udp_url, relay_main
+from firmware_proto.aio.relay_udp import RelayUdp
 from tests.support.dtls_udp import EchoDtlsGateway, UdpDtlsClient
 from wire.dtls_credentials import DtlsServerConfig
 
@@ -48,29 +48,3 @@ def test_node_to_gateway_through_udp_relay_sees_no_plaintext() -> None:
     handled = b"".join(seen)
     assert len(handled) > 500
     assert b"MARKER" not in handled and b"echo" not in handled
-
-
-@pytest.mark.parametrize(
-    ("argv", "needle"),
-    [
-        (["--gateway", "tcp://127.0.0.1:1", "--listen", "udp://127.0.0.1:0"], "'tcp://127.0.0.1:1'"),
-        (["--gateway", "udp://127.0.0.1:1", "--listen", "udp://127.0.0.1"], "'udp://127.0.0.1'"),
-        (["--gateway", "udp://127.0.0.1:99999", "--listen", "udp://127.0.0.1:0"], "99999"),
-        (["--gateway", "udp://127.0.0.1:1"], "--listen"),
-        (["--gateway", "udp://127.0.0.1:1", "--listen", "udp://192.0.2.1:9"], "--listen"),
-    ],
-)
-def test_relay_main_config_errors_exit_2_with_one_line(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc_info:
-        raise SystemExit(relay_main(argv))
-    assert exc_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert needle in err and err.startswith("meshota relay:")
-
-
-def test_parse_udp_url() -> None:
-    assert parse_udp_url("udp://127.0.0.1:1884", "--x") == ("127.0.0.1", 1884)
-    assert parse_udp_url("udp://[::1]:5", "--x") == ("::1", 5)
