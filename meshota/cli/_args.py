@@ -39,7 +39,8 @@ MQTT_PORT = 1883
 
 _PORT = re.compile(r"[0-9]{1,5}")
 # a host name or IPv4 literal: anything printable but URL delimiters and brackets
-_HOST = re.compile(r"[^\s/?#@\[\]:]+")
+_HOST = re.compile(r"[^\s/?#@\[\]:\x00-\x1f\x7f]+")
+_DELIMITER = re.compile(r"[\s/?#@]")
 
 
 class ConfigError(Exception):
@@ -63,6 +64,14 @@ class CliParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         usage_error(self.prog, message)
         raise SystemExit(USAGE_EXIT)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_address(
@@ -91,22 +100,24 @@ def parse_address(
             rest = rest[:-1]
     elif scheme is not None and not bare:
         raise bad
+    if _DELIMITER.search(rest):  # a path, query, user info or blank: not an address
+        raise bad
     port_text: str | None
     if rest.startswith("["):
         host, close, after = rest[1:].partition("]")
         if not close:
             raise bad
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"{what}: {host!r} in {value!r} is not an IPv6 address") from None
+        if not _is_ipv6(host):
+            raise ConfigError(f"{what}: {host!r} in {value!r} is not an IPv6 address")
         if after and not after.startswith(":"):
             raise bad
         port_text = after[1:] if after else None
     else:
         host, sep, port_text = rest.partition(":")
         if ":" in port_text:
-            raise ConfigError(f"{what}: IPv6 address in {value!r} needs brackets: [ADDRESS]:PORT")
+            if _is_ipv6(rest) or _is_ipv6(rest.rpartition(":")[0]):
+                raise ConfigError(f"{what}: IPv6 address in {value!r} needs brackets: [ADDRESS]:PORT")
+            raise bad
         if not _HOST.fullmatch(host):
             raise bad
         if not sep:
