@@ -84,6 +84,25 @@ def test_acl_text_rejects_bad_rules() -> None:
         broker_acl(gateway_topics=["delete x/#"])
 
 
+def test_broker_config_command_prints_or_writes_the_acl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshota.cli.broker_config import broker_config_main
+
+    rule = ["--gateway-topic", "readwrite meshota/#"]
+    assert broker_config_main(["--out", str(tmp_path / "unused"), "--acl-only", *rule]) == 0
+    assert capsys.readouterr().out == broker_acl(gateway_topics=["readwrite meshota/#"])
+    assert not (tmp_path / "unused").exists()
+    out = tmp_path / "conf"
+    assert broker_config_main(["--out", str(out), "--gateway-user", "gw", *rule]) == 0
+    assert (out / "acl").read_text() == broker_acl(BrokerUsers(gateway="gw"), ["readwrite meshota/#"])
+    assert {line.split(":")[0] for line in (out / "credentials").read_text().splitlines()} == {
+        "gw",
+        "meshota-bridge",
+    }
+    assert (out / "credentials").stat().st_mode & 0o777 == 0o600
+
+
 def _bridge_process(tmp: Path, broker_port: int, name: str) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "meshota.cli.server", "--http", f"127.0.0.1:{free_tcp_port()}",

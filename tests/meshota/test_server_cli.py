@@ -56,6 +56,13 @@ def test_server_config_errors(argv: list[str], needle: str, capsys: pytest.Captu
     assert len(err.splitlines()) == 1 and needle in err
 
 
+def test_server_bad_broker_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--http", "127.0.0.1:80", "--db", f"sqlite:///{tmp_path}/x.db", "--artifacts", str(tmp_path)]
+    assert server_main([*argv, "--broker", "http://b:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "meshota server: error: --broker: expected mqtt://HOST:PORT, got 'http://b:1'"
+
+
 def test_admin_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         admin_main(["deploy", "--db", "sqlite:///x"])
