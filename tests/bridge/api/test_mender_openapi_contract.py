@@ -31,14 +31,17 @@ from tests.support.mender import (  # noqa: F401  (fixtures)
     running,
 )
 
-_DEFAULT = Path(__file__).resolve().parents[4] / "shared/reference/mender-openapi"
-SPECS = Path(os.environ.get("MESHOTA_MENDER_OPENAPI", _DEFAULT)) / "era-3.4"
+# Vendored copies (mender_openapi/README.md: source, commit, licence); MESHOTA_MENDER_OPENAPI=DIR
+# (a folder holding era-3.4/, e.g. ../shared/reference/mender-openapi) points elsewhere.
+_VENDORED = Path(__file__).resolve().parent / "mender_openapi"
+_OVERRIDE = os.environ.get("MESHOTA_MENDER_OPENAPI")
+SPECS = Path(_OVERRIDE) / "era-3.4" if _OVERRIDE else _VENDORED
 
 
 def load(name: str) -> dict[str, Any]:
     path = SPECS / name
     if not path.exists():
-        pytest.fail(f"Mender OpenAPI spec not found at {path}; set MESHOTA_MENDER_OPENAPI")
+        pytest.fail(f"Mender OpenAPI spec not found at {path} (vendored in tests/bridge/api/mender_openapi)")
     # examples in the YAML parse as datetimes; JSON round-trip makes them plain strings
     spec: dict[str, Any] = json.loads(json.dumps(yaml.safe_load(path.read_text()), default=str))
     return spec
