@@ -1,8 +1,9 @@
 """Who is calling: device tokens and user tokens.
 
-A device token is checked by its signature and expiry; against the transport identity when the
-adapter supplies one (the token's ``meshota.tid`` claim, else its device id); and against the
-auth set's current status (cached briefly, see _device_status). A user token is checked against
+A device token is checked by its signature and expiry; against the transport identity (a token
+carrying a ``meshota.tid`` claim is good only on that identity's session, a token without one
+only where the adapter supplies no identity, i.e. HTTP); and against the auth set's current
+status (cached briefly, see _device_status). A user token is checked against
 the users table on every call.
 """
 
@@ -22,7 +23,7 @@ from ._types import ApiError, Request
 __all__ = ["TRANSPORT_CLAIM", "DeviceAuth", "bearer", "require_device", "require_user"]
 
 # JWT claim naming the transport identity (gateway-stamped DTLS identity) a device token was
-# issued over; a token without it is bound to its Mender device id (``sub``)
+# issued over; a token without it is refused wherever a transport identity is supplied
 TRANSPORT_CLAIM = "meshota.tid"
 
 
@@ -52,9 +53,13 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
     if claims.get("mender.device") is not True:
         raise ApiError(401, "not a device token")
     device_id, aid = str(claims.get("sub", "")), str(claims.get("jti", ""))
-    if request.identity is not None and request.identity != claims.get(TRANSPORT_CLAIM, device_id):
-        # the transport (e.g. the MQTT-SN gateway) authenticated someone else: one device
-        # must never act as another, whatever token it holds
+    bound = claims.get(TRANSPORT_CLAIM)
+    if request.identity is None and bound is not None:
+        # issued over a transport identity's own session: only that session may use it
+        raise ApiError(401, "token is bound to a transport identity: not valid over this transport")
+    if request.identity is not None and request.identity != bound:
+        # the transport (e.g. the MQTT-SN gateway) authenticated someone else, or the token was
+        # issued without a transport identity (over HTTP): one device never acts as another
         raise ApiError(403, "token does not belong to this transport identity")
     cache = ctx.device_status
     ts = now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,7 +63,7 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     pubkey = normalize_pubkey(pubkey)
     if not verify_auth_signature(pubkey, req.body, signature):
         raise ApiError(401, "signature verification failed")
-    # over MQTT: the gateway-verified transport identity this device is (or becomes) bound to
+    # over MQTT: the gateway-verified transport identity of the node that sends this request
     tid = req.identity
     if tid is not None and identity.get(ID_DATA_TRANSPORT_KEY, tid) != tid:
         raise ApiError(403, f"id_data names another transport identity than {tid!r}")
@@ -70,18 +71,19 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     # a known device with a known key changes nothing: answer from a read, no writer lock
     async with ctx.store.read() as conn:
         known = await _known_auth_set(conn, id_data, pubkey)
-    if known is not None and known[2] != "preauthorized" and (tid is None or known[3] is not None):
-        device_id, aid, status, bound = known
-        _check_binding(tid, bound)
-        if status != "accepted":
-            raise ApiError(401, f"device authentication {status}")
-        return _device_token(ctx, device_id, aid, ts, tid)
+    if known is not None:
+        _check_binding(tid, known.bound, known.presented)
+        if known.status != "preauthorized" and (tid is None or known.presented == tid):
+            if known.status != "accepted":
+                raise ApiError(401, f"device authentication {known.status}")
+            if tid is None or known.bound == tid:
+                return _device_token(ctx, known.device_id, known.aid, ts, tid)
     try:
         async with ctx.store.transaction() as conn:
-            device = await _get_or_create_device(conn, id_data, ts)
             if tid is not None:
-                await _bind_transport(conn, device, tid)
-            aid, status = await _auth_set_of(conn, device["id"], pubkey, ts)
+                await _check_holder(conn, id_data, tid)  # before anything is created
+            device = await _get_or_create_device(conn, id_data, ts)
+            aid, status = await _auth_set_of(conn, device, pubkey, ts, tid)
     except IntegrityError:
         if tid is None:
             raise
@@ -92,42 +94,81 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     return _device_token(ctx, device["id"], aid, ts, tid)
 
 
-def _check_binding(tid: str | None, bound: str | None) -> None:
-    if tid is not None and bound is not None and bound != tid:
-        raise ApiError(403, f"device is bound to another transport identity than {tid!r}")
+def _check_binding(tid: str | None, bound: str | None, presented: str | None) -> None:
+    """Refuse an auth request that another transport identity than the device's (or key's) sends.
 
-
-async def _bind_transport(conn: AsyncConnection, device: dict[str, Any], tid: str) -> None:
-    """Record ``tid`` on the device at its first auth request over it; refuse any other binding."""
-    _check_binding(tid, device["transport_id"])
-    if device["transport_id"] == tid:
+    ``bound``: the device's transport identity (set when an auth set presented over it was
+    accepted); ``presented``: the one that first presented this key. Over HTTP (``tid`` None) a
+    device bound to a transport identity gets no token: it speaks only through that identity.
+    """
+    if tid is None:
+        if bound is not None:
+            raise ApiError(401, "device authentication refused: the device is bound to a transport "
+                                "identity (authenticate over it)")  # fmt: skip
         return
-    holder = (await conn.execute(sa.select(t.devices.c.id).where(t.devices.c.transport_id == tid))).first()
-    if holder is not None:
+    if bound is not None and bound != tid:
+        raise ApiError(403, f"device is bound to another transport identity than {tid!r}")
+    if presented is not None and presented != tid:
+        raise ApiError(403, f"this key was presented over another transport identity than {tid!r}")
+
+
+async def _check_holder(conn: AsyncConnection, id_data: str, tid: str) -> None:
+    """One transport identity, one device: refuse ``tid`` if another device is bound to it."""
+    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    holder = (await conn.execute(_HOLDER, {"b_tid": tid})).first()
+    if holder is not None and holder.id_data_sha256 != digest:
         raise ApiError(403, f"transport identity {tid!r} is bound to another device")
-    await conn.execute(sa.update(t.devices).where(t.devices.c.id == device["id"]).values(transport_id=tid))
-    device["transport_id"] = tid
 
 
-async def _auth_set_of(conn: AsyncConnection, device_id: str, pubkey: str, ts: float) -> tuple[str, str]:
-    """(auth set id, status) of this device + key, created pending or accepted if preauthorized."""
+_HOLDER = sa.select(t.devices.c.id, t.devices.c.id_data_sha256).where(
+    t.devices.c.transport_id == sa.bindparam("b_tid")
+)
+
+
+async def _auth_set_of(
+    conn: AsyncConnection, device: dict[str, Any], pubkey: str, ts: float, tid: str | None
+) -> tuple[str, str]:
+    """(auth set id, status) of this device + key, created pending or accepted if preauthorized.
+
+    Over a transport identity ``tid``: the auth set records it when it has none (the first
+    transport to present the key); an accepted auth set binds the device to it.
+    """
+    _check_binding(tid, device["transport_id"], None)
     aset = (
         await conn.execute(
-            sa.select(t.auth_sets).where(t.auth_sets.c.device_id == device_id, t.auth_sets.c.pubkey == pubkey)
+            sa.select(t.auth_sets).where(
+                t.auth_sets.c.device_id == device["id"], t.auth_sets.c.pubkey == pubkey
+            )
         )
     ).first()
     if aset is None:
         aid = str(uuid.uuid4())
         await conn.execute(
-            sa.insert(t.auth_sets).values(id=aid, device_id=device_id, pubkey=pubkey, status="pending", ts=ts)
+            sa.insert(t.auth_sets).values(
+                id=aid, device_id=device["id"], pubkey=pubkey, status="pending", ts=ts, transport_id=tid
+            )
         )
-        await _refresh_device_status(conn, device_id, ts)
+        await _refresh_device_status(conn, device["id"], ts)
         return aid, "pending"
     aid, status = str(aset.id), str(aset.status)
+    _check_binding(tid, device["transport_id"], aset.transport_id)
+    if tid is not None and aset.transport_id is None:
+        await conn.execute(sa.update(t.auth_sets).where(t.auth_sets.c.id == aid).values(transport_id=tid))
     if status == "preauthorized":
-        await _accept(conn, device_id, aid, ts)
+        await _accept(conn, device["id"], aid, ts)
         status = "accepted"
+    elif status == "accepted" and tid is not None and device["transport_id"] is None:
+        # accepted before any transport presented it (over HTTP, or by the operator): the key's
+        # holder binds the device to the identity it speaks over now
+        await _bind_device(conn, device["id"], tid)
     return aid, status
+
+
+async def _bind_device(conn: AsyncConnection, device_id: str, tid: str) -> None:
+    holder = (await conn.execute(_HOLDER, {"b_tid": tid})).first()
+    if holder is not None and holder.id != device_id:
+        raise ApiError(409, f"transport identity {tid!r} is bound to another device")
+    await conn.execute(sa.update(t.devices).where(t.devices.c.id == device_id).values(transport_id=tid))
 
 
 def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float, tid: str | None = None) -> Response:
@@ -139,7 +180,13 @@ def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float, tid: str
 
 
 _KNOWN_AUTH_SET = (
-    sa.select(t.devices.c.id, t.auth_sets.c.id.label("aid"), t.auth_sets.c.status, t.devices.c.transport_id)
+    sa.select(
+        t.devices.c.id,
+        t.auth_sets.c.id.label("aid"),
+        t.auth_sets.c.status,
+        t.devices.c.transport_id.label("bound"),
+        t.auth_sets.c.transport_id.label("presented"),
+    )
     .join(t.auth_sets, t.auth_sets.c.device_id == t.devices.c.id)
     .where(
         t.devices.c.id_data_sha256 == sa.bindparam("b_digest"),
@@ -148,15 +195,22 @@ _KNOWN_AUTH_SET = (
 )
 
 
-async def _known_auth_set(
-    conn: AsyncConnection, id_data: str, pubkey: str
-) -> tuple[str, str, str, str | None] | None:
-    """(device id, auth set id, status, transport id) of this identity + key, if both are known."""
+@dataclass(frozen=True, slots=True)
+class _Known:
+    device_id: str
+    aid: str
+    status: str
+    bound: str | None  # the device's transport identity
+    presented: str | None  # the transport identity that first presented this key
+
+
+async def _known_auth_set(conn: AsyncConnection, id_data: str, pubkey: str) -> _Known | None:
+    """The auth set of this identity + key with its device's binding, if both are known."""
     digest = hashlib.sha256(id_data.encode()).hexdigest()
     row = (await conn.execute(_KNOWN_AUTH_SET, {"b_digest": digest, "b_pubkey": pubkey})).first()
     if row is None:
         return None
-    return str(row.id), str(row.aid), str(row.status), row.transport_id
+    return _Known(str(row.id), str(row.aid), str(row.status), row.bound, row.presented)
 
 
 async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) -> dict[str, Any]:
@@ -185,6 +239,12 @@ async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) 
 
 
 async def _accept(conn: AsyncConnection, device_id: str, aid: str, ts: float) -> None:
+    """Accept the auth set; the transport identity that presented its key becomes the device's."""
+    presented = (
+        await conn.execute(sa.select(t.auth_sets.c.transport_id).where(t.auth_sets.c.id == aid))
+    ).scalar()
+    if presented is not None:
+        await _bind_device(conn, device_id, presented)
     # at most one accepted auth set per device: accepting one rejects the others
     await conn.execute(
         sa.update(t.auth_sets)
@@ -262,9 +322,12 @@ async def _device_json(conn: AsyncConnection, rows: list[Any]) -> list[dict[str,
             sa.select(t.auth_sets).where(t.auth_sets.c.device_id.in_(ids)).order_by(t.auth_sets.c.ts)
         )
         for a in result:
-            sets[a.device_id].append(
-                {"id": a.id, "pubkey": a.pubkey, "status": a.status, "ts": rfc3339(a.ts)}
-            )
+            aset = {"id": a.id, "pubkey": a.pubkey, "status": a.status, "ts": rfc3339(a.ts)}
+            if a.transport_id is not None:
+                # meshota extension: the verified transport identity that presented this key;
+                # accepting the auth set binds the device to it
+                aset["meshota_transport_id"] = a.transport_id
+            sets[a.device_id].append(aset)
     out = []
     for r in rows:
         identity = json.loads(r.id_data)

@@ -58,8 +58,9 @@ devices = Table(
     Column("status", String(16), nullable=False),
     Column("created_ts", Float, nullable=False),
     Column("updated_ts", Float, nullable=False),
-    # the transport identity (gateway-stamped DTLS identity) this device is bound to, set by its
-    # first auth request over MQTT; one transport identity <-> one device (docs/mqtt_bridge.md)
+    # the transport identity (gateway-stamped DTLS identity) this device is bound to, set when an
+    # auth set presented over it is accepted; one transport identity <-> one device
+    # (docs/mqtt_bridge.md, "Token binding")
     Column("transport_id", String(64), nullable=True),
     Index("ix_devices_transport_id", "transport_id", unique=True),
 )
@@ -72,6 +73,9 @@ auth_sets = Table(
     Column("pubkey", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("ts", Float, nullable=False),
+    # the transport identity that first presented this key (auth request over MQTT); becomes the
+    # device's transport_id when this auth set is accepted
+    Column("transport_id", String(64), nullable=True),
     UniqueConstraint("device_id", "pubkey", name="uq_auth_sets_device_pubkey"),
 )
 

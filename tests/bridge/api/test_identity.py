@@ -65,7 +65,9 @@ def test_transport_identity_must_match_token(db: Db, tmp_path: Path) -> None:
         device_a, token_a = await enroll(ctx, router, "02:00:00:00:1d:01")
         device_b, _ = await enroll(ctx, router, "02:00:00:00:1d:02")
         assert (await router.handle(inventory(token_a, None))).status == 200  # plain HTTP
-        assert (await router.handle(inventory(token_a, device_a))).status == 200
+        # a token issued without a transport identity (HTTP) is refused on any, even one equal
+        # to its own device id: only a token issued over that identity's session is good there
+        assert_error(await router.handle(inventory(token_a, device_a)), 403, "transport identity")
         # device B's transport carrying device A's token: refused, whatever the cache holds
         assert_error(await router.handle(inventory(token_a, device_b)), 403, "transport identity")
         assert_error(await router.handle(inventory(None, device_a)), 401, "bearer")

@@ -133,16 +133,33 @@ def test_token_is_bound_to_the_stamped_identity(db: Db, tmp_path: Path) -> None:
         replay = await b.authenticate(a.auth)
         assert replay.status == 403 and "bound to another transport identity" in error_of(replay)
         assert await transport_id(ctx, id_a) == "node-a"
-        # a token issued over HTTP (no identity: no meshota.tid claim) is not good over MQTT
+        # both ways: A's token (bound to node-a) over HTTP is refused with Mender's error body,
+        # and A's signed auth request over HTTP gets no token for the bound device
+        over_http = Request("PATCH", INV, headers={"authorization": f"Bearer {token_a}"},
+                            body=b'[{"name":"http","value":"1"}]')  # fmt: skip
+        refused = await router.handle(over_http)
+        assert refused.status == 401 and set(json.loads(refused.body)) == {"error", "request_id"}
+        assert "bound to a transport identity" in json.loads(refused.body)["error"]
         http_auth = Request("POST", AUTH, body=a.auth[0], headers={"x-men-signature": a.auth[1]})
+        refused = await router.handle(http_auth)
+        assert refused.status == 401 and "bound to a transport identity" in json.loads(refused.body)["error"]
+        assert await attributes(ctx, id_a) == {"own": "1"}
+        # a token issued over HTTP (a device never bound: no meshota.tid claim) is good over HTTP
+        # only: refused on any stamp, even one equal to its Mender device id (the token's sub)
+        h_key = device_key("ed25519")
+        h_body, h_sig = auth_body(h_key, "02:00:00:00:2a:03")
+        http_auth = Request("POST", AUTH, body=h_body, headers={"x-men-signature": h_sig})
+        assert (await router.handle(http_auth)).status == 401
+        id_h = await accept_mac(ctx, "02:00:00:00:2a:03")
         http_token = (await router.handle(http_auth)).body.decode()
-        assert "meshota.tid" not in claims(http_token)
+        assert "meshota.tid" not in claims(http_token) and claims(http_token)["sub"] == id_h
         assert (await a.call("PATCH", INV, b'[{"name":"h","value":"1"}]', http_token)).status == 403
-        # ... while every token keeps working over HTTP (no transport identity there)
-        for token in (token_a, http_token):
-            over_http = Request("PATCH", INV, headers={"authorization": f"Bearer {token}"},
-                                body=b'[{"name":"http","value":"1"}]')  # fmt: skip
-            assert (await router.handle(over_http)).status == 200
+        as_sub = Node(adapter, id_h, "02:00:00:00:2a:03")
+        assert (await as_sub.call("PATCH", INV, b'[{"name":"h","value":"1"}]', http_token)).status == 403
+        over_http = Request("PATCH", INV, headers={"authorization": f"Bearer {http_token}"},
+                            body=b'[{"name":"http","value":"1"}]')  # fmt: skip
+        assert (await router.handle(over_http)).status == 200
+        assert await attributes(ctx, id_h) == {"http": "1"}
         assert (await b.call("PATCH", INV, b'[{"name":"mine","value":"b"}]', token_b)).status == 200
         assert await attributes(ctx, id_b) == {"mine": "b"}
 
@@ -164,7 +181,7 @@ def test_one_identity_one_device_and_id_data_rule(db: Db, tmp_path: Path) -> Non
         # decommissioning the device frees the identity
         async with ctx.store.transaction() as conn:
             await conn.execute(sa.delete(tables.devices).where(tables.devices.c.id == id_c))
-        assert (await other.authenticate()).status == 401  # now pending, bound to node-c
+        assert (await other.authenticate()).status == 401  # now pending (bound once accepted)
         # id_data naming a transport identity must name the stamped one
         d = Node(adapter, "node-d", "02:00:00:00:2d:01")
         named = json.dumps({"mac": d.mac, "meshota_id": "node-x"})
@@ -182,6 +199,84 @@ def test_one_identity_one_device_and_id_data_rule(db: Db, tmp_path: Path) -> Non
         assert (await d.call("POST", AUTH, good.encode(), headers={"x-men-signature": sig})).status == 401
 
     run(db, tmp_path, scenario)
+
+
+async def accept_presented_by(ctx: ApiContext, stamp: str) -> str:
+    """The operator accepts the auth set that ``stamp`` presented (the management API shows it)."""
+    async with ctx.store.transaction() as conn:
+        query = sa.select(tables.auth_sets.c.device_id, tables.auth_sets.c.id).where(
+            tables.auth_sets.c.transport_id == stamp
+        )
+        device_id, aid = (await conn.execute(query)).one()
+        await set_auth_status(conn, str(device_id), str(aid), "accepted")
+    return str(device_id)
+
+
+def test_first_use_squatting_cannot_lock_the_victim_out(db: Db, tmp_path: Path) -> None:
+    async def scenario(ctx: ApiContext, router: Router[ApiContext]) -> None:
+        adapter = MqttApiAdapter(router, BridgePolicy())
+        victim = Node(adapter, "node-v", "02:00:00:00:30:01")
+        # a verified node claims the victim's id_data with its own key before the victim's first auth
+        squatter = Node(adapter, "node-s", victim.mac)
+        assert (await squatter.authenticate()).status == 401  # pending: its own auth set only
+        r = await victim.authenticate()
+        assert r.status == 401 and "pending" in error_of(r)  # not "bound to another transport identity"
+        # one device, two auth sets, each showing the identity that presented its key
+        listing = Request("GET", "/api/management/v2/devauth/devices",
+                          headers={"authorization": f"Bearer {await admin_token(ctx, router)}"})  # fmt: skip
+        (device,) = json.loads((await router.handle(listing)).body)
+        assert sorted(a["meshota_transport_id"] for a in device["auth_sets"]) == ["node-s", "node-v"]
+        assert await transport_id(ctx, device["id"]) is None  # nothing bound by who asked first
+        # the operator accepts the victim's key: the binding comes from the identity that presented it
+        assert await accept_presented_by(ctx, "node-v") == device["id"]
+        assert await transport_id(ctx, device["id"]) == "node-v"
+        r = await victim.authenticate()
+        assert r.status == 200 and claims(r.body.decode())["meshota.tid"] == "node-v"
+        token = r.body.decode()
+        assert (await victim.call("PATCH", INV, b'[{"name":"v","value":"1"}]', token)).status == 200
+        # the squatter gets nothing for that device: its own key, or the victim's replayed request
+        r = await squatter.authenticate()
+        assert r.status == 403 and "bound to another transport identity" in error_of(r)
+        r = await squatter.authenticate(victim.auth)
+        assert r.status == 403 and "bound to another transport identity" in error_of(r)
+        assert (await squatter.call("PATCH", INV, b'[{"name":"s","value":"1"}]', token)).status == 403
+        assert await attributes(ctx, device["id"]) == {"v": "1"}
+        # the squatter's own identity is not bound by the attempt: it still enrolls its own device
+        own = Node(adapter, "node-s", "02:00:00:00:30:02")
+        own_id, own_token = await enrolled(ctx, own)
+        assert own_id != device["id"] and claims(own_token)["meshota.tid"] == "node-s"
+
+    run(db, tmp_path, scenario)
+
+
+def test_replayed_auth_request_before_acceptance_gets_nothing(db: Db, tmp_path: Path) -> None:
+    """The first identity that presented a key keeps it: a replay over another stamp is refused,
+    before and after the operator's acceptance, and does not change what acceptance binds."""
+
+    async def scenario(ctx: ApiContext, router: Router[ApiContext]) -> None:
+        adapter = MqttApiAdapter(router, BridgePolicy())
+        victim = Node(adapter, "node-w", "02:00:00:00:31:01")
+        thief = Node(adapter, "node-t", "02:00:00:00:31:02")
+        assert (await victim.authenticate()).status == 401
+        r = await thief.authenticate(victim.auth)
+        assert r.status == 403 and "presented over another transport identity" in error_of(r)
+        device_id = await accept_mac(ctx, victim.mac)
+        assert await transport_id(ctx, device_id) == "node-w"
+        r = await thief.authenticate(victim.auth)
+        assert r.status == 403
+        assert (await victim.authenticate()).status == 200
+
+    run(db, tmp_path, scenario)
+
+
+async def admin_token(ctx: ApiContext, router: Router[ApiContext]) -> str:
+    async with ctx.store.transaction() as conn:
+        await create_user(conn, *ADMIN)
+    basic = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    login = Request(
+        "POST", "/api/management/v1/useradm/auth/login", headers={"authorization": f"Basic {basic}"}
+    )
+    return (await router.handle(login)).body.decode()
 
 
 def test_unverified_stamps_refused_unless_accepted(db: Db, tmp_path: Path) -> None:
@@ -243,6 +338,59 @@ def test_token_of_a_on_b_connection_through_mosquitto(tmp_path: Path) -> None:
                 inv = mgmt.get(f"/api/management/v1/inventory/devices/{ids[node]}").json()
                 got = {a["name"]: a["value"] for a in inv["attributes"] if a.get("scope") == "inventory"}
                 assert got == expected
+    finally:
+        caller.close()
+        server.stop()
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_squatting_and_http_refusal_through_mosquitto(tmp_path: Path) -> None:
+    """Through real mosquitto and the real HTTP server: a squatter's first claim on the victim's
+    id_data does not lock the victim out, and the victim's MQTT-bound token is refused over HTTP."""
+    broker = start_test_mosquitto(tmp_path / "mosquitto")
+    server = start_bridge_server(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, broker.port)
+    caller = StampingCaller(broker.port)
+    try:
+
+        async def add() -> None:
+            async with server.context.store.transaction() as conn:
+                await create_user(conn, *ADMIN)
+
+        server.run_coroutine(add())
+        admin = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN).text
+        mac = "02:00:00:00:32:01"
+        squat_body, squat_sig = auth_body(device_key("ecdsa"), mac)
+        body, sig = auth_body(device_key("ecdsa"), mac)
+        squat_hdr, hdr = {"x-men-signature": squat_sig}, {"x-men-signature": sig}
+        assert caller.call("node-s", "POST", AUTH, body=squat_body, headers=squat_hdr).status == 401
+        assert caller.call("node-v", "POST", AUTH, body=body, headers=hdr).status == 401
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as mgmt:
+            (dev,) = mgmt.get("/api/management/v2/devauth/devices").json()
+            aid = next(a["id"] for a in dev["auth_sets"] if a.get("meshota_transport_id") == "node-v")
+            r = mgmt.put(f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status",
+                         json={"status": "accepted"})  # fmt: skip
+            assert r.status_code == 204, r.text
+        r = caller.call("node-v", "POST", AUTH, body=body, headers=hdr)
+        assert r.status == 200
+        token = r.body.decode()
+        assert caller.call("node-s", "POST", AUTH, body=squat_body, headers=squat_hdr).status == 403
+        own = caller.call("node-v", "PATCH", INV, body=b'[{"name":"v","value":"1"}]', token=token)
+        assert own.status == 200
+        # the same token over HTTP: 401 with Mender's error body; the signed request gets no token there
+        over_http = httpx.patch(f"{server.url}{INV}", content=b'[{"name":"h","value":"1"}]',
+                                headers={"Authorization": f"Bearer {token}",
+                                         "Content-Type": "application/json"})  # fmt: skip
+        assert over_http.status_code == 401
+        assert set(over_http.json()) == {"error", "request_id"}
+        assert "transport identity" in over_http.json()["error"]
+        json_hdr = {"X-MEN-Signature": sig, "Content-Type": "application/json"}
+        http_auth = httpx.post(f"{server.url}{AUTH}", content=body, headers=json_hdr)
+        assert http_auth.status_code == 401
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as mgmt:
+            inv = mgmt.get(f"/api/management/v1/inventory/devices/{dev['id']}").json()
+        got = {a["name"]: a["value"] for a in inv["attributes"] if a.get("scope") == "inventory"}
+        assert got == {"v": "1"}
     finally:
         caller.close()
         server.stop()

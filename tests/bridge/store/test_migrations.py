@@ -20,7 +20,7 @@ def test_migrate_is_idempotent_and_versioned(db: Db) -> None:
             await store.migrate()
             async with store.transaction() as conn:
                 version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
-                assert version == "0002"
+                assert version == "0003"
                 for table in tables.metadata.sorted_tables:
                     await conn.execute(sa.select(sa.func.count()).select_from(table))
         finally:
@@ -141,7 +141,7 @@ def _expected() -> dict[str, object]:
 
 
 def test_upgrade_from_empty_yields_exactly_the_table_metadata(db: Db) -> None:
-    """Migrations 0001-0002 are explicit op.create_table/add_column/create_index calls; they must produce
+    """Migrations 0001-0003 are explicit op.create_table/add_column/create_index calls; they must produce
     what _tables.py says: autogenerate sees no difference, and the inspector agrees."""
 
     async def run() -> None:
