@@ -98,13 +98,10 @@ def _check_binding(tid: str | None, bound: str | None, presented: str | None) ->
     """Refuse an auth request that another transport identity than the device's (or key's) sends.
 
     ``bound``: the device's transport identity (set when an auth set presented over it was
-    accepted); ``presented``: the one that first presented this key. Over HTTP (``tid`` None) a
-    device bound to a transport identity gets no token: it speaks only through that identity.
+    accepted); ``presented``: the one that first presented this key. Over HTTP (``tid`` None) the
+    device's own key still gets a token, one without a transport claim: good over HTTP only.
     """
     if tid is None:
-        if bound is not None:
-            raise ApiError(401, "device authentication refused: the device is bound to a transport "
-                                "identity (authenticate over it)")  # fmt: skip
         return
     if bound is not None and bound != tid:
         raise ApiError(403, f"device is bound to another transport identity than {tid!r}")
