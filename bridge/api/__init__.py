@@ -12,13 +12,17 @@ from ._devauth import decommission_device, set_auth_status
 from ._inventory import set_group
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
+from ._services import AdapterServices, Batch, BatchFailed
 from ._types import ApiError, FileSlice, Request, Response, error_response, json_response
 from ._useradm import create_user
 
 __all__ = [
     "ROUTES",
+    "AdapterServices",
     "ApiContext",
     "ApiError",
+    "Batch",
+    "BatchFailed",
     "FileSlice",
     "Request",
     "Response",

@@ -6,22 +6,19 @@ replay window, runs the device-API handler with the device's token, and seals th
 same key. One bad record (forged, altered, replayed) gets an error code in its slot; the others
 proceed.
 
-Server state, in the store's ``settings`` table so several bridges and restarts agree:
-
-- ``seal-seq:<hash of device>`` — the replay window (``highest:bitmap``), updated by
-  compare-and-swap so two bridges can never both accept one sequence number;
-- ``seal-tok:<hash of device>`` — the Mender token the device last obtained over its own stamped
-  MQTT session (auth_requests answered 200). Sealed records carry no token (it would cost
-  hundreds of bytes per record); the record key authenticates the node, the bound token says
-  which Mender device it is and is checked by the handlers like any bearer token (so a rejected
-  or decommissioned device loses access at once).
+Server state (bridge.store.SealedRecordState, reached through bridge.api.AdapterServices; this
+module issues no SQL): the replay window per device, updated by compare-and-swap so two bridges
+can never both accept one sequence number, and the Mender token the device last obtained over its
+own stamped MQTT session (auth_requests answered 200). Sealed records carry no token (it would
+cost hundreds of bytes per record); the record key authenticates the node, the bound token says
+which Mender device it is and is checked by the handlers like any bearer token (so a rejected or
+decommissioned device loses access at once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -29,19 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-
-from bridge.api import Request, Router
+from bridge.api import AdapterServices, Batch, BatchFailed, Request, Router
 from bridge.mqtt._adapter import read_body
-from bridge.store import Batch, BatchFailed, Store
-from bridge.store import tables as t
 from wire.envelope import BulkError, BulkReply, BulkRequest, EnvelopeError
 from wire.sealed import (
     TO_NODE,
     RecordKey,
     RecordOp,
-    ReplayWindow,
     SealedRecordError,
     decode_request,
     encode_reply,
@@ -69,22 +60,6 @@ def load_record_keys(psks: Mapping[str, bytes]) -> dict[str, RecordKey]:
     return {device: derive_record_key(device, psk) for device, psk in psks.items()}
 
 
-# built once (SQLAlchemy memoizes a statement's cache key on the object)
-_SETTINGS_IN = sa.select(t.settings.c.key, t.settings.c.value).where(
-    t.settings.c.key.in_(sa.bindparam("b_keys", expanding=True))
-)
-_INSERT_SETTING = sa.insert(t.settings)
-_SWAP_SETTING = (  # compare-and-swap: only if nobody changed it since we read it
-    sa.update(t.settings)
-    .where(t.settings.c.key == sa.bindparam("b_key"), t.settings.c.value == sa.bindparam("b_old"))
-    .values(value=sa.bindparam("b_new"))
-)
-
-
-def _setting_key(kind: str, device: str) -> str:
-    return f"seal-{kind}:{hashlib.sha256(device.encode()).hexdigest()[:40]}"
-
-
 @dataclass(slots=True)
 class _Opened:
     index: int
@@ -93,105 +68,22 @@ class _Opened:
     plain: bytes
 
 
-class _LostRace(Exception):
-    """Another bridge changed a replay window between our read and our write."""
-
-
 class SealedRecordService:
-    def __init__(
-        self, router: Router[Any], store: Store, keys: Mapping[str, RecordKey], *, window: int = 64
-    ) -> None:
+    def __init__(self, router: Router[Any], services: AdapterServices, keys: Mapping[str, RecordKey]) -> None:
         self.router = router
-        self.store = store
-        self.window = window
+        self.services = services
+        self.state = services.sealed
         self._by_kid: dict[bytes, list[RecordKey]] = defaultdict(list)
         for key in keys.values():
             self._by_kid[key.kid].append(key)
         self._sealing = frozenset(key.device_id for key in keys.values())
         self.max_records = 1000
 
-    # --- token binding --------------------------------------------------------------------------
-
     async def bind_token(self, device: str, token: str) -> None:
+        """Remember the token ``device`` obtained over its own stamped session (its records run with it)."""
         if device not in self._sealing:
             return  # no record key: this device can never send a sealed record, nothing to remember
-        await self._put_setting(_setting_key("tok", device), token)
-
-    async def bound_token(self, device: str) -> str | None:
-        async with self.store.transaction() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.settings.c.value).where(t.settings.c.key == _setting_key("tok", device))
-                )
-            ).first()
-        return None if row is None else str(row[0])
-
-    async def _put_setting(self, key: str, value: str) -> None:
-        for _ in range(5):
-            try:
-                async with self.store.transaction() as conn:
-                    done = await conn.execute(
-                        sa.update(t.settings).where(t.settings.c.key == key).values(value=value)
-                    )
-                    if done.rowcount == 0:
-                        await conn.execute(sa.insert(t.settings).values(key=key, value=value))
-                return
-            except IntegrityError:
-                continue  # another bridge inserted it first: update then
-
-    # --- replay window --------------------------------------------------------------------------
-
-    async def accept_sequence_numbers(self, device: str, seqs: list[int]) -> list[bool]:
-        """Atomically mark ``seqs`` seen; True for each one that was new."""
-        return (await self.accept_batch({device: seqs}))[0][device]
-
-    async def accept_batch(
-        self, seqs: Mapping[str, list[int]]
-    ) -> tuple[dict[str, list[bool]], dict[str, str | None]]:
-        """One transaction for a whole batch: mark every device's ``seqs`` seen, read its bound token.
-
-        Per device a compare-and-swap on its window row, so two bridges never accept one seq: a
-        lost race rolls the whole transaction back and reads again. One transaction per batch
-        instead of two per device (with SQLite every writer waits for the one before it).
-        """
-        seq_keys = {_setting_key("seq", device): device for device in seqs}
-        tok_keys = {_setting_key("tok", device): device for device in seqs}
-        for _ in range(20):
-            try:
-                async with self.store.transaction() as conn:
-                    rows = {
-                        str(key): str(value)
-                        for key, value in await conn.execute(_SETTINGS_IN, {"b_keys": [*seq_keys, *tok_keys]})
-                    }
-                    accepted: dict[str, list[bool]] = {}
-                    for key, device in seq_keys.items():
-                        old = rows.get(key)
-                        window = (
-                            ReplayWindow(size=self.window)
-                            if old is None
-                            else ReplayWindow.loads(old, self.window)
-                        )
-                        flags = accepted[device] = []
-                        for seq in seqs[device]:
-                            ok = window.check(seq)
-                            if ok:
-                                window.accept(seq)
-                            flags.append(ok)
-                        if not any(flags):
-                            continue
-                        if old is None:
-                            await conn.execute(_INSERT_SETTING, {"key": key, "value": window.dumps()})
-                            continue
-                        done = await conn.execute(
-                            _SWAP_SETTING, {"b_key": key, "b_old": old, "b_new": window.dumps()}
-                        )
-                        if done.rowcount != 1:
-                            raise _LostRace(device)
-                    return accepted, {device: rows.get(key) for key, device in tok_keys.items()}
-            except (IntegrityError, _LostRace):
-                pass
-            await asyncio.sleep(0)  # lost a race with another bridge: read again
-        raise RuntimeError(f"replay windows of {sorted(seqs)!r} kept changing under us")
+        await self.state.bind_token(device, token)
 
     # --- batches --------------------------------------------------------------------------------
 
@@ -217,7 +109,7 @@ class SealedRecordService:
             # transaction; if any record's handler fails after it may have written, nothing of
             # the batch is kept and the records run again one by one in their own transactions
             tried = list(entries)
-            async with self.store.batch() as shared:
+            async with self.services.group_commit() as shared:
                 with contextlib.suppress(BatchFailed):  # e.g. a replay-window race lost to another bridge
                     await self._records(per_device, tried, stop_on=shared)
             if shared.failed:
@@ -232,7 +124,7 @@ class SealedRecordService:
         self, per_device: dict[str, list[_Opened]], entries: list[bytes | int], stop_on: Batch | None = None
     ) -> None:
         seqs = {device: [o.seq for o in ops] for device, ops in per_device.items()}
-        fresh, tokens = await self.accept_batch(seqs)
+        fresh, tokens = await self.state.accept_batch(seqs)
         if stop_on is not None:  # one task, one shared connection: records in order
             for device, opened in per_device.items():
                 await self._device_records(device, opened, fresh[device], tokens[device], entries, stop_on)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.api import ApiContext, Router
+from bridge.api import AdapterServices, Router
 from bridge.mqtt._adapter import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.mqtt._bulk import SealedRecordService
 from bridge.mqtt._dedupe import ReplyCache
@@ -108,10 +108,12 @@ class MqttBridge:
     ) -> None:
         self.config = config
         self.router = router
-        ctx = router.context
+        # the store operations this adapter needs (group commit, sealed-record state); None when
+        # the router is not built on an ApiContext (then: no grouping, no sealed records)
+        self.services = AdapterServices.of(router)
         self.records: SealedRecordService | None = None
-        if isinstance(ctx, ApiContext):
-            self.records = SealedRecordService(router, ctx.store, record_keys or {})
+        if self.services is not None:
+            self.records = SealedRecordService(router, self.services, record_keys or {})
         self.adapter = MqttApiAdapter(
             router, config.policy, bind_token=self.records.bind_token if self.records else None
         )
@@ -127,7 +129,6 @@ class MqttBridge:
         self._active = 0  # dispatches running; beyond max_concurrent messages wait in _backlog
         self._backlog: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
         # API requests wait here for the group-commit task (bulk batches are groups already)
-        self._store = ctx.store if isinstance(ctx, ApiContext) else None
         self._queue: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
         self._group_task: asyncio.Task[None] | None = None
         self._reply_props = encode_user_properties([(BRIDGE_PROPERTY, config.client_id)])
@@ -215,7 +216,7 @@ class MqttBridge:
             log.exception("dropped a message on %s", message.topic)
 
     def _accept(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
-        if self._store is not None and self.config.group_max > 1 and topic != BULK_TOPIC:
+        if self.services is not None and self.config.group_max > 1 and topic != BULK_TOPIC:
             self._queue.append((topic, payload, pairs))
             if self._group_task is None:
                 self._group_task = asyncio.create_task(self._groups())
@@ -304,7 +305,7 @@ class MqttBridge:
 
     async def _run_group(self, group: list[tuple[str, bytes, list[tuple[str, str]]]]) -> None:
         """Group commit: the group's requests run in arrival order in ONE transaction
-        (:meth:`bridge.store.Store.batch`), and their replies leave only after it committed.
+        (:meth:`bridge.api.AdapterServices.group_commit`), and their replies leave only after it committed.
 
         A request whose handler fails after it may have written (e.g. a 409 raised inside its
         transaction) fails the group: nothing of it is kept and every request of the group runs
@@ -318,10 +319,10 @@ class MqttBridge:
                 todo.append((*admitted, topic, payload))
         if not todo:
             return
-        assert self._store is not None
+        assert self.services is not None
         outcomes: list[tuple[str, bytes] | Exception | None] = []
         if len(todo) > 1:
-            async with self._store.batch() as shared:
+            async with self.services.group_commit() as shared:
                 for who, _, topic, payload in todo:
                     outcomes.append(await self._outcome(topic, payload, who))
                     if shared.failed:

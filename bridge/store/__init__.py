@@ -5,5 +5,15 @@ SQLite file by default (``sqlite:///path``); PostgreSQL by URL (``postgresql://.
 
 from . import _tables as tables
 from ._engine import Batch, BatchFailed, Store, StoreConfigError, after_commit, normalize_url
+from ._sealed_state import SealedRecordState
 
-__all__ = ["Batch", "BatchFailed", "Store", "StoreConfigError", "after_commit", "normalize_url", "tables"]
+__all__ = [
+    "Batch",
+    "BatchFailed",
+    "SealedRecordState",
+    "Store",
+    "StoreConfigError",
+    "after_commit",
+    "normalize_url",
+    "tables",
+]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bridge.api import ApiError, Request, Response, Route, Router
+from bridge.api import AdapterServices, ApiError, Request, Response, Route, Router
 from bridge.mqtt import SealedRecordService
 from bridge.store import BatchFailed, Store, after_commit
 from bridge.store import tables as t
@@ -137,7 +137,7 @@ def test_bulk_batch_falls_back_per_record_when_one_fails(tmp_path: Path) -> None
         router: Router[Store] = Router(
             store, [Route("PATCH", "/api/devices/v1/inventory/device/attributes", _inventory)]
         )
-        service = SealedRecordService(router, store, {NODE: KEY})
+        service = SealedRecordService(router, AdapterServices(store), {NODE: KEY})
         await service.bind_token(NODE, "token-of-node-7")
 
         async def send(batch_id: str, values: list[str], first_seq: int) -> list[int]:
