@@ -75,6 +75,9 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
         _check_binding(tid, known.bound, known.presented)
         if known.status != "preauthorized" and (tid is None or known.presented == tid):
             if known.status != "accepted":
+                if tid is not None and known.bound is None:
+                    async with ctx.store.read() as conn:
+                        await _check_holder(conn, id_data, tid)  # bound to another device since
                 raise ApiError(401, f"device authentication {known.status}")
             if tid is None or known.bound == tid:
                 return _device_token(ctx, known.device_id, known.aid, ts, tid)

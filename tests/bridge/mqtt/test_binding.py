@@ -18,7 +18,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bridge.api import ApiContext, Request, Router, Settings, build_router, create_user, set_auth_status
+from bridge.api import (
+    ApiContext,
+    ApiError,
+    Request,
+    Router,
+    Settings,
+    build_router,
+    create_user,
+    set_auth_status,
+)
 from bridge.artifacts import BlobStore
 from bridge.mqtt import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.store import Store, tables
@@ -266,6 +275,33 @@ def test_replayed_auth_request_before_acceptance_gets_nothing(db: Db, tmp_path: 
         r = await thief.authenticate(victim.auth)
         assert r.status == 403
         assert (await victim.authenticate()).status == 200
+
+    run(db, tmp_path, scenario)
+
+
+def test_acceptance_binds_one_identity_to_one_device(db: Db, tmp_path: Path) -> None:
+    """A stamp that presented keys for two devices while both were pending: accepting the first
+    binds it; accepting the second is refused (409) and changes nothing."""
+
+    async def scenario(ctx: ApiContext, router: Router[ApiContext]) -> None:
+        adapter = MqttApiAdapter(router, BridgePolicy())
+        first = Node(adapter, "node-e", "02:00:00:00:33:01")
+        second = Node(adapter, "node-e", "02:00:00:00:33:02")
+        assert (await first.authenticate()).status == 401
+        assert (await second.authenticate()).status == 401
+        id_first = await accept_mac(ctx, first.mac)
+        assert await transport_id(ctx, id_first) == "node-e"
+        with pytest.raises(ApiError) as refused:
+            await accept_mac(ctx, second.mac)
+        assert refused.value.status == 409 and "bound to another device" in refused.value.message
+        async with ctx.store.read() as conn:
+            query = sa.select(tables.devices.c.status, tables.devices.c.transport_id).where(
+                tables.devices.c.id_data.contains(second.mac)
+            )
+            assert tuple((await conn.execute(query)).one()) == ("pending", None)
+        r = await second.authenticate()
+        assert r.status == 403 and "bound to another device" in error_of(r)
+        assert (await first.authenticate()).status == 200
 
     run(db, tmp_path, scenario)
 
