@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import api_http  # noqa: E402
 
-from bridge.mqtt.mqtt5 import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
+from bridge.mqtt import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
 from meshota.broker import start_mosquitto  # noqa: E402
 from wire.envelope import (  # noqa: E402
     BULK_TOPIC,
@@ -66,7 +66,7 @@ class LeanMqttLink:
     """The load generator's broker connection: the MQTT twin of api_http.RawConnection.
 
     One connection carrying many devices' requests (the aggregating gateway's shape), on the same
-    lean MQTT 5 client the bridge uses (bridge/mqtt/mqtt5.py). Requests go out at QoS 1 with the
+    lean MQTT 5 client the bridge uses (bridge.mqtt.Mqtt5Client). Requests go out at QoS 1 with the
     gateway's two user properties (encoded once per device); each reply resolves the future
     waiting on its topic. It costs about what the raw HTTP client costs (printed per run).
     """

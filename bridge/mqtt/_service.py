@@ -1,10 +1,10 @@
-"""The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt.mqtt5), reconnects, answers exactly once.
+"""The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt.Mqtt5Client), reconnects, answers exactly once.
 
 - subscribes ``/mender/api/#`` and ``/mender/bulk/v1`` at QoS 1, as ``$share/<group>/...``
   when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
-- the client is :class:`bridge.mqtt.mqtt5.Mqtt5Client` (one read parses every packet it brought, one
+- the client is :class:`bridge.mqtt.Mqtt5Client` (one read parses every packet it brought, one
   write per event-loop turn carries every reply and PUBACK), not paho/aiomqtt, whose per-packet
   syscalls, property objects and tasks were most of the MQTT path's own cost;
 - replies go out at QoS 1 (``reply_qos=0`` possible) without waiting for the PUBACK: each reply
@@ -28,7 +28,8 @@ from bridge.api import AdapterServices, Router
 from bridge.mqtt._adapter import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.mqtt._bulk import SealedRecordService
 from bridge.mqtt._dedupe import ReplyCache
-from bridge.mqtt.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, encode_user_properties
+from bridge.mqtt._mqtt5_client import Mqtt5Client
+from bridge.mqtt._mqtt5_session import ConnectOptions, Mqtt5Error, PublishIn, encode_user_properties
 from wire.envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,

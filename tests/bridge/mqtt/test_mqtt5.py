@@ -1,6 +1,6 @@
-"""bridge.mqtt.mqtt5: the bridge's MQTT 5 client. Codec against paho's encoder, hostile bytes, the
-server's limits, and a real mosquitto (shared subscriptions, persistent session, credentials,
-keep-alive, session takeover)."""
+"""The bridge's MQTT 5 client (bridge/mqtt/_mqtt5_session.py, _mqtt5_client.py). Codec against
+paho's encoder, hostile bytes, the server's limits, and a real mosquitto (shared subscriptions,
+persistent session, credentials, keep-alive, session takeover)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt import StampedIdentity, stamped_identity_of
-from bridge.mqtt.mqtt5 import (
+from bridge.mqtt import (
     ConnAck,
     ConnectOptions,
     Mqtt5Client,
@@ -28,8 +27,10 @@ from bridge.mqtt.mqtt5 import (
     PubAck,
     PublishIn,
     ServerDisconnect,
+    StampedIdentity,
     SubAck,
     encode_user_properties,
+    stamped_identity_of,
 )
 from meshota.broker import start_mosquitto
 
