@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.api import (
     ApiContext,
@@ -255,6 +258,46 @@ def test_first_use_squatting_cannot_lock_the_victim_out(db: Db, tmp_path: Path) 
         own = Node(adapter, "node-s", "02:00:00:00:30:02")
         own_id, own_token = await enrolled(ctx, own)
         assert own_id != device["id"] and claims(own_token)["meshota.tid"] == "node-s"
+
+    run(db, tmp_path, scenario)
+
+
+_examples = itertools.count()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.sampled_from(["squat", "victim", "replay", "accept"]), max_size=8))
+def test_no_order_of_claims_locks_the_victim_out(db: Db, tmp_path: Path, steps: list[str]) -> None:
+    """Whatever order a squatter's claims (its own key, or the victim's replayed request), the
+    victim's requests and the operator's acceptance of the victim's key come in: the squatter never
+    gets a token, nothing binds before acceptance, and the victim is served once accepted."""
+    n = next(_examples)
+    stamp_v, stamp_s, mac = f"victim-{n}", f"squatter-{n}", f"02:00:00:01:{n >> 8:02x}:{n & 255:02x}"
+
+    async def scenario(ctx: ApiContext, router: Router[ApiContext]) -> None:
+        adapter = MqttApiAdapter(router, BridgePolicy())
+        victim, squatter = Node(adapter, stamp_v, mac), Node(adapter, stamp_s, mac)
+        asked = accepted = False
+        for step in [*steps, "victim", "accept"]:
+            if step == "squat":
+                assert (await squatter.authenticate()).status in (401, 403)
+            elif step == "replay":  # only what the victim has sent can be replayed
+                if asked:
+                    assert (await squatter.authenticate(victim.auth)).status == 403
+            elif step == "victim":
+                r = await victim.authenticate()
+                asked = True
+                assert r.status == (200 if accepted else 401), r.body
+            elif asked and not accepted:
+                device_id = await accept_presented_by(ctx, stamp_v)
+                accepted = True
+                assert await transport_id(ctx, device_id) == stamp_v
+            async with ctx.store.read() as conn:
+                query = sa.select(tables.devices.c.transport_id).where(tables.devices.c.id_data.contains(mac))
+                bound = set((await conn.execute(query)).scalars())
+            assert bound <= ({stamp_v} if accepted else {None})  # at most the one device, bound only so
+        r = await victim.authenticate()
+        assert r.status == 200 and claims(r.body.decode())["meshota.tid"] == stamp_v
 
     run(db, tmp_path, scenario)
 
