@@ -26,6 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto.flash_store import FlashStore
+from wire.errors import WireError
 from wire.sealed import (
     KID_LEN,
     TO_NODE,
@@ -59,7 +60,7 @@ BATCH_NOT_DELIVERED = 0xFF
 SEQ_RECORD = "sseq"
 
 
-class UplinkFrameError(Exception):
+class UplinkFrameError(WireError):
     """Bytes that are not an uplink frame (the peer's fault)."""
 
 

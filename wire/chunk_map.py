@@ -27,6 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from wire.errors import WireError
+
 __all__ = [
     "HASH_LEN",
     "MAGIC",
@@ -54,7 +56,7 @@ MIN_CHUNK = 64
 MAX_CHUNK = 60000
 
 
-class ChunkMapError(ValueError):
+class ChunkMapError(WireError):
     """A map (head, page or full form) that is malformed or does not verify."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from wire.errors import WireError
+
 __all__ = [
     "FRAME_MAGIC",
     "Data",
@@ -37,7 +39,7 @@ END_GAVE_UP = 2
 NO_STREAM = bytes(8)
 
 
-class FrameError(ValueError):
+class FrameError(WireError):
     """Bytes that are not a valid group-link frame."""
 
 

@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from wire.errors import WireError
+
 __all__ = [
     "KID_LEN",
     "TAG_LEN",
@@ -64,7 +66,7 @@ TO_NODE = 1
 MAX_SEQ = (1 << 56) - 1
 
 
-class SealedRecordError(Exception):
+class SealedRecordError(WireError):
     """A record that cannot be parsed, opened or accepted (the peer's bytes are bad)."""
 
 

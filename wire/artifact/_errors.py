@@ -7,10 +7,12 @@ ArtifactError               anything wrong with an uploaded artifact (-> HTTP 40
 
 from __future__ import annotations
 
+from wire.errors import WireError
+
 __all__ = ["ArtifactError", "ArtifactSignatureError", "ArtifactTooLarge"]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(WireError):
     """The artifact is malformed, truncated, unsafe or inconsistent."""
 
 
