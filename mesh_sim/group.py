@@ -29,6 +29,7 @@ from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
+    FINAL_STATUSES,
     AgentConfig,
     AgentState,
     FetchMap,
@@ -49,7 +50,6 @@ __all__ = ["E2E_HEADER", "GroupParams", "GroupSim", "RootFault"]
 
 E2E_HEADER = 29 + 9  # DTLS 1.2 record (13 header + 8 nonce + 8 CCM-8 tag) + MQTT-SN PUBLISH header
 REQUEST_BYTES = 48  # an end-to-end request (status, map or range fetch) inside the DTLS record
-FINAL = ("success", "failure", "already-installed")
 _KIND = {T_DATA: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
 
@@ -476,7 +476,7 @@ class GroupSim:
         node = self.nodes[v]
         now = self.clock.now
         node.reported.append(action.status)
-        if action.status in FINAL and node.final is None:
+        if action.status in FINAL_STATUSES and node.final is None:
             node.final = action.status
             if action.status == "success":
                 node.success_at = now
