@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
-from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
+from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type, relay_accepts
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
@@ -39,7 +39,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import FRAME_MAGIC, T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
+from wire.frames import T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -317,12 +317,13 @@ class GroupSim:
         node = self.nodes[receiver]
         if node.down:
             return
-        kind = frame[1] if len(frame) >= 2 and frame[0] == FRAME_MAGIC else 0  # frame_type, inlined
-        if kind == T_WANT and sender != receiver and self.tree.parent[sender] != receiver:
-            return  # a WANT is for the sender's parent core only (agent_accepts never takes one)
+        # the product's routing rules (firmware_proto.group_forwarder), as a node's firmware runs them
+        kind = frame_type(frame)
+        parent = self.tree.parent
         now = self.clock.now
         touched = False
-        if kind in (T_WANT, T_NACK) and (sender == receiver or self.tree.parent[sender] == receiver):
+        # sender == receiver: a root's own agent, handed over inside the node (_Link.send_unicast)
+        if relay_accepts(kind, sender, lambda s: s == receiver or parent[s] == receiver):
             core = node.root if node.root is not None else node.relay
             if core is not None:
                 core.receive(frame, sender, now)
@@ -330,14 +331,8 @@ class GroupSim:
         agent = node.agent
         # an agent that has not asked for the update yet ignores the group link (UpdateAgent.receive)
         if agent is not None and (sender != receiver or node.root is not None) and agent.state > _LEARNED:
-            if kind == T_DATA:  # agent_accepts: DATA from anyone (checked against the map)
-                accepted = True
-            else:
-                cell = self._cell(receiver)
-                accepted = agent_accepts(
-                    kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell
-                )
-            if accepted:
+            cell = self._cell(receiver)
+            if agent_accepts(kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell):
                 agent.receive(frame, sender, now)
                 touched = True
         if touched:  # nothing ran: no new actions, no timer moved
