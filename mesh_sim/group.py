@@ -322,8 +322,11 @@ class GroupSim:
         parent = self.tree.parent
         now = self.clock.now
         touched = False
-        # sender == receiver: a root's own agent, handed over inside the node (_Link.send_unicast)
-        if relay_accepts(kind, sender, lambda s: s == receiver or parent[s] == receiver):
+
+        def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
+            return s == receiver or (isinstance(s, int) and parent[s] == receiver)
+
+        if relay_accepts(kind, sender, is_child):
             core = node.root if node.root is not None else node.relay
             if core is not None:
                 core.receive(frame, sender, now)

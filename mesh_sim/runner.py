@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_proto.testing.group import MemoryDeviceService
 
+from .baselines import DATA_HEADER
 from .clock import EventClock
 from .control import ControlPlane
 from .election import MeshTree, elect
@@ -21,7 +22,7 @@ from .metrics import summarize
 from .radio import PROFILES, Radio, RadioProfile
 from .result import RunResult
 from .scenario import Scenario
-from .sizing import DATA_HEADER, GROUP_DATA_FRAMES, default_chunk_size
+from .sizing import GROUP_DATA_FRAMES, default_chunk_size
 from .topology import Topology, build_topology
 
 __all__ = ["ServerSide", "run_scenario", "signed_image"]
