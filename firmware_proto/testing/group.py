@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware_proto import boot as bootmod
-from firmware_proto.flash_store import FlashStore, MemoryFlash, PowerCut, PowerCutFlash
-from firmware_proto.group_link import MemberLink, MemoryMedium
+from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig
+from firmware_proto.testing.flash import MemoryFlash, PowerCut, PowerCutFlash
+from firmware_proto.testing.medium import MemberLink, MemoryMedium
 from firmware_proto.update_agent import (
     FINAL_STATUSES,
     AgentConfig,

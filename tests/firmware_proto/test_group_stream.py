@@ -75,7 +75,7 @@ def test_flipped_byte_is_rejected_rerequested_and_never_installed(artifacts: Art
 def test_flipped_chunk_rejection_event() -> None:
     """Directly: a chunk whose hash differs from its verified leaf is refused and stays missing."""
     from firmware_proto.chunk_receiver import ChunkReceiver
-    from firmware_proto.flash_store import MemoryFlash
+    from firmware_proto.testing.flash import MemoryFlash
 
     image = bytes(range(256)) * 20
     cmap = build_chunk_map(

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bridge.artifacts import load_verify_key
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_stream import RootConfig
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import GroupHarness, MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import AgentConfig
 from wire.image_verify import mender_image_verifier
