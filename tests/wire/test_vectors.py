@@ -2,7 +2,7 @@
 
 Everything is deterministic (Ed25519 signatures are), so the file is regenerated and compared
 byte for byte. Regenerate after an intended format change with
-``MESHOTA_WRITE_VECTORS=1 .venv/bin/python -m pytest tests/firmware_proto/test_chunk_vectors.py``.
+``MESHOTA_WRITE_VECTORS=1 .venv/bin/python -m pytest tests/wire/test_vectors.py``.
 """
 
 from __future__ import annotations
