@@ -17,8 +17,10 @@ from .baselines import DATA_HEADER
 from .clock import EventClock
 from .control import ControlPlane
 from .election import MeshTree, elect
-from .group import GroupParams, GroupSim, RootFault
+from .faults import RootFault
+from .group import GroupSim
 from .metrics import summarize
+from .params import GroupParams
 from .radio import PROFILES, Radio, RadioProfile
 from .result import RunResult
 from .scenario import Scenario
