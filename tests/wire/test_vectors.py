@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import wire
 from firmware_proto import boot as bootmod
-from firmware_proto.update_agent import AgentState, _Job
+from firmware_proto.update_state import AgentState, Job
 from wire.chunk_map import ChunkMap, ChunkMapError, MapHead, build_chunk_map, leaf_hash
 from wire.frames import (
     END_COMPLETE,
@@ -65,7 +65,7 @@ def build_vectors() -> dict[str, Any]:
         "end": End(sid, END_COMPLETE),
     }
     raw = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    job = _Job(AgentState.RECEIVING, 1, 1, "dep-1", head.artifact_id, head.artifact_name, "http://x/a")
+    job = Job(AgentState.RECEIVING, 1, 1, "dep-1", head.artifact_id, head.artifact_name, "http://x/a")
     return {
         "server_public_key_raw": raw.hex(),
         "artifact": artifact.hex(),
