@@ -1,10 +1,9 @@
 """Root + nodes on a virtual-time broadcast medium: trust nothing from the root, complete anyway."""
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 from firmware_proto import boot as bootmod
-from tests.support.update import SERVER_KEY, Artifacts, all_final, artifacts, harness  # noqa: F401
+from tests.support.update import SERVER_KEY, Artifacts, all_final, harness
 from wire.chunk_map import build_chunk_map
 from wire.frames import Data, Head, Poll, decode, encode
 
