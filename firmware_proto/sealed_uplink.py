@@ -44,6 +44,12 @@ from wire.sealed import (
 
 __all__ = [
     "BATCH_NOT_DELIVERED",
+    "MAGIC",
+    "REFUSED",
+    "REPLY",
+    "SEQ_RECORD",
+    "UP",
+    "BatcherStats",
     "RecordAnswer",
     "RecordBatcher",
     "SealedRecordSender",

@@ -30,9 +30,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from wire.errors import WireError
 
 __all__ = [
+    "ALG_ED25519_SHA256",
+    "EMPTY_LEAF",
     "HASH_LEN",
     "MAGIC",
+    "MAX_CHUNK",
+    "MIN_CHUNK",
     "SIG_LEN",
+    "VERSION",
     "ChunkMap",
     "ChunkMapError",
     "MapHead",

@@ -39,6 +39,7 @@ __all__ = [
     "API_TOPIC_PREFIX",
     "BULK_TOPIC",
     "DEVICE_PROPERTY",
+    "MAX_REQUEST_ID",
     "RESPONSE_TOPIC_PREFIX",
     "VERIFIED_PROPERTY",
     "BulkError",

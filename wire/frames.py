@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from wire.errors import WireError
 
 __all__ = [
+    "END_COMPLETE",
+    "END_GAVE_UP",
     "FRAME_MAGIC",
+    "NACK_DONE",
+    "NACK_NEED_HEAD",
+    "NO_STREAM",
     "Data",
     "End",
     "Frame",
