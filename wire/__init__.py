@@ -16,10 +16,11 @@ Errors a decoder raises on a peer's bad bytes share one root (:mod:`wire.errors`
         ├── ChunkMapError           wire.chunk_map: malformed or does not verify
         ├── FrameError              wire.frames: not a group-link frame
         ├── CredentialsError        wire.dtls_credentials: a bad PSK table or certificate file
-        ├── ArtifactError           wire.artifact: malformed, truncated, unsafe, inconsistent
-        │   ├── ArtifactTooLarge
-        │   └── ArtifactSignatureError
         └── UplinkFrameError        firmware_proto.sealed_uplink: not a node <-> root uplink frame
+
+:class:`wire.artifact.ArtifactError` (with ``ArtifactTooLarge`` and ``ArtifactSignatureError``)
+is a :class:`ValueError` of its own: ``wire.artifact`` imports nothing from the rest of ``wire``
+(``wire.image_verify`` imports it), so the subpackages stay free of cycles.
 
 ``wire.mbedtls_glue.TimerBindingError`` (a :class:`RuntimeError`) is not a decoder error: it
 reports a python-mbedtls build the binding does not fit, not bad bytes.

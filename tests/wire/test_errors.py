@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_proto.sealed_uplink import UplinkFrameError
-from wire.artifact import ArtifactError
 from wire.chunk_map import ChunkMapError
 from wire.dtls_credentials import CredentialsError
 from wire.envelope import MAX_REQUEST_ID, BulkRequest, EnvelopeError, RequestEnvelope
@@ -25,7 +24,6 @@ from wire.sealed import SealedRecordError, decode_reply
         SealedRecordError,
         UplinkFrameError,
         ChunkMapError,
-        ArtifactError,
         CredentialsError,
     ],
 )

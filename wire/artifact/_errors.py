@@ -7,12 +7,10 @@ ArtifactError               anything wrong with an uploaded artifact (-> HTTP 40
 
 from __future__ import annotations
 
-from wire.errors import WireError
-
 __all__ = ["ArtifactError", "ArtifactSignatureError", "ArtifactTooLarge"]
 
 
-class ArtifactError(WireError):
+class ArtifactError(ValueError):
     """The artifact is malformed, truncated, unsafe or inconsistent."""
 
 
