@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_stream import RootConfig
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import GroupHarness, MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import AgentConfig
 from wire.frames import Data, encode

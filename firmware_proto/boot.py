@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from .flash_store import FlashStore
 
 __all__ = [
+    "NO_SLOT",
     "BootState",
+    "Booted",
     "SlotInfo",
     "boot",
     "confirm",

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from firmware_proto.flash_store import ChunkBitmap, FlashStore
 from wire.chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
 
-__all__ = ["BlockResult", "ChunkReceiver"]
+__all__ = [
+    "REC_BITMAP",
+    "REC_HEAD",
+    "REC_LEAVES",
+    "BlockResult",
+    "ChunkReceiver",
+]
 
 REC_HEAD = "head"
 REC_BITMAP = "bitmap"

@@ -50,6 +50,7 @@ __all__ = [
     "PSK_CIPHERS",
     "ApplicationData",
     "CertificateClientConfig",
+    "ClientConfig",
     "ClientEvent",
     "ClientState",
     "DtlsClient",
@@ -58,6 +59,7 @@ __all__ = [
     "PskClientConfig",
     "SessionClosed",
     "SessionEstablished",
+    "client_dtls_configuration",
 ]
 
 _MAX_RECORD = 16384

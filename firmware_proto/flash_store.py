@@ -5,8 +5,10 @@ with copy-then-switch, e.g. Zephyr NVS). A *slot* is a raw image partition: eras
 offset, read. Every write is one operation a power cut can interrupt; records are never
 half-written, a slot write that is cut did not happen (tests model the cut *before* the write).
 
-Backends: :class:`MemoryFlash` and :class:`FileFlash` (a directory; records via write-to-temp +
-rename). :class:`PowerCutFlash` wraps either and raises :class:`PowerCut` at the n-th write.
+Backend here: :class:`FileFlash` (a directory; records via write-to-temp + rename). For tests
+and simulations, :mod:`firmware_proto.testing.flash` has ``MemoryFlash`` and ``PowerCutFlash``
+(wraps any store and raises ``PowerCut`` at the n-th write); ``mesh_sim.flash`` shares slot
+contents between thousands of simulated nodes.
 """
 
 from __future__ import annotations
@@ -15,13 +17,9 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["ChunkBitmap", "FileFlash", "FlashStore", "MemoryFlash", "PowerCut", "PowerCutFlash"]
+__all__ = ["SLOT_COUNT", "ChunkBitmap", "FileFlash", "FlashStore", "check_slot_range"]
 
 SLOT_COUNT = 2
-
-
-class PowerCut(Exception):
-    """Raised by :class:`PowerCutFlash` instead of performing the cut write."""
 
 
 class FlashStore(Protocol):
@@ -35,37 +33,9 @@ class FlashStore(Protocol):
     def read_slot(self, slot: int, offset: int, length: int) -> bytes: ...
 
 
-def _check(slot: int, offset: int, length: int, size: int) -> None:
+def check_slot_range(slot: int, offset: int, length: int, size: int) -> None:
     if slot not in range(SLOT_COUNT) or offset < 0 or length < 0 or offset + length > size:
         raise ValueError(f"slot access out of range: slot {slot} [{offset}, {offset + length})")
-
-
-class MemoryFlash:
-    def __init__(self, slot_size: int = 1 << 20) -> None:
-        self.slot_size = slot_size
-        self.records: dict[str, bytes] = {}
-        self.slots = [bytearray(b"\xff" * slot_size) for _ in range(SLOT_COUNT)]
-
-    def read_record(self, name: str) -> bytes | None:
-        return self.records.get(name)
-
-    def write_record(self, name: str, data: bytes) -> None:
-        self.records[name] = bytes(data)
-
-    def delete_record(self, name: str) -> None:
-        self.records.pop(name, None)
-
-    def erase_slot(self, slot: int) -> None:
-        _check(slot, 0, 0, self.slot_size)
-        self.slots[slot][:] = b"\xff" * self.slot_size
-
-    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
-        _check(slot, offset, len(data), self.slot_size)
-        self.slots[slot][offset : offset + len(data)] = data
-
-    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
-        _check(slot, offset, length, self.slot_size)
-        return bytes(self.slots[slot][offset : offset + length])
 
 
 class FileFlash:
@@ -105,60 +75,20 @@ class FileFlash:
         self._record(name).unlink(missing_ok=True)
 
     def erase_slot(self, slot: int) -> None:
-        _check(slot, 0, 0, self.slot_size)
+        check_slot_range(slot, 0, 0, self.slot_size)
         self._slot(slot).write_bytes(b"\xff" * self.slot_size)
 
     def write_slot(self, slot: int, offset: int, data: bytes) -> None:
-        _check(slot, offset, len(data), self.slot_size)
+        check_slot_range(slot, offset, len(data), self.slot_size)
         with self._slot(slot).open("r+b") as f:
             f.seek(offset)
             f.write(data)
 
     def read_slot(self, slot: int, offset: int, length: int) -> bytes:
-        _check(slot, offset, length, self.slot_size)
+        check_slot_range(slot, offset, length, self.slot_size)
         with self._slot(slot).open("rb") as f:
             f.seek(offset)
             return f.read(length)
-
-
-class PowerCutFlash:
-    """Counts writes (records, erases, slot writes) and raises PowerCut instead of write ``cut_at``."""
-
-    def __init__(self, inner: FlashStore, cut_at: int | None = None) -> None:
-        self.inner = inner
-        self.slot_size = inner.slot_size
-        self.cut_at = cut_at
-        self.writes = 0
-        self.log: list[str] = []
-
-    def _tick(self, what: str) -> None:
-        if self.cut_at is not None and self.writes == self.cut_at:
-            self.cut_at = None
-            raise PowerCut(what)
-        self.writes += 1
-        self.log.append(what)
-
-    def read_record(self, name: str) -> bytes | None:
-        return self.inner.read_record(name)
-
-    def write_record(self, name: str, data: bytes) -> None:
-        self._tick(f"record {name}")
-        self.inner.write_record(name, data)
-
-    def delete_record(self, name: str) -> None:
-        self._tick(f"delete {name}")
-        self.inner.delete_record(name)
-
-    def erase_slot(self, slot: int) -> None:
-        self._tick(f"erase {slot}")
-        self.inner.erase_slot(slot)
-
-    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
-        self._tick(f"slot {slot}@{offset}")
-        self.inner.write_slot(slot, offset, data)
-
-    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
-        return self.inner.read_slot(slot, offset, length)
 
 
 class ChunkBitmap:

@@ -26,6 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto.flash_store import FlashStore
+from wire.errors import WireError
 from wire.sealed import (
     KID_LEN,
     TO_NODE,
@@ -43,6 +44,12 @@ from wire.sealed import (
 
 __all__ = [
     "BATCH_NOT_DELIVERED",
+    "MAGIC",
+    "REFUSED",
+    "REPLY",
+    "SEQ_RECORD",
+    "UP",
+    "BatcherStats",
     "RecordAnswer",
     "RecordBatcher",
     "SealedRecordSender",
@@ -59,7 +66,7 @@ BATCH_NOT_DELIVERED = 0xFF
 SEQ_RECORD = "sseq"
 
 
-class UplinkFrameError(Exception):
+class UplinkFrameError(WireError):
     """Bytes that are not an uplink frame (the peer's fault)."""
 
 

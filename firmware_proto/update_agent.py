@@ -1,6 +1,7 @@
 """The node's update agent (sans-I/O): learn a deployment, receive the stream, verify, install, commit.
 
-States (persisted in record ``agent``, SPEC.md §4), one table, :data:`TRANSITIONS`::
+States (persisted in record ``agent``, SPEC.md §4), one table,
+:data:`~firmware_proto.update_state.TRANSITIONS`::
 
     IDLE → LEARNED → REQUESTED → RECEIVING → VERIFYING → INSTALLING → REBOOTING → COMMITTING → IDLE
                                      └──────────(bad image)──┘              └→ ROLLING_BACK → IDLE
@@ -9,7 +10,8 @@ Inputs: :meth:`deployment_learned` (from the node's own end-to-end ``next``), gr
 (:meth:`receive`), fallback fetch results (:meth:`map_fetched`, :meth:`range_fetched`), delivery
 acknowledgements (:meth:`status_delivered`), and :meth:`handle_timer`. Outputs: frames through the
 :class:`GroupLink` it was given, and :meth:`actions` — :class:`ReportStatus`, :class:`FetchMap`,
-:class:`FetchRange`, :class:`Reboot` — that the driver carries out.
+:class:`FetchRange`, :class:`Reboot` — that the driver carries out. States, the job record,
+actions and :class:`AgentConfig` are defined in :mod:`firmware_proto.update_state`.
 
 A power cut anywhere leaves flash in a state :meth:`start` resumes from (a new agent over the same
 flash, after :func:`firmware_proto.boot.boot`). The final Mender status of a deployment is kept in
@@ -21,16 +23,26 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from enum import IntEnum
-
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
 from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_link import GroupLink
+from firmware_proto.update_state import (
+    FINAL_STATUSES,
+    MAX_INSTALL_ATTEMPTS,
+    TRANSITIONS,
+    Action,
+    AgentConfig,
+    AgentState,
+    FetchMap,
+    FetchRange,
+    Job,
+    Reboot,
+    ReportStatus,
+)
 from wire.chunk_map import ChunkMap, ChunkMapError, MapHead
 from wire.frames import (
     END_COMPLETE,
@@ -51,6 +63,7 @@ from wire.frames import (
 )
 
 __all__ = [
+    "FINAL_STATUSES",
     "TRANSITIONS",
     "AgentConfig",
     "AgentState",
@@ -61,108 +74,7 @@ __all__ = [
     "UpdateAgent",
 ]
 
-
-class AgentState(IntEnum):
-    IDLE = 0
-    LEARNED = 1
-    REQUESTED = 2
-    RECEIVING = 3
-    VERIFYING = 4
-    INSTALLING = 5
-    REBOOTING = 6
-    COMMITTING = 7
-    ROLLING_BACK = 8
-
-
-S = AgentState
-TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
-    S.IDLE: frozenset({S.LEARNED, S.IDLE}),
-    S.LEARNED: frozenset({S.REQUESTED, S.IDLE}),
-    S.REQUESTED: frozenset({S.RECEIVING, S.IDLE}),
-    S.RECEIVING: frozenset({S.VERIFYING, S.IDLE}),
-    S.VERIFYING: frozenset({S.INSTALLING, S.IDLE}),
-    S.INSTALLING: frozenset({S.REBOOTING, S.IDLE}),
-    S.REBOOTING: frozenset({S.COMMITTING, S.ROLLING_BACK, S.INSTALLING, S.IDLE}),
-    S.COMMITTING: frozenset({S.IDLE, S.INSTALLING}),
-    S.ROLLING_BACK: frozenset({S.IDLE}),
-}
-FINAL_STATUSES = ("success", "failure", "already-installed")
-MAX_INSTALL_ATTEMPTS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class ReportStatus:
-    deployment_id: str
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class FetchMap:
-    artifact_id: str
-    chunk_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class FetchRange:
-    uri: str
-    offset: int
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reboot:
-    pass
-
-
-Action = ReportStatus | FetchMap | FetchRange | Reboot
-
-
-@dataclass(frozen=True, slots=True)
-class AgentConfig:
-    map_key: ed25519.Ed25519PublicKey
-    image_ok: Callable[[bytes], bool]  # the vendor signature check over the whole artifact
-    health_check: Callable[[], bool] = lambda: True  # run in the trial boot before committing
-    want_interval: float = 2.0
-    fallback_timeout: float = 10.0
-    fallback_chunk_size: int = 1024
-    fallback_range_bytes: int = 16384
-    fallback_parallel: int = 4
-    nack_max_bytes: int = 128
-
-
-@dataclass(slots=True)
-class _Job:
-    """Record ``agent``: state u8, attempts u8, target slot u8, deployment, artifact id, name, uri."""
-
-    state: AgentState = AgentState.IDLE
-    attempts: int = 0
-    target: int = 1
-    deployment_id: str = ""
-    artifact_id: str = ""
-    artifact_name: str = ""
-    uri: str = ""
-
-    def encode(self) -> bytes:
-        out = bytes([self.state, self.attempts, self.target])
-        for text in (self.deployment_id, self.artifact_id, self.artifact_name):
-            raw = text.encode()
-            out += bytes([len(raw)]) + raw
-        uri = self.uri.encode()
-        return out + struct.pack(">H", len(uri)) + uri
-
-    @classmethod
-    def decode(cls, data: bytes) -> _Job:
-        job = cls(AgentState(data[0]), data[1], data[2])
-        pos = 3
-        texts = []
-        for _ in range(3):
-            n = data[pos]
-            texts.append(data[pos + 1 : pos + 1 + n].decode())
-            pos += 1 + n
-        (n,) = struct.unpack_from(">H", data, pos)
-        job.deployment_id, job.artifact_id, job.artifact_name = texts
-        job.uri = data[pos + 2 : pos + 2 + n].decode()
-        return job
+_S = AgentState
 
 
 @dataclass(slots=True)
@@ -188,7 +100,7 @@ class UpdateAgent:
         self.booted = booted
         self.events: list[str] = []
         self._actions: list[Action] = []
-        self._job = _Job()
+        self._job = Job()
         self._receiver: ChunkReceiver | None = None
         self._stream_id = NO_STREAM
         self._last_progress = 0.0
@@ -255,17 +167,17 @@ class UpdateAgent:
         raw = self.flash.read_record("agent")
         if raw is None:
             return
-        self._job = _Job.decode(raw)
+        self._job = Job.decode(raw)
         st = self._job.state
         self._last_progress = now
-        if st in (S.LEARNED, S.REQUESTED):
-            self._job.state = S.LEARNED
+        if st in (_S.LEARNED, _S.REQUESTED):
+            self._job.state = _S.LEARNED
             self._request(now)
             return
-        elif st is S.RECEIVING:
+        elif st is _S.RECEIVING:
             head_raw = self.flash.read_record(REC_HEAD)
             if head_raw is None:
-                self._job.state = S.REQUESTED
+                self._job.state = _S.REQUESTED
                 self._send_want(now)
                 return
             head = MapHead.decode(head_raw)
@@ -275,43 +187,43 @@ class UpdateAgent:
                 self._resume_at = now
             else:
                 self._send_want(now)
-        elif st in (S.VERIFYING, S.INSTALLING, S.REBOOTING, S.COMMITTING, S.ROLLING_BACK):
+        elif st in (_S.VERIFYING, _S.INSTALLING, _S.REBOOTING, _S.COMMITTING, _S.ROLLING_BACK):
             self._resume_at = now
 
     def _resume_step(self, now: float) -> None:
         st = self._job.state
         target = self._job.target
         on_target = self.booted.slot == target and self.booted.trial
-        if st is S.RECEIVING and self._receiver is not None and self._receiver.complete:
+        if st is _S.RECEIVING and self._receiver is not None and self._receiver.complete:
             self._verify_and_install(now)
-        elif st is S.VERIFYING:
+        elif st is _S.VERIFYING:
             head_raw = self.flash.read_record(REC_HEAD)
             if head_raw is None:
                 self._fail("stream state lost")
                 return
             self._receiver = ChunkReceiver(self.flash, target, MapHead.decode(head_raw), restore=True)
             self._verify_and_install(now)
-        elif st is S.INSTALLING:
+        elif st is _S.INSTALLING:
             self._install()
-        elif st is S.REBOOTING:
+        elif st is _S.REBOOTING:
             if on_target:
                 if self.config.health_check():
-                    self._set(S.COMMITTING)
+                    self._set(_S.COMMITTING)
                     self._commit()
                 else:
-                    self._set(S.ROLLING_BACK)
+                    self._set(_S.ROLLING_BACK)
                     self._actions.append(Reboot())
             elif self.booted.slot == target:  # confirmed by a cut-short commit: finish it
-                self._set(S.COMMITTING)
+                self._set(_S.COMMITTING)
                 self._commit()
             else:  # power failed before or during the trial boot: try again
                 self._retry_install()
-        elif st is S.COMMITTING:
+        elif st is _S.COMMITTING:
             if self.booted.slot == target:
                 self._commit()
             else:  # cut before the confirm landed: the bootloader reverted a healthy image
                 self._retry_install()
-        elif st is S.ROLLING_BACK:
+        elif st is _S.ROLLING_BACK:
             if self.booted.slot == target:
                 self._actions.append(Reboot())
             else:
@@ -321,18 +233,18 @@ class UpdateAgent:
     def deployment_learned(
         self, deployment_id: str, artifact_id: str, artifact_name: str, uri: str, now: float
     ) -> None:
-        if self._job.state is not S.IDLE:
+        if self._job.state is not _S.IDLE:
             return  # one deployment at a time; the server repeats next until we finish
-        self._job = _Job(S.IDLE, 0, 1 - self.booted.slot, deployment_id, artifact_id, artifact_name, uri)
-        self._set(S.LEARNED)
+        self._job = Job(_S.IDLE, 0, 1 - self.booted.slot, deployment_id, artifact_id, artifact_name, uri)
+        self._set(_S.LEARNED)
         if artifact_name == self.running_artifact:
             self._report("already-installed")
-            self._set(S.IDLE)
+            self._set(_S.IDLE)
             return
         self._request(now)
 
     def _request(self, now: float) -> None:
-        self._set(S.REQUESTED)
+        self._set(_S.REQUESTED)
         self._last_progress = now
         self._send_want(now)
 
@@ -345,14 +257,14 @@ class UpdateAgent:
 
     # -- group link ----------------------------------------------------------------------------
     def receive(self, data: bytes, sender: Hashable, now: float) -> None:
-        if self._job.state is S.IDLE or self._job.state is S.LEARNED:
+        if self._job.state is _S.IDLE or self._job.state is _S.LEARNED:
             return
         try:
             frame = decode(data)
         except FrameError as exc:
             self.events.append(f"frame dropped: {exc}")
             return
-        if self._job.state not in (S.REQUESTED, S.RECEIVING):
+        if self._job.state not in (_S.REQUESTED, _S.RECEIVING):
             if isinstance(frame, Poll) and frame.stream_id == self._stream_id != NO_STREAM:
                 self._send_done(frame.round)  # still tell the root I hold everything
             return
@@ -407,7 +319,7 @@ class UpdateAgent:
         self._receiver = ChunkReceiver.start(self.flash, self._job.target, head)
         self._stream_id = head.stream_id()
         self._last_progress = now
-        self._set(S.RECEIVING)
+        self._set(_S.RECEIVING)
         self._report("downloading")
 
     def _on_block(self, block: int, payload: bytes, now: float) -> None:
@@ -462,7 +374,7 @@ class UpdateAgent:
             self._fetch_more()
 
     def map_fetched(self, data: bytes, now: float) -> None:
-        if self._job.state not in (S.REQUESTED, S.RECEIVING):
+        if self._job.state not in (_S.REQUESTED, _S.RECEIVING):
             return
         try:
             cmap = ChunkMap.decode(data)
@@ -501,7 +413,7 @@ class UpdateAgent:
 
     def range_fetched(self, offset: int, data: bytes, now: float) -> None:
         rec = self._receiver
-        if rec is None or self._job.state is not S.RECEIVING:
+        if rec is None or self._job.state is not _S.RECEIVING:
             return
         size = rec.head.chunk_size
         if offset % size:
@@ -511,7 +423,7 @@ class UpdateAgent:
             self._inflight.discard(chunk)
             if chunk < rec.head.chunk_count:
                 self._on_block(rec.head.page_count + chunk, data[pos : pos + size], now)
-                if self._job.state is not S.RECEIVING:
+                if self._job.state is not _S.RECEIVING:
                     return
         self._fetch_more()
 
@@ -525,13 +437,13 @@ class UpdateAgent:
     def _verify_and_install(self, now: float) -> None:
         rec = self._receiver
         assert rec is not None
-        if self._job.state is S.RECEIVING:
-            self._set(S.VERIFYING)
+        if self._job.state is _S.RECEIVING:
+            self._set(_S.VERIFYING)
         image = rec.image()
         if hashlib.sha256(image).digest() != rec.head.artifact_sha256 or not self.config.image_ok(image):
             self._fail("artifact failed verification")
             return
-        self._set(S.INSTALLING)
+        self._set(_S.INSTALLING)
         self._report("installing")
         self._install()
 
@@ -546,7 +458,7 @@ class UpdateAgent:
             bootmod.write_slot_info(self.flash, self._job.target, info)
         self._job.attempts += 1
         bootmod.write_trial(self.flash, self._job.target)
-        self._set(S.REBOOTING)
+        self._set(_S.REBOOTING)
         self._report("rebooting")
         self._actions.append(Reboot())
 
@@ -554,7 +466,7 @@ class UpdateAgent:
         if self._job.attempts >= MAX_INSTALL_ATTEMPTS:
             self._fail("trial boot kept failing")
             return
-        self._set(S.INSTALLING)
+        self._set(_S.INSTALLING)
         self._install()
 
     def _commit(self) -> None:
@@ -582,7 +494,7 @@ class UpdateAgent:
         self._nack = None
         self._fallback = False
         self._inflight.clear()
-        self._job.state = S.IDLE
+        self._job.state = _S.IDLE
         self.flash.delete_record("agent")
         self.events.append("state IDLE")
 
@@ -594,8 +506,8 @@ class UpdateAgent:
         if self._nack is not None and (best is None or self._nack.at < best):
             best = self._nack.at
         st = self._job.state
-        if st is S.REQUESTED or st is S.RECEIVING:
-            if st is S.REQUESTED or (self._receiver is not None and self._stream_id != NO_STREAM):
+        if st is _S.REQUESTED or st is _S.RECEIVING:
+            if st is _S.REQUESTED or (self._receiver is not None and self._stream_id != NO_STREAM):
                 t = self._next_want
                 if t is not None and (best is None or t < best):
                     best = t
@@ -613,7 +525,7 @@ class UpdateAgent:
             frame, self._nack = self._nack.frame, None
             self.link.send_broadcast(encode(frame))
         st = self._job.state
-        if st in (S.REQUESTED, S.RECEIVING):
+        if st in (_S.REQUESTED, _S.RECEIVING):
             if self._next_want is not None and now >= self._next_want:
                 if now - self._last_progress >= self.config.want_interval:
                     self._send_want(now)  # nobody is streaming to me: say again what I want

@@ -23,7 +23,7 @@ from itertools import pairwise
 import numpy as np
 
 from .election import MeshTree
-from .group import E2E_HEADER, REQUEST_BYTES
+from .params import E2E_HEADER, REQUEST_BYTES
 from .radio import RadioProfile
 from .topology import Topology
 

@@ -1,9 +1,10 @@
 """A :class:`firmware_proto.flash_store.FlashStore` for thousands of simulated nodes.
 
-Same behaviour as ``MemoryFlash`` (atomic records, two erasable slots, 0xFF where nothing was
-written), but a slot is kept as the pieces written into it, and equal pieces are shared between
-nodes through one pool: 10,000 nodes holding the same 256 KiB image cost the image once, not
-2.5 GB. The update agent, chunk receiver, bootloader and relay run on it unchanged.
+Same behaviour as :class:`firmware_proto.testing.flash.MemoryFlash` (atomic records, two
+erasable slots, 0xFF where nothing was written), but a slot is kept as the pieces written into
+it, and equal pieces are shared between nodes through one pool: 10,000 nodes holding the same
+256 KiB image cost the image once, not 2.5 GB. The update agent, chunk receiver, bootloader and
+relay run on it unchanged.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ under the cell rules of :mod:`firmware_proto.group_forwarder`), calls ``handle_t
 carries out their actions: statuses, fallback fetches of the map and chunk ranges over the node's
 own end-to-end session (hop by hop, link-ACKed, to the root's blind relay and the server), reboots.
 
-Faults: a malicious root taps its own frames (tamper, withhold) or serves an older validly signed
-map of the same artifact (replay); a root dies and the survivors re-elect after ``heal_delay``; a
-node loses power for a while and boots again from its flash.
+Faults: a malicious root taps its own frames (tamper, withhold: :mod:`mesh_sim.faults`) or
+serves an older validly signed map of the same artifact (replay); a root dies and the survivors
+re-elect after ``heal_delay``; a node loses power for a while and boots again from its flash.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
-from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type
+from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type, relay_accepts
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
+    FINAL_STATUSES,
     AgentConfig,
     AgentState,
     FetchMap,
@@ -38,49 +39,19 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import FRAME_MAGIC, T_DATA, T_NACK, T_WANT, Data, FrameError, decode, encode
+from wire.frames import T_DATA, T_NACK, T_WANT, FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
+from .faults import RootFault, root_tap
 from .flash import SharedSlotFlash
+from .params import E2E_HEADER, REQUEST_BYTES, GroupParams
 from .radio import BROADCAST, Radio
 
-__all__ = ["E2E_HEADER", "GroupParams", "GroupSim", "RootFault"]
+__all__ = ["GroupSim"]
 
-E2E_HEADER = 29 + 9  # DTLS 1.2 record (13 header + 8 nonce + 8 CCM-8 tag) + MQTT-SN PUBLISH header
-REQUEST_BYTES = 48  # an end-to-end request (status, map or range fetch) inside the DTLS record
-FINAL = ("success", "failure", "already-installed")
 _KIND = {T_DATA: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
-
-
-@dataclass(frozen=True)
-class GroupParams:
-    chunk_size: int
-    collection_window: float = 10.0
-    relay_window: float = 0.5
-    reply_window_ms: int = 500
-    max_rounds: int = 20
-    quiet_rounds: int = 2
-    want_interval: float = 5.0
-    fallback_base: float = 30.0
-    hop_budget: float = 30.0  # fallback timeout grows by this per hop (store-and-forward)
-    reboot_s: float = 0.5
-    uplink_rate: float = 1_000_000.0  # bytes/s a root fetches from the server
-    server_latency: float = 0.02
-    heal_delay: float = 5.0
-    nack_max_bytes: int = 128
-    unicast_max: int = 0  # RootConfig.unicast_max: DATA as link-ACKed unicast copies to small cells
-
-
-@dataclass
-class RootFault:
-    """What a malicious root does: tamper (flip a byte in ``fraction`` of chunks), withhold (never
-    send the last ``fraction`` of chunks), replay (serve an older validly signed map of the same
-    artifact, with its older bytes)."""
-
-    mode: str
-    fraction: float = 0.1
 
 
 @dataclass(slots=True)
@@ -263,44 +234,9 @@ class GroupSim:
 
     def _root_core(self, v: int) -> GroupStreamRoot:
         fault = self.root_faults.get(v)
-        tap = None
-        if fault is not None and fault.mode in ("tamper", "withhold"):
-            tap = self._tamper_tap(fault) if fault.mode == "tamper" else self._withhold_tap(fault)
+        tap = None if fault is None else root_tap(fault, len(self.artifact), self.params.chunk_size)
         self.clock.trace("root", v)
         return GroupStreamRoot(_Link(self, v, tap), self.root_config)
-
-    def _chunk_blocks(self) -> tuple[int, int]:
-        size = self.params.chunk_size
-        chunks = -(-len(self.artifact) // size)
-        per_page = 1
-        while per_page * 2 * 32 <= size:
-            per_page *= 2
-        return -(-chunks // per_page), chunks
-
-    def _tamper_tap(self, fault: RootFault) -> Callable[[bytes], bytes | None]:
-        pages, chunks = self._chunk_blocks()
-        bad = {pages + c for c in range(chunks) if (c * 7919) % 1000 < fault.fraction * 1000}
-
-        def tap(frame: bytes) -> bytes | None:
-            if frame_type(frame) == T_DATA:
-                f = decode(frame)
-                assert isinstance(f, Data)
-                if f.block in bad:
-                    return encode(Data(f.stream_id, f.block, bytes([f.payload[0] ^ 0xFF]) + f.payload[1:]))
-            return frame
-
-        return tap
-
-    def _withhold_tap(self, fault: RootFault) -> Callable[[bytes], bytes | None]:
-        pages, chunks = self._chunk_blocks()
-        first = pages + int(chunks * (1.0 - fault.fraction))
-
-        def tap(frame: bytes) -> bytes | None:
-            if frame_type(frame) == T_DATA and int.from_bytes(frame[10:14], "big") >= first:
-                return None
-            return frame
-
-        return tap
 
     # -- radio in and out -----------------------------------------------------------------------------
     def transmit(self, src: int, dst: int, frame: bytes) -> None:
@@ -317,12 +253,16 @@ class GroupSim:
         node = self.nodes[receiver]
         if node.down:
             return
-        kind = frame[1] if len(frame) >= 2 and frame[0] == FRAME_MAGIC else 0  # frame_type, inlined
-        if kind == T_WANT and sender != receiver and self.tree.parent[sender] != receiver:
-            return  # a WANT is for the sender's parent core only (agent_accepts never takes one)
+        # the product's routing rules (firmware_proto.group_forwarder), as a node's firmware runs them
+        kind = frame_type(frame)
+        parent = self.tree.parent
         now = self.clock.now
         touched = False
-        if kind in (T_WANT, T_NACK) and (sender == receiver or self.tree.parent[sender] == receiver):
+
+        def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
+            return s == receiver or (isinstance(s, int) and parent[s] == receiver)
+
+        if relay_accepts(kind, sender, is_child):
             core = node.root if node.root is not None else node.relay
             if core is not None:
                 core.receive(frame, sender, now)
@@ -330,14 +270,8 @@ class GroupSim:
         agent = node.agent
         # an agent that has not asked for the update yet ignores the group link (UpdateAgent.receive)
         if agent is not None and (sender != receiver or node.root is not None) and agent.state > _LEARNED:
-            if kind == T_DATA:  # agent_accepts: DATA from anyone (checked against the map)
-                accepted = True
-            else:
-                cell = self._cell(receiver)
-                accepted = agent_accepts(
-                    kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell
-                )
-            if accepted:
+            cell = self._cell(receiver)
+            if agent_accepts(kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell):
                 agent.receive(frame, sender, now)
                 touched = True
         if touched:  # nothing ran: no new actions, no timer moved
@@ -476,7 +410,7 @@ class GroupSim:
         node = self.nodes[v]
         now = self.clock.now
         node.reported.append(action.status)
-        if action.status in FINAL and node.final is None:
+        if action.status in FINAL_STATUSES and node.final is None:
             node.final = action.status
             if action.status == "success":
                 node.success_at = now

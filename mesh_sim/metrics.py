@@ -6,16 +6,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from firmware_proto import boot as bootmod
 from wire.chunk_map import leaves_per_page
 
 from . import baselines as bl
-from .runner import default_chunk_size
-
-if TYPE_CHECKING:
-    from .runner import RunResult
+from .result import RunResult
+from .sizing import default_chunk_size
 
 __all__ = ["summarize", "write_metrics"]
 

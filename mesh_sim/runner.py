@@ -3,58 +3,33 @@ the radio with faults, then the baselines on the same topology, tree, losses and
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_proto.testing.group import MemoryDeviceService
-from wire.chunk_map import HASH_LEN, leaves_per_page
 
+from .baselines import DATA_HEADER
 from .clock import EventClock
 from .control import ControlPlane
 from .election import MeshTree, elect
-from .group import GroupParams, GroupSim, RootFault
+from .faults import RootFault
+from .group import GroupSim
+from .metrics import summarize
+from .params import GroupParams
 from .radio import PROFILES, Radio, RadioProfile
+from .result import RunResult
 from .scenario import Scenario
+from .sizing import GROUP_DATA_FRAMES, default_chunk_size
 from .topology import Topology, build_topology
 
-__all__ = [
-    "DATA_HEADER",
-    "GROUP_DATA_FRAMES",
-    "RunResult",
-    "ServerSide",
-    "default_chunk_size",
-    "run_scenario",
-    "signed_image",
-]
+__all__ = ["ServerSide", "run_scenario", "signed_image"]
 
-DATA_HEADER = 14
 SIM_TIME_CAP = 6 * 3600.0
-# group-stream DATA datagrams of at most this many frames: a broadcast datagram is lost if any of its
-# 6LoWPAN fragments is (no link ACK or retry for broadcast), so on 802.15.4 a block fills 4 frames
-# (399 B chunks) rather than a whole 1280 B datagram (12 frames); one-frame datagrams (WiFi) unchanged
-GROUP_DATA_FRAMES = 4
-
-
-@dataclass
-class RunResult:
-    scenario: Scenario
-    topology: Topology
-    tree: MeshTree  # as elected at the start
-    radio: Radio
-    stream: GroupSim
-    control: ControlPlane | None
-    stream_start: float
-    trace_hash: str
-    wall_s: float
-    clock: EventClock
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _key(label: str, seed: int) -> Ed25519PrivateKey:
@@ -87,24 +62,6 @@ def vendor_check(vendor: Ed25519PrivateKey) -> Callable[[bytes], bool]:
         return ok
 
     return image_ok
-
-
-def default_chunk_size(profile: RadioProfile, image_size: int, max_frames: int = 0) -> int:
-    """The largest chunk whose DATA frame — and every map page — fits one datagram; with
-    ``max_frames``, whose DATA datagram is also at most that many link frames (6LoWPAN fragments)."""
-    room = profile.datagram_room() - DATA_HEADER
-    chunk = room
-    if max_frames > 0:
-        while chunk > 64 and len(profile.frames_of(chunk + DATA_HEADER)) > max_frames:
-            chunk -= 1
-    while chunk > 64:
-        per_page = leaves_per_page(chunk)
-        pages = math.ceil(math.ceil(image_size / chunk) / per_page)
-        depth = max(0, (pages - 1).bit_length())
-        if (per_page + depth) * HASH_LEN <= room:
-            return chunk
-        chunk = per_page * HASH_LEN - 1  # fewer leaves per page
-    return 64
 
 
 def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
@@ -257,8 +214,6 @@ def run_scenario(
     start = gs.stream_start if gs.stream_start is not None else clock.now
     clock.trace("end", tuple(radio.bytes_tx))
     res = RunResult(sc, topo, tree, radio, gs, control, start, clock.trace_hash(), 0.0, clock)
-    from .metrics import summarize
-
     res.summary = summarize(res, seed)
     res.wall_s = time.perf_counter() - wall0
     res.summary["wall_s"] = round(res.wall_s, 3)

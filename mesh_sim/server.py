@@ -37,6 +37,7 @@ from bridge.api._chunk_maps import deployment_key
 from bridge.artifacts import ArtifactError, BlobStore, VerifyKey, load_verify_key, parse_artifact
 from bridge.store import Store
 from firmware_proto.testing.group import MemoryDeviceService
+from firmware_proto.update_agent import FINAL_STATUSES
 
 __all__ = ["ApiDeviceService", "ApiServer", "ServerSetupError", "make_mender_artifact"]
 
@@ -44,7 +45,6 @@ DEVICE_TYPE = "meshota-sim"
 ADMIN = ("demo@meshota.local", "demo-password-1")
 _MGMT = "/api/management/v1/deployments"
 _DEV_DEPLOY = "/api/devices/v1/deployments/device/deployments"
-FINAL_STATUSES = frozenset({"success", "failure", "already-installed"})
 MENDER_STATUSES = frozenset(
     {"downloading", "installing", "rebooting", "success", "failure", "already-installed"}
 )

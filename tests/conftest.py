@@ -1,35 +1,60 @@
-"""Shared fixtures: a real mosquitto on a free loopback port, started and stopped per test."""
+"""Fixtures every test folder may use.
+
+``mosquitto``: a real broker on a free loopback port, started and stopped per test.
+``db``: runs a test once on SQLite (a file in tmp_path) and once on PostgreSQL (its own schema,
+dropped afterwards; see tests/support/mender.py for the server it expects).
+``running``: the device-management server (HTTP adapter) on ``db``, with an admin token.
+
+Fixtures live in conftest.py files only; plain helpers live in ``tests/support/`` and are
+imported as ``from tests.support.X import ...``. The database fixtures import the server lazily,
+so a test run that needs no server does not import it.
+"""
 
 from __future__ import annotations
 
-import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from meshota.broker import BrokerStartError, MosquittoProcess, start_mosquitto
+from tests.support.broker import Mosquitto, start_test_mosquitto
 
-Mosquitto = MosquittoProcess
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_test_mosquitto(tmp: Path, extra_conf: str = "") -> MosquittoProcess:
-    try:
-        return start_mosquitto(tmp, extra_conf=extra_conf)
-    except BrokerStartError as exc:
-        pytest.fail(f"{exc} (.ci/run and scripts/setup.sh install it)")
+if TYPE_CHECKING:
+    from tests.support.mender import Db, RunningServer
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     m = start_test_mosquitto(tmp_path / "mosquitto")
     try:
         yield m
     finally:
         m.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    from tests.support.mender import Db, pg_schema, pg_url
+
+    if request.param == "sqlite":
+        yield Db(f"sqlite:///{tmp_path / 'meshota.sqlite'}", None, "sqlite")
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pg_schema("create", schema)
+    try:
+        yield Db(pg_url(), schema, "postgresql")
+    finally:
+        pg_schema("drop", schema)
+
+
+@pytest.fixture
+def running(db: Db, tmp_path: Path) -> Iterator[RunningServer]:
+    from tests.support.mender import RunningServer, admin_token, start_server
+
+    server = start_server(db, tmp_path)
+    try:
+        yield RunningServer(server, server.url, admin_token(server), tmp_path / "artifacts")
+    finally:
+        server.stop()

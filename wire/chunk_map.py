@@ -27,10 +27,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from wire.errors import WireError
+
 __all__ = [
+    "ALG_ED25519_SHA256",
+    "EMPTY_LEAF",
     "HASH_LEN",
     "MAGIC",
+    "MAX_CHUNK",
+    "MIN_CHUNK",
     "SIG_LEN",
+    "VERSION",
     "ChunkMap",
     "ChunkMapError",
     "MapHead",
@@ -54,7 +61,7 @@ MIN_CHUNK = 64
 MAX_CHUNK = 60000
 
 
-class ChunkMapError(ValueError):
+class ChunkMapError(WireError):
     """A map (head, page or full form) that is malformed or does not verify."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from mbedtls import pk, x509
 
+from wire.errors import WireError
+
 __all__ = [
     "MAX_PSK_BYTES",
     "CertificateCredentials",
@@ -40,7 +42,7 @@ _DEVICE_ID = re.compile(r"^[\x21-\x7e]{1,23}$")
 MAX_PSK_BYTES = 32
 
 
-class CredentialsError(ValueError):
+class CredentialsError(WireError):
     """A credentials file or value is unusable; the message names it."""
 
 

@@ -1,7 +1,7 @@
 """The device API over MQTT(-SN): topics and msgpack envelopes, shared by nodes and the bridge.
 
 docs/topics.md is the prose version of this module. Every decoder raises :class:`EnvelopeError`
-on bad bytes, never anything else.
+on bad bytes, never anything else; once the request id has been read, the error carries it.
 
 Request, published on ``/mender`` + API path (e.g. ``/mender/api/devices/v1/inventory/device/attributes``)::
 
@@ -33,10 +33,13 @@ from typing import Any
 
 import msgpack
 
+from wire.errors import WireError
+
 __all__ = [
     "API_TOPIC_PREFIX",
     "BULK_TOPIC",
     "DEVICE_PROPERTY",
+    "MAX_REQUEST_ID",
     "RESPONSE_TOPIC_PREFIX",
     "VERIFIED_PROPERTY",
     "BulkError",
@@ -61,8 +64,16 @@ MAX_REQUEST_ID = 64
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 
 
-class EnvelopeError(Exception):
-    """Bytes that are not a valid envelope (the peer's fault)."""
+class EnvelopeError(WireError):
+    """Bytes that are not a valid envelope (the peer's fault).
+
+    ``request_id`` is the envelope's request (or batch) id when it could be read before the
+    error, so the reply can still go to the sender's response topic without a second decode.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class BulkError:
@@ -145,6 +156,14 @@ class RequestEnvelope:
     def decode(cls, data: bytes) -> RequestEnvelope:
         obj = _unpack_map(data, "request envelope")
         rid = check_request_id(obj.get("i"))
+        try:
+            return cls._decode_fields(rid, obj)
+        except EnvelopeError as exc:
+            exc.request_id = rid
+            raise
+
+    @classmethod
+    def _decode_fields(cls, rid: str, obj: dict[str, Any]) -> RequestEnvelope:
         method = obj.get("m")
         if not isinstance(method, str) or method.upper() not in _METHODS:
             raise EnvelopeError(f"bad method {method!r}")
@@ -207,9 +226,11 @@ class BulkRequest:
         rid = check_request_id(obj.get("i"))
         records = obj.get("r")
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
-            raise EnvelopeError("bulk records must be a list of byte strings")
+            raise EnvelopeError("bulk records must be a list of byte strings", request_id=rid)
         if len(records) > max_records:
-            raise EnvelopeError(f"bulk request holds {len(records)} records (at most {max_records})")
+            raise EnvelopeError(
+                f"bulk request holds {len(records)} records (at most {max_records})", request_id=rid
+            )
         return cls(rid, records)
 
 

@@ -12,8 +12,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from wire.errors import WireError
+
 __all__ = [
+    "END_COMPLETE",
+    "END_GAVE_UP",
     "FRAME_MAGIC",
+    "NACK_DONE",
+    "NACK_NEED_HEAD",
+    "NO_STREAM",
     "Data",
     "End",
     "Frame",
@@ -37,7 +44,7 @@ END_GAVE_UP = 2
 NO_STREAM = bytes(8)
 
 
-class FrameError(ValueError):
+class FrameError(WireError):
     """Bytes that are not a valid group-link frame."""
 
 

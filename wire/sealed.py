@@ -40,15 +40,24 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from wire.errors import WireError
+
 __all__ = [
     "KID_LEN",
+    "MAX_SEQ",
     "TAG_LEN",
+    "TO_NODE",
+    "TO_SERVER",
     "RecordKey",
     "RecordOp",
     "ReplayWindow",
     "SealedRecordError",
+    "decode_reply",
+    "decode_request",
     "decode_varint",
     "derive_record_key",
+    "encode_reply",
+    "encode_request",
     "encode_varint",
     "open_record",
     "parse_header",
@@ -64,7 +73,7 @@ TO_NODE = 1
 MAX_SEQ = (1 << 56) - 1
 
 
-class SealedRecordError(Exception):
+class SealedRecordError(WireError):
     """A record that cannot be parsed, opened or accepted (the peer's bytes are bad)."""
 
 

@@ -29,12 +29,10 @@ from mqttsn import (
     BrokerSubscribe,
     BrokerUnsubscribe,
 )
+from wire.envelope import DEVICE_PROPERTY, VERIFIED_PROPERTY  # stamped on every forwarded PUBLISH
 
-__all__ = ["DEVICE_PROPERTY", "VERIFIED_PROPERTY", "BrokerAnswers", "BrokerLink", "stamp_properties"]
+__all__ = ["BrokerAnswers", "BrokerLink", "stamp_properties"]
 
-# MQTT 5 user properties stamped on every forwarded PUBLISH (wire.envelope has the same)
-DEVICE_PROPERTY = "meshota-device"
-VERIFIED_PROPERTY = "meshota-verified"
 _SESSION_FOREVER = 0xFFFFFFFF  # MQTT 3.1.1 CleanSession=0 semantics: the session never expires
 
 

@@ -100,7 +100,7 @@ class MqttApiAdapter:
         try:
             env = RequestEnvelope.decode(payload)
         except EnvelopeError as exc:
-            rid = self.request_id_of(payload)
+            rid = exc.request_id
             if rid is None:
                 log.warning("dropped request from %s on %s: %s", who.device, topic, exc)
                 return None

@@ -29,7 +29,13 @@ from firmware_proto.device_api import (
     status_path,
 )
 
-__all__ = ["HttpDevice", "NodeRunner", "RootRunner"]
+__all__ = [
+    "CHUNK_MAP_URL",
+    "NEXT_URL",
+    "HttpDevice",
+    "NodeRunner",
+    "RootRunner",
+]
 
 CHUNK_MAP_URL = CHUNK_MAP_PATH
 NEXT_URL = NEXT_PATH

@@ -25,7 +25,11 @@ from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
 from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
 from wire.sealed import RecordOp
 
-__all__ = ["NodeRunner", "RootRunner"]
+__all__ = [
+    "DELIVERED",
+    "NodeRunner",
+    "RootRunner",
+]
 
 DELIVERED = (200, 204)
 

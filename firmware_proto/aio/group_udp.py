@@ -4,7 +4,7 @@ Each endpoint has two sockets: one bound to the multicast group port (joined on 
 SO_REUSEADDR so every endpoint on a host receives every group frame) and one unicast socket on
 ``interface:0`` that it sends from — its address names the endpoint as ``sender``. Multicast on
 ``lo`` works on Linux when the group is joined on 127.0.0.1 with IP_MULTICAST_IF/LOOP set
-(checked by tests/firmware_proto/test_group_udp.py); frames an endpoint sent itself are dropped.
+(checked by tests/firmware_proto/aio/test_group_udp.py); frames an endpoint sent itself are dropped.
 
 The endpoint drives one core (``receive(frame, sender, now)``, ``next_timer()``,
 ``handle_timer(now)``) with ``loop.time()`` as ``now`` and one ``call_at`` timer; ``after`` is

@@ -24,7 +24,11 @@ from firmware_proto.sealed_uplink import (
 )
 from wire.sealed import RecordOp
 
-__all__ = ["RecordCollectorUdp", "SealedUplinkUdp"]
+__all__ = [
+    "RecordCollectorUdp",
+    "SealedUplinkUdp",
+    "SendBatchFn",
+]
 
 log = logging.getLogger("meshota.device")
 

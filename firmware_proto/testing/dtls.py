@@ -22,7 +22,14 @@ from mbedtls import pk, x509
 
 from firmware_proto.dtls_client import ClientEvent, DtlsClient
 
-__all__ = ["Tamper", "VirtualLink", "make_ca", "make_cert", "write_pem"]
+__all__ = [
+    "ServerLike",
+    "Tamper",
+    "VirtualLink",
+    "make_ca",
+    "make_cert",
+    "write_pem",
+]
 
 _EPOCH = dt.datetime(2020, 1, 1)
 _EXPIRY = dt.datetime(2099, 1, 1)
@@ -38,9 +45,7 @@ def make_ca(name: str = "meshota test CA", serial: int = 1) -> tuple[x509.CRT, p
     return crt, key
 
 
-def make_cert(
-    ca: tuple[x509.CRT, pk.ECC], common_name: str, serial: int = 2
-) -> tuple[x509.CRT, pk.ECC]:
+def make_cert(ca: tuple[x509.CRT, pk.ECC], common_name: str, serial: int = 2) -> tuple[x509.CRT, pk.ECC]:
     ca_crt, ca_key = ca
     key = pk.ECC(cast(pk.Curve, pk.Curve.SECP256R1))
     key.generate()

@@ -18,10 +18,19 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware_proto import boot as bootmod
-from firmware_proto.flash_store import FlashStore, MemoryFlash, PowerCut, PowerCutFlash
-from firmware_proto.group_link import MemberLink, MemoryMedium
+from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig
-from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
+from firmware_proto.testing.flash import MemoryFlash, PowerCut, PowerCutFlash
+from firmware_proto.testing.medium import MemberLink, MemoryMedium
+from firmware_proto.update_agent import (
+    FINAL_STATUSES,
+    AgentConfig,
+    FetchMap,
+    FetchRange,
+    Reboot,
+    ReportStatus,
+    UpdateAgent,
+)
 from wire.chunk_map import build_chunk_map
 
 __all__ = ["GroupHarness", "MemoryDeviceService", "NodeRig", "install_initial_image"]
@@ -59,11 +68,7 @@ class MemoryDeviceService:
         return self.maps[(artifact_id, chunk_size)]
 
     def final_status(self, node: Hashable, deployment_id: str) -> str | None:
-        finals = [
-            s
-            for d, s in self.statuses.get(node, [])
-            if d == deployment_id and s in ("success", "failure", "already-installed")
-        ]
+        finals = [s for d, s in self.statuses.get(node, []) if d == deployment_id and s in FINAL_STATUSES]
         return finals[-1] if finals else None
 
 

@@ -1,10 +1,9 @@
 """Root + nodes on a virtual-time broadcast medium: trust nothing from the root, complete anyway."""
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 from firmware_proto import boot as bootmod
-from tests.support.update import SERVER_KEY, Artifacts, all_final, artifacts, harness  # noqa: F401
+from tests.support.update import SERVER_KEY, Artifacts, all_final, harness
 from wire.chunk_map import build_chunk_map
 from wire.frames import Data, Head, Poll, decode, encode
 
@@ -75,7 +74,7 @@ def test_flipped_byte_is_rejected_rerequested_and_never_installed(artifacts: Art
 def test_flipped_chunk_rejection_event() -> None:
     """Directly: a chunk whose hash differs from its verified leaf is refused and stays missing."""
     from firmware_proto.chunk_receiver import ChunkReceiver
-    from firmware_proto.flash_store import MemoryFlash
+    from firmware_proto.testing.flash import MemoryFlash
 
     image = bytes(range(256)) * 20
     cmap = build_chunk_map(

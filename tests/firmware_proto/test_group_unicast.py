@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from firmware_proto import boot as bootmod
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_link import LinkOutbox
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import install_initial_image
 from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, UpdateAgent
 from tests.support.update import SERVER_KEY

@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.sealed_uplink import (
     BATCH_NOT_DELIVERED,
     RecordBatcher,
     SealedRecordSender,
     UplinkFrameError,
 )
+from firmware_proto.testing.flash import MemoryFlash
 from wire.envelope import BulkError, EnvelopeError, RequestEnvelope
 from wire.sealed import (
     TO_NODE,

@@ -5,7 +5,6 @@ ends running a valid signed image with the right final status reported: ``succes
 for a good image, ``failure`` (running v1) for an image whose trial boot fails its health check.
 """
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from bridge.artifacts import load_verify_key
 from firmware_proto import boot as bootmod
 from firmware_proto.testing.group import GroupHarness
-from tests.support.update import Artifacts, all_final, artifacts, harness  # noqa: F401
+from tests.support.update import Artifacts, all_final, harness
 from wire.image_verify import mender_image_verifier
 
 

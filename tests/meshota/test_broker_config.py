@@ -14,7 +14,7 @@ import pytest
 
 from meshota.broker import free_tcp_port
 from meshota.broker_config import BrokerUsers, broker_acl, write_broker_config
-from tests.conftest import start_test_mosquitto
+from tests.support.broker import start_test_mosquitto
 from tests.support.mqtt import StampingCaller, start_bridge_server
 from wire.envelope import RequestEnvelope, ResponseEnvelope, request_topic
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from firmware_proto.aio.mqttsn_udp import UdpClient
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 
 MESHOTA = [sys.executable, "-m", "meshota"]
 

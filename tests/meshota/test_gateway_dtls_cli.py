@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meshota.cli.gateway import build_parser, gateway_main, load_dtls_options
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.gateway_dtls import make_pki
 
 BROKER = ["--broker", "mqtt://127.0.0.1:1883"]

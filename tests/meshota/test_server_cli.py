@@ -1,7 +1,6 @@
 """``meshota server`` / ``meshota admin`` mains: config errors exit 2 naming the value;
 admin commands write through the service layer."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import json
@@ -12,7 +11,7 @@ import pytest
 
 from bridge.http import BackgroundServer, ServerConfig
 from meshota.cli.server import admin_main, server_main
-from tests.support.mender import Db, db, device_key, device_login, make_artifact  # noqa: F401
+from tests.support.mender import Db, device_key, device_login, make_artifact
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from firmware_proto import dtls_client as dc
 from firmware_proto.aio.relay_udp import RelayUdp
 from firmware_proto.testing.dtls import make_ca, make_cert, write_pem
 from mqttsn import BrokerAction, GatewayConfig, MessageReceived
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from wire.dtls_credentials import CertificateCredentials, DtlsServerConfig
 
 KEYS = {

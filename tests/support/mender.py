@@ -1,7 +1,7 @@
-"""Shared helpers for the API/store/artifact/HTTP/Mender tests (imported, not a conftest).
+"""Shared helpers for the API/store/artifact/HTTP/Mender tests (plain helpers, no fixtures).
 
-Databases: every ``db`` fixture runs once on SQLite (a file in tmp_path) and once on
-PostgreSQL. PostgreSQL defaults to ``postgresql://postgres@127.0.0.1:5432/test`` (trust auth);
+Databases: the ``db`` fixture (tests/conftest.py) runs a test once on SQLite (a file in tmp_path)
+and once on PostgreSQL. PostgreSQL defaults to ``postgresql://postgres@127.0.0.1:5432/test`` (trust auth);
 set ``MESHOTA_TEST_PG_URL`` to use another server. Each test gets its own schema, dropped
 afterwards, so concurrent runs never collide.
 
@@ -17,8 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ class Db:
     kind: str
 
 
-def _pg_schema(action: str, schema: str) -> None:
+def pg_schema(action: str, schema: str) -> None:
     import asyncpg
 
     async def run() -> None:
@@ -64,19 +62,6 @@ def _pg_schema(action: str, schema: str) -> None:
             await conn.close()
 
     asyncio.run(run())
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    if request.param == "sqlite":
-        yield Db(f"sqlite:///{tmp_path / 'meshota.sqlite'}", None, "sqlite")
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    _pg_schema("create", schema)
-    try:
-        yield Db(pg_url(), schema, "postgresql")
-    finally:
-        _pg_schema("drop", schema)
 
 
 def require_binary(name: str) -> str:
@@ -201,15 +186,6 @@ def admin_token(server: BackgroundServer) -> str:
     r = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN, timeout=30)
     assert r.status_code == 200, r.text
     return r.text
-
-
-@pytest.fixture
-def running(db: Db, tmp_path: Path) -> Iterator[RunningServer]:
-    server = start_server(db, tmp_path)
-    try:
-        yield RunningServer(server, server.url, admin_token(server), tmp_path / "artifacts")
-    finally:
-        server.stop()
 
 
 def device_login(url: str, key: Any, mac: str) -> httpx.Response:

@@ -29,7 +29,7 @@ from firmware_proto.aio.relay_udp import RelayUdp
 from meshota.broker import MosquittoProcess
 from meshota.broker_config import BrokerUsers, write_broker_config
 from mqttsn import GatewayConfig
-from tests.conftest import free_port, start_test_mosquitto
+from tests.support.broker import free_port, start_test_mosquitto
 from wire.dtls_credentials import DtlsServerConfig
 
 ADMIN = ("admin@example.com", "secret123")

@@ -1,4 +1,7 @@
-"""Shared fixtures for the group-update tests: real mender-artifact artifacts and a harness."""
+"""Helpers for the group-update tests: real mender-artifact artifacts and a harness.
+
+The session-wide ``artifacts`` fixture (tests/firmware_proto/conftest.py) is :func:`make_artifacts`.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bridge.artifacts import load_verify_key
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_stream import RootConfig
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import GroupHarness, MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import AgentConfig
 from wire.image_verify import mender_image_verifier
@@ -66,9 +69,8 @@ class Artifacts:
     vendor_public: bytes
 
 
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    tmp = tmp_path_factory.mktemp("artifacts")
+def make_artifacts(tmp: Path) -> Artifacts:
+    """v1 and v2 signed by the vendor key, v2 signed by another key, and the vendor public key."""
     keys = {}
     for name in ("vendor", "other"):
         key = ec.generate_private_key(ec.SECP256R1())

@@ -2,7 +2,7 @@
 
 Everything is deterministic (Ed25519 signatures are), so the file is regenerated and compared
 byte for byte. Regenerate after an intended format change with
-``MESHOTA_WRITE_VECTORS=1 .venv/bin/python -m pytest tests/firmware_proto/test_chunk_vectors.py``.
+``MESHOTA_WRITE_VECTORS=1 .venv/bin/python -m pytest tests/wire/test_vectors.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import wire
 from firmware_proto import boot as bootmod
-from firmware_proto.update_agent import AgentState, _Job
+from firmware_proto.update_state import AgentState, Job
 from wire.chunk_map import ChunkMap, ChunkMapError, MapHead, build_chunk_map, leaf_hash
 from wire.frames import (
     END_COMPLETE,
@@ -65,7 +65,7 @@ def build_vectors() -> dict[str, Any]:
         "end": End(sid, END_COMPLETE),
     }
     raw = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    job = _Job(AgentState.RECEIVING, 1, 1, "dep-1", head.artifact_id, head.artifact_name, "http://x/a")
+    job = Job(AgentState.RECEIVING, 1, 1, "dep-1", head.artifact_id, head.artifact_name, "http://x/a")
     return {
         "server_public_key_raw": raw.hex(),
         "artifact": artifact.hex(),

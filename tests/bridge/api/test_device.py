@@ -1,6 +1,5 @@
 """Device API over HTTP (SQLite and PostgreSQL): auth, inventory, next, status, log, download."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import json
@@ -9,15 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.mender import (  # noqa: F401  (fixtures)
-    RunningServer,
-    accept,
-    db,
-    device_key,
-    device_login,
-    make_artifact,
-    running,
-)
+from tests.support.mender import RunningServer, accept, device_key, device_login, make_artifact
 
 DEP = "/api/devices/v1/deployments/device/deployments"
 

@@ -1,7 +1,6 @@
 """Transport-free handler tests: the transport identity must match the device token, and the
 device-status cache never lets a rejected device through (SQLite and PostgreSQL)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +14,7 @@ from bridge.api import ApiContext, Request, Response, Router, Settings, build_ro
 from bridge.api._device_status import DeviceStatusCache
 from bridge.artifacts import BlobStore
 from bridge.store import Store, tables
-from tests.support.mender import Db, auth_body, db, device_key  # noqa: F401  (fixture)
+from tests.support.mender import Db, auth_body, device_key
 
 INV = "/api/devices/v1/inventory/device/attributes"
 Scenario = Callable[[ApiContext, Router[ApiContext]], Awaitable[None]]

@@ -1,7 +1,6 @@
 """Management API over HTTP: useradm, artifacts (incl. malformed uploads), devauth, inventory
 groups, deployments. SQLite and PostgreSQL."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import io
@@ -11,16 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.mender import (  # noqa: F401  (fixtures)
-    ADMIN,
-    RunningServer,
-    accept,
-    db,
-    device_key,
-    device_login,
-    make_artifact,
-    running,
-)
+from tests.support.mender import ADMIN, RunningServer, accept, device_key, device_login, make_artifact
 
 ARTS = "/api/management/v1/deployments/artifacts"
 DEPS = "/api/management/v1/deployments/deployments"

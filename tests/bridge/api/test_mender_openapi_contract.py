@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 """Contract tests of our device endpoints against Mender's own (3.4-era) OpenAPI specs.
 
 For each device operation in shared/reference/mender-openapi/era-3.4: valid requests and
@@ -21,15 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.mender import (  # noqa: F401  (fixtures)
-    RunningServer,
-    accept,
-    db,
-    device_key,
-    device_login,
-    make_artifact,
-    running,
-)
+from tests.support.mender import RunningServer, accept, device_key, device_login, make_artifact
 
 # Vendored copies (mender_openapi/README.md: source, commit, licence); MESHOTA_MENDER_OPENAPI=DIR
 # (a folder holding era-3.4/, e.g. ../shared/reference/mender-openapi) points elsewhere.

@@ -14,7 +14,7 @@ from firmware_proto.aio.dtls_node import DtlsUdpClient
 from firmware_proto.aio.mqttsn_udp import ConnectionLostError, UdpClient
 from firmware_proto.dtls_client import ClientConfig, SessionClosed
 from mqttsn import BrokerConnect, BrokerPublish, ForwardedPeer, Will
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.gateway_dtls import (
     KEYS,
     TamperingRelay,

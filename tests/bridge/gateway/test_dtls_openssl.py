@@ -14,7 +14,7 @@ import pytest
 
 from bridge.gateway.dtls_server import SessionEstablished
 from mqttsn import Connect, Disconnect, Pingreq, encode
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.gateway_dtls import KEYS, dtls_gateway, make_pki
 
 pytestmark = [

@@ -12,7 +12,7 @@ from bridge.gateway.dtls_server import HandshakeFailed, SessionEstablished
 from firmware_proto.aio.dtls_node import DtlsUdpClient
 from firmware_proto.aio.mqttsn_udp import ConnectFailed
 from mqttsn import Encapsulated, encode
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.gateway_dtls import (
     KEYS,
     LogCapture,

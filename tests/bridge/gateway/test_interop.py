@@ -16,7 +16,7 @@ import pytest
 
 from bridge.gateway.udp import GatewayServer
 from mqttsn import GatewayConfig, PredefinedTopics
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 
 BIN = Path(sys.executable).parent
 

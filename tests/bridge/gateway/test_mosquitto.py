@@ -37,7 +37,7 @@ from mqttsn import (
     decode,
     encode,
 )
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 
 pytestmark = pytest.mark.integration
 

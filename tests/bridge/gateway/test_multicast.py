@@ -14,7 +14,7 @@ import pytest
 from bridge.gateway.udp import GatewayServer, MulticastError
 from firmware_proto.aio.mqttsn_udp import UdpClient
 from mqttsn import Advertise, GatewayConfig, GwInfo, SearchGw, decode, encode
-from tests.conftest import Mosquitto, free_port
+from tests.support.broker import Mosquitto, free_port
 
 LO = "127.0.0.1"
 

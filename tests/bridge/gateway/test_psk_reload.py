@@ -15,7 +15,7 @@ import pytest
 from firmware_proto.aio.dtls_node import DtlsUdpClient
 from firmware_proto.aio.mqttsn_udp import ConnectFailed
 from firmware_proto.dtls_client import SessionClosed
-from tests.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.gateway_dtls import KEYS, dtls_gateway, psk
 
 

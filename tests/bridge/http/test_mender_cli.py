@@ -1,22 +1,12 @@
 """The real mender-cli 1.9 against our server: login, artifacts upload/list/delete, devices list."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
 
-from tests.support.mender import (  # noqa: F401  (fixtures)
-    ADMIN,
-    RunningServer,
-    db,
-    device_key,
-    device_login,
-    make_artifact,
-    require_binary,
-    running,
-)
+from tests.support.mender import ADMIN, RunningServer, device_key, device_login, make_artifact, require_binary
 
 
 def cli(running: RunningServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:

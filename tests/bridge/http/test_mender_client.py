@@ -7,7 +7,6 @@ Runs with the default (generated RSA) device key and with a static ECDSA P-256 k
 SQLite and PostgreSQL.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import json
@@ -27,14 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bridge.api import abort_deployment
 from bridge.http import BackgroundServer, ServerConfig
-from tests.support.mender import (  # noqa: F401  (fixture)
-    Db,
-    admin_token,
-    db,
-    make_artifact,
-    require_binary,
-    write_keys,
-)
+from tests.support.mender import Db, admin_token, make_artifact, require_binary, write_keys
 
 IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
 ARTIFACT_INFO = Path("/etc/mender/artifact_info")

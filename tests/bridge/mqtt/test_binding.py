@@ -4,7 +4,6 @@ Transport-free (the MQTT adapter on the real routing table, SQLite and PostgreSQ
 rules, and once through real mosquitto for "device A's token on device B's connection".
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +33,8 @@ from bridge.api import (
 from bridge.artifacts import BlobStore
 from bridge.mqtt import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.store import Store, tables
-from tests.conftest import start_test_mosquitto
-from tests.support.mender import ADMIN, Db, accept, auth_body, db, device_key  # noqa: F401  (fixture)
+from tests.support.broker import start_test_mosquitto
+from tests.support.mender import ADMIN, Db, accept, auth_body, device_key
 from tests.support.mqtt import StampingCaller, start_bridge_server
 from wire.envelope import RequestEnvelope, ResponseEnvelope, request_topic
 

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.api import create_user
 from bridge.mqtt import BridgePolicy
-from tests.conftest import start_test_mosquitto
+from tests.support.broker import start_test_mosquitto
 from tests.support.mender import ADMIN, accept, auth_body, device_key
 from tests.support.mqtt import StampingCaller, start_bridge_server
 from wire.envelope import BULK_TOPIC, BulkError, BulkReply, BulkRequest

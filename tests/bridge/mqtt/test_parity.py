@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bridge.api import ROUTES, create_user
-from tests.conftest import start_test_mosquitto
+from tests.support.broker import start_test_mosquitto
 from tests.support.mender import (
     ADMIN,
     accept,

@@ -3,7 +3,6 @@ the bulk path's fallback to one transaction per record when a record fails insid
 
 PostgreSQL runs on 127.0.0.1:5432 (database ``test``); set MESHOTA_TEST_PG_URL to use another."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +15,7 @@ from bridge.api import AdapterServices, ApiError, Request, Response, Route, Rout
 from bridge.mqtt import SealedRecordService
 from bridge.store import BatchFailed, Store, after_commit
 from bridge.store import tables as t
-from tests.support.mender import Db, db  # noqa: F401  (fixture)
+from tests.support.mender import Db
 from wire.envelope import BulkError, BulkReply, BulkRequest
 from wire.sealed import (
     TO_NODE,

@@ -1,6 +1,5 @@
 """Store: Alembic migrations, transactions, URLs (SQLite and PostgreSQL)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from bridge.store import Store, StoreConfigError, normalize_url, tables
-from tests.support.mender import Db, db  # noqa: F401  (fixture)
+from tests.support.mender import Db
 
 
 def test_migrate_is_idempotent_and_versioned(db: Db) -> None:

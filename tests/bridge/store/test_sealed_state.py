@@ -1,7 +1,6 @@
 """bridge.store.SealedRecordState: the sealed-record state the MQTT adapter keeps through the store
 (replay windows by compare-and-swap, bound tokens), on SQLite and PostgreSQL."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.support.mender)
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.store import SealedRecordState, Store
-from tests.support.mender import Db, db  # noqa: F401  (fixture)
+from tests.support.mender import Db
 from wire.sealed import ReplayWindow
 
 _devices = itertools.count()

@@ -26,12 +26,12 @@ from firmware_proto.aio.group_runners import NodeRunner, RootRunner
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
 from firmware_proto.aio.sealed_uplink_udp import RecordCollectorUdp, SealedUplinkUdp
 from firmware_proto.dtls_client import PskClientConfig
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
 from firmware_proto.sealed_uplink import RecordBatcher, SealedRecordSender
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import install_initial_image
 from firmware_proto.update_agent import AgentConfig
-from tests.conftest import free_port
+from tests.support.broker import free_port
 from tests.support.mqtt_stack import ServerSide, gateway_side, server_side
 from tests.support.update import make_signed_artifact
 from wire.envelope import RequestEnvelope

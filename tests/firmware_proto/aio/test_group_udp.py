@@ -24,11 +24,11 @@ from bridge.artifacts import load_verify_key
 from bridge.http import BackgroundServer, ServerConfig
 from firmware_proto.aio.device_http import HttpDevice, NodeRunner, RootRunner
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
-from firmware_proto.flash_store import MemoryFlash
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
+from firmware_proto.testing.flash import MemoryFlash
 from firmware_proto.testing.group import install_initial_image
 from firmware_proto.update_agent import AgentConfig
-from tests.conftest import free_port
+from tests.support.broker import free_port
 from tests.support.update import make_signed_artifact
 from wire.image_verify import mender_image_verifier
 

@@ -2,7 +2,7 @@
 
 Written out as explicit operations (not ``table.create()`` from ``_tables.py``), so this
 revision keeps describing the schema of revision 0001 when the table definitions move on.
-tests/bridge/test_store_migrations.py checks that upgrading an empty database yields exactly
+tests/bridge/store/test_migrations.py checks that upgrading an empty database yields exactly
 the metadata of ``bridge/store/_tables.py`` (autogenerate finds no difference).
 
 Revision ID: 0001

@@ -1,0 +1,1 @@
+"""bridge.store: migrations, transactions, group commit; every test on SQLite and PostgreSQL (``db``)."""
