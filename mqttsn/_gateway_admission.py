@@ -13,8 +13,11 @@ PINGREQ(ClientId) wake-ups) and on every datagram of a live session:
   forgotten first (ids with a live verified session are refused regardless).
 * Unverified peers hold at most :attr:`GatewayConfig.max_unverified_per_source` sessions per
   source host (the relay's host for encapsulated nodes) and
-  :attr:`GatewayConfig.max_unverified_sessions` in all, so a keyless flood cannot make the gateway
-  open broker connections without bound.
+  :attr:`GatewayConfig.max_unverified_sessions` in all, and open new ones at most
+  :attr:`GatewayConfig.unverified_connect_rate_per_source` per second per source (bursts up to the
+  per-source cap) and :attr:`GatewayConfig.unverified_connect_rate` per second in all (bursts up to
+  the overall cap) — so a keyless flood can neither hold nor churn broker connections without
+  bound (each new session is a TCP connection to the broker).
 """
 
 from __future__ import annotations
@@ -42,6 +45,26 @@ def source_of(peer: Hashable) -> Hashable:
     return peer
 
 
+class _Bucket:
+    """Token bucket: ``rate`` tokens per second, at most ``burst``."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, burst: float, now: float) -> None:
+        self.tokens = burst
+        self.at = now
+
+    def refill(self, rate: float, burst: float, now: float) -> bool:
+        """Add what accrued up to ``now``; True if a token is there (not taken)."""
+        if now > self.at:
+            self.tokens = min(burst, self.tokens + (now - self.at) * rate)
+            self.at = now
+        return self.tokens >= 1
+
+
+MAX_BUCKETS = 4096  # per-source rate buckets kept (least recently used dropped: a full one)
+
+
 class Admission:
     """Client-id ownership and unverified-session counts (see the module docstring)."""
 
@@ -50,6 +73,8 @@ class Admission:
         self._verified_ids: OrderedDict[str, None] = OrderedDict()
         self._per_source: Counter[Hashable] = Counter()
         self.unverified = 0
+        self._all = _Bucket(float(max(config.max_unverified_sessions, 1)), 0.0)
+        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
 
     # --- client-id ownership ------------------------------------------------------------------
 
@@ -78,13 +103,29 @@ class Admission:
 
     # --- unverified session counts ------------------------------------------------------------
 
-    def refuse_new_unverified(self, peer: Hashable) -> str | None:
-        """Why one more unverified session at ``peer`` is refused (None: admitted)."""
+    def refuse_new_unverified(self, peer: Hashable, now: float) -> str | None:
+        """Why one more unverified session at ``peer`` is refused (None: admitted; the session
+        is then counted against the connect rates)."""
         cfg = self.config
+        src = source_of(peer)
         if self.unverified >= cfg.max_unverified_sessions:
             return f"unverified sessions at their maximum ({cfg.max_unverified_sessions})"
-        if self._per_source[source_of(peer)] >= cfg.max_unverified_per_source:
+        if self._per_source[src] >= cfg.max_unverified_per_source:
             return f"unverified sessions of this source at their maximum ({cfg.max_unverified_per_source})"
+        burst = float(max(cfg.max_unverified_per_source, 1))
+        bucket = self._buckets.get(src)
+        if bucket is None:
+            bucket = self._buckets[src] = _Bucket(burst, now)
+            while len(self._buckets) > MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(src)
+        rate = cfg.unverified_connect_rate_per_source
+        if not bucket.refill(rate, burst, now):
+            return f"new unverified sessions of this source above {rate:g}/s"
+        if not self._all.refill(cfg.unverified_connect_rate, float(max(cfg.max_unverified_sessions, 1)), now):
+            return f"new unverified sessions above {cfg.unverified_connect_rate:g}/s"
+        bucket.tokens -= 1
+        self._all.tokens -= 1
         return None
 
     def opened(self, peer: Hashable) -> None:

@@ -55,6 +55,8 @@ class GatewayConfig:
     # Keyless peers (no verified identity): see _gateway_admission.py and docs/limits.md.
     max_unverified_sessions: int = 1024
     max_unverified_per_source: int = 32
+    unverified_connect_rate_per_source: float = 5.0  # new keyless sessions/s per source
+    unverified_connect_rate: float = 200.0  # new keyless sessions/s in all
     max_remembered_verified_ids: int = 100_000
     # client ids only a key holder may use (e.g. the PSK file's identities); None: no such ids
     protected_client_id: Callable[[str], bool] | None = None

@@ -86,7 +86,7 @@ class GatewayLifecycle(GatewayBase):
             self._refuse(None, peer, "session table full")
             return
         if identity is None:
-            why = self.admission.refuse_new_unverified(peer)
+            why = self.admission.refuse_new_unverified(peer, now)
             if why is not None:
                 self._count("unverified_refused")
                 self._send(peer, p.Connack(p.ReturnCode.CONGESTION))

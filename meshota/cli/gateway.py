@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N", help="keyless sessions per source host at most (default %(default)s)",
     )
     ap.add_argument(
+        "--unverified-connect-rate", type=float, default=GatewayConfig().unverified_connect_rate,
+        metavar="R", help="new keyless sessions per second at most, in all (default %(default)s)",
+    )
+    ap.add_argument(
+        "--unverified-connect-rate-per-source", type=float,
+        default=GatewayConfig().unverified_connect_rate_per_source, metavar="R",
+        help="new keyless sessions per second per source host at most (default %(default)s)",
+    )
+    ap.add_argument(
         "--max-broker-connecting", type=int, default=64, metavar="N",
         help="MQTT connection attempts to the broker in flight at most (default %(default)s)",
     )
@@ -136,6 +145,12 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
     ):
         if value < 0 or (value == 0 and flag == "--max-broker-connecting"):
             raise ConfigError(f"{flag}: {value} must be >= {1 if flag == '--max-broker-connecting' else 0}")
+    for flag, rate in (
+        ("--unverified-connect-rate", args.unverified_connect_rate),
+        ("--unverified-connect-rate-per-source", args.unverified_connect_rate_per_source),
+    ):
+        if not rate >= 0 or rate == float("inf"):
+            raise ConfigError(f"{flag}: {rate} must be a finite number >= 0")
     predefined = PredefinedTopics()
     if args.predefined_topics:
         path = Path(args.predefined_topics)
@@ -158,6 +173,8 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
         predefined=predefined,
         max_unverified_sessions=args.max_unverified_sessions,
         max_unverified_per_source=args.max_unverified_per_source,
+        unverified_connect_rate=args.unverified_connect_rate,
+        unverified_connect_rate_per_source=args.unverified_connect_rate_per_source,
     )
 
 

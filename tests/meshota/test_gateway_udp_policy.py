@@ -68,3 +68,22 @@ def test_plain_udp_cannot_use_a_psk_identity(mosquitto: Mosquitto, tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-unverified-sessions", "-1"),
+        ("--max-unverified-per-source", "-3"),
+        ("--max-broker-connecting", "0"),
+        ("--unverified-connect-rate", "nan"),
+        ("--unverified-connect-rate-per-source", "-1"),
+        ("--unverified-connect-rate", "inf"),
+    ],
+)
+def test_bad_keyless_limits_exit_2_naming_the_flag(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gateway_main(["--broker", "mqtt://127.0.0.1:1", "--udp", "127.0.0.1:0", f"{flag}={value}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert flag in line

@@ -224,8 +224,34 @@ def test_keyless_sessions_capped_per_source_and_overall() -> None:
     assert len(rig.broker.connections) == connects + 1
     # a closed session frees its slot
     rig.send(("10.0.0.1", 1), Disconnect())
+    rig.now += 1
     assert rig.send(("10.0.0.3", 1), Connect("c1", 60)) == [Connack()]
     assert rig.gw.stats["unverified_refused"] == 2
+
+
+def test_keyless_session_churn_is_rate_limited_per_source_and_overall() -> None:
+    """New client id after new client id at one address: each closes the last session and opens
+    a broker connection; past the burst only `rate` per second get through."""
+    rig = Rig(max_unverified_per_source=4, unverified_connect_rate_per_source=2.0,
+              unverified_connect_rate=3.0, max_unverified_sessions=6)  # fmt: skip
+    a = ("10.0.0.1", 1)
+    codes = [rig.send(a, Connect(f"churn-{i}", 60))[0] for i in range(10)]
+    assert codes.count(Connack()) == 4  # the burst
+    rig.now += 1.0
+    codes = [rig.send(a, Connect(f"later-{i}", 60))[0] for i in range(10)]
+    assert codes.count(Connack()) == 2  # 2 per second per source
+    # many sources: the overall burst and cap bound them
+    rig.now += 10.0
+    got = sum(rig.send((f"10.1.0.{i}", 1), Connect(f"x{i}", 60)) == [Connack()] for i in range(20))
+    assert got == 6  # the overall cap (10.0.0.1's refused CONNECTs ended its own session)
+    rig.now += 1.0
+    got = sum(rig.send((f"10.2.0.{i}", 1), Connect(f"y{i}", 60)) == [Connack()] for i in range(20))
+    assert got == 0  # the table is full: caps hold whatever the rate
+    for i in range(6):
+        rig.send((f"10.1.0.{i}", 1), Disconnect())
+    rig.now += 0.5
+    got = sum(rig.send((f"10.3.0.{i}", 1), Connect(f"z{i}", 60)) == [Connack()] for i in range(20))
+    assert got == 4  # 3 per second overall, 1.5 s after the overall bucket ran dry
 
 
 _peers = st.sampled_from(
