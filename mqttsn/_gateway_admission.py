@@ -22,6 +22,7 @@ PINGREQ(ClientId) wake-ups) and on every datagram of a live session:
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
@@ -56,7 +57,9 @@ class _Bucket:
 
     def refill(self, rate: float, burst: float, now: float) -> bool:
         """Add what accrued up to ``now``; True if a token is there (not taken)."""
-        if now > self.at:
+        if math.isinf(rate):
+            self.tokens = max(self.tokens, burst)
+        elif now > self.at:
             self.tokens = min(burst, self.tokens + (now - self.at) * rate)
             self.at = now
         return self.tokens >= 1
@@ -112,6 +115,8 @@ class Admission:
             return f"unverified sessions at their maximum ({cfg.max_unverified_sessions})"
         if self._per_source[src] >= cfg.max_unverified_per_source:
             return f"unverified sessions of this source at their maximum ({cfg.max_unverified_per_source})"
+        if math.isinf(cfg.unverified_connect_rate) and math.isinf(cfg.unverified_connect_rate_per_source):
+            return None  # no rate limits (a simulation of trusted nodes)
         burst = float(max(cfg.max_unverified_per_source, 1))
         bucket = self._buckets.get(src)
         if bucket is None:
