@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshota.broker import MosquittoProcess
+from meshota.cli._args import ConfigError
 from meshota.cli.gateway import _join_values, build_parser, load_broker_password
-from meshota.config import ConfigError
 from tests.conftest import start_test_mosquitto
 
 MESHOTA = [sys.executable, "-m", "meshota"]
