@@ -190,7 +190,10 @@ def main() -> int:
         gw_log = open(Path(tmp) / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the gateway
         gw = subprocess.Popen(
             [sys.executable, "-m", "meshota", "gateway", "--broker", broker.url,
-             "--udp", f"127.0.0.1:{udp_port}", "--mode", args.mode],
+             "--udp", f"127.0.0.1:{udp_port}", "--mode", args.mode,
+             # every load client is a keyless peer on 127.0.0.1: lift the per-source limits
+             "--max-unverified-per-source", str(args.clients),
+             "--unverified-connect-rate-per-source", str(10 * args.clients)],
             stdout=subprocess.PIPE, stderr=gw_log, cwd=ROOT,
         )  # fmt: skip
         assert gw.stdout is not None

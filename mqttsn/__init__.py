@@ -43,6 +43,7 @@ from ._gateway_events import (
     DatagramDropped,
     GatewayEvent,
     PacketRefused,
+    SessionConn,
     WillSpec,
 )
 from ._gateway_session import GatewaySession, SessionState
@@ -144,6 +145,7 @@ __all__ = [
     "RemoteProtocolError",
     "ReturnCode",
     "SearchGw",
+    "SessionConn",
     "SessionState",
     "Suback",
     "Subscribe",

@@ -22,26 +22,22 @@ from typing import Any
 from . import _packets as p
 from ._codec import decode, peek_header
 from ._errors import DecodeError
-from ._gateway_base import GatewayBase, GatewayConfig, _stamp
+from ._gateway_base import GatewayConfig, _stamp
 from ._gateway_events import (
     GATEWAY_CONN,
-    BrokerDisconnect,
     BrokerPublish,
     BrokerSubscribe,
     BrokerUnsubscribe,
-    ClientAsleep,
-    ClientAwake,
-    ClientConnected,
     DatagramDropped,
-    WillSpec,
 )
+from ._gateway_lifecycle import GatewayLifecycle
 from ._gateway_session import GatewaySession, OutboundMessage, SessionState
 from ._topics import topic_matches, validate_filter, validate_topic_name
 
 __all__ = ["Gateway", "GatewayConfig"]
 
 
-class Gateway(GatewayBase):
+class Gateway(GatewayLifecycle):
     """The MQTT-SN gateway core: feed it datagrams and broker answers, drain its outputs."""
 
     def receive_datagram(
@@ -59,10 +55,11 @@ class Gateway(GatewayBase):
             return
         s = self._sessions.get(peer)
         if s is not None:
-            s.last_rx = now
-            if identity is not None and s.identity is not None and identity != s.identity:
+            if identity != s.identity:
+                # A session only ever hears from the identity it was created under.
                 self._drop(peer, "transport identity changed within a session")
                 return
+            s.last_rx = now
         handler = _HANDLERS.get(type(packet))
         if handler is None:
             self._drop(peer, f"{type(packet).__name__} is not accepted by a gateway")
@@ -87,132 +84,6 @@ class Gateway(GatewayBase):
             msg_id = int.from_bytes(data[hdr + 3 : hdr + 5], "big")
             # Tell the client instead of letting it time out (the reference gateway is silent).
             self._send(peer, p.Puback(topic_id, msg_id, p.ReturnCode.NOT_SUPPORTED))
-
-    def _on_connect(
-        self, pkt: p.Connect, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if pkt.protocol_id != 0x01:
-            self._send(peer, p.Connack(p.ReturnCode.NOT_SUPPORTED))
-            self._refuse(s, peer, f"protocol id {pkt.protocol_id} not supported")
-            return
-        if identity is not None and pkt.client_id != identity:
-            self._send(peer, p.Disconnect())
-            self._refuse(s, peer, f"client id {pkt.client_id!r} != transport identity {identity!r}")
-            if s is not None:
-                self._close(s, "client id does not match identity", lost=False, notify_client=False)
-            return
-        # A sleeping/awake session resumes without a new broker connection.
-        old_peer = self._by_client_id.get(pkt.client_id)
-        if old_peer is not None and old_peer != peer:
-            old = self._sessions[old_peer]
-            if identity is None or old.identity == identity:
-                self._rebind(old, peer)
-                s = old
-            else:
-                self._close(old, "taken over", lost=False, notify_client=False)
-        if s is not None and s.client_id != pkt.client_id:
-            self._close(s, "new client id on the same address", lost=False, notify_client=False)
-            s = None
-        if (
-            s is not None
-            and s.state in (SessionState.ASLEEP, SessionState.AWAKE)
-            and not pkt.clean_session
-            and not pkt.will
-        ):
-            s.keep_alive = pkt.duration
-            s.state = SessionState.ACTIVE
-            self._send(peer, p.Connack())
-            self._events.append(ClientConnected(peer, s.client_id))
-            self._flush_sleep_buffer(s, now)
-            return
-        carried = None
-        if s is not None:
-            if not pkt.clean_session:
-                carried = s
-            self._close(s, "reconnect", lost=False, notify_client=False)
-            s = None
-        if len(self._sessions) >= self.config.max_sessions:
-            self._send(peer, p.Connack(p.ReturnCode.CONGESTION))
-            self._refuse(None, peer, "session table full")
-            return
-        s = GatewaySession(
-            peer,
-            pkt.client_id,
-            pkt.duration,
-            pkt.clean_session,
-            now,
-            self.config.max_topics_per_session,
-            identity,
-        )
-        self._sessions[peer] = s
-        self._by_client_id[pkt.client_id] = peer
-        if carried is not None:
-            # A persistent session keeps its topic ids and subscriptions.
-            s.topics = carried.topics
-            s.known_to_client = carried.known_to_client
-            s.subscriptions = carried.subscriptions
-            s.short_subs = carried.short_subs
-            if self.config.mode == "aggregating":
-                for name, qos in s.subscriptions.items():
-                    self._agg_add(peer, name, qos, None)
-        if pkt.will:
-            s.state = SessionState.WAIT_WILL_TOPIC
-            self._send(peer, p.WillTopicReq())
-        else:
-            self._connect_broker(s)
-
-    def _rebind(self, s: GatewaySession, peer: Hashable) -> None:
-        del self._sessions[s.peer]
-        if self.config.mode == "aggregating":
-            for subs in self._agg_subs.values():
-                if s.peer in subs:
-                    subs[peer] = subs.pop(s.peer)
-        s.peer = peer
-        s.scheduled = None
-        self._sessions[peer] = s
-        self._by_client_id[s.client_id] = peer
-
-    def _on_willtopic(
-        self, pkt: p.WillTopic, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if s is None or s.state != SessionState.WAIT_WILL_TOPIC:
-            self._drop(peer, "WILLTOPIC not expected")
-            return
-        if not pkt.topic:
-            s.will = None
-            self._connect_broker(s)
-            return
-        why = validate_topic_name(pkt.topic)
-        if why:
-            self._send(peer, p.Connack(p.ReturnCode.NOT_SUPPORTED))
-            self._close(s, f"bad will topic: {why}", lost=False, notify_client=False)
-            return
-        s.will = WillSpec(pkt.topic, b"", pkt.qos, pkt.retain)
-        s.state = SessionState.WAIT_WILL_MSG
-        self._send(peer, p.WillMsgReq())
-
-    def _on_willmsg(
-        self, pkt: p.WillMsg, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if s is None or s.state != SessionState.WAIT_WILL_MSG or s.will is None:
-            self._drop(peer, "WILLMSG not expected")
-            return
-        s.will = WillSpec(s.will.topic, pkt.message, s.will.qos, s.will.retain)
-        self._connect_broker(s)
-
-    def broker_connected(self, conn: Hashable, ok: bool, now: float) -> None:
-        s = self._sessions.get(conn)
-        if s is None or s.state != SessionState.WAIT_BROKER:
-            if ok and s is None and conn is not GATEWAY_CONN:
-                self._actions.append(BrokerDisconnect(conn))
-            return
-        if ok:
-            self._connected(s)
-        else:
-            self._send(s.peer, p.Connack(p.ReturnCode.CONGESTION))
-            self._close(s, "broker refused the connection", lost=False, notify_client=False)
-        if s.peer in self._sessions:
-            self._schedule(s)
 
     def _on_register(
         self, pkt: p.Register, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -290,7 +161,7 @@ class Gateway(GatewayBase):
                 return
             s.qos2_in[pkt.msg_id] = "forwarding"
         s.pending_in.add(pkt.msg_id)
-        token = self._new_token(s.peer, "publish", (pkt.msg_id, pkt.topic_id, pkt.qos))
+        token = self._new_token(s.conn, "publish", (pkt.msg_id, pkt.topic_id, pkt.qos))
         self._count("published")
         self._actions.append(BrokerPublish(conn, topic, pkt.data, pkt.qos, pkt.retain, token, *_stamp(s)))
 
@@ -309,10 +180,11 @@ class Gateway(GatewayBase):
         entry = self._pending.pop(token, None)
         if entry is None:
             return
-        peer, what, (msg_id, topic_id, qos) = entry
-        s = self._sessions.get(peer)
+        key, what, (msg_id, topic_id, qos) = entry
+        s = self._by_conn.get(key)
         if s is None or what != "publish":
             return
+        peer = s.peer
         s.pending_in.discard(msg_id)
         if qos == 1:
             s.remember_acked(msg_id)
@@ -430,20 +302,21 @@ class Gateway(GatewayBase):
         s.subscriptions[name] = pkt.qos
         data = (pkt.msg_id, topic_id, pkt.qos, int(pkt.topic_id_type))
         if self.config.mode == "transparent":
-            token = self._new_token(peer, "subscribe", data)
-            self._actions.append(BrokerSubscribe(peer, name, pkt.qos, token))
+            token = self._new_token(s.conn, "subscribe", data)
+            self._actions.append(BrokerSubscribe(s.conn, name, pkt.qos, token))
             return
-        if not self._agg_add(peer, name, pkt.qos, data):
+        if not self._agg_add(s.conn, name, pkt.qos, data):
             self._suback(s, pkt.msg_id, topic_id, pkt.qos, int(pkt.topic_id_type))
 
     def broker_subscribed(self, conn: Hashable, token: int, granted_qos: int, now: float) -> None:
         entry = self._pending.pop(token, None)
         if entry is None:
             return
-        peer, what, data = entry
-        s = self._sessions.get(peer)
+        key, what, data = entry
+        s = self._by_conn.get(key)
         if s is None or what != "subscribe":
             return
+        peer = s.peer
         msg_id, topic_id, qos, tit = data
         if granted_qos not in (0, 1, 2):
             self._send(peer, p.Suback(0, msg_id, 0, p.ReturnCode.NOT_SUPPORTED))
@@ -469,20 +342,20 @@ class Gateway(GatewayBase):
         del s.subscriptions[name]
         s.short_subs.discard(name)
         if self.config.mode == "transparent":
-            token = self._new_token(peer, "unsubscribe", (pkt.msg_id,))
-            self._actions.append(BrokerUnsubscribe(peer, name, token))
+            token = self._new_token(s.conn, "unsubscribe", (pkt.msg_id,))
+            self._actions.append(BrokerUnsubscribe(s.conn, name, token))
             return
-        self._agg_release(peer, name)
+        self._agg_release(s.conn, name)
         self._send(peer, p.Unsuback(pkt.msg_id))
 
     def broker_unsubscribed(self, conn: Hashable, token: int, now: float) -> None:
         entry = self._pending.pop(token, None)
         if entry is None:
             return
-        peer, what, (msg_id,) = entry
-        s = self._sessions.get(peer)
+        key, what, (msg_id,) = entry
+        s = self._by_conn.get(key)
         if s is not None and what == "unsubscribe":
-            self._send(peer, p.Unsuback(msg_id))
+            self._send(s.peer, p.Unsuback(msg_id))
 
     def broker_message(
         self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, now: float
@@ -491,126 +364,18 @@ class Gateway(GatewayBase):
             targets: dict[Hashable, int] = {}
             for name, subs in self._agg_subs.items():
                 if topic_matches(name, topic):
-                    for peer, sub_qos in subs.items():
-                        targets[peer] = max(targets.get(peer, -1), sub_qos)
-            for peer, sub_qos in targets.items():
-                s = self._sessions.get(peer)
+                    for key, sub_qos in subs.items():
+                        targets[key] = max(targets.get(key, -1), sub_qos)
+            for key, sub_qos in targets.items():
+                s = self._by_conn.get(key)
                 if s is not None:
                     self._deliver(s, OutboundMessage(topic, payload, min(qos, sub_qos), retain), now)
             return
-        s = self._sessions.get(conn)
+        s = self._by_conn.get(conn)
         if s is None:
             return
         self._deliver(s, OutboundMessage(topic, payload, qos, retain), now)
 
-    def _on_pingreq(
-        self, pkt: p.Pingreq, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if pkt.client_id is not None and (s is None or s.client_id != pkt.client_id):
-            other = self._by_client_id.get(pkt.client_id)
-            if other is not None:
-                cand = self._sessions[other]
-                if cand.state in (SessionState.ASLEEP, SessionState.AWAKE) and (
-                    identity is None or cand.identity == identity
-                ):
-                    self._rebind(cand, peer)  # the sleeper woke up at a new address
-                    s = cand
-                    s.last_rx = now
-        if s is None:
-            self._send(peer, p.Disconnect())
-            self._drop(peer, "PINGREQ without a session")
-            return
-        if s.state == SessionState.ASLEEP and pkt.client_id is not None:
-            s.state = SessionState.AWAKE
-            n = len(s.sleep_buffer)
-            self._events.append(ClientAwake(peer, s.client_id, n))
-            s.queue.extend(s.sleep_buffer)
-            s.sleep_buffer.clear()
-            self._pump(s, now)
-            return
-        if s.state == SessionState.AWAKE:
-            # A retransmitted wake-up PINGREQ: the PINGRESP follows the last buffered message.
-            return
-        if s.state in (SessionState.ACTIVE, SessionState.ASLEEP):
-            self._send(peer, p.Pingresp())
-        else:
-            self._drop(peer, f"PINGREQ in state {s.state.name}")
-
-    def _on_pingresp(
-        self, pkt: p.Pingresp, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if s is None:
-            self._drop(peer, "PINGRESP without a session")
-
-    def _on_disconnect(
-        self, pkt: p.Disconnect, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if s is None:
-            self._send(peer, p.Disconnect())
-            return
-        if pkt.duration and s.state in (SessionState.ACTIVE, SessionState.AWAKE, SessionState.ASLEEP):
-            s.sleep_duration = pkt.duration
-            # Undelivered messages wait in the sleep buffer, in order.
-            if s.inflight is not None and s.inflight.message is not None:
-                s.sleep_buffer.append(s.inflight.message)
-            s.inflight = None
-            s.sleep_buffer.extend(s.queue)
-            s.queue.clear()
-            s.state = SessionState.ASLEEP
-            self._send(peer, p.Disconnect())
-            self._events.append(ClientAsleep(peer, s.client_id, pkt.duration))
-            return
-        self._send(peer, p.Disconnect())
-        self._close(s, "client disconnected", lost=False, notify_client=False)
-
-    def _on_willtopicupd(
-        self, pkt: p.WillTopicUpd, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if not self._require_active(s, peer, "WILLTOPICUPD"):
-            return
-        assert s is not None
-        if not pkt.topic:
-            s.will = None
-        elif validate_topic_name(pkt.topic):
-            self._send(peer, p.WillTopicResp(p.ReturnCode.NOT_SUPPORTED))
-            return
-        else:
-            s.will = WillSpec(pkt.topic, s.will.message if s.will else b"", pkt.qos, pkt.retain)
-        self._send(peer, p.WillTopicResp())
-
-    def _on_willmsgupd(
-        self, pkt: p.WillMsgUpd, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        if not self._require_active(s, peer, "WILLMSGUPD"):
-            return
-        assert s is not None
-        if s.will is None:
-            self._send(peer, p.WillMsgResp(p.ReturnCode.NOT_SUPPORTED))
-            return
-        s.will = WillSpec(s.will.topic, pkt.message, s.will.qos, s.will.retain)
-        self._send(peer, p.WillMsgResp())
-
-    def _on_searchgw(
-        self, pkt: p.SearchGw, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
-    ) -> None:
-        self._send(peer, p.GwInfo(self.config.gw_id))
-
-    def transport_lost(self, peer: Hashable, now: float, reason: str, *, keep_sleeping: bool = True) -> bool:
-        """The transport under ``peer`` ended (DTLS session closed, link gone): the client is lost,
-        its will is published, its broker connection closed. A sleeping session is kept when
-        ``keep_sleeping`` (MQTT-SN sleep outlives the transport). Returns True if a session ended."""
-        s = self._sessions.get(peer)
-        if s is None or (keep_sleeping and s.state in (SessionState.ASLEEP, SessionState.AWAKE)):
-            return False
-        self._close(s, reason, lost=True)
-        return True
-
-    def broker_connection_lost(self, conn: Hashable, now: float) -> None:
-        """The broker closed a client's connection (transparent mode): end that session."""
-        s = self._sessions.get(conn)
-        if s is not None:
-            self._send(s.peer, p.Disconnect())
-            self._close(s, "broker closed the connection", lost=False, notify_client=False, broker_gone=True)
 
 
 _Handler = Callable[[Gateway, Any, Hashable, "GatewaySession | None", float, "str | None"], None]

@@ -7,12 +7,13 @@ The packet handlers and broker inputs live in ``_gateway.py`` (class :class:`Gat
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from . import _packets as p
 from ._codec import encode
+from ._gateway_admission import Admission
 from ._gateway_events import (
     BROADCAST,
     GATEWAY_CONN,
@@ -28,6 +29,7 @@ from ._gateway_events import (
     DatagramDropped,
     GatewayEvent,
     PacketRefused,
+    SessionConn,
 )
 from ._gateway_session import GatewaySession, Inflight, OutboundMessage, SessionState
 from ._topics import PredefinedTopics
@@ -50,23 +52,33 @@ class GatewayConfig:
     max_topics_per_session: int = 1000
     advertise_interval: float | None = None  # T_ADV; None = no ADVERTISE
     predefined: PredefinedTopics = field(default_factory=PredefinedTopics)
-
-
+    # Keyless peers (no verified identity): see _gateway_admission.py and docs/limits.md.
+    max_unverified_sessions: int = 1024
+    max_unverified_per_source: int = 32
+    unverified_connect_rate_per_source: float = 5.0  # new keyless sessions/s per source
+    unverified_connect_rate: float = 200.0  # new keyless sessions/s in all
+    max_remembered_verified_ids: int = 100_000
+    # client ids only a key holder may use (e.g. the PSK file's identities); None: no such ids
+    protected_client_id: Callable[[str], bool] | None = None
 
 class GatewayBase:
     def __init__(self, config: GatewayConfig | None = None) -> None:
         self.config = config or GatewayConfig()
         self._sessions: dict[Hashable, GatewaySession] = {}
         self._by_client_id: dict[str, Hashable] = {}
+        # sessions by their broker connection key (stable while a sleeper moves between peers)
+        self._by_conn: dict[Hashable, GatewaySession] = {}
+        self._conn_serial = 0
+        self.admission = Admission(self.config)
         self._out: list[tuple[Hashable, bytes]] = []
         self._actions: list[BrokerAction] = []
         self._events: list[GatewayEvent] = []
-        self._timers: list[tuple[float, int, Hashable]] = []
+        self._timers: list[tuple[float, int, Hashable]] = []  # (when, seq, session conn key)
         self._seq = 0
         self._token = 0
-        # token -> (peer, what, data) for broker answers
+        # token -> (session conn key, what, data) for broker answers
         self._pending: dict[int, tuple[Hashable, str, tuple[int, ...]]] = {}
-        # aggregating mode: filter -> {peer: qos}, and the qos subscribed at the broker
+        # aggregating mode: filter -> {session conn key: qos}, and the qos subscribed at the broker
         self._agg_subs: dict[str, dict[Hashable, int]] = {}
         self._agg_broker_qos: dict[str, int] = {}
         self._next_advertise: float | None = None
@@ -104,20 +116,33 @@ class GatewayBase:
         self._count("refused")
         self._events.append(PacketRefused(peer, s.client_id if s else None, reason))
 
-    def _new_token(self, peer: Hashable, what: str, data: tuple[int, ...]) -> int:
+    def _new_token(self, key: Hashable, what: str, data: tuple[int, ...]) -> int:
+        """A token for a broker answer; ``key``: the session's conn key (or GATEWAY_CONN)."""
         self._token += 1
-        self._pending[self._token] = (peer, what, data)
+        self._pending[self._token] = (key, what, data)
         return self._token
 
     def _conn(self, s: GatewaySession) -> Hashable:
-        return s.peer if self.config.mode == "transparent" else GATEWAY_CONN
+        return s.conn if self.config.mode == "transparent" else GATEWAY_CONN
+
+    def _new_conn_key(self, peer: Hashable) -> Hashable:
+        """The broker connection key of a new session at ``peer``: the peer itself, unless a
+        session that moved away from it (a sleeper woken elsewhere) still uses that key."""
+        if peer not in self._by_conn and peer is not GATEWAY_CONN:
+            return peer
+        self._conn_serial += 1
+        return SessionConn(peer, self._conn_serial)
+
+    def _session_for(self, key: Hashable) -> GatewaySession | None:
+        """The live session whose conn key is ``key``."""
+        return self._by_conn.get(key)
 
     def _schedule(self, s: GatewaySession) -> None:
         d = s.next_deadline(self.config)
         if d is not None and (s.scheduled is None or d < s.scheduled):
             s.scheduled = d
             self._seq += 1
-            heapq.heappush(self._timers, (d, self._seq, s.peer))
+            heapq.heappush(self._timers, (d, self._seq, s.conn))
 
     def start(self, now: float) -> None:
         """Start gateway-level timers (ADVERTISE)."""
@@ -132,8 +157,8 @@ class GatewayBase:
 
     def get_timer(self) -> float | None:
         while self._timers:
-            t, _, peer = self._timers[0]
-            s = self._sessions.get(peer)
+            t, _, key = self._timers[0]
+            s = self._by_conn.get(key)
             if s is None or s.scheduled != t:
                 heapq.heappop(self._timers)
                 continue
@@ -147,13 +172,13 @@ class GatewayBase:
         if self._next_advertise is not None and now >= self._next_advertise:
             self._advertise(now)
         while self._timers and self._timers[0][0] <= now:
-            t, _, peer = heapq.heappop(self._timers)
-            s = self._sessions.get(peer)
+            t, _, key = heapq.heappop(self._timers)
+            s = self._by_conn.get(key)
             if s is None or s.scheduled != t:
                 continue
             s.scheduled = None
             self._session_timers(s, now)
-            if peer in self._sessions:
+            if self._by_conn.get(key) is s:
                 self._schedule(s)
 
     def _session_timers(self, s: GatewaySession, now: float) -> None:
@@ -208,7 +233,7 @@ class GatewayBase:
         if self.config.mode == "transparent":
             s.state = SessionState.WAIT_BROKER
             self._actions.append(
-                BrokerConnect(s.peer, s.client_id, s.keep_alive, s.clean_session, s.will, s.identity)
+                BrokerConnect(s.conn, s.client_id, s.keep_alive, s.clean_session, s.will, s.identity)
             )
         else:
             self._connected(s)
@@ -219,24 +244,24 @@ class GatewayBase:
         self._count("connects")
         self._events.append(ClientConnected(s.peer, s.client_id))
 
-    def _agg_add(self, peer: Hashable, name: str, qos: int, data: tuple[int, ...] | None) -> bool:
-        """Aggregating mode: count a subscriber; True if a broker SUBSCRIBE was issued."""
-        self._agg_subs.setdefault(name, {})[peer] = qos
+    def _agg_add(self, key: Hashable, name: str, qos: int, data: tuple[int, ...] | None) -> bool:
+        """Aggregating mode: count a subscriber (its conn key); True if a broker SUBSCRIBE was issued."""
+        self._agg_subs.setdefault(name, {})[key] = qos
         if self._agg_broker_qos.get(name, -1) >= qos:
             return False
         self._agg_broker_qos[name] = qos
         if data is None:
             token = self._new_token(GATEWAY_CONN, "resubscribe", ())
         else:
-            token = self._new_token(peer, "subscribe", data)
+            token = self._new_token(key, "subscribe", data)
         self._actions.append(BrokerSubscribe(GATEWAY_CONN, name, qos, token))
         return True
 
-    def _agg_release(self, peer: Hashable, name: str) -> None:
+    def _agg_release(self, key: Hashable, name: str) -> None:
         subs = self._agg_subs.get(name)
         if subs is None:
             return
-        subs.pop(peer, None)
+        subs.pop(key, None)
         if not subs:
             del self._agg_subs[name]
             self._agg_broker_qos.pop(name, None)
@@ -315,10 +340,15 @@ class GatewayBase:
         notify_client: bool = False,
         broker_gone: bool = False,
     ) -> None:
-        self._sessions.pop(s.peer, None)
+        if self._sessions.get(s.peer) is s:
+            del self._sessions[s.peer]
+        if self._by_conn.get(s.conn) is s:
+            del self._by_conn[s.conn]
+            if s.identity is None:
+                self.admission.closed(s.peer)
         if self._by_client_id.get(s.client_id) == s.peer:
             del self._by_client_id[s.client_id]
-        for tok in [t for t, (peer, _, _) in self._pending.items() if peer == s.peer]:
+        for tok in [t for t, (key, _, _) in self._pending.items() if key == s.conn]:
             del self._pending[tok]
         conn = self._conn(s)
         will_published = False
@@ -334,10 +364,10 @@ class GatewayBase:
             will_published = True
         if self.config.mode == "transparent":
             if not broker_gone and s.state not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG):
-                self._actions.append(BrokerDisconnect(s.peer))
+                self._actions.append(BrokerDisconnect(s.conn))
         else:
             for name in list(s.subscriptions):
-                self._agg_release(s.peer, name)
+                self._agg_release(s.conn, name)
         if notify_client:
             self._send(s.peer, p.Disconnect())
         if lost:

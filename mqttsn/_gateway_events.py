@@ -1,9 +1,10 @@
 """What the sans-I/O gateway asks of the MQTT broker side, and what it reports.
 
 Broker actions are instructions for the driver that owns the MQTT connections. ``conn`` names
-the MQTT connection: a session's peer key in transparent mode (one broker connection per
-MQTT-SN client), or :data:`GATEWAY_CONN` for the gateway's own connection (all traffic in
-aggregating mode; QoS -1 publishes in transparent mode).
+the MQTT connection: a session's conn key in transparent mode (one broker connection per
+MQTT-SN client; the peer key the session was created at, kept when a sleeper wakes at another
+address, or a :class:`SessionConn` when that key was taken), or :data:`GATEWAY_CONN` for the
+gateway's own connection (all traffic in aggregating mode; QoS -1 publishes in transparent mode).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "DatagramDropped",
     "GatewayEvent",
     "PacketRefused",
+    "SessionConn",
     "WillSpec",
 ]
 
@@ -53,6 +55,16 @@ class BroadcastPeer:
 
 
 BROADCAST: Final = BroadcastPeer()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConn:
+    """A session's broker connection key when its peer key was taken: a sleeper that woke at a
+    new address keeps its broker connection under its first peer key, and a new session at that
+    old peer gets one of these instead (``serial`` makes it unique)."""
+
+    peer: Hashable
+    serial: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ class GatewaySession:
         "_msg_id",
         "clean_session",
         "client_id",
+        "conn",
         "identity",
         "inflight",
         "keep_alive",
@@ -81,8 +82,11 @@ class GatewaySession:
         now: float,
         max_topics: int,
         identity: str | None,
+        conn: Hashable | None = None,
     ) -> None:
         self.peer = peer
+        # the broker connection key: stays when the session moves to another peer (wake-up)
+        self.conn: Hashable = peer if conn is None else conn
         self.client_id = client_id
         self.keep_alive = keep_alive
         self.clean_session = clean_session

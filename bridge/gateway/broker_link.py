@@ -96,6 +96,7 @@ class BrokerLink:
         username: str | None = None,
         password: str | None = None,
         keepalive: int = 60,
+        max_connecting: int = 64,
     ) -> None:
         self.host = host
         self.port = port
@@ -105,6 +106,12 @@ class BrokerLink:
         self.password = password
         self.keepalive = keepalive
         self._conns: dict[Hashable, _Connection] = {}
+        # MQTT connection attempts in flight at most; the rest wait their turn (a flood of
+        # CONNECTs never becomes a flood of TCP connects to the broker)
+        self.max_connecting = max_connecting
+        self._connecting = asyncio.Semaphore(max_connecting)
+        self.connecting = 0
+        self.peak_connecting = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0  # publishes handed to paho and not yet confirmed
         self._last_backlog = 0  # unsent packets of the connection used last
@@ -210,14 +217,21 @@ class BrokerLink:
         if old is not None:
             await self._disconnect(a.conn)
         self._conns[a.conn] = conn
-        try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            log.warning("broker refused MQTT connection for %r (%s): %s", a.client_id, a.conn, exc)
-            if self._conns.get(a.conn) is conn:
-                del self._conns[a.conn]
-            self.answers.connected(a.conn, False)
-            return
+        async with self._connecting:
+            if self._conns.get(a.conn) is not conn:  # the session ended while waiting its turn
+                return
+            self.connecting += 1
+            self.peak_connecting = max(self.peak_connecting, self.connecting)
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError as exc:
+                log.warning("broker refused MQTT connection for %r (%s): %s", a.client_id, a.conn, exc)
+                if self._conns.get(a.conn) is conn:
+                    del self._conns[a.conn]
+                self.answers.connected(a.conn, False)
+                return
+            finally:
+                self.connecting -= 1
         if self._conns.get(a.conn) is not conn:  # disconnected while connecting
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)

@@ -47,6 +47,7 @@ from bridge.gateway.dtls_server import (
     SessionRefused,
     looks_like_dtls,
 )
+from bridge.gateway.log_limit import DropLog
 from bridge.gateway.udp import GatewayServer, set_socket_buffers
 from mqttsn import (
     DecodeError,
@@ -103,6 +104,12 @@ class DtlsFront:
         )
         self._out: list[tuple[Hashable, bytes]] = []
         self._events: list[ServerEvent] = []
+        # warnings about undecodable datagrams: one per kind per interval, with counts
+        self.drop_log = DropLog()
+
+    def _log_drop(self, kind: str, line: str, now: float) -> None:
+        for text in self.drop_log.record(kind, line, now):
+            log.warning("%s", text)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -120,7 +127,8 @@ class DtlsFront:
                 packet = decode(data)
             except DecodeError as exc:
                 self.stats["bad_encapsulation"] += 1
-                log.warning("DTLS listener: dropped datagram from %s: %s", _addr(addr), exc)
+                line = f"DTLS listener: dropped datagram from {_addr(addr)}: {exc}"
+                self._log_drop("bad encapsulation", line, now)
                 return
             if not isinstance(packet, Encapsulated):  # pragma: no cover - is_encapsulated said so
                 self.stats["bad_encapsulation"] += 1
@@ -162,11 +170,17 @@ class DtlsFront:
         return notified
 
     def handle_timer(self, now: float) -> None:
+        for text in self.drop_log.due(now):
+            log.warning("%s", text)
         self.server.handle_timer(now)
         self._process(now)
 
     def get_timer(self) -> float | None:
-        return self.server.get_timer()
+        at = self.server.get_timer()
+        summary = self.drop_log.next_deadline()
+        if summary is None:
+            return at
+        return summary if at is None else min(at, summary)
 
     # --- outputs -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.gateway.broker_link import BrokerAnswers, BrokerLink
+from bridge.gateway.log_limit import DEFAULT_INTERVAL, DropLog, kind_of
 from mqttsn import (
     BROADCAST,
     ClientLost,
@@ -92,8 +93,13 @@ class GatewayServer:
         broker_password: str | None = None,
         multicast: tuple[str, int] | None = None,
         multicast_interface: str | None = None,
+        max_broker_connecting: int = 64,
+        drop_log_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.gateway = Gateway(config)
+        # drop/refusal warnings: first of a kind at once, then one summary line per interval
+        self.drop_log = DropLog(drop_log_interval)
+        self._drop_log_timer: asyncio.TimerHandle | None = None
         self.udp = udp
         self.multicast = multicast
         # the interface (its IPv4 address) ADVERTISE leaves by and the group is joined on;
@@ -113,6 +119,7 @@ class GatewayServer:
             ),
             username=broker_username,
             password=broker_password,
+            max_connecting=max_broker_connecting,
         )
         self._sock: socket.socket | None = None
         self._reading = False
@@ -209,6 +216,11 @@ class GatewayServer:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._drop_log_timer is not None:
+            self._drop_log_timer.cancel()
+            self._drop_log_timer = None
+        for line in self.drop_log.due(float("inf")):
+            log.warning("%s", line)
         if self._bp_task is not None:
             self._bp_task.cancel()
         if self._msock is not None:
@@ -270,7 +282,8 @@ class GatewayServer:
             peer, inner = unwrap(data, addr)
         except DecodeError as exc:
             self.gateway.stats["dropped"] = self.gateway.stats.get("dropped", 0) + 1
-            log.warning("dropped datagram from %s: malformed encapsulation: %s", addr, exc)
+            line = f"dropped datagram from {addr}: malformed encapsulation: {exc}"
+            self.log_drop("malformed encapsulation", line)
             return
         self.gateway.receive_datagram(inner, peer, self.now())
         self._flush()
@@ -359,12 +372,31 @@ class GatewayServer:
         self._bp.paused = False
         self._resume_reading()
 
-    @staticmethod
-    def _log_event(event: GatewayEvent) -> None:
+    def log_drop(self, kind: str, line: str) -> None:
+        """Log a drop or refusal, rate-limited per kind (see bridge.gateway.log_limit)."""
+        for text in self.drop_log.record(kind, line, self.now()):
+            log.warning("%s", text)
+        self._arm_drop_log()
+
+    def _arm_drop_log(self) -> None:
+        when = self.drop_log.next_deadline()
+        if when is None or self._drop_log_timer is not None:
+            return
+        self._drop_log_timer = self.loop.call_at(when, self._on_drop_log_timer)
+
+    def _on_drop_log_timer(self) -> None:
+        self._drop_log_timer = None
+        for text in self.drop_log.due(self.now()):
+            log.warning("%s", text)
+        self._arm_drop_log()
+
+    def _log_event(self, event: GatewayEvent) -> None:
         if isinstance(event, DatagramDropped):
-            log.warning("dropped datagram from %s: %s", event.peer, event.reason)
+            line = f"dropped datagram from {event.peer}: {event.reason}"
+            self.log_drop(f"dropped {kind_of(event.reason)}", line)
         elif isinstance(event, PacketRefused):
-            log.warning("refused packet from %s (%s): %s", event.peer, event.client_id, event.reason)
+            line = f"refused packet from {event.peer} ({event.client_id}): {event.reason}"
+            self.log_drop(f"refused {kind_of(event.reason)}", line)
         elif isinstance(event, ClientLost):
             log.info(
                 "client %s at %s lost (%s); will %s",

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -27,7 +28,15 @@ log = logging.getLogger("meshota.gateway")
 if TYPE_CHECKING:
     from wire.dtls_credentials import DtlsServerConfig
 
-__all__ = ["DtlsOptions", "build_parser", "gateway_main", "load_config", "load_dtls_options"]
+__all__ = [
+    "DtlsOptions",
+    "build_parser",
+    "check_udp_identities",
+    "gateway_main",
+    "load_broker_password",
+    "load_config",
+    "load_dtls_options",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--multicast-interface", metavar="IP", help="IPv4 address of the interface for --multicast"
     )
     ap.add_argument("--broker-username", help="MQTT username for every broker connection")
-    ap.add_argument("--broker-password", help="MQTT password for every broker connection")
+    secret = ap.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--broker-password-file", metavar="FILE",
+        help="read the MQTT password from FILE (one trailing newline is ignored)",
+    )
+    secret.add_argument(
+        "--broker-password-env", metavar="VAR", help="take the MQTT password from environment variable VAR"
+    )
+    secret.add_argument(
+        "--broker-password", metavar="PASSWORD",
+        help="MQTT password (discouraged: visible in ps; use --broker-password-file or -env)",
+    )
+    ap.add_argument(
+        "--udp-allow-unverified", action="store_true",
+        help="let plain --udp clients use client ids a DTLS key would authenticate (PSK file "
+        "identities; with --ca any id); ids a verified node has used stay refused",
+    )
+    ap.add_argument(
+        "--max-unverified-sessions", type=int, default=GatewayConfig().max_unverified_sessions, metavar="N",
+        help="sessions of keyless (plain UDP) clients at most (default %(default)s)",
+    )
+    ap.add_argument(
+        "--max-unverified-per-source", type=int, default=GatewayConfig().max_unverified_per_source,
+        metavar="N", help="keyless sessions per source host at most (default %(default)s)",
+    )
+    ap.add_argument(
+        "--unverified-connect-rate", type=float, default=GatewayConfig().unverified_connect_rate,
+        metavar="R", help="new keyless sessions per second at most, in all (default %(default)s)",
+    )
+    ap.add_argument(
+        "--unverified-connect-rate-per-source", type=float,
+        default=GatewayConfig().unverified_connect_rate_per_source, metavar="R",
+        help="new keyless sessions per second per source host at most (default %(default)s)",
+    )
+    ap.add_argument(
+        "--max-broker-connecting", type=int, default=64, metavar="N",
+        help="MQTT connection attempts to the broker in flight at most (default %(default)s)",
+    )
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
@@ -92,6 +138,19 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError(f"--retry-interval: {args.retry_interval} must be > 0")
     if args.max_retries < 0:
         raise ConfigError(f"--max-retries: {args.max_retries} must be >= 0")
+    for flag, value in (
+        ("--max-unverified-sessions", args.max_unverified_sessions),
+        ("--max-unverified-per-source", args.max_unverified_per_source),
+        ("--max-broker-connecting", args.max_broker_connecting),
+    ):
+        if value < 0 or (value == 0 and flag == "--max-broker-connecting"):
+            raise ConfigError(f"{flag}: {value} must be >= {1 if flag == '--max-broker-connecting' else 0}")
+    for flag, rate in (
+        ("--unverified-connect-rate", args.unverified_connect_rate),
+        ("--unverified-connect-rate-per-source", args.unverified_connect_rate_per_source),
+    ):
+        if not rate >= 0 or rate == float("inf"):
+            raise ConfigError(f"{flag}: {rate} must be a finite number >= 0")
     predefined = PredefinedTopics()
     if args.predefined_topics:
         path = Path(args.predefined_topics)
@@ -112,7 +171,66 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
         max_buffered=args.max_buffered,
         advertise_interval=args.advertise,
         predefined=predefined,
+        max_unverified_sessions=args.max_unverified_sessions,
+        max_unverified_per_source=args.max_unverified_per_source,
+        unverified_connect_rate=args.unverified_connect_rate,
+        unverified_connect_rate_per_source=args.unverified_connect_rate_per_source,
     )
+
+
+def load_broker_password(args: argparse.Namespace) -> str | None:
+    """The broker password from --broker-password-file, --broker-password-env or (discouraged,
+    visible in ps) --broker-password; None without any."""
+    if args.broker_password_file:
+        path = Path(args.broker_password_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--broker-password-file: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--broker-password-file: {path} is not UTF-8 text") from None
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text:
+            raise ConfigError(f"--broker-password-file: {path} is empty")
+        return text
+    if args.broker_password_env:
+        value = os.environ.get(args.broker_password_env)
+        if not value:
+            raise ConfigError(f"--broker-password-env: {args.broker_password_env} is not set or empty")
+        return value
+    password: str | None = args.broker_password
+    return password
+
+
+_VALUE_OPTIONS = ("--broker-password", "--broker-password-file", "--broker-password-env")
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """``--broker-password -x`` as ``--broker-password=-x``: argparse would take a value that
+    starts with '-' for an option; a password (or a file name) may well start with one."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def check_udp_identities(args: argparse.Namespace, dtls: DtlsOptions | None) -> None:
+    """Plain UDP next to a certificate CA: any client id may be a certificate CN, so plain UDP
+    would refuse every client unless told otherwise."""
+    if args.udp is None or dtls is None or args.udp_allow_unverified:
+        return
+    if dtls.credentials.certificate is not None:
+        raise ConfigError(
+            "--udp: with --ca any client id may belong to a certificate, so plain UDP would refuse "
+            "every client; add --udp-allow-unverified to accept keyless clients (ids that verified "
+            "nodes used stay refused)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +286,9 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
     )
 
 
-async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None) -> int:
+async def _serve(
+    args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None, password: str | None
+) -> int:
     import aiomqtt
 
     from bridge.gateway.dtls_listener import DtlsListener
@@ -178,14 +298,20 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
     broker = parse_broker_url(args.broker)
     udp = parse_hostport(args.udp, "--udp") if args.udp else None
     multicast = parse_hostport(args.multicast, "--multicast") if args.multicast else None
+    psk_ids: set[str] = set()
+    if dtls is not None and dtls.credentials.psk is not None and not args.udp_allow_unverified:
+        # keyless clients never use an identity of the PSK file (kept current on SIGHUP)
+        psk_ids.update(dtls.credentials.psk)
+        config.protected_client_id = psk_ids.__contains__
     server = GatewayServer(
         config,
         broker,
         udp,
         broker_username=args.broker_username,
-        broker_password=args.broker_password,
+        broker_password=password,
         multicast=multicast,
         multicast_interface=args.multicast_interface,
+        max_broker_connecting=args.max_broker_connecting,
     )
     listener = None
     if dtls is not None:
@@ -234,6 +360,9 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
                 log.error("SIGHUP: --psk-file not reloaded, old keys kept: %s", exc)
                 return
             closed = dtls_listener.replace_psk(keys)
+            if config.protected_client_id is not None:
+                psk_ids.clear()
+                psk_ids.update(keys)
             log.warning("SIGHUP: --psk-file reloaded: %d identities; sessions ended: %s",
                         len(keys), ", ".join(closed) or "none")  # fmt: skip
 
@@ -247,7 +376,7 @@ async def _serve(args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOpti
 
 
 def gateway_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_values(argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -262,6 +391,8 @@ def gateway_main(argv: list[str]) -> int:
         if args.multicast:
             parse_hostport(args.multicast, "--multicast")
         dtls = load_dtls_options(args)
+        check_udp_identities(args, dtls)
+        password = load_broker_password(args)
     except ConfigError as exc:
         return usage_error("meshota gateway", str(exc))
-    return asyncio.run(_serve(args, config, dtls))
+    return asyncio.run(_serve(args, config, dtls, password))
