@@ -83,6 +83,11 @@ def source_of(peer: Peer) -> tuple[Hashable, Hashable | None]:
     return _host(peer), None
 
 
+def _udp_address(peer: Peer) -> Hashable:
+    relay = source_of(peer)[1]
+    return relay if relay is not None else peer
+
+
 class _Bucket:
     __slots__ = ("hello", "hs", "stamp")
 
@@ -107,6 +112,10 @@ class HandshakeAdmission:
         self._per_source: dict[Hashable, int] = {}
         self._per_relay: dict[Hashable, int] = {}
         self._known: OrderedDict[Peer, None] = OrderedDict()
+        # UDP address -> until when its ClientHellos are dropped before any parsing (see mute)
+        self.muted: dict[Hashable, float] = {}
+        # UDP address -> how many known peers it carries (a relay's children, or the node itself)
+        self.vouched: dict[Hashable, int] = {}
 
     # --- returning peers ---------------------------------------------------------------------
 
@@ -115,13 +124,19 @@ class HandshakeAdmission:
 
     def remember(self, peer: Peer) -> None:
         """``peer`` completed a handshake: it is a returning peer from now on."""
+        if peer in self._known:
+            self._known.move_to_end(peer)
+            return
         self._known[peer] = None
-        self._known.move_to_end(peer)
+        addr = _udp_address(peer)
+        self.vouched[addr] = self.vouched.get(addr, 0) + 1
         if len(self._known) > self.limits.known_peers:
-            self._known.popitem(last=False)
+            self.forget(next(iter(self._known)))
 
     def forget(self, peer: Peer) -> None:
-        self._known.pop(peer, None)
+        if peer in self._known:
+            del self._known[peer]
+            _decrement(self.vouched, _udp_address(peer))
 
     # --- rate limits (before any mbedTLS work) -----------------------------------------------
 
@@ -158,6 +173,32 @@ class HandshakeAdmission:
         if b.hs < 1:
             return False
         b.hs -= 1
+        return True
+
+    def mute(self, peer: Peer, now: float) -> None:
+        """A ClientHello from ``peer`` was over its source's rate: until a token is back, further
+        ClientHellos from the same UDP address (the relay's, for a relayed peer) from peers that
+        are not known are dropped at the door (``DtlsServer.screen``), so a flood costs a dict
+        look-up per datagram instead of a parse."""
+        source = source_of(peer)[0]
+        addr = _udp_address(peer)
+        b = self._buckets.get(source)
+        wait = 1.0 / min(self.limits.rate, self.limits.hello_rate)
+        if b is not None:
+            wait = max(0.0, (1 - b.hello) / self.limits.hello_rate)
+        muted = self.muted
+        muted.pop(addr, None)
+        muted[addr] = now + wait
+        if len(muted) > self.limits.tracked_sources:
+            del muted[next(iter(muted))]
+
+    def is_muted(self, addr: Hashable, now: float) -> bool:
+        until = self.muted.get(addr)
+        if until is None:
+            return False
+        if now >= until:
+            del self.muted[addr]
+            return False
         return True
 
     # --- the half-open budget ----------------------------------------------------------------

@@ -37,8 +37,9 @@ a budget kept apart from established sessions: caps in all, per source host and 
 oldest half-open of the same source evicted at a cap; peers that completed a handshake before
 skip the per-source limits (see :mod:`bridge.gateway.dtls_admission`, ``limits=``). So a keyless
 flood costs at most ``max_handshakes`` contexts and never touches an established session or a
-returning node. Anything that is not a ClientHello from an unknown peer is dropped unread. Records that are forged, altered or replayed are discarded by mbedTLS (AEAD
-check, anti-replay window) and touch nothing but the datagram they came in; the server counts
+returning node. Anything that is not a ClientHello from an unknown peer is dropped unread.
+Records that are forged, altered or replayed are discarded by mbedTLS (AEAD check, anti-replay
+window) and touch nothing but the datagram they came in; the server counts
 them (``stats["discarded"]``) and logs a warning (the 1st, 2nd, 4th, 8th... per session).
 
 Memory: a live mbedTLS context costs ~43-47 KiB (fixed 16 KiB record buffers plus python-mbedtls'
@@ -85,6 +86,8 @@ from bridge.gateway.dtls_session import (
     dtls_configuration,
     fatal_alert,
     feed,
+    hello_at,
+    hello_peer,
 )
 from wire.dtls_credentials import DtlsServerConfig, PskLookup, device_id_from_subject
 from wire.mbedtls_glue import (
@@ -194,6 +197,26 @@ class DtlsServer:
         """The verified device id of an established session, else None."""
         s = self._sessions.get(peer)
         return s.device_id if s is not None and s.state == ESTABLISHED else None
+
+    def screen(self, data: bytes, addr: Peer, now: float) -> bool:
+        """True: drop this datagram from UDP address ``addr`` unread — a ClientHello (direct or
+        in forwarder encapsulation) from an address that is over its ClientHello rate, from a peer
+        that never completed a handshake here. Call before unwrapping: a dict look-up when
+        nothing is muted, a few byte compares per flood datagram when something is."""
+        adm = self.admission
+        if not adm.muted or not adm.is_muted(addr, now):
+            return False
+        hello, _ = hello_at(data, addr)
+        if not hello:
+            return False
+        if addr in adm.vouched:  # it carries returning peers: is this one of them?
+            peer = hello_peer(data, addr)
+            if adm.is_known(peer) or peer in self._sessions:
+                return False
+        elif addr in self._sessions:  # a direct peer retransmitting into its own handshake
+            return False
+        self.stats["rate_limited"] += 1
+        return True
 
     def receive_datagram(self, data: bytes, peer: Peer, now: float) -> None:
         """Process one datagram from ``peer``; never raises for anything the peer sent."""
@@ -348,6 +371,7 @@ class DtlsServer:
         adm = self.admission
         if not (adm.allow_attempt(peer, now) if cookie_length(data) else adm.allow_hello(peer, now)):
             self.stats["rate_limited"] += 1
+            adm.mute(peer, now)
             self._quiet.warning("rate", "DTLS: ClientHello over its source's rate dropped (%r)", peer)
             return
         verified, out = self._lobby.check(data, peer)

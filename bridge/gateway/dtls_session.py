@@ -9,12 +9,14 @@ limiter so a flood cannot flood the log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from mbedtls import exceptions as mbedtls_errors
 from mbedtls import tls
 
 from bridge.gateway.dtls_events import Peer
+from mqttsn import ForwardedPeer, is_encapsulated
 from wire.dtls_credentials import DtlsServerConfig, PskLookup
 from wire.mbedtls_glue import (
     ECDSA_CIPHERS,
@@ -38,6 +40,8 @@ __all__ = [
     "dtls_configuration",
     "fatal_alert",
     "feed",
+    "hello_at",
+    "hello_peer",
 ]
 
 HANDSHAKING, ESTABLISHED, GONE = 0, 1, 2
@@ -90,6 +94,34 @@ def fatal_alert(client_hello: bytes) -> bytes:
     is over. Like a HelloVerifyRequest it reuses the ClientHello's record sequence number.
     """
     return b"\x15\xfe\xfd" + client_hello[3:11] + b"\x00\x02\x02\x50"
+
+
+def hello_at(data: bytes, addr: Hashable) -> tuple[bool, Hashable]:
+    """``(is a ClientHello, its peer)`` for a datagram from UDP address ``addr``: the peer is
+    ``addr``, or ``ForwardedPeer(addr, node id)`` for a record in forwarder encapsulation (made
+    only when asked for, by :func:`hello_peer`). Slices, no decoding: this runs for every
+    datagram from a muted address."""
+    if is_encapsulated(data):
+        end = data[0]
+        if end == 1:  # 3-byte length form: never used for a DTLS record; let the parser judge
+            return False, addr
+        return _is_hello_at(data, end), addr
+    return _is_hello_at(data, 0), addr
+
+
+def _is_hello_at(data: bytes, i: int) -> bool:
+    return (
+        len(data) > i + RECORD_HEADER_SIZE + 12
+        and data[i] == 22
+        and data[i + 3] == 0
+        and data[i + 4] == 0
+        and data[i + RECORD_HEADER_SIZE] == 1
+    )
+
+
+def hello_peer(data: bytes, addr: Hashable) -> Hashable:
+    """The peer a ClientHello accepted by :func:`hello_at` came from."""
+    return ForwardedPeer(addr, bytes(data[3 : data[0]])) if is_encapsulated(data) else addr
 
 
 def cookie_length(client_hello: bytes) -> int:
