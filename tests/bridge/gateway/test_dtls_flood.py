@@ -17,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.gateway.dtls_admission import HandshakeAdmission, HandshakeLimits, source_of
+from bridge.gateway.dtls_listener import DtlsFront
 from bridge.gateway.dtls_server import DtlsServer, HandshakeFailed, SessionRefused
 from bridge.gateway.dtls_session import cookie_length
 from firmware_proto import dtls_client as dc
 from firmware_proto.testing.dtls import VirtualLink
-from mqttsn import ForwardedPeer
+from mqttsn import Encapsulated, ForwardedPeer, Gateway, GatewayConfig, encode
 from tests.support.dtls_flood import KEYLESS, half_open
 from wire.dtls_credentials import DtlsServerConfig
 
@@ -276,6 +277,62 @@ def test_flood_writes_a_handful_of_log_lines(caplog: pytest.LogCaptureFixture) -
     assert srv.stats["evicted"] == 498
     assert len(caplog.records) <= 20
     assert any("so far" in r.getMessage() for r in caplog.records)
+
+
+# --- the door: muted addresses are screened before anything is parsed ---------------------------
+
+
+def _hello() -> bytes:
+    probe = dc.DtlsClient(KEYLESS)
+    probe.start(0.0)
+    (hello,) = probe.datagrams_to_send()
+    return hello
+
+
+def wrapped(node_id: bytes, inner: bytes) -> bytes:
+    return encode(Encapsulated(node_id=node_id, inner=inner))
+
+
+def test_a_muted_relay_loses_its_client_hellos_at_the_door_and_nothing_else() -> None:
+    srv = server(limits=HandshakeLimits(hello_rate=4.0, hello_burst=4))
+    link = VirtualLink(srv)
+    child = ForwardedPeer(RELAY, b"\xc0")
+    client = connect(link, child, psk(7))  # a node behind the relay, with a session
+    hello = _hello()
+    for i in range(6):  # the relay spends its 4 tokens (and one more for the handshake above)
+        srv.receive_datagram(hello, ForwardedPeer(RELAY, bytes([i])), link.now)
+    srv.datagrams_to_send()
+    assert srv.admission.is_muted(RELAY, link.now)
+    assert srv.screen(wrapped(b"\x99", hello), RELAY, link.now)  # a stranger's hello: dropped
+    assert not srv.screen(wrapped(b"\xc0", hello), RELAY, link.now)  # the known child: let in
+    client.send(b"data")
+    (record,) = client.datagrams_to_send()
+    assert not srv.screen(wrapped(b"\xc0", record), RELAY, link.now)  # not a hello: let in
+    assert not srv.screen(hello, ("203.0.113.1", 1), link.now)  # another address: let in
+    assert not srv.screen(wrapped(b"\x99", hello), RELAY, link.now + 1.0)  # a token is back
+
+
+def test_the_front_screens_a_relay_flood_before_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.gateway.dtls_listener as listener
+
+    decoded = 0
+    real_decode = listener.decode
+
+    def counting_decode(data: bytes) -> object:
+        nonlocal decoded
+        decoded += 1
+        return real_decode(data)
+
+    monkeypatch.setattr(listener, "decode", counting_decode)
+    srv = server(limits=HandshakeLimits(hello_rate=10.0, hello_burst=20))
+    front = DtlsFront(srv, Gateway(GatewayConfig()))
+    hello = _hello()
+    for i in range(2000):
+        front.receive_datagram(wrapped(i.to_bytes(2, "big"), hello), RELAY, 0.0)
+    assert srv.stats["hello_verify_sent"] == 20
+    assert srv.stats["rate_limited"] == 1980
+    assert decoded == 21  # 20 answered, 1 that found the bucket empty and muted the relay
+    assert len(front.datagrams_to_send()) == 20
 
 
 # --- invariants --------------------------------------------------------------------------------
