@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from dataclasses import dataclass
@@ -32,12 +33,12 @@ __all__ = ["DtlsOptions", "build_parser", "gateway_main", "load_config", "load_d
 
 
 # Half-open DTLS handshakes (docs/limits.md, bridge/gateway/dtls_admission.py).
-_HALF_OPEN_FLAGS: tuple[tuple[str, type, float, str], ...] = (
-    ("--dtls-handshake-timeout", float, 15.0, "seconds a DTLS handshake may take from its verified cookie"),
-    ("--dtls-max-handshakes", int, 256, "half-open DTLS handshakes in all (one mbedTLS context each)"),
-    ("--dtls-handshakes-per-source", int, 32, "half-open DTLS handshakes per source IP (IPv6: /64)"),
-    ("--dtls-handshakes-per-relay", int, 16, "half-open DTLS handshakes through one relay address"),
-    ("--dtls-handshake-rate", float, 20.0, "new DTLS handshakes per second per source (burst: twice)"),
+_HALF_OPEN_FLAGS: tuple[tuple[str, type, float, str, str], ...] = (
+    ("--dtls-handshake-timeout", float, 15.0, "S", "seconds a DTLS handshake may take after its cookie"),
+    ("--dtls-max-handshakes", int, 256, "N", "half-open DTLS handshakes in all (one mbedTLS context each)"),
+    ("--dtls-handshakes-per-source", int, 32, "N", "half-open DTLS handshakes per source IP (IPv6: /64)"),
+    ("--dtls-handshakes-per-relay", int, 16, "N", "half-open DTLS handshakes through one relay address"),
+    ("--dtls-handshake-rate", float, 20.0, "R", "new DTLS handshakes per second per source (burst: twice)"),
 )
 
 
@@ -65,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtls-idle-timeout", type=float, default=900.0, metavar="S",
         help="close a DTLS session silent this long (default 900; keep it above keep-alive/sleep)",
     )
-    for flag, kind, default, text in _HALF_OPEN_FLAGS:
-        ap.add_argument(flag, type=kind, default=default, metavar="N", help=f"{text} (default {default:g})")
+    for flag, kind, default, metavar, text in _HALF_OPEN_FLAGS:
+        ap.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
+        )
     ap.add_argument(
         "--predefined-topics",
         metavar="FILE",
@@ -151,10 +154,10 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         raise ConfigError(f"--max-dtls-sessions: {args.max_dtls_sessions} must be >= 1")
     if not args.dtls_idle_timeout > 0:
         raise ConfigError(f"--dtls-idle-timeout: {args.dtls_idle_timeout} must be > 0")
-    for flag, _, _, _ in _HALF_OPEN_FLAGS:
+    for flag, *_ in _HALF_OPEN_FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"))
-        if not value > 0:
-            raise ConfigError(f"{flag}: {value} must be > 0")
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{flag}: {value} must be a finite number > 0")
     some_cert = any(cert_opts.values())
     if some_cert and not all(cert_opts.values()):
         missing = [name for name, value in cert_opts.items() if not value]
