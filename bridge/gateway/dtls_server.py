@@ -29,18 +29,13 @@ Events (frozen dataclasses, all carry ``peer``):
   into the void.
 
 Defences: a ClientHello without a valid cookie gets a HelloVerifyRequest from one shared,
-stateless "lobby" context (smaller than the ClientHello; nothing allocated per peer), and only a
-verified ClientHello creates a session. Before the lobby looks at a ClientHello, per-source token
-buckets decide whether it is worth any work; after the cookie verified, the *half-open* handshake
-(one mbedTLS context until the client's Finished verifies, at most ``handshake_timeout``) must fit
-a budget kept apart from established sessions: caps in all, per source host and per relay, the
-oldest half-open of the same source evicted at a cap; peers that completed a handshake before
-skip the per-source limits (see :mod:`bridge.gateway.dtls_admission`, ``limits=``). So a keyless
-flood costs at most ``max_handshakes`` contexts and never touches an established session or a
-returning node. Anything that is not a ClientHello from an unknown peer is dropped unread.
-Records that are forged, altered or replayed are discarded by mbedTLS (AEAD check, anti-replay
-window) and touch nothing but the datagram they came in; the server counts
-them (``stats["discarded"]``) and logs a warning (the 1st, 2nd, 4th, 8th... per session).
+stateless "lobby" context (nothing allocated per peer); only a verified ClientHello creates a
+session, and that *half-open* handshake must fit a budget kept apart from established sessions
+(caps in all / per source host / per relay, oldest of the same source evicted, per-source rate
+limits before any mbedTLS work, muted addresses screened before unwrapping; returning peers
+exempt): :mod:`bridge.gateway.dtls_admission`, docs/dtls.md. Records that are forged, altered or
+replayed are discarded by mbedTLS (AEAD, anti-replay window), counted in ``stats["discarded"]``
+and logged the 1st, 2nd, 4th, 8th... time per session.
 
 Memory: a live mbedTLS context costs ~43-47 KiB (fixed 16 KiB record buffers plus python-mbedtls'
 32 KiB rings). Established sessions beyond the ``live_contexts`` most recently used ones are
@@ -239,7 +234,8 @@ class DtlsServer:
         seen = len(self._events)
         reconnect = self._read_records(s, now)
         if data[:1] == b"\x17" and len(self._events) == seen:  # application data, nothing read
-            self._discarded(s)
+            self.stats["discarded"] += 1
+            s.note_discarded(self._log)
         if reconnect and is_client_hello(data):
             self._lobby_receive(data, peer, now)
         elif len(self._live) > self.live_contexts:
@@ -507,20 +503,6 @@ class DtlsServer:
             s.last_activity = now
         self._touch(s)
         return False
-
-    def _discarded(self, s: Session) -> None:
-        """An application-data datagram mbedTLS dropped: forged, altered or replayed."""
-        s.discarded += 1
-        self.stats["discarded"] += 1
-        n = s.discarded
-        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood cannot flood the log
-            self._log.warning(
-                "DTLS: discarded a record from %r (device %r) that failed authentication or the "
-                "replay check (%d so far)",
-                s.peer,
-                s.device_id,
-                n,
-            )
 
     def _fail(self, s: Session, reason: str) -> None:
         if s.device_id is None and not self.admission.is_known(s.peer):  # nobody we know: quietly

@@ -178,6 +178,19 @@ class Session:
         self.parked: bytes | None = None
         self.discarded = 0
 
+    def note_discarded(self, log: logging.Logger) -> None:
+        """An application-data datagram mbedTLS dropped: forged, altered or replayed."""
+        self.discarded += 1
+        n = self.discarded
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood cannot flood the log
+            log.warning(
+                "DTLS: discarded a record from %r (device %r) that failed authentication or the "
+                "replay check (%d so far)",
+                self.peer,
+                self.device_id,
+                n,
+            )
+
 
 def feed(buf: tls.TLSWrappedBuffer, data: bytes) -> None:
     """Hand one datagram to mbedTLS, alone."""
