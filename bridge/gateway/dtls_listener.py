@@ -115,6 +115,8 @@ class DtlsFront:
 
     def receive_datagram(self, data: bytes, addr: Hashable, now: float) -> None:
         """One datagram off the DTLS socket; never raises for anything the sender chose."""
+        if self.server.screen(data, addr, now):  # a ClientHello flood: dropped before any parsing
+            return
         link: Hashable = addr
         if not looks_like_dtls(data):
             if not is_encapsulated(data):

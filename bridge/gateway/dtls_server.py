@@ -22,18 +22,22 @@ Events (frozen dataclasses, all carry ``peer``):
 * :class:`SessionClosed` ``(peer, device_id, reason)`` — close_notify, fatal alert, idle timeout,
   reconnect from the same peer, or local close.
 * :class:`HandshakeFailed` ``(peer, reason)`` — unknown identity, bad certificate, wrong key
-  (client Finished never verifies → handshake deadline), retransmissions exhausted.
-* :class:`SessionRefused` ``(peer, reason)`` — ``max_sessions`` reached; the client gets a fatal
-  alert at once instead of retransmitting into the void.
+  (client Finished never verifies → handshake deadline), retransmissions exhausted, or evicted
+  from the half-open budget by a newer handshake of the same source.
+* :class:`SessionRefused` ``(peer, reason)`` — ``max_sessions`` established, or no half-open
+  handshake could be evicted; the client gets a fatal alert at once instead of retransmitting
+  into the void.
 
 Defences: a ClientHello without a valid cookie gets a HelloVerifyRequest from one shared,
-stateless "lobby" context (smaller than the ClientHello; nothing allocated per peer), and only a
-verified ClientHello creates a session. Anything that is not a ClientHello from an unknown peer is
-dropped unread. Records that are forged, altered or replayed are discarded by mbedTLS (AEAD
-check, anti-replay window) and touch nothing but the datagram they came in; the server counts
-them (``stats["discarded"]``) and logs a warning (the 1st, 2nd, 4th, 8th... per session).
+stateless "lobby" context (nothing allocated per peer); only a verified ClientHello creates a
+session, and that *half-open* handshake must fit a budget kept apart from established sessions
+(caps in all / per source host / per relay, oldest of the same source evicted, per-source rate
+limits before any mbedTLS work, muted addresses screened before unwrapping; returning peers
+exempt): :mod:`bridge.gateway.dtls_admission`, docs/dtls.md. Records that are forged, altered or
+replayed are discarded by mbedTLS (AEAD, anti-replay window), counted in ``stats["discarded"]``
+and logged the 1st, 2nd, 4th, 8th... time per session.
 
-Memory: a live mbedTLS context costs ~43 KiB (fixed 16 KiB record buffers plus python-mbedtls'
+Memory: a live mbedTLS context costs ~43-47 KiB (fixed 16 KiB record buffers plus python-mbedtls'
 32 KiB rings). Established sessions beyond the ``live_contexts`` most recently used ones are
 *parked*: serialised with mbedTLS' own ``mbedtls_ssl_context_save`` (~220 bytes, keys and
 anti-replay window included) and restored on their next datagram (~30 µs).
@@ -54,6 +58,7 @@ from typing import Any, cast
 from mbedtls import exceptions as mbedtls_errors
 from mbedtls import tls
 
+from bridge.gateway.dtls_admission import HandshakeAdmission, HandshakeLimits
 from bridge.gateway.dtls_events import (
     ApplicationData,
     HandshakeFailed,
@@ -64,15 +69,26 @@ from bridge.gateway.dtls_events import (
     SessionEstablished,
     SessionRefused,
 )
+from bridge.gateway.dtls_session import (
+    ESTABLISHED,
+    GONE,
+    HANDSHAKING,
+    Lobby,
+    QuietLog,
+    Session,
+    cookie_length,
+    describe,
+    dtls_configuration,
+    fatal_alert,
+    feed,
+    hello_at,
+    hello_peer,
+)
 from wire.dtls_credentials import DtlsServerConfig, PskLookup, device_id_from_subject
 from wire.mbedtls_glue import (
-    ECDSA_CIPHERS,
-    PSK_CIPHERS,
     Clock,
-    RetransmitTimer,
     Step,
     bind_timer,
-    describe_tls_error,
     drain_datagrams,
     is_client_hello,
     looks_like_dtls,
@@ -83,6 +99,7 @@ __all__ = [
     "ApplicationData",
     "DtlsServer",
     "HandshakeFailed",
+    "HandshakeLimits",
     "NoSessionError",
     "Peer",
     "ServerEvent",
@@ -94,63 +111,10 @@ __all__ = [
 
 log = logging.getLogger("meshota.dtls")
 
-_HANDSHAKING, _ESTABLISHED, _GONE = 0, 1, 2
 _RTX, _HS_DEADLINE, _IDLE = 0, 1, 2
 _OVER = Step.OVER
-_BEFORE_COOKIE = frozenset((Step.HELLO_REQUEST, Step.CLIENT_HELLO, Step.SERVER_HELLO, Step.HELLO_VERIFY_SENT))
 _MAX_RECORD = 16384
 _ERR_CLIENT_RECONNECT = 0x6780
-
-_REASONS = {
-    0x7880: "peer sent close_notify",
-    0x7780: "peer sent a fatal alert",
-    0x6800: "handshake timed out (retransmissions exhausted)",
-    0x6C80: "unknown PSK identity",
-    0x2700: "client certificate not valid for our CA",
-    0x7A00: "no client certificate",
-    0x7380: "peer proposed no shared cipher suite",
-    0x7180: "client Finished did not verify (wrong key?)",
-}
-
-
-def _describe(exc: mbedtls_errors.TLSError) -> str:
-    return describe_tls_error(exc, _REASONS)
-
-
-def _fatal_alert(client_hello: bytes) -> bytes:
-    """An epoch-0 fatal internal_error alert answering ``client_hello``.
-
-    The one record built here by hand: python-mbedtls cannot send an alert before the handshake
-    is over. Like a HelloVerifyRequest it reuses the ClientHello's record sequence number.
-    """
-    return b"\x15\xfe\xfd" + client_hello[3:11] + b"\x00\x02\x02\x50"
-
-
-class _Session:
-    __slots__ = (
-        "buf",
-        "device_id",
-        "discarded",
-        "last_activity",
-        "parked",
-        "peer",
-        "psk_identity",
-        "state",
-        "timer",
-        "timer_key",
-    )
-
-    def __init__(self, peer: Peer, buf: tls.TLSWrappedBuffer, timer: RetransmitTimer) -> None:
-        self.peer = peer
-        self.buf: tls.TLSWrappedBuffer | None = buf
-        self.timer = timer
-        self.timer_key = 0
-        self.state = _HANDSHAKING
-        self.device_id: str | None = None
-        self.psk_identity: str | None = None  # set when the handshake used a PSK
-        self.last_activity = 0.0
-        self.parked: bytes | None = None
-        self.discarded = 0
 
 
 class DtlsServer:
@@ -162,39 +126,46 @@ class DtlsServer:
         *,
         max_sessions: int = 10_000,
         idle_timeout: float = 900.0,
-        handshake_timeout: float = 120.0,
+        handshake_timeout: float = 15.0,
         handshake_timeout_min: float = 1.0,
         handshake_timeout_max: float = 60.0,
         live_contexts: int = 256,
         mtu: int = 1200,
+        limits: HandshakeLimits | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if max_sessions < 1 or live_contexts < 1:
             raise ValueError("max_sessions and live_contexts must be at least 1")
+        if not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be > 0")
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.live_contexts = live_contexts
         self.mtu = mtu
         self._log = logger or log
+        self._quiet = QuietLog(self._log)
+        self.admission = HandshakeAdmission(limits or HandshakeLimits(known_peers=max_sessions))
         self._psk = PskLookup(config.psk) if config.psk is not None else None
         self._context = tls.ServerContext(
-            self._dtls_configuration(config, handshake_timeout_min, handshake_timeout_max)
+            dtls_configuration(config, self._psk, handshake_timeout_min, handshake_timeout_max)
         )
         self._clock = Clock()
-        self._sessions: dict[Peer, _Session] = {}
+        self._sessions: dict[Peer, Session] = {}
         self._live: OrderedDict[Peer, None] = OrderedDict()  # established, unparked, LRU first
-        self._heap: list[tuple[float, int, int, _Session]] = []
+        self._heap: list[tuple[float, int, int, Session]] = []
         self._seq = 0
         self._out: list[tuple[Peer, bytes]] = []
         self._events: list[ServerEvent] = []
         self._scratch = bytearray(_MAX_RECORD)
-        self._lobby, self._lobby_timer, self._lobby_key = self._new_buffer()
+        self._lobby = Lobby(self._context, self._clock, mtu)
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "hello_verify_sent",
                 "dropped",
                 "refused",
+                "rate_limited",
+                "evicted",
                 "established",
                 "failed",
                 "closed",
@@ -205,39 +176,42 @@ class DtlsServer:
             0,
         )
 
-    def _dtls_configuration(
-        self, config: DtlsServerConfig, hs_min: float, hs_max: float
-    ) -> tls.DTLSConfiguration:
-        ciphers: tuple[str, ...] = ()
-        extra: dict[str, Any] = {}
-        if self._psk is not None:
-            ciphers += PSK_CIPHERS
-            extra["pre_shared_key_store"] = self._psk
-        if config.certificate is not None:
-            ciphers += ECDSA_CIPHERS
-            extra["certificate_chain"] = (config.certificate.chain, config.certificate.key)
-            extra["trust_store"] = tls.TrustStore(list(config.certificate.ca))
-        return tls.DTLSConfiguration(
-            ciphers=ciphers,
-            validate_certificates=config.certificate is not None,
-            lowest_supported_version=tls.DTLSVersion.DTLSv1_2,
-            highest_supported_version=tls.DTLSVersion.DTLSv1_2,
-            anti_replay=True,
-            handshake_timeout_min=hs_min,
-            handshake_timeout_max=hs_max,
-            **extra,
-        )
-
     # --- public API --------------------------------------------------------------------------
 
     @property
     def session_count(self) -> int:
+        """Sessions of every state: established (live or parked) and half-open handshakes."""
         return len(self._sessions)
+
+    @property
+    def handshake_count(self) -> int:
+        """Half-open handshakes (a verified cookie, no client Finished yet)."""
+        return self.admission.half_open
 
     def device_id(self, peer: Peer) -> str | None:
         """The verified device id of an established session, else None."""
         s = self._sessions.get(peer)
-        return s.device_id if s is not None and s.state == _ESTABLISHED else None
+        return s.device_id if s is not None and s.state == ESTABLISHED else None
+
+    def screen(self, data: bytes, addr: Peer, now: float) -> bool:
+        """True: drop this datagram from UDP address ``addr`` unread — a ClientHello (direct or
+        in forwarder encapsulation) from an address that is over its ClientHello rate, from a peer
+        that never completed a handshake here. Call before unwrapping: a dict look-up when
+        nothing is muted, a few byte compares per flood datagram when something is."""
+        adm = self.admission
+        if not adm.muted or not adm.is_muted(addr, now):
+            return False
+        hello, _ = hello_at(data, addr)
+        if not hello:
+            return False
+        if addr in adm.vouched:  # it carries returning peers: is this one of them?
+            peer = hello_peer(data, addr)
+            if adm.is_known(peer) or peer in self._sessions:
+                return False
+        elif addr in self._sessions:  # a direct peer retransmitting into its own handshake
+            return False
+        self.stats["rate_limited"] += 1
+        return True
 
     def receive_datagram(self, data: bytes, peer: Peer, now: float) -> None:
         """Process one datagram from ``peer``; never raises for anything the peer sent."""
@@ -250,7 +224,7 @@ class DtlsServer:
             else:
                 self.stats["dropped"] += 1
             return
-        if s.state == _HANDSHAKING:
+        if s.state == HANDSHAKING:
             self._feed(s, data)
             self._pump_handshake(s)
             return
@@ -260,7 +234,8 @@ class DtlsServer:
         seen = len(self._events)
         reconnect = self._read_records(s, now)
         if data[:1] == b"\x17" and len(self._events) == seen:  # application data, nothing read
-            self._discarded(s)
+            self.stats["discarded"] += 1
+            s.note_discarded(self._log)
         if reconnect and is_client_hello(data):
             self._lobby_receive(data, peer, now)
         elif len(self._live) > self.live_contexts:
@@ -269,7 +244,7 @@ class DtlsServer:
     def send(self, peer: Peer, plaintext: bytes) -> None:
         """Encrypt ``plaintext`` to ``peer`` (one record per call when it fits the MTU)."""
         s = self._sessions.get(peer)
-        if s is None or s.state != _ESTABLISHED:
+        if s is None or s.state != ESTABLISHED:
             raise NoSessionError(f"no established DTLS session with {peer!r}")
         if not plaintext or not self._ensure_live(s):
             return
@@ -277,7 +252,7 @@ class DtlsServer:
         try:
             s.buf.write(plaintext)
         except mbedtls_errors.TLSError as exc:
-            self._close(s, f"write failed: {_describe(exc)}")
+            self._close(s, f"write failed: {describe(exc)}")
             return
         self._flush(s)
         self._touch(s)
@@ -287,7 +262,7 @@ class DtlsServer:
         s = self._sessions.get(peer)
         if s is None:
             raise NoSessionError(f"no DTLS session with {peer!r}")
-        if s.state == _ESTABLISHED and self._ensure_live(s):
+        if s.state == ESTABLISHED and self._ensure_live(s):
             assert s.buf is not None
             with contextlib.suppress(mbedtls_errors.TLSError):
                 s.buf.shutdown()
@@ -308,7 +283,8 @@ class DtlsServer:
         for s in list(self._sessions.values()):
             if s.psk_identity is not None and s.psk_identity in changed:
                 closed.append(s.psk_identity)
-                if s.state == _ESTABLISHED:
+                self.admission.forget(s.peer)
+                if s.state == ESTABLISHED:
                     self.close(s.peer, "PSK revoked or changed")
                 else:
                     self._close(s, "PSK revoked or changed")
@@ -325,12 +301,12 @@ class DtlsServer:
         live = [self._sessions[p] for p in self._live if p in self._sessions]
         rest = [s for s in self._sessions.values() if s.peer not in self._live]
         for s in live + rest:
-            if s.state == _HANDSHAKING:
+            if s.state == HANDSHAKING:
                 self.stats["failed"] += 1
                 self._drop(s)
                 self._events.append(HandshakeFailed(s.peer, reason))
                 continue
-            if s.state == _ESTABLISHED and self._ensure_live(s):
+            if s.state == ESTABLISHED and self._ensure_live(s):
                 assert s.buf is not None
                 with contextlib.suppress(mbedtls_errors.TLSError):
                     s.buf.shutdown()
@@ -385,90 +361,68 @@ class DtlsServer:
             else:
                 self._close(s, f"idle for {self.idle_timeout:g} s")
 
-    # --- lobby: stateless cookie exchange ----------------------------------------------------
-
-    def _new_buffer(self) -> tuple[tls.TLSWrappedBuffer, RetransmitTimer, int]:
-        buf = self._context.wrap_buffers()
-        buf.setmtu(self.mtu)
-        timer = RetransmitTimer(self._clock)
-        return buf, timer, bind_timer(buf, timer)
+    # --- admission: stateless cookie exchange, then the half-open budget ---------------------
 
     def _lobby_receive(self, data: bytes, peer: Peer, now: float) -> None:
-        lobby = self._lobby
-        lobby.setcookieparam(repr(peer).encode())
-        self._feed_buf(lobby, data)
-        verified = False
-        for _ in range(8):
-            try:
-                lobby.do_handshake()
-            except tls.WantWriteError:
-                pass
-            except (tls.HelloVerifyRequest, tls.WantReadError, mbedtls_errors.TLSError):
-                break
-            # ServerHello written (not a HelloVerifyRequest): the cookie was valid.
-            if lobby._handshake_state not in _BEFORE_COOKIE:
-                verified = True
-                break
+        adm = self.admission
+        if not (adm.allow_attempt(peer, now) if cookie_length(data) else adm.allow_hello(peer, now)):
+            self.stats["rate_limited"] += 1
+            adm.mute(peer, now)
+            self._quiet.warning("rate", "DTLS: ClientHello over its source's rate dropped (%r)", peer)
+            return
+        verified, out = self._lobby.check(data, peer)
         if not verified:
-            out = drain_datagrams(lobby, self.mtu)
             if out:
                 self.stats["hello_verify_sent"] += 1
                 self._out.extend((peer, d) for d in out)
             else:
                 self.stats["dropped"] += 1
-            self._reset_lobby()
             return
-        if len(self._sessions) >= self.max_sessions:
-            reason = f"session table full ({self.max_sessions} sessions)"
-            self._log.warning("DTLS: refused %r: %s", peer, reason)
+        # The client receives at its address. Room for one more half-open handshake?
+        if len(self._sessions) - adm.half_open >= self.max_sessions:
+            reason: str | None = f"session table full ({self.max_sessions} sessions)"
+        else:
+            reason = adm.admit(peer, self._evict)
+        if reason is not None:
+            self._quiet.warning("refused", "DTLS: refused %r: %s", peer, reason)
             self.stats["refused"] += 1
-            drain_datagrams(lobby, self.mtu)  # the ServerHello it began: not sent
-            self._out.append((peer, _fatal_alert(data)))
+            self._lobby.refuse()
+            self._out.append((peer, fatal_alert(data)))
             self._events.append(SessionRefused(peer, reason))
-            unbind_timer(self._lobby_key, self._lobby_timer)
-            self._lobby, self._lobby_timer, self._lobby_key = self._new_buffer()
             return
         # A verified ClientHello: the lobby context becomes this peer's session.
-        s = _Session(peer, lobby, self._lobby_timer)
-        s.timer_key = self._lobby_key
+        buf, timer, key = self._lobby.take()
+        s = Session(peer, buf, timer)
+        s.timer_key = key
         s.timer.on_change = lambda deadline, s=s: self._on_rtx_change(s, deadline)
         s.last_activity = now
         self._sessions[peer] = s
-        self._lobby, self._lobby_timer, self._lobby_key = self._new_buffer()
+        adm.add(peer)
         self._schedule(s, _HS_DEADLINE, now + self.handshake_timeout)
         self._pump_handshake(s)
 
-    def _reset_lobby(self) -> None:
-        lobby = self._lobby
-        if lobby._handshake_state is not Step.HELLO_REQUEST:
-            try:
-                lobby._reset()  # type: ignore[attr-defined]
-            except mbedtls_errors.TLSError:
-                unbind_timer(self._lobby_key, self._lobby_timer)
-                self._lobby, self._lobby_timer, self._lobby_key = self._new_buffer()
-                return
-        inbuf = lobby._input_buffer
-        if not inbuf.empty():  # type: ignore[attr-defined]
-            inbuf.clear()  # type: ignore[attr-defined]
+    def _evict(self, peer: Peer, reason: str) -> None:
+        """End a half-open handshake to make room for a newer one (HandshakeFailed follows)."""
+        s = self._sessions.get(peer)
+        if s is None or s.state != HANDSHAKING:  # pragma: no cover - admission tracks only these
+            self.admission.remove(peer)
+            return
+        self.stats["evicted"] += 1
+        self.stats["failed"] += 1
+        self._quiet.warning("evicted", "DTLS: evicted half-open handshake %r: %s", peer, reason)
+        self._drop(s)
+        self._events.append(HandshakeFailed(peer, f"evicted: {reason}"))
 
-    # --- sessions ----------------------------------------------------------------------------
-
-    def _feed_buf(self, buf: tls.TLSWrappedBuffer, data: bytes) -> None:
-        inbuf = buf._input_buffer  # a rejected datagram's leftovers must not merge with this one
-        if not inbuf.empty():  # type: ignore[attr-defined]
-            inbuf.clear()  # type: ignore[attr-defined]
-        buf.receive_from_network(data)
-
-    def _feed(self, s: _Session, data: bytes) -> None:
+    def _feed(self, s: Session, data: bytes) -> None:
         assert s.buf is not None
-        self._feed_buf(s.buf, data)
+        feed(s.buf, data)
 
-    def _flush(self, s: _Session) -> None:
+    def _flush(self, s: Session) -> None:
         assert s.buf is not None
         for datagram in drain_datagrams(s.buf, self.mtu):
             self._out.append((s.peer, datagram))
 
-    def _pump_handshake(self, s: _Session) -> None:
+    def _pump_handshake(self, s: Session) -> None:
         buf = s.buf
         assert buf is not None
         psk = self._psk
@@ -485,7 +439,7 @@ class DtlsServer:
                 break
             except mbedtls_errors.TLSError as exc:
                 self._flush(s)  # the fatal alert mbedTLS wrote, if any
-                reason = _describe(exc)
+                reason = describe(exc)
                 identity = psk.seen if psk is not None and psk.seen else s.device_id
                 if identity is not None:
                     reason += f" (PSK identity {identity!r})"
@@ -498,7 +452,7 @@ class DtlsServer:
         if buf._handshake_state is _OVER:
             self._established(s)
 
-    def _established(self, s: _Session) -> None:
+    def _established(self, s: Session) -> None:
         assert s.buf is not None
         if s.device_id is None:  # certificate handshake: the subject CN is the device id
             cert = s.buf.getpeercert(binary_form=False)
@@ -510,7 +464,9 @@ class DtlsServer:
                 self._flush(s)
                 self._fail(s, f"no usable device id in the client certificate subject {subject!r}")
                 return
-        s.state = _ESTABLISHED
+        s.state = ESTABLISHED
+        self.admission.remove(s.peer)
+        self.admission.remember(s.peer)
         s.timer.deadline = None
         s.last_activity = self._clock.now
         self.stats["established"] += 1
@@ -521,7 +477,7 @@ class DtlsServer:
         self._read_records(s, s.last_activity)
         self._enforce_live_limit()
 
-    def _read_records(self, s: _Session, now: float) -> bool:
+    def _read_records(self, s: Session, now: float) -> bool:
         """Decrypt what was fed; True when the peer started a new handshake (reconnect)."""
         buf, scratch = s.buf, self._scratch
         assert buf is not None and s.device_id is not None
@@ -538,7 +494,7 @@ class DtlsServer:
                 if getattr(exc, "err", 0) == _ERR_CLIENT_RECONNECT:
                     self._close(s, "client started a new handshake")
                     return True
-                self._close(s, _describe(exc))
+                self._close(s, describe(exc))
                 return False
             got_data = True
             self._events.append(ApplicationData(s.peer, s.device_id, bytes(scratch[:n])))
@@ -548,28 +504,17 @@ class DtlsServer:
         self._touch(s)
         return False
 
-    def _discarded(self, s: _Session) -> None:
-        """An application-data datagram mbedTLS dropped: forged, altered or replayed."""
-        s.discarded += 1
-        self.stats["discarded"] += 1
-        n = s.discarded
-        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood cannot flood the log
-            self._log.warning(
-                "DTLS: discarded a record from %r (device %r) that failed authentication or the "
-                "replay check (%d so far)",
-                s.peer,
-                s.device_id,
-                n,
-            )
-
-    def _fail(self, s: _Session, reason: str) -> None:
-        self._log.warning("DTLS: handshake with %r failed: %s", s.peer, reason)
+    def _fail(self, s: Session, reason: str) -> None:
+        if s.device_id is None and not self.admission.is_known(s.peer):  # nobody we know: quietly
+            self._quiet.warning("failed", "DTLS: handshake with %r failed: %s", s.peer, reason)
+        else:
+            self._log.warning("DTLS: handshake with %r failed: %s", s.peer, reason)
         self.stats["failed"] += 1
         self._drop(s)
         self._events.append(HandshakeFailed(s.peer, reason))
 
-    def _close(self, s: _Session, reason: str) -> None:
-        if s.state == _HANDSHAKING:
+    def _close(self, s: Session, reason: str) -> None:
+        if s.state == HANDSHAKING:
             self._fail(s, reason)
             return
         self._log.info("DTLS: session %r (device %r) closed: %s", s.peer, s.device_id, reason)
@@ -577,8 +522,10 @@ class DtlsServer:
         self._drop(s)
         self._events.append(SessionClosed(s.peer, s.device_id, reason))
 
-    def _drop(self, s: _Session) -> None:
-        s.state = _GONE
+    def _drop(self, s: Session) -> None:
+        if s.state == HANDSHAKING and self._sessions.get(s.peer) is s:
+            self.admission.remove(s.peer)
+        s.state = GONE
         unbind_timer(s.timer_key, s.timer)
         s.buf = None
         s.parked = None
@@ -588,11 +535,11 @@ class DtlsServer:
 
     # --- parking (context serialisation) -----------------------------------------------------
 
-    def _touch(self, s: _Session) -> None:
+    def _touch(self, s: Session) -> None:
         if s.peer in self._live:
             self._live.move_to_end(s.peer)
 
-    def _ensure_live(self, s: _Session) -> bool:
+    def _ensure_live(self, s: Session) -> bool:
         if s.buf is not None:
             return True
         assert s.parked is not None
@@ -633,20 +580,20 @@ class DtlsServer:
 
     # --- timers ------------------------------------------------------------------------------
 
-    def _schedule(self, s: _Session, kind: int, deadline: float) -> None:
+    def _schedule(self, s: Session, kind: int, deadline: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, kind, s))
 
-    def _on_rtx_change(self, s: _Session, deadline: float | None) -> None:
-        if deadline is not None and s.state == _HANDSHAKING:
+    def _on_rtx_change(self, s: Session, deadline: float | None) -> None:
+        if deadline is not None and s.state == HANDSHAKING:
             self._schedule(s, _RTX, deadline)
 
-    def _due(self, s: _Session, kind: int) -> float | None:
+    def _due(self, s: Session, kind: int) -> float | None:
         """When timer ``kind`` of ``s`` really fires now (None: no longer relevant)."""
-        if s.state == _GONE:
+        if s.state == GONE:
             return None
         if kind == _RTX:
-            return s.timer.deadline if s.state == _HANDSHAKING else None
+            return s.timer.deadline if s.state == HANDSHAKING else None
         if kind == _HS_DEADLINE:
-            return s.last_activity + self.handshake_timeout if s.state == _HANDSHAKING else None
-        return s.last_activity + self.idle_timeout if s.state == _ESTABLISHED else None
+            return s.last_activity + self.handshake_timeout if s.state == HANDSHAKING else None
+        return s.last_activity + self.idle_timeout if s.state == ESTABLISHED else None

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from mqttsn import GatewayConfig, LocalProtocolError, PredefinedTopics
 log = logging.getLogger("meshota.gateway")
 
 if TYPE_CHECKING:
+    from bridge.gateway.dtls_admission import HandshakeLimits
     from wire.dtls_credentials import DtlsServerConfig
 
 __all__ = [
@@ -37,6 +39,16 @@ __all__ = [
     "load_config",
     "load_dtls_options",
 ]
+
+
+# Half-open DTLS handshakes (docs/limits.md, bridge/gateway/dtls_admission.py).
+_HALF_OPEN_FLAGS: tuple[tuple[str, type, float, str, str], ...] = (
+    ("--dtls-handshake-timeout", float, 15.0, "S", "seconds a DTLS handshake may take after its cookie"),
+    ("--dtls-max-handshakes", int, 256, "N", "half-open DTLS handshakes in all (one mbedTLS context each)"),
+    ("--dtls-handshakes-per-source", int, 32, "N", "half-open DTLS handshakes per source IP (IPv6: /64)"),
+    ("--dtls-handshakes-per-relay", int, 16, "N", "half-open DTLS handshakes through one relay address"),
+    ("--dtls-handshake-rate", float, 20.0, "R", "new DTLS handshakes per second per source (burst: twice)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ca", metavar="FILE", help="CA that device certificates must chain to (PEM)")
     ap.add_argument(
         "--max-dtls-sessions", type=int, default=10_000, metavar="N",
-        help="DTLS sessions at most; handshakes past it are refused (default 10000)",
+        help="established DTLS sessions at most; handshakes past it are refused (default 10000)",
     )
     ap.add_argument(
         "--dtls-idle-timeout", type=float, default=900.0, metavar="S",
         help="close a DTLS session silent this long (default 900; keep it above keep-alive/sleep)",
     )
+    for flag, kind, default, metavar, text in _HALF_OPEN_FLAGS:
+        ap.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
+        )
     ap.add_argument(
         "--predefined-topics",
         metavar="FILE",
@@ -239,6 +255,8 @@ class DtlsOptions:
     credentials: DtlsServerConfig
     max_sessions: int
     idle_timeout: float
+    handshake_timeout: float = 15.0
+    limits: HandshakeLimits | None = None
 
 
 def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
@@ -254,6 +272,10 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         raise ConfigError(f"--max-dtls-sessions: {args.max_dtls_sessions} must be >= 1")
     if not args.dtls_idle_timeout > 0:
         raise ConfigError(f"--dtls-idle-timeout: {args.dtls_idle_timeout} must be > 0")
+    for flag, *_ in _HALF_OPEN_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{flag}: {value} must be a finite number > 0")
     some_cert = any(cert_opts.values())
     if some_cert and not all(cert_opts.values()):
         missing = [name for name, value in cert_opts.items() if not value]
@@ -261,6 +283,7 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
     if not args.psk_file and not some_cert:
         raise ConfigError(f"--dtls {args.dtls}: needs --psk-file FILE or --cert/--key/--ca")
 
+    from bridge.gateway.dtls_admission import HandshakeLimits
     from wire.dtls_credentials import (
         CertificateCredentials,
         CredentialsError,
@@ -283,6 +306,15 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         DtlsServerConfig(psk=psk, certificate=certificate),
         args.max_dtls_sessions,
         args.dtls_idle_timeout,
+        args.dtls_handshake_timeout,
+        HandshakeLimits(
+            max_handshakes=args.dtls_max_handshakes,
+            per_source=args.dtls_handshakes_per_source,
+            per_relay=args.dtls_handshakes_per_relay,
+            rate=args.dtls_handshake_rate,
+            burst=max(1, round(2 * args.dtls_handshake_rate)),
+            known_peers=args.max_dtls_sessions,
+        ),
     )
 
 
@@ -317,7 +349,13 @@ async def _serve(
     if dtls is not None:
         listener = DtlsListener(
             server,
-            DtlsServer(dtls.credentials, max_sessions=dtls.max_sessions, idle_timeout=dtls.idle_timeout),
+            DtlsServer(
+                dtls.credentials,
+                max_sessions=dtls.max_sessions,
+                idle_timeout=dtls.idle_timeout,
+                handshake_timeout=dtls.handshake_timeout,
+                limits=dtls.limits,
+            ),
             dtls.address,
         )
     try:

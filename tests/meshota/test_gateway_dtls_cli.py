@@ -31,6 +31,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     }
 
 
+_PSK = ["--dtls", "127.0.0.1:0", "--psk-file", "{good}"]
 CASES = [
     ([], "--udp H:P or --dtls H:P"),
     (["--dtls", "127.0.0.1:0"], "--dtls 127.0.0.1:0: needs --psk-file"),
@@ -43,6 +44,11 @@ CASES = [
     (["--dtls", "127.0.0.1:0", "--cert", "{cert}", "--key", "{cert}", "--ca", "{ca}"], "--key"),
     (["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--max-dtls-sessions", "0"], "--max-dtls-sessions"),
     (["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--dtls-idle-timeout", "0"], "--dtls-idle-timeout"),
+    ([*_PSK, "--dtls-max-handshakes", "0"], "--dtls-max-handshakes"),
+    ([*_PSK, "--dtls-handshakes-per-source", "-1"], "--dtls-handshakes-per-source"),
+    ([*_PSK, "--dtls-handshakes-per-relay", "0"], "--dtls-handshakes-per-relay"),
+    ([*_PSK, "--dtls-handshake-rate", "inf"], "--dtls-handshake-rate"),
+    ([*_PSK, "--dtls-handshake-timeout", "nan"], "--dtls-handshake-timeout"),
 ]
 
 
@@ -82,6 +88,25 @@ def test_good_options_load_psk_and_certificate(files: dict[str, str]) -> None:
     assert opts.credentials.psk == {"node-1": bytes.fromhex("00112233445566778899aabbccddeeff")}
     assert opts.credentials.certificate is not None
     assert load_dtls_options(build_parser().parse_args([*BROKER, "--udp", "127.0.0.1:0"])) is None
+
+
+def test_half_open_budget_options(files: dict[str, str]) -> None:
+    base = [*BROKER, "--dtls", "127.0.0.1:0", "--psk-file", files["good"]]
+    opts = load_dtls_options(build_parser().parse_args(base))
+    assert opts is not None and opts.limits is not None
+    assert (opts.handshake_timeout, opts.limits.max_handshakes, opts.limits.per_source) == (15.0, 256, 32)
+    assert (opts.limits.per_relay, opts.limits.rate, opts.limits.burst) == (16, 20.0, 40)
+    opts = load_dtls_options(
+        build_parser().parse_args(
+            [*base, "--dtls-handshake-timeout", "4", "--dtls-max-handshakes", "9",
+             "--dtls-handshakes-per-source", "3", "--dtls-handshakes-per-relay", "2",
+             "--dtls-handshake-rate", "0.5", "--max-dtls-sessions", "70"]
+        )
+    )  # fmt: skip
+    assert opts is not None and opts.limits is not None
+    assert opts.handshake_timeout == 4.0
+    assert (opts.limits.max_handshakes, opts.limits.per_source, opts.limits.per_relay) == (9, 3, 2)
+    assert (opts.limits.rate, opts.limits.burst, opts.limits.known_peers) == (0.5, 1, 70)
 
 
 @pytest.mark.integration
