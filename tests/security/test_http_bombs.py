@@ -116,6 +116,8 @@ def test_device_served_while_body_bombs_run(served: tuple[BackgroundServer, str]
         for t in attackers:
             t.join(timeout=60)
         device.close()
+    print(f"device calls: 20, slowest {slowest * 1000:.0f} ms; RSS growth {peak / 2**20:.1f} MiB; "
+          f"attack requests refused: {len(refusals)}")  # fmt: skip
     statuses = {line.split(b" ")[1] for line in refusals if line.count(b" ") >= 1}
     assert statuses and statuses <= {b"413", b"400"}, statuses
     assert b"413" in statuses and b"400" in statuses
