@@ -35,6 +35,7 @@ __all__ = [
     "HASH_LEN",
     "MAGIC",
     "MAX_CHUNK",
+    "MAX_PAGES",
     "MIN_CHUNK",
     "SIG_LEN",
     "VERSION",
@@ -42,6 +43,7 @@ __all__ = [
     "ChunkMapError",
     "MapHead",
     "build_chunk_map",
+    "check_shape",
     "key_id_for",
     "leaf_hash",
     "leaves_per_page",
@@ -59,6 +61,7 @@ EMPTY_LEAF = bytes(HASH_LEN)
 _FIXED = struct.Struct(">4sBBHQIIHH32s32s8s")  # up to key_id, then id and name (u8-length each)
 MIN_CHUNK = 64
 MAX_CHUNK = 60000
+MAX_PAGES = 0xFFFF  # page_count is a u16 in the head
 
 
 class ChunkMapError(WireError):
@@ -107,6 +110,33 @@ def leaves_per_page(chunk_size: int) -> int:
     while k * 2 * HASH_LEN <= chunk_size:
         k *= 2
     return k
+
+
+def _pages(artifact_size: int, chunk_size: int) -> int:
+    chunks = -(-artifact_size // chunk_size)
+    return -(-chunks // leaves_per_page(chunk_size))
+
+
+def check_shape(artifact_size: int, chunk_size: int) -> tuple[int, int]:
+    """(chunk_count, page_count) of a map over ``artifact_size`` bytes, or ChunkMapError when no
+    map can have that shape: decided from the sizes alone, before any byte is read or hashed."""
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+        raise ChunkMapError(f"chunk size must be in {MIN_CHUNK}..{MAX_CHUNK}")
+    if artifact_size <= 0:
+        raise ChunkMapError("empty artifact")
+    pages = _pages(artifact_size, chunk_size)
+    if pages > MAX_PAGES:
+        hint = ""
+        if _pages(artifact_size, MAX_CHUNK) <= MAX_PAGES:  # pages only shrink as chunks grow
+            low, high = chunk_size, MAX_CHUNK
+            while low < high:
+                mid = (low + high) // 2
+                low, high = (low, mid) if _pages(artifact_size, mid) <= MAX_PAGES else (mid + 1, high)
+            hint = f"; the smallest chunk size that fits is {low}"
+        raise ChunkMapError(
+            f"{artifact_size} bytes in chunks of {chunk_size} make {pages} pages, at most {MAX_PAGES}{hint}"
+        )
+    return -(-artifact_size // chunk_size), pages
 
 
 def key_id_for(public_key: ed25519.Ed25519PublicKey) -> bytes:
@@ -333,10 +363,7 @@ def build_chunk_map(
     key: ed25519.Ed25519PrivateKey,
 ) -> ChunkMap:
     """Cut ``artifact`` into chunks, hash them, and sign the head (server side)."""
-    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
-        raise ChunkMapError(f"chunk size must be in {MIN_CHUNK}..{MAX_CHUNK}")
-    if not artifact:
-        raise ChunkMapError("empty artifact")
+    check_shape(len(artifact), chunk_size)
     leaves = [leaf_hash(artifact[i : i + chunk_size]) for i in range(0, len(artifact), chunk_size)]
     k = leaves_per_page(chunk_size)
     unsigned = MapHead(

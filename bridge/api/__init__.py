@@ -10,6 +10,8 @@ from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
 from ._inventory import set_group
+from ._json import decode_json
+from ._ranges import block_range
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
 from ._services import AdapterServices, Batch, BatchFailed
@@ -30,9 +32,11 @@ __all__ = [
     "Router",
     "Settings",
     "abort_deployment",
+    "block_range",
     "build_router",
     "create_deployment",
     "create_user",
+    "decode_json",
     "decommission_device",
     "error_response",
     "group_devices",

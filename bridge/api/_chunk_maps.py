@@ -18,7 +18,7 @@ adapter clamps it to its block size, so a map larger than a datagram is fetched 
 
 from __future__ import annotations
 
-import re
+import asyncio
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
@@ -27,9 +27,11 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.api._auth import require_device
 from bridge.api._context import ApiContext
+from bridge.api._paging import query_int
+from bridge.api._ranges import RangeError, byte_span, refused
 from bridge.api._types import ApiError, Request, Response
 from bridge.store import tables as t
-from wire.chunk_map import MAX_CHUNK, MIN_CHUNK, build_chunk_map
+from wire.chunk_map import MAX_CHUNK, MIN_CHUNK, ChunkMapError, build_chunk_map, check_shape
 
 __all__ = [
     "CHUNK_MAP_PATH",
@@ -42,7 +44,6 @@ __all__ = [
 CHUNK_MAP_PATH = "/api/meshota/v1/devices/chunk_maps/{id}"
 _KEY = "chunk_map_key"
 _SEQ = "chunk_map_seq"
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 class _Raced(Exception):
@@ -90,7 +91,11 @@ async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -
         return bytes.fromhex(row[0])
     if artifact is None or not ctx.blobs.exists(artifact.sha256):
         raise ApiError(404, "artifact not found")
-    data = ctx.blobs.path(artifact.sha256).read_bytes()
+    try:
+        check_shape(int(artifact.size), chunk_size)  # from the sizes alone, before any work
+    except ChunkMapError as exc:
+        raise ApiError(400, f"no chunk map of this shape: {exc}") from None
+    data = await asyncio.to_thread(ctx.blobs.path(artifact.sha256).read_bytes)
     key = await deployment_key(ctx)
     for _ in range(5):
         try:
@@ -104,7 +109,8 @@ async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -
                     await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == _SEQ))
                 ).first()
                 sequence = int(seq_row[0]) + 1 if seq_row is not None else 1
-                cmap = build_chunk_map(
+                cmap = await asyncio.to_thread(
+                    build_chunk_map,
                     data,
                     artifact_id=artifact_id,
                     artifact_name=artifact.name,
@@ -132,19 +138,16 @@ async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -
 
 async def get_chunk_map(ctx: ApiContext, req: Request) -> Response:
     await require_device(ctx, req)
-    raw = req.query_one("chunk_size", "1024") or ""
-    if not raw.isdigit():
-        raise ApiError(400, "chunk_size must be an integer")
-    data = await signed_chunk_map(ctx, req.path_params["id"], int(raw))
+    chunk_size = query_int(req, "chunk_size", 1024, minimum=MIN_CHUNK, maximum=MAX_CHUNK)
+    data = await signed_chunk_map(ctx, req.path_params["id"], chunk_size)
     headers = [("Content-Type", "application/vnd.meshota-chunk-map"), ("Accept-Ranges", "bytes")]
-    spec = req.headers.get("range")
-    if spec is None:
-        return Response(200, headers, data)
-    m = _RANGE.match(spec.strip())
     size = len(data)
-    start = int(m.group(1)) if m else size
-    end = min(int(m.group(2)) if m and m.group(2) else size - 1, size - 1)
-    if m is None or start >= size or end < start:
-        return Response(416, [("Content-Range", f"bytes */{size}")])
+    try:
+        span = byte_span(req.headers.get("range"), size)
+    except RangeError:
+        return refused(size)
+    if span is None:
+        return Response(200, headers, data)
+    start, end = span
     headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
     return Response(206, headers, data[start : end + 1])

@@ -31,7 +31,8 @@ class Settings:
     public_url: str = ""
     verify_keys: Sequence[VerifyKey] = ()
     artifact_limits: Limits = field(default_factory=Limits)
-    max_body: int = 1 << 30
+    max_body: int = 1 << 30  # the artifact upload (streamed to staging), and a cap on every body
+    max_json_body: int = 1 << 20  # every other route's body (JSON, inventory, logs)
     # how long "this auth set is accepted" may be answered from memory; 0 disables the cache.
     # Changes made through this process apply at once; other processes (meshota admin) within this.
     device_status_ttl: float = 5.0

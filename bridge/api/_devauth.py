@@ -19,6 +19,7 @@ from ._auth import TRANSPORT_CLAIM, require_user
 from ._context import ApiContext, now
 from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
 from ._device_status import invalidate_device
+from ._json import decode_json
 from ._paging import paginate
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -51,10 +52,7 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(400, "id_data must be a non-empty string")
     if not isinstance(pubkey, str) or not pubkey:
         raise ApiError(400, "pubkey must be a non-empty string")
-    try:
-        identity = json.loads(id_data)
-    except json.JSONDecodeError:
-        raise ApiError(400, "id_data must hold a JSON object") from None
+    identity = decode_json(id_data.encode("utf-8", "surrogatepass"), what="id_data")
     if not isinstance(identity, dict):
         raise ApiError(400, "id_data must hold a JSON object")
     signature = req.headers.get("x-men-signature")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +13,7 @@ from bridge.store import tables as t
 from ._auth import DeviceAuth, require_device
 from ._context import ApiContext, now
 from ._crypto import sign_link, verify_link
+from ._ranges import RangeError, byte_span, refused
 from ._times import rfc3339
 from ._types import ApiError, FileSlice, Request, Response, json_response
 
@@ -43,7 +43,6 @@ DEVICE_STATUSES = frozenset(
     }
 )
 FINISHED = frozenset({"success", "failure", "already-installed", "noartifact", "aborted", "decommissioned"})
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _LINK_PATH = "/api/devices/v1/deployments/download/artifacts/"
 
 
@@ -300,14 +299,12 @@ async def download_artifact(ctx: ApiContext, req: Request) -> Response:
     size = int(artifact["size"])
     headers = [("Content-Type", "application/vnd.mender-artifact"), ("Accept-Ranges", "bytes")]
     path = ctx.blobs.path(artifact["sha256"])
-    spec = req.headers.get("range")
-    if spec is None:
+    try:
+        span = byte_span(req.headers.get("range"), size)
+    except RangeError:
+        return refused(size)
+    if span is None:
         return Response(200, headers, file=FileSlice(path, 0, size))
-    m = _RANGE.match(spec.strip())
-    start = int(m.group(1)) if m else size
-    end = int(m.group(2)) if m and m.group(2) else size - 1
-    if m is None or start >= size or end < start:
-        return Response(416, [("Content-Range", f"bytes */{size}")])
-    end = min(end, size - 1)
+    start, end = span
     headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
     return Response(206, headers, file=FileSlice(path, start, end - start + 1))

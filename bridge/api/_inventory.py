@@ -12,7 +12,7 @@ from bridge.store import tables as t
 
 from ._auth import require_device, require_user
 from ._context import ApiContext, now
-from ._paging import paginate
+from ._paging import MAX_PAGE, paginate, parse_int
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -268,8 +268,8 @@ async def mgmt_search(ctx: ApiContext, req: Request) -> Response:
     body = req.json() or {}
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
-    page = int(body.get("page", 1))
-    per_page = int(body.get("per_page", 20))
+    page = parse_int(body.get("page", 1), "page", minimum=1, maximum=MAX_PAGE)
+    per_page = parse_int(body.get("per_page", 20), "per_page", minimum=1, maximum=500)
     filters = body.get("filters") or []
     if not isinstance(filters, list):
         raise ApiError(400, "filters must be an array")

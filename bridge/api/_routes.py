@@ -80,4 +80,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
 
 
 def build_router(ctx: ApiContext) -> Router[ApiContext]:
-    return Router(ctx, ROUTES)
+    settings = ctx.settings
+    return Router(
+        ctx,
+        ROUTES,
+        body_limit=min(settings.max_json_body, settings.max_body),
+        stream_limit=settings.max_body,
+    )

@@ -8,16 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._errors import ApiError
+from ._json import decode_json
+
 __all__ = ["ApiError", "FileSlice", "Request", "Response", "error_response", "json_response"]
-
-
-class ApiError(Exception):
-    """A client-visible failure; renders as ``{"error": message, "request_id": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +23,8 @@ class Request:
     ``base_url`` is ``scheme://host[:port]`` as the client reached us (used to build links).
     ``body_stream``, when an adapter sets it, yields the body in chunks instead of ``body``
     (HTTP uploads); the router reads it into ``body`` for every route not marked streaming.
+    ``decoded`` is the body already run through :func:`decode_json` (the router does that in a
+    thread for large bodies): ``(value,)`` or the ApiError it raised; ``json()`` returns/raises it.
     """
 
     method: str
@@ -41,6 +37,7 @@ class Request:
     request_id: str = ""
     path_params: Mapping[str, str] = field(default_factory=dict)
     body_stream: AsyncIterator[bytes] | None = None
+    decoded: tuple[Any] | ApiError | None = field(default=None, repr=False, compare=False)
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         """The body in chunks, whichever way the adapter delivered it."""
@@ -55,10 +52,12 @@ class Request:
         return values[0] if values else default
 
     def json(self) -> Any:
-        try:
-            return json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"malformed JSON body: {exc}") from None
+        """The body as JSON, through the one decoder (size, depth and content limits -> 4xx)."""
+        if isinstance(self.decoded, ApiError):
+            raise ApiError(self.decoded.status, self.decoded.message)
+        if self.decoded is not None:
+            return self.decoded[0]
+        return decode_json(self.body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,18 @@
 Request bodies arrive through ASGI whatever their framing, so mender-client's chunked bodies
 (``Transfer-Encoding: chunked``, no Content-Length) need nothing special here; uvicorn
 de-chunks them. The API is served at the root path, as mender-client's local proxy requires.
+
+Body limits are the route's (``Router.intake``), decided before a byte is read: a
+Content-Length over the limit is answered 413 at once; a body without one is counted as it
+arrives and cut off at the limit (413). The artifact upload is streamed to the handler (and
+on to staging on disk), every other body is read whole, at most its (small) limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -26,7 +32,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # headers a handler may look at; everything else stays in the adapter
-_KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host"})
+_KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host", "content-length"})
+_LENGTH = re.compile(r"[0-9]{1,19}")
 _CHUNK = 64 * 1024
 
 
@@ -89,14 +96,25 @@ class HttpAdapter:
                 headers[name] = raw_value.decode("latin-1")
         body = b""
         body_stream: AsyncIterator[bytes] | None = None
-        if headers.get("content-type", "").lower().startswith("multipart/"):
+        limit, streaming = self.router.intake(scope["method"], scope["path"])
+        limit = min(limit, self.max_body)
+        declared = headers.pop("content-length", None)
+        if declared is not None:
+            if _LENGTH.fullmatch(declared.strip()) is None:
+                await _send(send, error_response(400, "malformed Content-Length", rid))
+                return
+            if int(declared) > limit:
+                # refused before reading: the body is never buffered
+                await _send(send, error_response(413, f"body exceeds {limit} bytes", rid))
+                return
+        if streaming:
             # uploads are streamed to the handler (and on to disk), never held whole
-            body_stream = self._stream_body(receive)
+            body_stream = self._stream_body(receive, limit)
         else:
             try:
-                body = await self._read_body(receive)
+                body = await self._read_body(receive, limit)
             except _BodyTooLarge:
-                await _send(send, error_response(413, f"body exceeds {self.max_body} bytes", rid))
+                await _send(send, error_response(413, f"body exceeds {limit} bytes", rid))
                 return
         host = headers.get("host") or _server_host(scope)
         request = Request(
@@ -112,7 +130,7 @@ class HttpAdapter:
         response = await self.router.handle(request)
         await _send(send, response, head=scope["method"] == "HEAD")
 
-    async def _stream_body(self, receive: Receive) -> AsyncIterator[bytes]:
+    async def _stream_body(self, receive: Receive, limit: int) -> AsyncIterator[bytes]:
         """The request body chunk by chunk; the size limit is enforced as it arrives."""
         size = 0
         while True:
@@ -121,14 +139,14 @@ class HttpAdapter:
                 raise ApiError(400, "client went away before the body was complete")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                raise ApiError(413, f"body exceeds {self.max_body} bytes")
+            if size > limit:
+                raise ApiError(413, f"body exceeds {limit} bytes")
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
                 return
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _read_body(self, receive: Receive, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -137,7 +155,7 @@ class HttpAdapter:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > limit:
                 raise _BodyTooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):

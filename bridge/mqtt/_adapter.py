@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from bridge.api import Request, Response, Router, error_response
+from bridge.api import Request, Response, Router, block_range, error_response
 from wire.envelope import (
     EnvelopeError,
     RequestEnvelope,
@@ -36,7 +36,6 @@ _DOWNLOAD = re.compile(
 )
 # the device API (Mender's and meshota's device-side extension); the management API stays on HTTP
 _DEVICE_PREFIXES = ("/api/devices/", "/api/meshota/v1/devices/")
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _AUTH_PATH = "/api/devices/v1/authentication/auth_requests"
 # request headers a node may send besides the token and content type
 _PASSED_HEADERS = frozenset({"x-men-signature", "range"})
@@ -154,15 +153,7 @@ class MqttApiAdapter:
 
     def _block_range(self, spec: str | None) -> str:
         """Clamp a download to one block: no range -> the first block; a long range -> its first block."""
-        size = self.policy.block_size
-        m = _RANGE.match(spec.strip()) if spec else None
-        if spec is not None and m is None:
-            return spec  # let the handler answer 416 exactly as over HTTP
-        start = int(m.group(1)) if m else 0
-        end = start + size - 1
-        if m and m.group(2):
-            end = min(end, int(m.group(2)))
-        return f"bytes={start}-{end}"
+        return block_range(spec, self.policy.block_size)
 
     def _error(self, who: StampedIdentity, rid: str, status: int, message: str) -> Reply:
         log.info("refused request %s from %s: %d %s", rid, who.device, status, message)

@@ -45,6 +45,60 @@ class Limits:
     header_size: int = 16 << 20  # header.tar*, compressed and uncompressed
     payload_size: int = 8 << 30  # all payload files, uncompressed
     payload_files: int = 1024
+    tar_record_size: int = 64 << 10  # one pax / GNU long-name record, in any tar of the artifact
+    tar_records_in_row: int = 8  # extended records before one member (tarfile recurses per record)
+    header_entries: int = 4096  # members of header.tar
+
+
+_EXTENDED = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+
+
+def _capped_tarinfo(limits: Limits) -> type[tarfile.TarInfo]:
+    """A TarInfo class for one archive that checks each header's size field before tarfile
+    reads the record behind it: tarfile reads a pax or GNU long-name record whole (a header
+    claiming 768 MiB allocates 768 MiB, more while parsing it) and recurses once per record."""
+    in_row = 0
+    global_bytes = 0
+
+    class CappedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            nonlocal in_row, global_bytes
+            if self.type in _EXTENDED:
+                if self.size > limits.tar_record_size:
+                    raise ArtifactTooLarge(
+                        f"tar extended header claims {self.size} bytes, limit is {limits.tar_record_size}"
+                    )
+                in_row += 1
+                if in_row > limits.tar_records_in_row:
+                    raise ArtifactError(
+                        f"more than {limits.tar_records_in_row} tar extended headers in a row"
+                    )
+                if self.type == tarfile.XGLTYPE:
+                    global_bytes += self.size  # global records accumulate for the whole archive
+                    if global_bytes > limits.tar_record_size:
+                        raise ArtifactTooLarge(f"tar global headers exceed {limits.tar_record_size} bytes")
+            else:
+                in_row = 0
+                if self.type == tarfile.GNUTYPE_SPARSE:
+                    raise ArtifactError("sparse tar members are not supported")
+            member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+            return member
+
+    return CappedTarInfo
+
+
+def _open_tar(fileobj: IO[bytes], *, stream: bool, limits: Limits) -> tarfile.TarFile:
+    if stream:
+        return tarfile.open(fileobj=fileobj, mode="r|", tarinfo=_capped_tarinfo(limits))
+    return tarfile.open(fileobj=fileobj, mode="r:", tarinfo=_capped_tarinfo(limits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +146,17 @@ def parse_artifact(
         hashing = _HashingReader(raw, outer_hash)
         try:
             parser = _Parser(size, keys, limits)
-            with tarfile.open(fileobj=hashing, mode="r|") as tar:
+            with _open_tar(cast(IO[bytes], hashing), stream=True, limits=limits) as tar:
                 for member in tar:
                     parser.entry(tar, member)
             hashing.drain()
-        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            raise ArtifactError(f"truncated or corrupt artifact: {exc}") from None
+        except ArtifactError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
+            # ValueError: tarfile's own number parsing (e.g. a pax record length of 5,000 digits)
+            raise ArtifactError(f"truncated or corrupt artifact: {str(exc)[:200]}") from None
+        except RecursionError:
+            raise ArtifactError("corrupt artifact: nesting too deep") from None
     return parser.finish(size, outer_hash.hexdigest())
 
 
@@ -131,8 +190,8 @@ def _check_name(name: str) -> None:
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{what} is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: 5,000-digit ints too
+        raise ArtifactError(f"{what} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ArtifactError(f"{what} must be a JSON object")
     return obj
@@ -259,8 +318,10 @@ class _Parser:
         if len(raw) > limit:
             raise ArtifactTooLarge(f"header expands beyond {limit} bytes")
         files: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            for member in tar:
+        with _open_tar(io.BytesIO(raw), stream=False, limits=self.limits) as tar:
+            for count, member in enumerate(tar):
+                if count >= self.limits.header_entries:
+                    raise ArtifactTooLarge(f"header has more than {self.limits.header_entries} entries")
                 _check_name(member.name)
                 if not member.isfile():
                     raise ArtifactError(f"header entry {member.name!r} is not a regular file")
@@ -306,7 +367,7 @@ class _Parser:
     # -- payload data ---------------------------------------------------------------------
     def _data(self, index: int, stream: IO[bytes]) -> None:
         payload = self.payloads[index]
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with _open_tar(stream, stream=True, limits=self.limits) as tar:
             for member in tar:
                 _check_name(member.name)
                 if not member.isfile() or _PAYLOAD_NAME.match(member.name) is None:
