@@ -60,7 +60,7 @@ class Router(Generic[C]):
                     request = dataclasses.replace(request, body=body, body_stream=None)
                 response = await handler(self.context, request)
             except ApiError as exc:
-                return error_response(exc.status, exc.message, rid)
+                return error_response(exc.status, exc.message, rid, exc.headers)
             except Exception:
                 log.exception("handler failed: %s %s", request.method, request.path)
                 return error_response(500, "internal error", rid)

@@ -12,12 +12,15 @@ __all__ = ["ApiError", "FileSlice", "Request", "Response", "error_response", "js
 
 
 class ApiError(Exception):
-    """A client-visible failure; renders as ``{"error": message, "request_id": ...}``."""
+    """A client-visible failure; renders as ``{"error": message, "request_id": ...}``.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``headers`` go out with the error response (e.g. ``Retry-After`` on a 429)."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = list(headers or [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,8 @@ class Request:
     ``headers`` keys are lower-case. ``identity`` is the authenticated transport identity
     (e.g. the device id an MQTT-SN gateway stamps on a request), ``None`` over plain HTTP.
     ``base_url`` is ``scheme://host[:port]`` as the client reached us (used to build links).
+    ``client`` is the peer's network address as the adapter saw it (HTTP: the TCP peer's host),
+    ``None`` where there is none (MQTT: ``identity`` names the caller); login throttling keys on it.
     ``body_stream``, when an adapter sets it, yields the body in chunks instead of ``body``
     (HTTP uploads); the router reads it into ``body`` for every route not marked streaming.
     """
@@ -41,6 +46,7 @@ class Request:
     request_id: str = ""
     path_params: Mapping[str, str] = field(default_factory=dict)
     body_stream: AsyncIterator[bytes] | None = None
+    client: str | None = None
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         """The body in chunks, whichever way the adapter delivered it."""
@@ -93,7 +99,11 @@ def json_response(status: int, obj: object, headers: list[tuple[str, str]] | Non
     return Response(status, [("Content-Type", "application/json"), *(headers or [])], body)
 
 
-def error_response(status: int, message: str, request_id: str) -> Response:
+def error_response(
+    status: int, message: str, request_id: str, headers: list[tuple[str, str]] | None = None
+) -> Response:
     return json_response(
-        status, {"error": message, "request_id": request_id}, [("X-MEN-RequestID", request_id)]
+        status,
+        {"error": message, "request_id": request_id},
+        [("X-MEN-RequestID", request_id), *(headers or [])],
     )
