@@ -10,6 +10,7 @@ from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
 from ._inventory import set_group
+from ._limits import ApiLimits
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
 from ._types import ApiError, FileSlice, Request, Response, error_response, json_response
@@ -19,6 +20,7 @@ __all__ = [
     "ROUTES",
     "ApiContext",
     "ApiError",
+    "ApiLimits",
     "FileSlice",
     "Request",
     "Response",
