@@ -9,8 +9,9 @@ cached (``cmap:<artifact id>:<chunk size>``), so every root and every node askin
 artifact and chunk size gets the very same bytes — and therefore the same stream id, which is
 what lets a new root resume another root's stream.
 
-Limits (docs/limits.md): a device gets maps only of artifacts deployed to it (any other id is
-404, as an unknown one); at most ``ApiLimits.chunk_map_sizes_per_artifact`` chunk sizes are
+Limits (docs/limits.md): a device gets maps only of artifacts deployed to it or still being
+deployed to some device (a group root relays for its targets); any other id is 404, as an unknown
+one; at most ``ApiLimits.chunk_map_sizes_per_artifact`` chunk sizes are
 signed and kept per artifact (another size: 400 naming the ones there are); an artifact's maps are
 dropped with the artifact. Reading and hashing the artifact runs in the thread pool.
 
@@ -94,11 +95,13 @@ _DD, _D, _A = t.device_deployments, t.deployments, t.artifacts
 
 
 async def _deployed_to(conn: AsyncConnection, device_id: str, artifact: Any) -> bool:
-    """Whether a deployment of this artifact (by id once started, else by name) names the device."""
+    """Whether this artifact (by id once started, else by name) is deployed to the device, or is
+    still being deployed to any device (a group-stream root fetches the map for its targets and
+    need not be one itself)."""
     query = (
         sa.select(_DD.c.id)
         .join(_D, _D.c.id == _DD.c.deployment_id)
-        .where(_DD.c.device_id == device_id)
+        .where(sa.or_(_DD.c.device_id == device_id, _DD.c.finished_ts.is_(None)))
         .where(
             sa.or_(
                 _DD.c.artifact_id == artifact.id,
