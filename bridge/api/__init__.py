@@ -11,6 +11,7 @@ from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
 from ._inventory import set_group
 from ._json import decode_json
+from ._limits import ApiLimits
 from ._ranges import block_range
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
@@ -23,6 +24,7 @@ __all__ = [
     "AdapterServices",
     "ApiContext",
     "ApiError",
+    "ApiLimits",
     "Batch",
     "BatchFailed",
     "FileSlice",

@@ -193,6 +193,9 @@ async def mgmt_delete_artifact(ctx: ApiContext, req: Request) -> Response:
         if active is not None:
             raise ApiError(409, "artifact is used by an active deployment")
         await conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.id == row.id))
+        from bridge.api._chunk_maps import remove_chunk_maps  # late, as in _routes
+
+        await remove_chunk_maps(conn, row.id)  # its cached chunk maps go with it
         others = (
             await conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.sha256 == row.sha256).limit(1))
         ).first()

@@ -9,6 +9,12 @@ cached (``cmap:<artifact id>:<chunk size>``), so every root and every node askin
 artifact and chunk size gets the very same bytes — and therefore the same stream id, which is
 what lets a new root resume another root's stream.
 
+Limits (docs/limits.md): a device gets maps only of artifacts deployed to it or still being
+deployed to some device (a group root relays for its targets); any other id is 404, as an unknown
+one; at most ``ApiLimits.chunk_map_sizes_per_artifact`` chunk sizes are
+signed and kept per artifact (another size: 400 naming the ones there are); an artifact's maps are
+dropped with the artifact. Reading and hashing the artifact runs in the thread pool.
+
 Endpoint (device token; a meshota extension, not a Mender path):
 ``GET /api/meshota/v1/devices/chunk_maps/{artifact_id}?chunk_size=N``
 → 200 ``application/vnd.meshota-chunk-map`` (the full form: head + leaves); with a
@@ -19,11 +25,15 @@ adapter clamps it to its block size, so a map larger than a datagram is fetched 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.api._auth import require_device
 from bridge.api._context import ApiContext
@@ -31,19 +41,21 @@ from bridge.api._paging import query_int
 from bridge.api._ranges import RangeError, byte_span, refused
 from bridge.api._types import ApiError, Request, Response
 from bridge.store import tables as t
-from wire.chunk_map import MAX_CHUNK, MIN_CHUNK, ChunkMapError, build_chunk_map, check_shape
+from wire.chunk_map import MAX_CHUNK, MIN_CHUNK, ChunkMap, ChunkMapError, build_chunk_map, check_shape
 
 __all__ = [
     "CHUNK_MAP_PATH",
     "deployment_key",
     "deployment_public_key_pem",
     "get_chunk_map",
+    "remove_chunk_maps",
     "signed_chunk_map",
 ]
 
 CHUNK_MAP_PATH = "/api/meshota/v1/devices/chunk_maps/{id}"
 _KEY = "chunk_map_key"
 _SEQ = "chunk_map_seq"
+_CACHE_PREFIX = "cmap:"
 
 
 class _Raced(Exception):
@@ -79,24 +91,80 @@ async def deployment_public_key_pem(ctx: ApiContext) -> bytes:
     )
 
 
-async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -> bytes:
-    """The cached map for this artifact and chunk size, signing (and numbering) it the first time."""
+_DD, _D, _A = t.device_deployments, t.deployments, t.artifacts
+
+
+async def _deployed_to(conn: AsyncConnection, device_id: str, artifact: Any) -> bool:
+    """Whether this artifact (by id once started, else by name) is deployed to the device, or is
+    still being deployed to any device (a group-stream root fetches the map for its targets and
+    need not be one itself)."""
+    query = (
+        sa.select(_DD.c.id)
+        .join(_D, _D.c.id == _DD.c.deployment_id)
+        .where(sa.or_(_DD.c.device_id == device_id, _DD.c.finished_ts.is_(None)))
+        .where(
+            sa.or_(
+                _DD.c.artifact_id == artifact.id,
+                sa.and_(_DD.c.artifact_id.is_(None), _D.c.artifact_name == artifact.name),
+            )
+        )
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+def _draft(
+    path: Path, artifact_id: str, name: str, chunk_size: int, key: ed25519.Ed25519PrivateKey
+) -> ChunkMap:
+    """Read and hash the artifact (thread pool); numbered and signed for real in the transaction."""
+    return build_chunk_map(
+        path.read_bytes(),
+        artifact_id=artifact_id,
+        artifact_name=name,
+        chunk_size=chunk_size,
+        sequence=0,
+        key=key,
+    )
+
+
+def _numbered(draft: ChunkMap, sequence: int, key: ed25519.Ed25519PrivateKey) -> ChunkMap:
+    head = dataclasses.replace(draft.head, sequence=sequence, signature=b"")
+    return ChunkMap(dataclasses.replace(head, signature=key.sign(head.signed_bytes())), draft.leaves)
+
+
+async def signed_chunk_map(
+    ctx: ApiContext, artifact_id: str, chunk_size: int, device_id: str | None = None
+) -> bytes:
+    """The cached map for this artifact and chunk size, signing (and numbering) it the first time.
+
+    With ``device_id``, only for an artifact deployed to that device (404 otherwise, as for an
+    unknown artifact). At most ``ApiLimits.chunk_map_sizes_per_artifact`` chunk sizes are signed
+    and kept per artifact; another size is refused (400, naming the sizes there are).
+    """
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise ApiError(400, f"chunk_size must be in {MIN_CHUNK}..{MAX_CHUNK}")
-    cache_key = f"cmap:{artifact_id}:{chunk_size}"
+    cache_key = f"{_CACHE_PREFIX}{artifact_id}:{chunk_size}"
     async with ctx.store.read() as conn:
+        artifact = (await conn.execute(sa.select(_A).where(_A.c.id == artifact_id))).first()
+        if artifact is None or (device_id is not None and not await _deployed_to(conn, device_id, artifact)):
+            raise ApiError(404, "artifact not found")
         row = (await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == cache_key))).first()
-        artifact = (await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.id == artifact_id))).first()
     if row is not None:
         return bytes.fromhex(row[0])
-    if artifact is None or not ctx.blobs.exists(artifact.sha256):
+    if not ctx.blobs.exists(artifact.sha256):
         raise ApiError(404, "artifact not found")
     try:
         check_shape(int(artifact.size), chunk_size)  # from the sizes alone, before any work
     except ChunkMapError as exc:
         raise ApiError(400, f"no chunk map of this shape: {exc}") from None
-    data = await asyncio.to_thread(ctx.blobs.path(artifact.sha256).read_bytes)
     key = await deployment_key(ctx)
+    try:
+        # reading and hashing the whole artifact is CPU and disk work: not on the event loop
+        draft = await asyncio.to_thread(
+            _draft, ctx.blobs.path(artifact.sha256), artifact_id, artifact.name, chunk_size, key
+        )
+    except ChunkMapError as exc:
+        raise ApiError(400, f"no chunk map for this artifact: {exc}") from None
     for _ in range(5):
         try:
             async with ctx.store.transaction() as conn:
@@ -105,20 +173,12 @@ async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -
                 ).first()
                 if cached is not None:
                     return bytes.fromhex(cached[0])
+                await _check_sizes(ctx, conn, artifact_id)
                 seq_row = (
                     await conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == _SEQ))
                 ).first()
                 sequence = int(seq_row[0]) + 1 if seq_row is not None else 1
-                cmap = await asyncio.to_thread(
-                    build_chunk_map,
-                    data,
-                    artifact_id=artifact_id,
-                    artifact_name=artifact.name,
-                    chunk_size=chunk_size,
-                    sequence=sequence,
-                    key=key,
-                )
-                encoded = cmap.encode()
+                encoded = _numbered(draft, sequence, key).encode()
                 if seq_row is None:
                     await conn.execute(sa.insert(t.settings).values(key=_SEQ, value=str(sequence)))
                 else:
@@ -136,10 +196,34 @@ async def signed_chunk_map(ctx: ApiContext, artifact_id: str, chunk_size: int) -
     raise ApiError(503, "chunk map is being signed concurrently; retry")
 
 
+async def _check_sizes(ctx: ApiContext, conn: AsyncConnection, artifact_id: str) -> None:
+    prefix = f"{_CACHE_PREFIX}{artifact_id}:"
+    keys = (
+        await conn.execute(
+            sa.select(t.settings.c.key).where(t.settings.c.key.startswith(prefix, autoescape=True))
+        )
+    ).scalars()
+    sizes = sorted(int(k[len(prefix) :]) for k in keys)
+    limit = ctx.limits.chunk_map_sizes_per_artifact
+    if len(sizes) >= limit:
+        raise ApiError(
+            400, f"chunk maps of {limit} sizes exist for this artifact, the most kept; ask for one of {sizes}"
+        )
+
+
+async def remove_chunk_maps(conn: AsyncConnection, artifact_id: str) -> None:
+    """Drop the cached maps of an artifact (when the artifact is deleted)."""
+    await conn.execute(
+        sa.delete(t.settings).where(
+            t.settings.c.key.startswith(f"{_CACHE_PREFIX}{artifact_id}:", autoescape=True)
+        )
+    )
+
+
 async def get_chunk_map(ctx: ApiContext, req: Request) -> Response:
-    await require_device(ctx, req)
+    auth = await require_device(ctx, req)
     chunk_size = query_int(req, "chunk_size", 1024, minimum=MIN_CHUNK, maximum=MAX_CHUNK)
-    data = await signed_chunk_map(ctx, req.path_params["id"], chunk_size)
+    data = await signed_chunk_map(ctx, req.path_params["id"], chunk_size, auth.device_id)
     headers = [("Content-Type", "application/vnd.meshota-chunk-map"), ("Accept-Ranges", "bytes")]
     size = len(data)
     try:

@@ -14,6 +14,8 @@ from bridge.store import Store
 from bridge.store import tables as t
 
 from ._device_status import DeviceStatusCache
+from ._limits import ApiLimits
+from ._throttle import TokenBuckets, WorkGate
 
 __all__ = ["ApiContext", "Settings", "now"]
 
@@ -33,6 +35,8 @@ class Settings:
     artifact_limits: Limits = field(default_factory=Limits)
     max_body: int = 1 << 30  # the artifact upload (streamed to staging), and a cap on every body
     max_json_body: int = 1 << 20  # every other route's body (JSON, inventory, logs)
+    # what the API accepts and stores, login throttling (docs/limits.md)
+    limits: ApiLimits = field(default_factory=ApiLimits)
     # how long "this auth set is accepted" may be answered from memory; 0 disables the cache.
     # Changes made through this process apply at once; other processes (meshota admin) within this.
     device_status_ttl: float = 5.0
@@ -45,9 +49,23 @@ class ApiContext:
     secret: bytes
     settings: Settings
     device_status: DeviceStatusCache = field(default_factory=DeviceStatusCache)
+    # login throttling and the bounded scrypt gate (built from settings.limits)
+    logins_by_user: TokenBuckets = field(init=False)
+    logins_by_source: TokenBuckets = field(init=False)
+    passwords: WorkGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.device_status.ttl = self.settings.device_status_ttl
+        lim = self.settings.limits
+        self.logins_by_user = TokenBuckets(lim.login_user_burst, lim.login_user_refill, lim.login_state_max)
+        self.logins_by_source = TokenBuckets(
+            lim.login_source_burst, lim.login_source_refill, lim.login_state_max
+        )
+        self.passwords = WorkGate(lim.password_workers, lim.password_queue_max)
+
+    @property
+    def limits(self) -> ApiLimits:
+        return self.settings.limits
 
     @classmethod
     async def create(cls, store: Store, blobs: BlobStore, settings: Settings) -> ApiContext:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from ._types import ApiError
 
 __all__ = [
+    "DUMMY_PASSWORD_HASH",
     "check_password",
     "decode_token",
     "hash_password",
@@ -98,6 +99,11 @@ def hash_password(password: str) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
+# Checked instead of a real hash when the user name is unknown, so an unknown user costs the
+# same scrypt as a known one (no user enumeration by timing). Its digest matches no password.
+DUMMY_PASSWORD_HASH = "scrypt$" + "6d6573686f74612d64756d6d792d2d21" + "$" + "00" * 64
+
+
 def check_password(stored: str, password: str) -> bool:
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
@@ -107,6 +113,10 @@ def check_password(stored: str, password: str) -> bool:
         return False
     digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), n=2**14, r=8, p=1)
     return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+RSA_MAX_BITS = 8192
+RSA_MAX_EXPONENT = 2**32
 
 
 @functools.lru_cache(maxsize=4096)
@@ -120,6 +130,11 @@ def normalize_pubkey(pem: str) -> str:
         raise ApiError(400, "pubkey is not a PEM public key") from None
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         raise ApiError(400, "unsupported device key type")
+    if isinstance(key, rsa.RSAPublicKey) and (
+        key.key_size > RSA_MAX_BITS or key.public_numbers().e > RSA_MAX_EXPONENT
+    ):
+        # a huge modulus or exponent makes every signature check expensive
+        raise ApiError(400, f"RSA keys are limited to {RSA_MAX_BITS} bits and a 32-bit exponent")
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -19,7 +20,7 @@ from ._auth import TRANSPORT_CLAIM, require_user
 from ._context import ApiContext, now
 from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
 from ._device_status import invalidate_device
-from ._json import decode_json
+from ._limits import ApiLimits, check_body_size, json_depth
 from ._paging import paginate
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -44,24 +45,27 @@ ID_DATA_TRANSPORT_KEY = "meshota_id"
 
 # -- device API -----------------------------------------------------------------------------
 async def auth_requests(ctx: ApiContext, req: Request) -> Response:
+    lim = ctx.limits
+    check_body_size(req.body, lim.auth_body_max, "auth request")
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "auth request must be a JSON object")
-    id_data, pubkey = body.get("id_data"), body.get("pubkey")
+    id_data, raw_key = body.get("id_data"), body.get("pubkey")
     if not isinstance(id_data, str) or not id_data:
         raise ApiError(400, "id_data must be a non-empty string")
-    if not isinstance(pubkey, str) or not pubkey:
+    if not isinstance(raw_key, str) or not raw_key:
         raise ApiError(400, "pubkey must be a non-empty string")
-    identity = decode_json(id_data.encode("utf-8", "surrogatepass"), what="id_data")
-    if not isinstance(identity, dict):
-        raise ApiError(400, "id_data must hold a JSON object")
+    identity = _check_id_data(id_data, lim)
+    if len(raw_key) > lim.pubkey_max_bytes:
+        raise ApiError(400, f"pubkey exceeds {lim.pubkey_max_bytes} characters")
     signature = req.headers.get("x-men-signature")
     if not signature:
         raise ApiError(400, "missing X-MEN-Signature")
-    pubkey = normalize_pubkey(pubkey)
-    if not verify_auth_signature(pubkey, req.body, signature):
-        raise ApiError(401, "signature verification failed")
-    # over MQTT: the gateway-verified transport identity of the node that sends this request
+    if len(signature) > _SIGNATURE_MAX:
+        raise ApiError(400, f"X-MEN-Signature exceeds {_SIGNATURE_MAX} characters")
+    # key parsing and the signature check are CPU work: in the thread pool, not on the event loop
+    pubkey = await asyncio.to_thread(_verified_key, raw_key, req.body, signature)
+    # over MQTT: the gateway-verified transport identity this device is (or becomes) bound to
     tid = req.identity
     if tid is not None and identity.get(ID_DATA_TRANSPORT_KEY, tid) != tid:
         raise ApiError(403, f"id_data names another transport identity than {tid!r}")
@@ -93,6 +97,37 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     if status != "accepted":
         raise ApiError(401, f"device authentication {status}")
     return _device_token(ctx, device["id"], aid, ts, tid)
+
+
+# base64 of a raw RSA-16384 signature is 2,732 characters
+_SIGNATURE_MAX = 4096
+
+
+def _check_id_data(id_data: str, lim: ApiLimits) -> dict[str, Any]:
+    """The identity object, after the size, key-count and depth limits (400 before any work)."""
+    size = len(id_data.encode())
+    if size > lim.id_data_max_bytes:
+        raise ApiError(400, f"id_data of {size} bytes exceeds the limit of {lim.id_data_max_bytes} bytes")
+    try:
+        identity = json.loads(id_data)
+    except (json.JSONDecodeError, RecursionError):
+        raise ApiError(400, "id_data must hold a JSON object") from None
+    if not isinstance(identity, dict):
+        raise ApiError(400, "id_data must hold a JSON object")
+    if len(identity) > lim.id_data_max_keys:
+        raise ApiError(400, f"id_data has {len(identity)} keys; at most {lim.id_data_max_keys} are allowed")
+    depth = json_depth(identity)
+    if depth > lim.id_data_max_depth:
+        raise ApiError(400, f"id_data is nested {depth} deep; at most {lim.id_data_max_depth} is allowed")
+    return identity
+
+
+def _verified_key(pubkey: str, body: bytes, signature: str) -> str:
+    """The canonical PEM of ``pubkey`` once ``signature`` over ``body`` checked out (thread pool)."""
+    pem = normalize_pubkey(pubkey)
+    if not verify_auth_signature(pem, body, signature):
+        raise ApiError(401, "signature verification failed")
+    return pem
 
 
 def _check_binding(tid: str | None, bound: str | None, presented: str | None) -> None:
@@ -392,9 +427,12 @@ async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(400, "identity_data must be a non-empty object")
     if not isinstance(pubkey, str):
         raise ApiError(400, "pubkey must be a PEM string")
+    if len(pubkey) > ctx.limits.pubkey_max_bytes:
+        raise ApiError(400, f"pubkey exceeds {ctx.limits.pubkey_max_bytes} characters")
     pubkey = normalize_pubkey(pubkey)
     # the device sends id_data as Go's json.Marshal output: sorted keys, no spaces
     id_data = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    _check_id_data(id_data, ctx.limits)  # the same limits as a device's own auth request
     ts = now()
     # An operator call: it never hands out a device token (a known device is a 409 conflict).
     async with ctx.store.transaction() as conn:

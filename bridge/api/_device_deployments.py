@@ -13,6 +13,7 @@ from bridge.store import tables as t
 from ._auth import DeviceAuth, require_device
 from ._context import ApiContext, now
 from ._crypto import sign_link, verify_link
+from ._limits import check_body_size
 from ._ranges import RangeError, byte_span, refused
 from ._times import rfc3339
 from ._types import ApiError, FileSlice, Request, Response, json_response
@@ -241,8 +242,9 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
     if status not in DEVICE_STATUSES:
         raise ApiError(400, f"invalid status {status!r}")
     substate = body.get("substate")
-    if substate is not None and (not isinstance(substate, str) or len(substate) > 200):
-        raise ApiError(400, "substate must be a string of at most 200 characters")
+    limit = ctx.limits.substate_max
+    if substate is not None and (not isinstance(substate, str) or len(substate) > limit):
+        raise ApiError(400, f"substate must be a string of at most {limit} characters")
     async with ctx.store.read() as conn:
         seen = await _device_deployment(conn, req, auth)
     if seen.status == status and seen.substate == substate and status not in FINISHED:
@@ -267,19 +269,32 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
 
 
 async def put_log(ctx: ApiContext, req: Request) -> Response:
+    lim = ctx.limits
+    check_body_size(req.body, lim.log_body_max, "deployment log")
     auth = await require_device(ctx, req)
     body = req.json()
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty array")
+    if len(messages) > lim.log_max_messages:
+        raise ApiError(400, f"{len(messages)} log messages; at most {lim.log_max_messages} are kept")
+    kept = []
     for m in messages:
         if not isinstance(m, dict) or not all(
             isinstance(m.get(k), str) for k in ("timestamp", "level", "message")
         ):
             raise ApiError(400, "each log message needs timestamp, level and message")
+        if len(m["timestamp"]) > lim.log_field_max or len(m["level"]) > lim.log_field_max:
+            raise ApiError(
+                400, f"a log message's timestamp and level are at most {lim.log_field_max} characters"
+            )
+        if len(m["message"]) > lim.log_message_max:
+            raise ApiError(400, f"a log message is at most {lim.log_message_max} characters")
+        # only the three fields are kept (what the management API shows)
+        kept.append({"timestamp": m["timestamp"], "level": m["level"], "message": m["message"]})
     async with ctx.store.transaction() as conn:
         row = await _device_deployment(conn, req, auth)
-        await conn.execute(_SET_LOG, {"b_id": row.id, "b_log": messages})
+        await conn.execute(_SET_LOG, {"b_id": row.id, "b_log": kept})
     return Response(204)
 
 

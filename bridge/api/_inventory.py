@@ -12,6 +12,7 @@ from bridge.store import tables as t
 
 from ._auth import require_device, require_user
 from ._context import ApiContext, now
+from ._limits import ApiLimits, check_body_size, encoded_size
 from ._paging import MAX_PAGE, paginate, parse_int
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -32,25 +33,41 @@ __all__ = [
 ]
 
 
-def _attributes(body: Any) -> list[tuple[str, Any, str | None]]:
+def _attributes(body: Any, lim: ApiLimits) -> list[tuple[str, Any, str | None]]:
     if not isinstance(body, list):
         raise ApiError(400, "attributes must be a JSON array")
+    if len(body) > lim.inventory_max_attributes:
+        raise ApiError(
+            400, f"{len(body)} attributes in one update; at most {lim.inventory_max_attributes} are allowed"
+        )
     out = []
     for item in body:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ApiError(400, "each attribute needs a string 'name'")
-        if not item["name"] or len(item["name"]) > 255:
-            raise ApiError(400, "attribute names are 1..255 characters")
+        name = item["name"]
+        if not name or len(name) > lim.inventory_name_max:
+            raise ApiError(400, f"attribute names are 1..{lim.inventory_name_max} characters")
         if "value" not in item:
-            raise ApiError(400, f"attribute {item['name']!r} has no value")
+            raise ApiError(400, f"attribute {name!r} has no value")
         value = item["value"]
         ok_scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
         if not ok_scalar and not (
             isinstance(value, list) and all(isinstance(v, str | int | float) for v in value)
         ):
-            raise ApiError(400, f"attribute {item['name']!r} has an unsupported value")
+            raise ApiError(400, f"attribute {name!r} has an unsupported value")
+        size = encoded_size(value)
+        if size > lim.inventory_value_max_bytes:
+            raise ApiError(
+                400,
+                f"attribute {name!r}: value of {size} bytes exceeds the limit of "
+                f"{lim.inventory_value_max_bytes} bytes",
+            )
         desc = item.get("description")
-        out.append((item["name"], value, desc if isinstance(desc, str) else None))
+        if isinstance(desc, str) and len(desc) > lim.inventory_description_max:
+            raise ApiError(
+                400, f"attribute {name!r}: description exceeds {lim.inventory_description_max} characters"
+            )
+        out.append((name, value, desc if isinstance(desc, str) else None))
     return out
 
 
@@ -61,6 +78,9 @@ _DROP_ATTRIBUTES = sa.delete(t.inventory).where(
     _IN_SCOPE, t.inventory.c.name.in_(sa.bindparam("b_names", expanding=True))
 )
 _ADD_ATTRIBUTE = sa.insert(t.inventory).values(device_id=sa.bindparam("b_device"), scope="inventory")
+_COUNT_OTHER_ATTRIBUTES = sa.select(sa.func.count()).where(
+    _IN_SCOPE, t.inventory.c.name.not_in(sa.bindparam("b_names", expanding=True))
+)
 _TOUCH_DEVICE = (
     sa.update(t.devices)
     .where(t.devices.c.id == sa.bindparam("b_device"))
@@ -70,8 +90,10 @@ _TOUCH_DEVICE = (
 
 async def device_attributes(ctx: ApiContext, req: Request) -> Response:
     """PUT replaces the device's "inventory" scope; PATCH upserts."""
+    lim = ctx.limits
+    check_body_size(req.body, lim.inventory_body_max, "inventory")
     auth = await require_device(ctx, req)
-    attrs = _attributes(req.json())
+    attrs = _attributes(req.json(), lim)
     ts = now()
     rows = [
         {"b_device": auth.device_id, "name": name, "value": value, "description": desc, "updated_ts": ts}
@@ -81,9 +103,18 @@ async def device_attributes(ctx: ApiContext, req: Request) -> Response:
         if req.method == "PUT":
             await conn.execute(_CLEAR_INVENTORY, {"b_device": auth.device_id})
         else:
-            await conn.execute(
-                _DROP_ATTRIBUTES, {"b_device": auth.device_id, "b_names": [a[0] for a in attrs]}
-            )
+            names = [a[0] for a in attrs]
+            # an upsert must not grow the device's inventory past the cap, one PATCH at a time
+            kept = (
+                await conn.execute(_COUNT_OTHER_ATTRIBUTES, {"b_device": auth.device_id, "b_names": names})
+            ).scalar_one()
+            if kept + len(rows) > lim.inventory_stored_max_attributes:
+                raise ApiError(
+                    400,
+                    f"the device would have {kept + len(rows)} inventory attributes; "
+                    f"at most {lim.inventory_stored_max_attributes} are kept",
+                )
+            await conn.execute(_DROP_ATTRIBUTES, {"b_device": auth.device_id, "b_names": names})
         if rows:
             await conn.execute(_ADD_ATTRIBUTE, rows)
         await conn.execute(_TOUCH_DEVICE, {"b_device": auth.device_id, "b_ts": ts})

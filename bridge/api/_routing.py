@@ -125,7 +125,7 @@ class Router(Generic[C]):
                 request = await _whole_body(request, route.limit)
             response = await route.handler(self.context, request)
         except ApiError as exc:
-            return error_response(exc.status, exc.message, rid)
+            return error_response(exc.status, exc.message, rid, exc.headers)
         except Exception:
             log.exception("handler failed: %s %s", request.method, request.path[:200])
             return error_response(500, "internal error", rid)

@@ -21,6 +21,8 @@ class Request:
     ``headers`` keys are lower-case. ``identity`` is the authenticated transport identity
     (e.g. the device id an MQTT-SN gateway stamps on a request), ``None`` over plain HTTP.
     ``base_url`` is ``scheme://host[:port]`` as the client reached us (used to build links).
+    ``client`` is the peer's network address as the adapter saw it (HTTP: the TCP peer's host),
+    ``None`` where there is none (MQTT: ``identity`` names the caller); login throttling keys on it.
     ``body_stream``, when an adapter sets it, yields the body in chunks instead of ``body``
     (HTTP uploads); the router reads it into ``body`` for every route not marked streaming.
     ``decoded`` is the body already run through :func:`decode_json` (the router does that in a
@@ -38,6 +40,7 @@ class Request:
     path_params: Mapping[str, str] = field(default_factory=dict)
     body_stream: AsyncIterator[bytes] | None = None
     decoded: tuple[Any] | ApiError | None = field(default=None, repr=False, compare=False)
+    client: str | None = None
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         """The body in chunks, whichever way the adapter delivered it."""
@@ -92,7 +95,11 @@ def json_response(status: int, obj: object, headers: list[tuple[str, str]] | Non
     return Response(status, [("Content-Type", "application/json"), *(headers or [])], body)
 
 
-def error_response(status: int, message: str, request_id: str) -> Response:
+def error_response(
+    status: int, message: str, request_id: str, headers: list[tuple[str, str]] | None = None
+) -> Response:
     return json_response(
-        status, {"error": message, "request_id": request_id}, [("X-MEN-RequestID", request_id)]
+        status,
+        {"error": message, "request_id": request_id},
+        [("X-MEN-RequestID", request_id), *(headers or [])],
     )

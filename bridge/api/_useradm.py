@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import uuid
@@ -15,7 +16,8 @@ from bridge.store import tables as t
 
 from ._auth import require_user
 from ._context import ApiContext, now
-from ._crypto import check_password, hash_password, issue_token
+from ._crypto import DUMMY_PASSWORD_HASH, check_password, hash_password, issue_token
+from ._throttle import too_many
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -28,15 +30,18 @@ async def create_user(conn: AsyncConnection, email: str, password: str) -> str:
         raise ApiError(400, "user name must be 1..255 characters")
     if len(password) < 8:
         raise ApiError(400, "password must be at least 8 characters")
+    if len(password) > 1024:
+        raise ApiError(400, "password must be at most 1024 characters")
     user_id = str(uuid.uuid4())
     ts = now()
+    password_hash = await asyncio.to_thread(hash_password, password)  # scrypt: off the event loop
     try:
         async with conn.begin_nested():
             await conn.execute(
                 sa.insert(t.users).values(
                     id=user_id,
                     email=email,
-                    password_hash=hash_password(password),
+                    password_hash=password_hash,
                     created_ts=ts,
                     updated_ts=ts,
                 )
@@ -46,8 +51,21 @@ async def create_user(conn: AsyncConnection, email: str, password: str) -> str:
     return user_id
 
 
+def _login_source(req: Request) -> str:
+    """Who is trying: the network peer (HTTP) or the transport identity (MQTT)."""
+    if req.identity is not None:
+        return f"id:{req.identity}"
+    return f"ip:{req.client or 'unknown'}"
+
+
 async def login(ctx: ApiContext, req: Request) -> Response:
-    scheme, _, encoded = req.headers.get("authorization", "").partition(" ")
+    """Basic -> user JWT. Throttled per source (every attempt) and per user name (failures),
+    checked before the scrypt work; scrypt runs in the bounded thread pool gate, against a dummy
+    hash for an unknown user, so a known and an unknown name cost the same."""
+    header = req.headers.get("authorization", "")
+    if len(header) > ctx.limits.login_header_max:
+        raise ApiError(401, "malformed basic credentials")
+    scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         raise ApiError(401, "basic authentication required")
     try:
@@ -56,9 +74,19 @@ async def login(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(401, "malformed basic credentials") from None
     if not sep:
         raise ApiError(401, "malformed basic credentials")
+    ts = now()
+    user_wait = ctx.logins_by_user.wait(user, ts)
+    if user_wait > 0:
+        raise too_many("too many failed logins for this user; retry later", user_wait)
+    source_wait = ctx.logins_by_source.take(_login_source(req), ts)
+    if source_wait > 0:
+        raise too_many("too many login attempts from this source; retry later", source_wait)
     async with ctx.store.read() as conn:
         row = (await conn.execute(sa.select(t.users).where(t.users.c.email == user))).first()
-    if row is None or not check_password(row.password_hash, password):
+    stored = row.password_hash if row is not None else DUMMY_PASSWORD_HASH
+    ok = await ctx.passwords.run(check_password, stored, password)
+    if row is None or not ok:
+        ctx.logins_by_user.take(user, now())
         raise ApiError(401, "invalid username or password")
     claims = {"sub": row.id, "mender.user": True, "mender.plan": "os"}
     token = issue_token(ctx.secret, claims, now(), ctx.settings.user_token_lifetime)

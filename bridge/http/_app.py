@@ -126,6 +126,7 @@ class HttpAdapter:
             base_url=f"{scope.get('scheme', 'http')}://{host}",
             request_id=rid,
             body_stream=body_stream,
+            client=_client_host(scope),
         )
         response = await self.router.handle(request)
         await _send(send, response, head=scope["method"] == "HEAD")
@@ -161,6 +162,12 @@ class HttpAdapter:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _client_host(scope: Scope) -> str | None:
+    """The TCP peer's address (uvicorn: ``scope["client"] = (host, port)``), without the port."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _server_host(scope: Scope) -> str:

@@ -48,7 +48,9 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         store = Store.open(config.db_url, schema=config.db_schema)
         state["store"] = store
         await store.migrate()
-        ctx = await ApiContext.create(store, BlobStore(config.artifacts_dir), config.settings)
+        blobs = BlobStore(config.artifacts_dir)
+        await asyncio.to_thread(blobs.remove_leftovers)  # staging files a crash left behind
+        ctx = await ApiContext.create(store, blobs, config.settings)
         state["ctx"] = ctx
         router = build_router(ctx)
         state["stops"] = [await service(router) for service in config.services]

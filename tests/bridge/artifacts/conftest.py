@@ -1,0 +1,1 @@
+"""Fixtures of the artifact store tests: the shared ones come from tests/conftest.py."""
