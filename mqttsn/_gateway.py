@@ -22,7 +22,8 @@ from typing import Any
 from . import _packets as p
 from ._codec import decode, peek_header
 from ._errors import DecodeError
-from ._gateway_base import GatewayConfig, _stamp
+from ._gateway_base import _stamp
+from ._gateway_config import GatewayConfig
 from ._gateway_events import (
     GATEWAY_CONN,
     BrokerPublish,

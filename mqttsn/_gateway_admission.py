@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ._forwarding import ForwardedPeer
 
 if TYPE_CHECKING:
-    from ._gateway_base import GatewayConfig
+    from ._gateway_config import GatewayConfig
 
 __all__ = ["Admission", "source_of"]
 

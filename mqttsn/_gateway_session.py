@@ -13,7 +13,7 @@ from ._gateway_events import WillSpec
 from ._topics import TopicRegistry
 
 if TYPE_CHECKING:
-    from ._gateway_base import GatewayConfig  # type-only: _gateway_base imports this module
+    from ._gateway_config import GatewayConfig
 
 __all__ = ["GatewaySession", "Inflight", "OutboundMessage", "SessionState"]
 
