@@ -102,7 +102,8 @@ def block_range(spec: str | None, block: int) -> str:
     if r.first is None:
         assert r.last is not None
         return str(r) if r.last <= block else "bytes=-0"
-    end = r.first + block - 1
+    # never past the largest number a range may spell (MAX_DIGITS), so the narrowed range parses too
+    end = min(r.first + block - 1, 10**MAX_DIGITS - 1)
     if r.last is not None:
         end = min(end, r.last)
     return f"bytes={r.first}-{end}"

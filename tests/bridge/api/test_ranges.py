@@ -79,6 +79,12 @@ def test_list_syntax_allows_whitespace_and_empty_elements(spec: str) -> None:
     assert parse_range(spec) == ByteRange(1, 2)
 
 
+def test_block_range_near_the_digit_cap_still_parses() -> None:
+    # found by hypothesis: first + block ran past 19 digits and the narrowed range did not parse
+    out = block_range("BYTES=9999999999999995905-", 4096)
+    assert parse_range(out) == ByteRange(9999999999999995905, 10**19 - 1)
+
+
 @given(
     st.none()
     | st.text(max_size=40)
