@@ -47,6 +47,7 @@ class ChunkReceiver:
         self.bitmap = ChunkBitmap(head.block_count, bits)
         self.leaves = bytearray(leaves) if leaves is not None else bytearray(head.chunk_count * HASH_LEN)
         self.parked: set[int] = set()  # chunks written to the slot whose page is not verified yet
+        self.chunks_verified = 0  # chunks whose hash matched their signed leaf, in this instance
         if len(self.leaves) != head.chunk_count * HASH_LEN:
             raise ValueError("leaves record has a wrong length")
 
@@ -96,6 +97,7 @@ class ChunkReceiver:
             return BlockResult(False, "chunk hash mismatch")
         self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
         self.bitmap.add(block)
+        self.chunks_verified += 1
         self._persist(leaves=False)
         return BlockResult(True)
 
@@ -115,6 +117,7 @@ class ChunkReceiver:
             data = self.flash.read_slot(self.slot, chunk * head.chunk_size, head.chunk_length(chunk))
             if leaf_hash(data) == bytes(self.leaves[chunk * HASH_LEN : (chunk + 1) * HASH_LEN]):
                 self.bitmap.add(head.page_count + chunk)
+                self.chunks_verified += 1
         self._persist(leaves=True)
         return BlockResult(True)
 

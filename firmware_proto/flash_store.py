@@ -5,7 +5,9 @@ with copy-then-switch, e.g. Zephyr NVS). A *slot* is a raw image partition: eras
 offset, read. Every write is one operation a power cut can interrupt; records are never
 half-written, a slot write that is cut did not happen (tests model the cut *before* the write).
 
-Backend here: :class:`FileFlash` (a directory; records via write-to-temp + rename). For tests
+Backend here: :class:`FileFlash` (a directory per device; records via write-to-temp + rename,
+fsynced; reopening the directory is a power cycle — ``meshota demo --live`` keeps every node's
+flash this way, tests/firmware_proto/test_file_flash.py cuts its power at every write). For tests
 and simulations, :mod:`firmware_proto.testing.flash` has ``MemoryFlash`` and ``PowerCutFlash``
 (wraps any store and raises ``PowerCut`` at the n-th write); ``mesh_sim.flash`` shares slot
 contents between thousands of simulated nodes.
@@ -64,7 +66,7 @@ class FileFlash:
 
     def write_record(self, name: str, data: bytes) -> None:
         path = self._record(name)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(path.name + ".tmp")  # a cut before the rename leaves the old record
         with tmp.open("wb") as f:
             f.write(data)
             f.flush()

@@ -99,6 +99,7 @@ class UpdateAgent:
         self.rng = rng
         self.booted = booted
         self.events: list[str] = []
+        self.chunks_verified = 0  # chunks this agent checked against the signed map and kept
         self._actions: list[Action] = []
         self._job = Job()
         self._receiver: ChunkReceiver | None = None
@@ -324,7 +325,9 @@ class UpdateAgent:
 
     def _on_block(self, block: int, payload: bytes, now: float) -> None:
         assert self._receiver is not None
+        before = self._receiver.chunks_verified
         result = self._receiver.accept_block(block, payload)
+        self.chunks_verified += self._receiver.chunks_verified - before
         if not result.accepted and result.reason != "duplicate":
             self.events.append(f"block {block} rejected: {result.reason}")
         if self._receiver.complete:

@@ -92,9 +92,13 @@ class NodeRunner:
         self.delivered: list[tuple[str, str]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self._report_order = asyncio.Lock()  # statuses reach the server in the order they happened
+        self._retired_chunks = 0  # chunks verified by the agents of earlier boots
         self.agent = self._boot()
 
     def _boot(self) -> UpdateAgent:
+        previous: UpdateAgent | None = getattr(self, "agent", None)
+        if previous is not None:
+            self._retired_chunks += previous.chunks_verified
         booted = bootmod.boot(self.flash, self.image_ok)
         agent = UpdateAgent(self.flash, self.endpoint, self.config, self.rng, booted)
         self.agent = agent
@@ -105,6 +109,11 @@ class NodeRunner:
     @property
     def running_artifact(self) -> str:
         return self.agent.running_artifact
+
+    @property
+    def chunks_verified(self) -> int:
+        """Chunks checked against a signed chunk map and kept, over every boot of this runner."""
+        return self._retired_chunks + self.agent.chunks_verified
 
     async def check_for_update(self, device_type: str) -> bool:
         """The node's own ``next`` over its session; True when it learned a deployment."""
