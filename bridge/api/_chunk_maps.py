@@ -20,6 +20,10 @@ Endpoint (device token; a meshota extension, not a Mender path):
 → 200 ``application/vnd.meshota-chunk-map`` (the full form: head + leaves); with a
 ``Range: bytes=A-B`` header → 206 and ``Content-Range`` like an artifact download (the MQTT
 adapter clamps it to its block size, so a map larger than a datagram is fetched block-wise).
+
+And for the operator (user token; meshota extension): ``GET /api/meshota/v1/management/chunk_map_key``
+→ 200 ``application/x-pem-file``, the deployment key's public half that nodes are provisioned with
+to check chunk maps (the key is created on first use, as for the first map).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.api._auth import require_device
+from bridge.api._auth import require_device, require_user
 from bridge.api._context import ApiContext
 from bridge.api._paging import query_int
 from bridge.api._ranges import RangeError, byte_span, refused
@@ -48,6 +52,7 @@ __all__ = [
     "deployment_key",
     "deployment_public_key_pem",
     "get_chunk_map",
+    "mgmt_chunk_map_key",
     "remove_chunk_maps",
     "signed_chunk_map",
 ]
@@ -89,6 +94,12 @@ async def deployment_public_key_pem(ctx: ApiContext) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+async def mgmt_chunk_map_key(ctx: ApiContext, req: Request) -> Response:
+    """``GET /api/meshota/v1/management/chunk_map_key``: the PEM public key nodes check maps with."""
+    await require_user(ctx, req)
+    return Response(200, [("Content-Type", "application/x-pem-file")], await deployment_public_key_pem(ctx))
 
 
 _DD, _D, _A = t.device_deployments, t.deployments, t.artifacts

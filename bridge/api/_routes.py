@@ -27,6 +27,12 @@ async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
     return await get_chunk_map(ctx, req)
 
 
+async def _chunk_map_key(ctx: ApiContext, req: Request) -> Response:
+    from bridge.api._chunk_maps import mgmt_chunk_map_key
+
+    return await mgmt_chunk_map_key(ctx, req)
+
+
 ROUTES: tuple[Route[ApiContext], ...] = (
     # -- device API -----------------------------------------------------------------------
     Route("POST", f"{_DEV}/authentication/auth_requests", auth.auth_requests),
@@ -39,6 +45,8 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("PUT", f"{_DEPLOY_DEV}/{{id}}/log", ddep.put_log),
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
+    # -- meshota management extension: the key nodes check chunk maps with ----------------
+    Route("GET", "/api/meshota/v1/management/chunk_map_key", _chunk_map_key),  # meshota extension
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),
