@@ -7,16 +7,14 @@ chunk map over a lossy multi-hop radio, nodes check every chunk and install; the
 (unicast per node, Mupgrade-style) run on the same topology. Prints the summary and where the
 plots are; exit 0 only if every node installed and none installed a bad image.
 
-``--live``: the earlier loopback run instead: a private mosquitto, the MQTT-SN gateway over UDP, a
-root-node relay and N nodes; an operator sends every node a command and each answers at QoS 1 and 2.
+``--live`` is the same OTA over real sockets on loopback instead (mosquitto, the gateway over
+DTLS, the server, a relay process, nodes with file-backed flash): meshota/live/.
 
-The command line is meshota/cli/demo.py; this module runs the demo.
+The command line is meshota/cli/demo.py; this module runs the simulated demo.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import tempfile
 import time
@@ -24,100 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.gateway.udp import GatewayServer
-    from firmware_proto.aio.relay_udp import RelayUdp
     from mesh_sim.server import ApiServer
 
-__all__ = ["run_live", "run_simulated"]
-
-
-async def run_live(nodes: int, mode: str) -> int:
-    """``--live``: mosquitto, the gateway over UDP, a relay and ``nodes`` nodes on loopback."""
-    from bridge.gateway.udp import GatewayServer
-    from firmware_proto.aio.relay_udp import RelayUdp
-    from meshota.broker import start_mosquitto
-    from mqttsn import GatewayConfig
-
-    with tempfile.TemporaryDirectory(prefix="meshota-demo-") as tmp:
-        broker = start_mosquitto(Path(tmp))
-        print(f"broker    mosquitto on {broker.url} (private, stops at exit)")
-        try:
-            gw = GatewayServer(GatewayConfig(mode=mode), (broker.host, broker.port), ("127.0.0.1", 0))  # type: ignore[arg-type]
-            await gw.start()
-            print(f"gateway   MQTT-SN on udp {gw.address[0]}:{gw.address[1]} ({mode})")
-            relay = RelayUdp(gw.address, ("127.0.0.1", 0))
-            await relay.start()
-            print(f"relay     root node on udp {relay.listen_address[0]}:{relay.listen_address[1]}")
-            try:
-                return await _exercise(nodes, broker.host, broker.port, relay, gw)
-            finally:
-                relay.close()
-                await gw.close()
-        finally:
-            broker.stop()
-
-
-async def _exercise(nodes: int, host: str, port: int, relay: RelayUdp, gw: GatewayServer) -> int:
-    import aiomqtt as mq
-
-    from firmware_proto.aio.mqttsn_udp import UdpClient
-
-    results: dict[str, dict[str, float]] = {}
-    async with mq.Client(host, port, identifier="operator") as op:
-        await op.subscribe("meshota/demo/status/#", qos=2)
-        clients = []
-        for i in range(nodes):
-            name = f"node-{i:02d}"
-            t0 = time.perf_counter()
-            c = UdpClient(relay.listen_address, name, keep_alive=30, retry_interval=1.0)
-            await c.__aenter__()
-            await c.subscribe("meshota/demo/cmd", qos=1)
-            results[name] = {"connect_ms": (time.perf_counter() - t0) * 1000}
-            clients.append((name, c))
-
-        async def node(name: str, c: UdpClient) -> None:
-            async for msg in c.messages:
-                results[name]["cmd_at"] = time.perf_counter()
-                await c.publish(f"meshota/demo/status/{name}/q1", b"ok " + msg.payload, qos=1)
-                await c.publish(f"meshota/demo/status/{name}/q2", b"ok " + msg.payload, qos=2)
-                return
-
-        tasks = [asyncio.create_task(node(n, c)) for n, c in clients]
-        t_cmd = time.perf_counter()
-        await op.publish("meshota/demo/cmd", b"report", qos=1)
-        want = 2 * nodes
-        got = 0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(20):
-                async for m in op.messages:
-                    name = m.topic.value.split("/")[3]
-                    results[name][f"{m.topic.value.rsplit('/', 1)[1]}_ms"] = (
-                        time.perf_counter() - t_cmd
-                    ) * 1000
-                    got += 1
-                    if got >= want:
-                        break
-        for t in tasks:
-            t.cancel()
-        for _, c in clients:
-            with contextlib.suppress(Exception):
-                await c.__aexit__(None, None, None)
-
-    print()
-    print(f"{'node':<9} {'connect ms':>10} {'QoS1 reply ms':>14} {'QoS2 reply ms':>14}")
-    ok = True
-    for name, r in sorted(results.items()):
-        q1, q2 = r.get("q1_ms"), r.get("q2_ms")
-        ok = ok and q1 is not None and q2 is not None
-        print(f"{name:<9} {r['connect_ms']:10.1f} {_ms(q1)} {_ms(q2)}")
-    print()
-    print(f"gateway   {dict(sorted(gw.gateway.stats.items()))}")
-    print(f"\n{'all nodes answered' if ok else 'SOME NODES DID NOT ANSWER'}: {got}/{want} replies")
-    return 0 if ok else 1
-
-
-def _ms(v: float | None) -> str:
-    return f"{v:14.1f}" if v is not None else f"{'MISSING':>14}"
+__all__ = ["run_simulated"]
 
 
 def run_simulated(nodes: int, seed: int, out: Path | None) -> int:

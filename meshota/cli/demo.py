@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 from meshota import demo
@@ -15,7 +13,9 @@ PROG = "meshota demo"
 DESCRIPTION = (
     "A whole signed mesh OTA on embedded defaults: the Mender handlers in-process and a simulated "
     "mesh (every node checks every chunk and installs), with the baselines on the same topology. "
-    "--live: the loopback run instead (mosquitto, the MQTT-SN gateway over UDP, a relay, N nodes)."
+    "--live: the same OTA over real sockets on loopback instead: mosquitto, the MQTT-SN gateway "
+    "over DTLS and the server as child processes, a relay process, N nodes with file-backed flash "
+    "enrolling over DTLS, the group stream over UDP multicast, sealed statuses."
 )
 
 
@@ -23,18 +23,21 @@ def demo_main(argv: list[str]) -> int:
     ap = CliParser(prog=PROG, description=DESCRIPTION)
     ap.add_argument("--nodes", type=int, default=20, help="mesh nodes besides the root (default 20)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None, help="directory for metrics.json and PNGs")
-    ap.add_argument("--live", action="store_true", help="the loopback run with mosquitto instead")
-    ap.add_argument("--mode", choices=("transparent", "aggregating"), default="transparent")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for metrics.json and PNGs (--live: the run's files, kept: data, logs, node flash)",
+    )
+    ap.add_argument("--live", action="store_true", help="a real OTA over real sockets on loopback instead")
     args = ap.parse_args(argv)
-    if not 1 <= args.nodes <= 500:
-        return usage_error(PROG, f"--nodes {args.nodes} is not in 1..500")
+    limit = 100 if args.live else 500
+    if not 1 <= args.nodes <= limit:
+        return usage_error(
+            PROG, f"--nodes {args.nodes} is not in 1..{limit}" + (" with --live" if args.live else "")
+        )
     if not args.live:
         return demo.run_simulated(args.nodes, args.seed, args.out)
-    from meshota.broker import BrokerStartError
+    from meshota.live.run import run_live
 
-    try:
-        return asyncio.run(demo.run_live(args.nodes, args.mode))
-    except BrokerStartError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+    return run_live(args.nodes, args.out)

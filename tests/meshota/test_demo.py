@@ -1,26 +1,70 @@
-"""README's main command runs end to end (small) and exits 0."""
+"""README's main command (the simulated demo) and ``demo --live`` run end to end (small), exit 0."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from firmware_proto import boot as bootmod
+from firmware_proto.flash_store import FileFlash
+
 
 @pytest.mark.integration
-def test_demo_runs_and_every_node_answers() -> None:
+def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
+    """``demo --live``: server side, relay and nodes as real processes/sockets; the run's files
+    are kept in --out, so the test reads the server's database and every node's flash itself."""
+    nodes = 5
     r = subprocess.run(
-        [sys.executable, "-m", "meshota", "demo", "--live", "--nodes", "3"],
+        [sys.executable, "-m", "meshota", "demo", "--live", "--nodes", str(nodes), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=170,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "all nodes answered: 6/6 replies" in r.stdout
-    assert r.stdout.count("node-0") == 3
+    out = r.stdout
+    assert f"every node installed the signed image: server statistics say success {nodes}/{nodes}" in out
+    stats = re.search(r"management API .*/deployments/([0-9a-f-]{36})/statistics: (.*)", out)
+    assert stats is not None and stats.group(2) == f"success {nodes}", out
+    assert f"{nodes + 1} devices over DTLS (PSK) through the relay: {nodes + 1} pending (401)" in out
+    assert re.search(rf"{nodes * 4} sealed status records in \d+ batches through the root \(0 sent", out), out
+    rows = re.findall(
+        r"^(node-\d\d) +([0-9a-f]{8}) +(\S+) +(\d+)  slot 1: demo-firmware-2.0, signature ok$", out, re.M
+    )
+    assert len(rows) == nodes and all(
+        status == "success" and int(chunks) > 0 for _, _, status, chunks in rows
+    ), out
+
+    # the server's own record: every target of the deployment finished with success
+    db = sqlite3.connect(tmp_path / "server" / "meshota.sqlite")
+    try:
+        statuses = db.execute(
+            "SELECT status FROM device_deployments WHERE deployment_id = ?", (stats.group(1),)
+        ).fetchall()
+    finally:
+        db.close()
+    assert sorted(s for (s,) in statuses) == ["success"] * nodes
+
+    # every node's flash, read back from its files: the update confirmed in the active slot
+    image = (tmp_path / "artifacts" / "demo-firmware-2.0.mender").read_bytes()
+    for i in range(1, nodes + 1):
+        node_dir = tmp_path / "nodes" / f"node-{i:02d}"
+        flash = FileFlash(node_dir, (node_dir / "slot0.bin").stat().st_size)
+        state = bootmod.read_boot(flash)
+        assert state.trial is None and bootmod.slot_image(flash, state.active) == image, node_dir
+        info = bootmod.read_slot_info(flash, state.active)
+        assert info is not None and info.artifact_name == "demo-firmware-2.0"
+
+
+def test_live_demo_rejects_too_many_nodes() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "meshota", "demo", "--live", "--nodes", "101"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "--nodes 101 is not in 1..100 with --live" in r.stderr
 
 
 def test_demo_rejects_bad_node_count() -> None:
