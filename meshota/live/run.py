@@ -97,6 +97,8 @@ def _relay(gateway: str, log: Path) -> Iterator[tuple[Child, tuple[str, int]]]:
 def run_live(nodes: int, out: Path | None = None) -> int:
     """The whole live OTA with ``nodes`` nodes and a root; its files in ``out`` (kept) or a
     temporary directory. Exit status: 0 only if every node installed the update."""
+    from firmware_proto.aio.mqttsn_udp import UdpClientError
+    from firmware_proto.device_api import DeviceApiError
     from mesh_sim.server import ServerSetupError, make_mender_artifact
     from meshota.broker import BrokerStartError
     from meshota.broker_config import BrokerConfigError
@@ -144,6 +146,8 @@ def run_live(nodes: int, out: Path | None = None) -> int:
         BrokerConfigError,
         ServerSetupError,
         OperatorError,
+        DeviceApiError,  # a device-API call of the root or a node gave no usable answer
+        UdpClientError,  # a DTLS handshake or MQTT-SN CONNECT through the relay failed
         TimeoutError,
     ) as exc:
         print(f"meshota demo: {exc or exc.__class__.__name__}", file=sys.stderr)
@@ -152,7 +156,6 @@ def run_live(nodes: int, out: Path | None = None) -> int:
 
 async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: float) -> int:
     from bridge.artifacts import load_verify_key
-    from firmware_proto.device_api import DeviceApiError
     from mesh_sim.server import DEVICE_TYPE
     from meshota.live.operator import OperatorError
     from wire.image_verify import mender_image_verifier
@@ -167,13 +170,10 @@ async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: f
             raise OperatorError("the chunk-map key is not an Ed25519 public key")
         fleet = Fleet(stack, relay, inp.psks, inp.work / "nodes")
         t_enrol = time.perf_counter()
-        try:
-            await fleet.connect()
-            before = await fleet.authenticate()
-            await op.accept_pending()
-            after = await fleet.authenticate()
-        except DeviceApiError as exc:
-            raise OperatorError(f"enrolment over DTLS failed: {exc}") from exc
+        await fleet.connect()
+        before = await fleet.authenticate()
+        await op.accept_pending()
+        after = await fleet.authenticate()
         ids = {d["identity_data"]["mac"]: d["id"] for d in await op.devices()}
         by_name = {name: ids.get(fleet.mac(i), "") for i, name in enumerate(fleet.names)}
         print(

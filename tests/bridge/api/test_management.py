@@ -164,3 +164,18 @@ def test_devices_groups_and_group_deployment(running: RunningServer, tmp_path: P
                         json={"filters": [{"scope": "system", "attribute": "group",
                                            "type": "$eq", "value": "staging"}]})  # fmt: skip
         assert [d["id"] for d in search.json()] == [ids[1]]
+
+
+def test_chunk_map_key_for_provisioning_nodes(running: RunningServer) -> None:
+    """The operator reads the public key nodes check chunk maps with (user token only); it is the
+    same on every call (created once, kept in the settings table)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path = "/api/meshota/v1/management/chunk_map_key"
+    assert httpx.get(f"{running.url}{path}").status_code == 401
+    with running.client() as c:
+        first, second = c.get(path), c.get(path)
+    assert first.status_code == 200 and first.headers["content-type"] == "application/x-pem-file"
+    assert first.content == second.content
+    assert isinstance(serialization.load_pem_public_key(first.content), ed25519.Ed25519PublicKey)
