@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -285,7 +286,9 @@ def drop_schema(url: str, schema: str) -> None:
 def run_with_db(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     from meshota.cli.server import admin_main
 
-    if admin_main(["create-user", *dbargs, "--username", ADMIN[0], "--password", ADMIN[1]]) not in (0, 1):
+    os.environ["MESHOTA_BENCH_ADMIN_PASSWORD"] = ADMIN[1]  # secrets never in argv
+    argv = ["create-user", *dbargs, "--username", ADMIN[0], "--password-env", "MESHOTA_BENCH_ADMIN_PASSWORD"]
+    if admin_main(argv) not in (0, 1):
         return 2
     port = free_port()
     server = subprocess.Popen(

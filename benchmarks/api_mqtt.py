@@ -414,9 +414,9 @@ def print_link_bytes(device: api_http.Device) -> None:
 def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     from meshota.cli.server import admin_main
 
-    if admin_main(
-        ["create-user", *dbargs, "--username", api_http.ADMIN[0], "--password", api_http.ADMIN[1]]
-    ) not in (0, 1):
+    os.environ["MESHOTA_BENCH_ADMIN_PASSWORD"] = api_http.ADMIN[1]  # secrets never in argv
+    user = ["--username", api_http.ADMIN[0], "--password-env", "MESHOTA_BENCH_ADMIN_PASSWORD"]
+    if admin_main(["create-user", *dbargs, *user]) not in (0, 1):
         return 2
     psk_file = tmp / "psk.txt"  # the bulk nodes' provisioning: their sealed-record keys derive from it
     psk_file.write_text("".join(f"{bulk_node(i)},{bulk_psk(i).hex()}\n" for i in range(args.devices)))

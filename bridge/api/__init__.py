@@ -6,6 +6,7 @@ renders the :class:`Response`. ``ApiError(status, message)`` becomes
 """
 
 from ._artifacts import store_artifact
+from ._chunk_maps import deployment_public_key_pem
 from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
@@ -40,6 +41,7 @@ __all__ = [
     "create_user",
     "decode_json",
     "decommission_device",
+    "deployment_public_key_pem",
     "error_response",
     "group_devices",
     "json_response",

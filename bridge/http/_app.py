@@ -8,6 +8,10 @@ Body limits are the route's (``Router.intake``), decided before a byte is read: 
 Content-Length over the limit is answered 413 at once; a body without one is counted as it
 arrives and cut off at the limit (413). The artifact upload is streamed to the handler (and
 on to staging on disk), every other body is read whole, at most its (small) limit.
+
+Probes, answered before the routing table (no auth, no body): ``GET /healthz`` is 200 while the
+process serves HTTP at all (also while starting); ``GET /readyz`` is 200 once the store answers a
+query, 503 before startup finished or when the store is unreachable.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host", "content-length"})
 _LENGTH = re.compile(r"[0-9]{1,19}")
 _CHUNK = 64 * 1024
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 class _BodyTooLarge(Exception):
@@ -54,9 +59,11 @@ class HttpAdapter:
         shutdown: Callable[[], Awaitable[None]] | None = None,
         *,
         max_body: int = 1 << 30,
+        ready: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._startup = startup
         self._shutdown = shutdown
+        self._ready = ready
         self.max_body = max_body
         self.router: Router[Any] | None = None
         self.state: dict[str, Any] = {}  # whatever startup wants to keep (store, loop)
@@ -84,8 +91,23 @@ class HttpAdapter:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _probe(self, path: str) -> Response:
+        if path == "/healthz":
+            return Response(200, [("Content-Type", "application/json")], b'{"status":"alive"}')
+        ok = self.router is not None
+        if ok and self._ready is not None:
+            try:
+                ok = await asyncio.wait_for(self._ready(), timeout=5)
+            except Exception:  # any failure of the probe means "not ready", never a 5xx trace
+                ok = False
+        body = b'{"status":"ready"}' if ok else b'{"status":"not ready"}'
+        return Response(200 if ok else 503, [("Content-Type", "application/json")], body)
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = uuid.uuid4().hex
+        if scope["path"] in _PROBES and scope["method"] in ("GET", "HEAD"):
+            await _send(send, await self._probe(scope["path"]), head=scope["method"] == "HEAD")
+            return
         if self.router is None:
             await _send(send, error_response(503, "server is starting", rid))
             return

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import uvicorn
 
 from bridge.api import ApiContext, Router, Settings, build_router
@@ -62,7 +63,15 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         if "store" in app.state:
             await app.state["store"].close()
 
-    app = HttpAdapter(startup, shutdown, max_body=config.settings.max_body)
+    async def ready() -> bool:
+        store: Store | None = app.state.get("store")
+        if store is None:
+            return False
+        async with store.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    app = HttpAdapter(startup, shutdown, max_body=config.settings.max_body, ready=ready)
     return app
 
 

@@ -13,12 +13,19 @@ import sys
 
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "up": ("meshota.cli.up", "up_main", "the whole server side: broker, gateway, HTTP API + MQTT bridge"),
     "gateway": ("meshota.cli.gateway", "gateway_main", "MQTT-SN gateway (UDP, DTLS) onto an MQTT broker"),
     "server": ("meshota.cli.server", "server_main", "Mender-compatible device-management server (HTTP)"),
-    "admin": ("meshota.cli.server", "admin_main", "operator tasks: create-user, accept-device, deploy"),
+    "admin": (
+        "meshota.cli.server",
+        "admin_main",
+        "operator tasks: create-user, deployment-key, accept-device, deploy",
+    ),
     "relay": ("meshota.cli.relay", "relay_main", "root-node relay: children <-> gateway over UDP"),
     "broker-config": (
-        "meshota.cli.broker_config", "broker_config_main", "mosquitto ACL + passwords for meshota"
+        "meshota.cli.broker_config",
+        "broker_config_main",
+        "mosquitto ACL + passwords for meshota",
     ),
     "sim": ("meshota.cli.sim", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
     "demo": ("meshota.cli.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),

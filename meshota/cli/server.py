@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -156,6 +158,57 @@ def _run_in_store(
         return usage_error(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}"), None
 
 
+def read_password(file: str | None, env: str | None) -> str:
+    """The password from ``file`` ('-' or neither option: stdin, one line) or environment ``env``."""
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(f"--password-env: {env} is not set or empty")
+        return value
+    try:
+        text = sys.stdin.readline() if file in (None, "-") else Path(str(file)).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--password-file: cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--password-file: {file} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ConfigError(f"--password-file: {file or 'stdin'} gave an empty password")
+    return text
+
+
+def _deployment_key(prog: str, url: str, schema: str | None, out: Path | None) -> int:
+    from bridge.api import ApiContext, deployment_public_key_pem
+    from bridge.artifacts import BlobStore
+
+    async def run() -> bytes:
+        store = Store.open(url, schema=schema)
+        try:
+            await store.migrate()
+            with tempfile.TemporaryDirectory() as blobs:
+                ctx = await ApiContext.create(store, BlobStore(Path(blobs)), Settings())
+                return await deployment_public_key_pem(ctx)
+        finally:
+            await store.close()
+
+    try:
+        pem = asyncio.run(run())
+    except StoreConfigError as exc:
+        return usage_error(prog, f"bad --db value: {exc}")
+    except (SQLAlchemyError, OSError) as exc:
+        return usage_error(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}")
+    if out is None:
+        sys.stdout.write(pem.decode())
+        return 0
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(pem)
+    except OSError as exc:
+        return usage_error(prog, f"bad --out value {str(out)!r}: {exc.strerror}")
+    print(out)
+    return 0
+
+
 def admin_main(argv: Sequence[str]) -> int:
     prog = "meshota admin"
     p = CliParser(prog=prog, description="operator commands that write through the service layer")
@@ -164,7 +217,19 @@ def admin_main(argv: Sequence[str]) -> int:
     cu.add_argument("--db", required=True, metavar="URL")
     cu.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     cu.add_argument("--username", required=True)
-    cu.add_argument("--password", required=True)
+    secret = cu.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password-file", metavar="FILE", help="read the password from FILE ('-': stdin; default: stdin)"
+    )
+    secret.add_argument(
+        "--password-env", metavar="VAR", help="take the password from environment variable VAR"
+    )
+    dk = sub.add_parser(
+        "deployment-key", help="create the chunk-map signing key if missing; print its public key"
+    )
+    dk.add_argument("--db", required=True, metavar="URL")
+    dk.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    dk.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the public key PEM here")
     ad = sub.add_parser("accept-device", help="accept a device's newest auth set")
     ad.add_argument("--db", required=True, metavar="URL")
     ad.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
@@ -178,19 +243,32 @@ def admin_main(argv: Sequence[str]) -> int:
     target.add_argument("--group", metavar="G")
     dp.add_argument("--name", default=None)
     dp.add_argument("--force", action="store_true", help="install even if already installed")
-    args = p.parse_args(list(argv))
+    argv = list(argv)
+    if "--password" in argv or any(a.startswith("--password=") for a in argv):
+        return usage_error(
+            f"{prog} create-user",
+            "--password is not accepted (a secret on the command line is visible in ps); "
+            "use --password-file FILE, --password-env VAR or stdin",
+        )
+    args = p.parse_args(argv)
     sub_prog = f"{prog} {args.command}"
     schema_error = _check_schema(args.db, args.db_schema)
     if schema_error:
         return usage_error(sub_prog, schema_error)
 
     if args.command == "create-user":
+        try:
+            password = read_password(args.password_file, args.password_env)
+        except ConfigError as exc:
+            return usage_error(sub_prog, str(exc))
         code, user_id = _run_in_store(
-            sub_prog, args.db, args.db_schema, lambda c: create_user(c, args.username, args.password)
+            sub_prog, args.db, args.db_schema, lambda c: create_user(c, args.username, password)
         )
         if code == 0:
             print(user_id)
         return code
+    if args.command == "deployment-key":
+        return _deployment_key(sub_prog, args.db, args.db_schema, args.out)
     if args.command == "accept-device":
         code, aid = _run_in_store(
             sub_prog, args.db, args.db_schema, lambda c: set_auth_status(c, args.device_id, None, "accepted")

@@ -37,7 +37,8 @@ def bad_values(tmp: Path) -> dict[str, list[str]]:
     return {
         "gateway": ["--broker", "mqtt://127.0.0.1:1883", "--udp", "nowhere"],
         "server": ["--http", "nope", "--db", f"sqlite:///{tmp}/x.db", "--artifacts", str(tmp)],
-        "admin": ["create-user", "--db", "bogus://", "--username", "a", "--password", "b"],
+        "admin": ["create-user", "--db", "bogus://", "--username", "a", "--password-env", "HOME"],
+        "up": ["--config", str(tmp / "missing.toml"), "--data", str(tmp / "data")],
         "relay": ["--gateway", "tcp://127.0.0.1:1", "--listen", "udp://127.0.0.1:0"],
         "broker-config": ["--out", str(tmp), "--acl-only", "--gateway-topic", "bogus"],
         "sim": [str(tmp / "missing.toml")],

@@ -3,6 +3,7 @@ admin commands write through the service layer."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -66,14 +67,39 @@ def test_admin_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         admin_main(["deploy", "--db", "sqlite:///x"])
     assert exc.value.code == 2
-    assert admin_main(["create-user", "--db", "bogus://", "--username", "a", "--password", "b"]) == 2
+    assert admin_main(["create-user", "--db", "bogus://", "--username", "a", "--password-env", "HOME"]) == 2
+
+
+def test_admin_password_never_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'x.db'}"]
+    assert admin_main(["create-user", *db, "--username", "a@x", "--password", "password1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--password is not accepted" in err[0]
+    monkeypatch.delenv("NO_SUCH_PW", raising=False)
+    assert admin_main(["create-user", *db, "--username", "a@x", "--password-env", "NO_SUCH_PW"]) == 2
+    assert "NO_SUCH_PW is not set" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert admin_main(["create-user", *db, "--username", "a@x", "--password-file", str(empty)]) == 2
+    assert "empty password" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin-1\n"))
+    assert admin_main(["create-user", *db, "--username", "a@x"]) == 0
+    monkeypatch.setenv("SOME_PW", "from-env-1")
+    assert admin_main(["create-user", *db, "--username", "b@x", "--password-env", "SOME_PW"]) == 0
+    assert admin_main(["deployment-key", *db, "--out", str(tmp_path / "k.pem")]) == 0
+    pem = (tmp_path / "k.pem").read_bytes()
+    assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert admin_main(["deployment-key", *db]) == 0  # the same key: created once
+    assert capsys.readouterr().out.endswith(pem.decode())
 
 
 def test_admin_schema_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["create-user", "--db", "sqlite:///x", "--username", "a", "--password", "b"]
+    argv = ["create-user", "--db", "sqlite:///x", "--username", "a", "--password-env", "HOME"]
     assert admin_main([*argv, "--db-schema", "abc"]) == 2
     assert "only supported on PostgreSQL" in capsys.readouterr().err
-    pg = ["create-user", "--db", "postgresql://u@127.0.0.1/x", "--username", "a", "--password", "b"]
+    pg = ["create-user", "--db", "postgresql://u@127.0.0.1/x", "--username", "a", "--password-env", "HOME"]
     assert admin_main([*pg, "--db-schema", "Bad-Name"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'Bad-Name'" in err
@@ -84,8 +110,10 @@ def test_admin_schema_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_admin_create_accept_deploy(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # PostgreSQL: the per-test schema goes in --db-schema, as an operator would use it
     dbargs = ["--db", db.url] + (["--db-schema", db.schema] if db.schema else [])
-    assert admin_main(["create-user", *dbargs, "--username", "op@x", "--password", "password1"]) == 0
-    assert admin_main(["create-user", *dbargs, "--username", "op@x", "--password", "password1"]) == 1
+    pw = tmp_path / "pw"
+    pw.write_text("password1\n")
+    assert admin_main(["create-user", *dbargs, "--username", "op@x", "--password-file", str(pw)]) == 0
+    assert admin_main(["create-user", *dbargs, "--username", "op@x", "--password-file", str(pw)]) == 1
     config = ServerConfig(db.url, tmp_path / "art", port=0, db_schema=db.schema)
     with BackgroundServer(config) as srv:
         key = device_key("ecdsa")
