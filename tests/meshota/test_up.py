@@ -55,14 +55,15 @@ def _accept(api: httpx.Client, mac: str) -> str:
     dev = wait_for(f"device {mac}", pending)
     if dev["status"] != "accepted":
         aid = dev["auth_sets"][-1]["id"]
-        r = api.put(f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status", json={"status": "accepted"})
+        path = f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status"
+        r = api.put(path, json={"status": "accepted"})
         assert r.status_code == 204, r.text
     return str(dev["id"])
 
 
 def _deploy(api: httpx.Client, name: str, device: str) -> str:
-    r = api.post("/api/management/v1/deployments/deployments",
-                 json={"name": f"{name}-{device[:6]}", "artifact_name": name, "devices": [device]})  # fmt: skip
+    doc = {"name": f"{name}-{device[:6]}", "artifact_name": name, "devices": [device]}
+    r = api.post("/api/management/v1/deployments/deployments", json=doc)
     assert r.status_code == 201, r.text
     return str(r.headers["location"].rsplit("/", 1)[1])
 
@@ -89,7 +90,8 @@ async def _node_session(up: UpProcess, psk: bytes, body: Any) -> Any:
             relay.listen_address, "node-1", dtls=PskClientConfig("node-1", psk), retry_interval=1.0
         )
         async with client:
-            async with MqttSnDevice(client, "node-1", NODE_MAC, NODE_KEY, block_size=512, timeout=10) as device:
+            device = MqttSnDevice(client, "node-1", NODE_MAC, NODE_KEY, block_size=512, timeout=10)
+            async with device:
                 return await body(device)
     finally:
         relay.close()
@@ -192,7 +194,8 @@ def test_up_life_of_a_data_directory(up: UpProcess, tmp_path: Path) -> None:
     token = api.headers["Authorization"].removeprefix("Bearer ")
     second = make_artifact(tmp_path / "b", "up-art-2", dest_dir=tmp_path / "never").read_bytes()
     started, result = threading.Event(), []
-    uploader = threading.Thread(target=_slow_upload, args=(up.addresses["http"], token, second, started, result))
+    args = (up.addresses["http"], token, second, started, result)
+    uploader = threading.Thread(target=_slow_upload, args=args)
     uploader.start()
     assert started.wait(10)
     assert up.proc is not None

@@ -67,10 +67,10 @@ class UpProcess:
     def start(self) -> UpProcess:
         (self.data / "run" / "addresses.json").unlink(missing_ok=True)
         with self.log.open("wb") as out:
+            argv = ["up", "--config", str(self.config), "--data", str(self.data)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "meshota", "up", "--config", str(self.config), "--data", str(self.data)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env,
-            )  # fmt: skip
+                [sys.executable, "-m", "meshota", *argv], stdout=out, stderr=subprocess.STDOUT, env=self.env
+            )
         path = self.data / "run" / "addresses.json"
 
         def ready() -> bool:
