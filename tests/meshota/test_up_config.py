@@ -1,0 +1,138 @@
+"""``meshota up``'s configuration and supervisor, fast: bad config -> exit 2 with one line naming the
+key; ``--print-config``; a child that dies is logged and restarted; stop order and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from meshota.cli.up import up_main
+from meshota.up.config import KEYS, load_config, render_toml
+from meshota.up.supervisor import ChildSpec, Supervisor
+
+
+def run_up(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
+    code = up_main(argv)
+    out = capsys.readouterr()
+    return code, out.err.strip().splitlines(), out.out
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[gateway]\nudpp = "127.0.0.1:1"\n', "meshota.toml: unknown key gateway.udpp"),
+        ("[nope]\nx = 1\n", "meshota.toml: unknown key nope"),
+        ("[http]\nlisten = 8080\n", "meshota.toml: http.listen must be a string, got 8080"),
+        ('[gateway]\nmax_dtls_sessions = "many"\n', "gateway.max_dtls_sessions must be an integer"),
+        ("[gateway]\nmax_dtls_sessions = true\n", "gateway.max_dtls_sessions must be an integer"),
+        ("[gateway]\nmax_dtls_sessions = 0\n", "gateway.max_dtls_sessions: 0 must be a finite number >= 1"),
+        ('[http]\nlisten = "nohost"\n', "http.listen: expected HOST:PORT, got 'nohost'"),
+        ('[broker]\nurl = "http://x:1"\n', "broker.url: expected mqtt://HOST:PORT"),
+        ('[gateway]\nmode = "bridge"\n', "gateway.mode: 'bridge' is not one of transparent, aggregating"),
+        ('[database]\nurl = "mysql://x"\n', "database.url: expected sqlite:///PATH or postgresql://"),
+        ('[http]\nverify_keys = "k.pem"\n', "http.verify_keys must be a list of strings"),
+        ('[gateway]\nudp = ""\ndtls = ""\n', "gateway.udp or gateway.dtls (or both) must be set"),
+        ('[http]\ntls_cert = "c.pem"\n', "http.tls_cert and http.tls_key go together"),
+        ("http = 1\n", "meshota.toml: http must be a table"),
+        ("[http\n", "meshota.toml: not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(
+    toml: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "meshota.toml"
+    path.write_text(toml)
+    code, err, out = run_up(["--config", str(path), "--data", str(tmp_path / "d"), "--print-config"], capsys)
+    assert code == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith("meshota up: error: "), err
+    assert message in err[0], err
+    assert not (tmp_path / "d").exists()  # nothing created before the configuration is good
+
+
+def test_missing_config_file_and_bad_broker_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err, _ = run_up(["--config", str(tmp_path / "none.toml")], capsys)
+    assert code == 2 and len(err) == 1 and "none.toml" in err[0] and "No such file" in err[0]
+    code, err, _ = run_up(["--broker", "http://x", "--data", str(tmp_path)], capsys)
+    assert code == 2 and err == ["meshota up: error: --broker: expected mqtt://HOST:PORT, got 'http://x'"]
+
+
+def test_print_config_is_the_effective_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "meshota.toml"
+    path.write_text(
+        '[gateway]\nudp = ""\nmax_dtls_sessions = 500\n'
+        '[database]\nurl = "postgresql://ops:hunter2@db.example/meshota"\nschema = "m"\n'
+    )
+    code, err, out = run_up(["--config", str(path), "--data", str(tmp_path / "d"), "--print-config",
+                             "--broker", "mqtt://broker.example:1883"], capsys)  # fmt: skip
+    assert code == 0 and err == []
+    doc = tomllib.loads(out)
+    assert set(doc) == set(KEYS) and all(set(doc[s]) == set(KEYS[s]) for s in KEYS)
+    assert doc["gateway"]["udp"] == "" and doc["gateway"]["max_dtls_sessions"] == 500
+    assert doc["gateway"]["psk_file"] == str((tmp_path / "d" / "keys" / "psk.txt").resolve())
+    assert doc["broker"]["url"] == "mqtt://broker.example:1883"
+    assert doc["database"]["url"] == "postgresql://ops:REDACTED@db.example/meshota"
+    assert "hunter2" not in out
+    assert not (tmp_path / "d").exists()
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path: Path) -> None:
+    config = load_config(None, tmp_path)
+    assert config.get("database", "url") == f"sqlite:///{tmp_path.resolve() / 'meshota.db'}"
+    path = tmp_path / "again.toml"
+    path.write_text(render_toml(config))
+    assert load_config(path, tmp_path).values == config.values
+
+
+def _child(name: str, code: str) -> ChildSpec:
+    return ChildSpec(name, [sys.executable, "-c", code], ready_line="ready")
+
+
+def test_supervisor_restarts_a_dead_child_and_logs_it() -> None:
+    said: list[str] = []
+
+    async def scenario() -> None:
+        sup = Supervisor(backoff=0.05, backoff_max=0.2, stop_timeout=5, say=said.append)
+        deadline = time.monotonic() + 20
+        flaky = await sup.start(_child("flaky", "print('ready', flush=True); raise SystemExit(3)"), deadline)
+        steady = await sup.start(
+            _child("steady", "import time; print('ready', flush=True); time.sleep(60)"), deadline
+        )
+        while flaky.restarts < 3:
+            await asyncio.sleep(0.05)
+        await sup.stop_all(["steady", "flaky"])
+        assert steady.restarts == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    deaths = [line for line in said if line.startswith("flaky (pid ")]
+    assert len(deaths) >= 3
+    assert "exit status 3" in deaths[0] and "restart 1 in 0.1 s" in deaths[0]
+    assert "restart 2 in 0.1 s" in deaths[1] and "restart 3 in 0.2 s" in deaths[2]  # doubling, capped
+    assert any(line.startswith("steady stopped") for line in said)
+
+
+def test_supervisor_kills_a_child_that_ignores_sigterm_and_reports_a_failed_start() -> None:
+    said: list[str] = []
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True);"
+        " time.sleep(60)"
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(stop_timeout=0.3, say=said.append)
+        await sup.start(_child("stubborn", stubborn), time.monotonic() + 20)
+        with pytest.raises(RuntimeError, match=r"dies exited at start \(exit status 4\)"):
+            await sup.start(_child("dies", "raise SystemExit(4)"), time.monotonic() + 20)
+        await sup.stop_all([])
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert "stubborn did not stop within 0.3 s: SIGKILL" in said
+    assert "stubborn stopped (killed by SIGKILL)" in said
