@@ -109,6 +109,12 @@ class Mqtt5Client(asyncio.Protocol):
         self._schedule_flush()
         return mid
 
+    def pause_reading(self) -> None:
+        """Read nothing more: PUBLISHes the broker sends from now on stay unacknowledged, so a
+        persistent session gets them again after the next connect."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
     def close(self) -> None:
         """Send DISCONNECT (normal) and close; :attr:`closed` completes without an exception."""
         if self._keepalive_timer is not None:

@@ -72,6 +72,9 @@ class MqttBridgeConfig:
     session_expiry: int = 3600
     reconnect_delay: float = 0.2
     max_reconnect_delay: float = 5.0
+    # on stop: seconds to answer the requests already acknowledged to the broker (the rest stay
+    # unacknowledged with the broker, redelivered to the persistent session on the next connect)
+    drain_on_stop: float = 10.0
 
 
 @dataclass(slots=True)
@@ -148,7 +151,23 @@ class MqttBridge:
             raise RuntimeError(f"MQTT bridge could not subscribe at {self.config.host}:{self.config.port}")
         return self
 
-    async def stop(self) -> None:
+    def busy(self) -> int:
+        """Requests accepted (acknowledged to the broker) and not answered yet."""
+        return len(self._queue) + len(self._backlog) + self._active + (self._group_task is not None)
+
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop; with ``drain`` > 0 first stop reading (what the broker sends from then on stays
+        unacknowledged with it, for the persistent session's next connect) and answer, for up to
+        ``drain`` seconds, every request already acknowledged."""
+        if drain > 0 and self._client is not None:
+            self._client.pause_reading()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain
+            while self.busy() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0)  # let the last replies' write go out
+            if self.busy():
+                log.warning("MQTT bridge stopped with %d acknowledged requests unanswered", self.busy())
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -381,7 +400,11 @@ def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey
 
     async def start(router: Router[Any]) -> Any:
         bridge = await MqttBridge(router, config, record_keys).start()
-        return bridge.stop
+
+        async def stop() -> None:
+            await bridge.stop(drain=config.drain_on_stop)
+
+        return stop
 
     return start
 
