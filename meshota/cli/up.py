@@ -6,7 +6,7 @@ not start; 2 for a bad option or configuration value (one line naming it).
 
 from __future__ import annotations
 
-import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ PROG = "meshota up"
 
 
 def up_main(argv: Sequence[str]) -> int:
-    began = time.monotonic()
+    began = time.time()
     from meshota.up.config import load_config, render_toml
 
     p = CliParser(prog=PROG, description="run the whole meshota server side, supervised")
@@ -41,7 +41,7 @@ def up_main(argv: Sequence[str]) -> int:
         sys.stdout.write(render_toml(config))
         return 0
     from meshota.up.datadir import prepare
-    from meshota.up.stack import pick_addresses, run_stack
+    from meshota.up.stack import build_plan, pick_addresses, write_plan
 
     try:
         prepared = prepare(config)
@@ -52,7 +52,12 @@ def up_main(argv: Sequence[str]) -> int:
         print(f"meshota up: first start in {config.data}:", flush=True)
     for note in prepared.notes:
         print(f"meshota up:   {note}", flush=True)
-    return asyncio.run(run_stack(config, prepared, addresses, began))
+    plan = build_plan(config, prepared, addresses, began)
+    path = config.data / "run" / "plan.json"
+    write_plan(plan, path)
+    sys.stdout.flush()
+    # the same pid goes on as a process that loads only the supervisor (meshota/up/runner.py)
+    os.execv(sys.executable, [sys.executable, "-m", "meshota.up.runner", str(path)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The children of ``meshota up``: a private mosquitto, ``meshota server``, ``meshota gateway``.
+"""The children of ``meshota up``: a private mosquitto, ``meshota server``, ``meshota gateway``,
+written down as a plan that :mod:`meshota.up.runner` carries out.
 
 Each is the existing command, started with files and environment variables for its secrets
 (never a secret in argv), so ``up`` costs what the parts cost plus one small supervisor.
@@ -8,23 +9,21 @@ the gateway (ready: its "meshota gateway: ..." line); stop order: gateway, serve
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from meshota.cli._args import format_address, parse_broker_url, parse_hostport
 from meshota.up.config import UpConfig
 from meshota.up.datadir import Prepared
-from meshota.up.supervisor import Child, ChildSpec, Supervisor, http_ready, tcp_ready
 
-__all__ = ["Addresses", "pick_addresses", "run_stack"]
+__all__ = ["Addresses", "build_plan", "pick_addresses", "write_plan"]
 
 STOP_ORDER = ["gateway", "server", "mosquitto"]
 BRIDGE_PASSWORD_ENV = "MESHOTA_BROKER_PASSWORD"
@@ -73,7 +72,7 @@ def _meshota(*args: str) -> list[str]:
     return [sys.executable, "-m", "meshota", *args]
 
 
-def _mosquitto(config: UpConfig, addr: Addresses) -> ChildSpec:
+def _mosquitto(config: UpConfig, addr: Addresses) -> dict[str, Any]:
     broker = config.data / "broker"
     host, port = addr.broker
     conf = broker / "mosquitto.conf"
@@ -90,15 +89,11 @@ def _mosquitto(config: UpConfig, addr: Addresses) -> ChildSpec:
         + (broker / "meshota.conf").read_text()  # ACL, passwords, no anonymous clients
     )
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    probe_host = _connect_host(host)
-
-    async def ready(_: Child) -> bool:
-        return await tcp_ready(probe_host, port)
-
-    return ChildSpec("mosquitto", [exe, "-c", str(conf)], ready=ready)
+    return {"name": "mosquitto", "argv": [exe, "-c", str(conf)], "env": {},
+            "ready": {"tcp": [_connect_host(host), port]}}  # fmt: skip
 
 
-def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> ChildSpec:
+def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, Any]:
     host, port = addr.http
     broker_url = "mqtt://" + format_address(_connect_host(addr.broker[0]), addr.broker[1])
     argv = _meshota(
@@ -125,15 +120,10 @@ def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> ChildSpec:
         argv += ["--tls-cert", config.get("http", "tls_cert"), "--tls-key", config.get("http", "tls_key")]
     for key in config.get("http", "verify_keys"):
         argv += ["--verify-key", key]
-    probe_host = _connect_host(host)
-
-    async def ready(_: Child) -> bool:
-        return await http_ready(probe_host, port)
-
-    return ChildSpec("server", argv, env=env, ready=ready)
+    return {"name": "server", "argv": argv, "env": env, "ready": {"http": [_connect_host(host), port]}}
 
 
-def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> ChildSpec:
+def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, Any]:
     broker_url = "mqtt://" + format_address(_connect_host(addr.broker[0]), addr.broker[1])
     argv = _meshota("gateway", "--broker", broker_url, "--mode", config.get("gateway", "mode"))
     if addr.udp is not None:
@@ -147,93 +137,37 @@ def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> ChildSpec
         argv += ["--broker-password-file", str(prepared.gateway_password_file)]
     if config.get("log", "level") != "warning":
         argv.append("-v" if config.get("log", "level") == "info" else "-vv")
-    return ChildSpec("gateway", argv, ready_line="meshota gateway: ")
+    return {"name": "gateway", "argv": argv, "env": {}, "ready": {"line": "meshota gateway: "}}
 
 
-def _write_addresses(config: UpConfig, addr: Addresses) -> dict[str, object]:
+def build_plan(config: UpConfig, prepared: Prepared, addr: Addresses, began: float) -> dict[str, Any]:
+    """Everything the runner needs: children, addresses to publish, supervisor settings."""
+    children = [] if config.get("broker", "url") else [_mosquitto(config, addr)]
+    children += [_server(config, addr, prepared), _gateway(config, addr, prepared)]
     scheme = "https" if config.get("http", "tls_cert") else "http"
-    out: dict[str, object] = {
+    addresses: dict[str, Any] = {
         "http": f"{scheme}://{format_address(*addr.http)}",
         "broker": f"mqtt://{format_address(*addr.broker)}",
         "udp": format_address(*addr.udp) if addr.udp else None,
         "dtls": format_address(*addr.dtls) if addr.dtls else None,
         "admin_user": config.get("admin", "username"),
         "psk_file": config.get("gateway", "psk_file") if addr.dtls else None,
-        "pid": os.getpid(),
     }
-    path = config.data / "run" / "addresses.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
-    return out
+    sup = config.values["supervisor"]
+    return {
+        "data": str(config.data),
+        "began": began,
+        "first_start": prepared.first_start,
+        "children": children,
+        "addresses": addresses,
+        "supervisor": {
+            k: sup[k] for k in ("restart_backoff", "restart_backoff_max", "stop_timeout", "ready_timeout")
+        },
+    }
 
 
-async def run_stack(config: UpConfig, prepared: Prepared, addr: Addresses, began: float) -> int:
-    """Start everything, print the addresses, supervise until SIGINT/SIGTERM; 0 on a clean stop."""
-    sup = Supervisor(
-        backoff=config.get("supervisor", "restart_backoff"),
-        backoff_max=config.get("supervisor", "restart_backoff_max"),
-        stop_timeout=config.get("supervisor", "stop_timeout"),
-    )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    restarts: set[asyncio.Task[None]] = set()
-
-    def hangup() -> None:
-        sup.say("SIGHUP: the gateway reloads the PSK file; the server restarts to read it too")
-        sup.signal_child("gateway", signal.SIGHUP)
-        restarts.add(task := loop.create_task(sup.restart("server")))
-        task.add_done_callback(restarts.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, hangup)
-    deadline = began + config.get("supervisor", "ready_timeout")
-    specs = []
-    if not config.get("broker", "url"):
-        specs.append(_mosquitto(config, addr))
-    specs += [_server(config, addr, prepared), _gateway(config, addr, prepared)]
-    starting = asyncio.create_task(_start_all(sup, specs, deadline))
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if starting not in done:
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        await sup.stop_all(STOP_ORDER)
-        return 0
-    waiter.cancel()
-    error = starting.exception()
-    if error is not None:
-        sup.say(f"error: {error}; stopping")
-        await sup.stop_all(STOP_ORDER)
-        return 1
-    out = _write_addresses(config, addr)
-    sup.say(
-        f"ready in {time.monotonic() - began:.1f} s (first start included)"
-        if prepared.first_start
-        else f"ready in {time.monotonic() - began:.1f} s"
-    )
-    for key in ("http", "broker", "udp", "dtls"):
-        if out[key]:
-            label = {
-                "http": "HTTP API",
-                "broker": "MQTT broker",
-                "udp": "MQTT-SN UDP",
-                "dtls": "MQTT-SN DTLS",
-            }
-            sup.say(f"  {label[key]:<13} {out[key]}")
-    sup.say(f"  addresses in {config.data / 'run' / 'addresses.json'}")
-    await stop.wait()
-    sup.say("stopping: gateway, server, mosquitto")
-    await sup.stop_all(STOP_ORDER)
-    (config.data / "run" / "addresses.json").unlink(missing_ok=True)
-    return 0
-
-
-async def _start_all(sup: Supervisor, specs: list[ChildSpec], deadline: float) -> None:
-    first = specs[0]
-    if first.name == "mosquitto":
-        await sup.start(first, deadline)
-        specs = specs[1:]
-    await asyncio.gather(*(sup.start(spec, deadline) for spec in specs))
+def write_plan(plan: dict[str, Any], path: Path) -> None:
+    """0600: the plan holds the bridge's broker password (passed on to the server's environment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(plan, fh)

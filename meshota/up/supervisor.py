@@ -1,33 +1,38 @@
 """Run commands as supervised child processes: start in order, wait until ready, restart with
 backoff when one dies, stop in order.
 
-Each child runs in its own process group (a terminal's Ctrl-C reaches only ``meshota up``, which
-then stops the children in order) and gets SIGTERM if ``meshota up`` itself dies (Linux
+Each child runs in its own session (a terminal's Ctrl-C reaches only ``meshota up``, which then
+stops the children in order) and gets SIGTERM if ``meshota up`` itself dies (Linux
 ``PR_SET_PDEATHSIG``), so no child outlives it. Its stdout and stderr are copied, line by line
 with a ``[name]`` prefix, to ``meshota up``'s stdout. A child that exits while the stack runs is
 logged (which, exit status, restart count) and restarted after a delay that doubles for every
 death within :data:`STABLE_AFTER` seconds of its start, up to a cap.
 
-This module imports only the standard library: the supervisor must cost little next to the
-children it runs.
+One thread, one ``selectors`` loop, the standard library only and no asyncio (whose import alone
+is ~10 MB of resident memory): the supervisor must cost little next to the children it runs.
+Signals are turned into flags by their handlers and wake the loop through
+``signal.set_wakeup_fd``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
+import selectors
 import signal
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Child", "ChildSpec", "Supervisor", "http_ready", "tcp_ready"]
+__all__ = ["Child", "ChildSpec", "Supervisor", "describe_exit", "http_ready", "tcp_ready"]
 
 STABLE_AFTER = 10.0  # a child that ran this long is healthy again: the backoff starts over
 _PR_SET_PDEATHSIG = 1
+_MAX_LINE = 64 * 1024
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -35,33 +40,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def tcp_ready(host: str, port: int) -> bool:
+def tcp_ready(host: str, port: int) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (TimeoutError, OSError):
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
-async def http_ready(host: str, port: int, path: str = "/readyz") -> bool:
+def http_ready(host: str, port: int, path: str = "/readyz") -> bool:
     """GET ``path`` answered 200 (a few lines of HTTP/1.0; no client library in the supervisor)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (TimeoutError, OSError):
+        with socket.create_connection((host, port), timeout=1.0) as s:
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            status = s.makefile("rb").readline(200)
+    except OSError:
         return False
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        status = await asyncio.wait_for(reader.readline(), 5.0)
-        return status.split(b" ")[1:2] == [b"200"]
-    except (TimeoutError, OSError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    return status.split(b" ")[1:2] == [b"200"]
 
 
 @dataclass
@@ -69,22 +64,29 @@ class ChildSpec:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    ready: Callable[[Child], Awaitable[bool]] | None = None  # polled until True
+    ready: Callable[[], bool] | None = None  # polled until True
     ready_line: str | None = None  # or: ready once a line of output starts with this
 
 
 @dataclass
 class Child:
     spec: ChildSpec
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
-    line_seen: asyncio.Event = field(default_factory=asyncio.Event)
-    pump: asyncio.Task[None] | None = None
+    ready: bool = False
+    restart_at: float | None = None  # dead, to be started again then
+    delay: float = 0.0
+    buffer: bytes = b""
+    announce: bool = False  # restarted after a death: say so once it is ready
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
 
 def describe_exit(code: int) -> str:
@@ -109,136 +111,185 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.children: list[Child] = []
         self.stopping = False
-        self._watchers: list[asyncio.Task[None]] = []
         self.say = say or (lambda text: print(f"meshota up: {text}", flush=True))
+        self._sel = selectors.DefaultSelector()
+        self._readers: dict[int, Child] = {}
 
-    async def _spawn(self, child: Child) -> None:
+    # -- output and exits -----------------------------------------------------------------------
+
+    def _spawn(self, child: Child) -> None:
         spec = child.spec
-        child.line_seen = asyncio.Event()
-        child.proc = await asyncio.create_subprocess_exec(
-            *spec.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        child.proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env={**os.environ, **spec.env},
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         child.started = time.monotonic()
-        child.pump = asyncio.create_task(self._copy_output(child, child.proc))
+        child.ready = False
+        child.restart_at = None
+        child.buffer = b""
+        assert child.proc.stdout is not None
+        fd = child.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        self._sel.register(fd, selectors.EVENT_READ)
+        self._readers[fd] = child
 
-    async def _copy_output(self, child: Child, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        prefix = f"[{child.spec.name}] "
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):  # a line over 64 KiB: skip it
-                continue
-            if not line:
-                return
-            text = line.decode(errors="replace").rstrip()
-            if child.spec.ready_line is not None and text.startswith(child.spec.ready_line):
-                child.line_seen.set()
-            sys.stdout.write(prefix + text + "\n")
-            sys.stdout.flush()
+    def _line(self, child: Child, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip()
+        if child.spec.ready_line is not None and text.startswith(child.spec.ready_line):
+            child.ready = True
+        sys.stdout.write(f"[{child.spec.name}] {text}\n")
+        sys.stdout.flush()
 
-    async def wait_ready(self, child: Child, deadline: float) -> bool:
-        """True once ``child`` is ready; False if it died first or ``deadline`` passed."""
-        while time.monotonic() < deadline:
-            proc = child.proc
-            if proc is None or proc.returncode is not None:
-                return False
-            if child.spec.ready_line is not None:
-                if child.line_seen.is_set():
-                    return True
-            elif child.spec.ready is None or await child.spec.ready(child):
-                return True
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(child.line_seen.wait(), 0.05)
-        return False
+    def _read(self, fd: int) -> None:
+        child = self._readers[fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._sel.unregister(fd)
+            del self._readers[fd]
+            if child.buffer:
+                self._line(child, child.buffer)
+                child.buffer = b""
+            if child.proc is not None and child.proc.stdout is not None:
+                child.proc.stdout.close()
+            return
+        lines = (child.buffer + data).split(b"\n")
+        child.buffer = lines.pop()[-_MAX_LINE:]
+        for raw in lines:
+            self._line(child, raw)
 
-    async def start(self, spec: ChildSpec, deadline: float) -> Child:
-        """Start ``spec`` and wait until ready; RuntimeError if it exits or times out first."""
-        child = Child(spec)
+    def pump(self, timeout: float) -> None:
+        """Copy what the children wrote, for up to ``timeout`` seconds (less when woken)."""
+        if not self._sel.get_map():
+            time.sleep(max(0.0, timeout))
+            return
+        for key, _ in self._sel.select(max(0.0, timeout)):
+            if key.fd in self._readers:
+                self._read(key.fd)
+            else:
+                with contextlib.suppress(OSError):
+                    os.read(key.fd, 512)  # a signal's wake-up byte
+
+    def watch_fd(self, fd: int) -> None:
+        """Also wake the loop when ``fd`` is readable (the signal wake-up pipe)."""
+        self._sel.register(fd, selectors.EVENT_READ)
+
+    def _drain_output(self, child: Child, timeout: float = 1.0) -> None:
+        """After an exit: the rest of what it wrote, before its exit is logged."""
+        deadline = time.monotonic() + timeout
+        while any(c is child for c in self._readers.values()) and time.monotonic() < deadline:
+            self.pump(0.05)
+
+    # -- start, watch, restart -------------------------------------------------------------------
+
+    def start(self, spec: ChildSpec) -> Child:
+        child = Child(spec, delay=self.backoff)
         self.children.append(child)
-        await self._spawn(child)
-        if not await self.wait_ready(child, deadline):
-            assert child.proc is not None
-            if child.proc.returncode is None:
-                raise RuntimeError(f"{spec.name} was not ready in time")
-            if child.pump is not None:
-                await child.pump
-            raise RuntimeError(f"{spec.name} exited at start ({describe_exit(child.proc.returncode)})")
-        self._watchers.append(asyncio.create_task(self._watch(child), name=f"watch-{spec.name}"))
+        self._spawn(child)
         return child
 
-    async def _watch(self, child: Child) -> None:
-        delay = self.backoff
-        while True:
-            assert child.proc is not None
-            code = await child.proc.wait()
-            if child.pump is not None:
-                await child.pump
-            if self.stopping:
-                return
-            ran = time.monotonic() - child.started
-            if ran >= STABLE_AFTER:
-                delay = self.backoff
-            child.restarts += 1
-            self.say(
-                f"{child.spec.name} (pid {child.proc.pid}) {describe_exit(code)} after {ran:.1f} s; "
-                f"restart {child.restarts} in {delay:.1f} s"
-            )
-            await asyncio.sleep(delay)
-            delay = min(max(delay * 2, self.backoff), self.backoff_max)
-            if self.stopping:
-                return
-            try:
-                await self._spawn(child)
-            except OSError as exc:
-                self.say(f"{child.spec.name}: cannot start: {exc}")
-                continue
-            if await self.wait_ready(child, time.monotonic() + 60):
-                self.say(f"{child.spec.name} restarted (pid {child.pid}), ready")
+    def check_ready(self, child: Child) -> bool:
+        if not child.ready and child.running and child.spec.ready_line is None:
+            child.ready = child.spec.ready is None or child.spec.ready()
+        return child.ready
 
-    async def restart(self, name: str) -> None:
-        """Stop ``name`` gracefully; its watcher starts it again (no backoff)."""
+    def wait_ready(self, children: list[Child], deadline: float) -> None:
+        """Until every child is ready; RuntimeError naming the first that exited or timed out."""
+        while True:
+            for child in children:
+                assert child.proc is not None
+                if child.proc.poll() is not None:
+                    self._drain_output(child)
+                    raise RuntimeError(
+                        f"{child.spec.name} exited at start ({describe_exit(child.proc.returncode)})"
+                    )
+            if all(self.check_ready(child) for child in children):
+                return
+            if time.monotonic() > deadline:
+                late = next(c for c in children if not c.ready)
+                raise RuntimeError(f"{late.spec.name} was not ready in time")
+            self.pump(0.05)
+
+    def tend(self) -> None:
+        """Log and schedule the restart of children that died; restart those whose time came;
+        log a restarted child once it is ready again."""
+        now = time.monotonic()
         for child in self.children:
-            if child.spec.name == name and child.proc is not None:
-                child.started = time.monotonic() - STABLE_AFTER  # a planned restart: no backoff
-                await self._stop_child(child)
+            proc = child.proc
+            if proc is None:
+                continue
+            if child.restart_at is None and proc.poll() is not None:
+                self._drain_output(child)
+                ran = now - child.started
+                if ran >= STABLE_AFTER:
+                    child.delay = self.backoff
+                child.restarts += 1
+                self.say(
+                    f"{child.spec.name} (pid {proc.pid}) {describe_exit(proc.returncode)} after {ran:.1f} s; "
+                    f"restart {child.restarts} in {child.delay:.1f} s"
+                )
+                child.restart_at = now + child.delay
+                child.delay = min(max(child.delay * 2, self.backoff), self.backoff_max)
+            elif child.restart_at is not None and now >= child.restart_at:
+                try:
+                    self._spawn(child)
+                except OSError as exc:
+                    self.say(f"{child.spec.name}: cannot start: {exc}; retry in {child.delay:.1f} s")
+                    child.restart_at = now + child.delay
+                    continue
+                child.announce = True
+            elif child.announce and proc.poll() is None and self.check_ready(child):
+                child.announce = False
+                self.say(f"{child.spec.name} restarted (pid {proc.pid}), ready")
+
+    def restart(self, name: str) -> None:
+        """Stop ``name`` gracefully and start it again at once (a planned restart: no backoff)."""
+        for child in self.children:
+            if child.spec.name == name and child.running:
+                self._stop_child(child)
+                child.restarts += 1
+                self.say(f"{name} restarted on request (restart {child.restarts})")
+                self._spawn(child)
 
     def signal_child(self, name: str, sig: int) -> None:
         for child in self.children:
-            if child.spec.name == name and child.proc is not None and child.proc.returncode is None:
+            if child.spec.name == name and child.running:
+                assert child.proc is not None
                 child.proc.send_signal(sig)
 
-    async def _stop_child(self, child: Child) -> None:
+    # -- stop --------------------------------------------------------------------------------------
+
+    def _stop_child(self, child: Child) -> None:
         proc = child.proc
-        if proc is None or proc.returncode is not None:
+        if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout)
-        except TimeoutError:
+        deadline = time.monotonic() + self.stop_timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            self.pump(0.05)
+        if proc.poll() is None:
             self.say(f"{child.spec.name} did not stop within {self.stop_timeout:g} s: SIGKILL")
             proc.kill()
-            await proc.wait()
+            proc.wait()
+        self._drain_output(child)
 
-    async def stop_all(self, order: list[str]) -> None:
+    def stop_all(self, order: list[str]) -> None:
         """SIGTERM the children in ``order`` (others after), one at a time, each with the timeout."""
         self.stopping = True
-        for task in self._watchers:
-            task.cancel()
         ranked = sorted(
             self.children, key=lambda c: order.index(c.spec.name) if c.spec.name in order else len(order)
         )
         for child in ranked:
-            await self._stop_child(child)
-            code = child.proc.returncode if child.proc is not None else None
-            if code is not None:
-                self.say(f"{child.spec.name} stopped ({describe_exit(code)})")
-            if child.pump is not None:
-                with contextlib.suppress(Exception):
-                    await child.pump
+            if child.proc is None or child.restart_at is not None:
+                continue  # dead and waiting for its restart: nothing to stop
+            self._stop_child(child)
+            self.say(f"{child.spec.name} stopped ({describe_exit(child.proc.returncode)})")

@@ -3,7 +3,6 @@ key; ``--print-config``; a child that dies is logged and restarted; stop order a
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 import tomllib
@@ -98,25 +97,20 @@ def _child(name: str, code: str) -> ChildSpec:
 
 def test_supervisor_restarts_a_dead_child_and_logs_it() -> None:
     said: list[str] = []
-
-    async def scenario() -> None:
-        sup = Supervisor(backoff=0.05, backoff_max=0.2, stop_timeout=5, say=said.append)
-        deadline = time.monotonic() + 20
-        flaky = await sup.start(_child("flaky", "print('ready', flush=True); raise SystemExit(3)"), deadline)
-        steady = await sup.start(
-            _child("steady", "import time; print('ready', flush=True); time.sleep(60)"), deadline
-        )
-        while flaky.restarts < 3:
-            await asyncio.sleep(0.05)
-        await sup.stop_all(["steady", "flaky"])
-        assert steady.restarts == 0
-
-    asyncio.run(asyncio.wait_for(scenario(), 30))
+    sup = Supervisor(backoff=0.05, backoff_max=0.2, stop_timeout=5, say=said.append)
+    deadline = time.monotonic() + 20
+    flaky = sup.start(_child("flaky", "print('ready', flush=True); raise SystemExit(3)"))
+    steady = sup.start(_child("steady", "import time; print('ready', flush=True); time.sleep(60)"))
+    sup.wait_ready([steady], deadline)
+    while flaky.restarts < 3 and time.monotonic() < deadline:
+        sup.tend()
+        sup.pump(0.02)
+    sup.stop_all(["steady", "flaky"])
+    assert steady.restarts == 0 and flaky.restarts >= 3
     deaths = [line for line in said if line.startswith("flaky (pid ")]
-    assert len(deaths) >= 3
     assert "exit status 3" in deaths[0] and "restart 1 in 0.1 s" in deaths[0]
     assert "restart 2 in 0.1 s" in deaths[1] and "restart 3 in 0.2 s" in deaths[2]  # doubling, capped
-    assert any(line.startswith("steady stopped") for line in said)
+    assert "steady stopped (killed by SIGTERM)" in said
 
 
 def test_supervisor_kills_a_child_that_ignores_sigterm_and_reports_a_failed_start() -> None:
@@ -125,14 +119,10 @@ def test_supervisor_kills_a_child_that_ignores_sigterm_and_reports_a_failed_star
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True);"
         " time.sleep(60)"
     )
-
-    async def scenario() -> None:
-        sup = Supervisor(stop_timeout=0.3, say=said.append)
-        await sup.start(_child("stubborn", stubborn), time.monotonic() + 20)
-        with pytest.raises(RuntimeError, match=r"dies exited at start \(exit status 4\)"):
-            await sup.start(_child("dies", "raise SystemExit(4)"), time.monotonic() + 20)
-        await sup.stop_all([])
-
-    asyncio.run(asyncio.wait_for(scenario(), 30))
+    sup = Supervisor(stop_timeout=0.3, say=said.append)
+    sup.wait_ready([sup.start(_child("stubborn", stubborn))], time.monotonic() + 20)
+    with pytest.raises(RuntimeError, match=r"dies exited at start \(exit status 4\)"):
+        sup.wait_ready([sup.start(_child("dies", "raise SystemExit(4)"))], time.monotonic() + 20)
+    sup.stop_all([])
     assert "stubborn did not stop within 0.3 s: SIGKILL" in said
     assert "stubborn stopped (killed by SIGKILL)" in said
