@@ -11,7 +11,8 @@ Two stacks, one after the other, each on an empty data directory and free loopba
   ``meshota server --broker``, ``meshota gateway --udp --dtls``.
 
 Printed per stack: cold start to ready (spawn -> HTTP ``/readyz`` 200, broker port open, gateway
-listening; first start included); resident memory of the whole process tree (sum of VmRSS) idle,
+listening; first start included); memory of the whole process tree idle (sum of Rss, which counts
+libpython's shared pages once per process, and of Pss, which divides them among the processes),
 and with ``--nodes`` DTLS (PSK) nodes connected (handshake + MQTT-SN CONNECT, so one broker
 connection each in transparent mode). The nodes run in a separate client process (not counted),
 spread over source addresses 127.0.0.2.. so the gateway's per-source handshake rate limit is
@@ -68,12 +69,14 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
-def rss_kib(pids: list[int]) -> int:
+def memory_kib(pids: list[int], field: str) -> int:
+    """Sum of ``field`` (``Rss``: resident, shared pages counted in every process; ``Pss``: shared
+    pages divided among the processes that map them) from /proc/PID/smaps_rollup."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -151,17 +154,21 @@ def meshota(*args: str) -> list[str]:
 
 
 def measure(name: str, root_pids: Any, dtls: str, nodes: int, settle: float) -> dict[str, float]:
+    def sample() -> tuple[float, float]:
+        pids = [p for r in root_pids() for p in tree_pids(r)]
+        return memory_kib(pids, "Rss") / 1024, memory_kib(pids, "Pss") / 1024
+
     time.sleep(settle)
-    idle = rss_kib([p for r in root_pids() for p in tree_pids(r)])
+    idle, idle_pss = sample()
     t0 = time.monotonic()
     clients = connect_nodes(dtls, nodes)
     connect_s = time.monotonic() - t0
     time.sleep(settle)
-    loaded = rss_kib([p for r in root_pids() for p in tree_pids(r)])
+    loaded, loaded_pss = sample()
     release(clients)
-    print(f"  {name}: idle {idle / 1024:.1f} MiB, {nodes} nodes {loaded / 1024:.1f} MiB "
-          f"(connected in {connect_s:.1f} s)", flush=True)  # fmt: skip
-    return {"idle_mib": idle / 1024, "loaded_mib": loaded / 1024}
+    print(f"  {name}: idle RSS {idle:.1f} MiB (PSS {idle_pss:.1f}), {nodes} nodes RSS {loaded:.1f} MiB "
+          f"(PSS {loaded_pss:.1f}), connected in {connect_s:.1f} s", flush=True)  # fmt: skip
+    return {"idle_mib": idle, "loaded_mib": loaded, "idle_pss": idle_pss, "loaded_pss": loaded_pss}
 
 
 def run_up(tmp: Path, nodes: int, settle: float) -> dict[str, float]:
@@ -184,6 +191,8 @@ def run_up(tmp: Path, nodes: int, settle: float) -> dict[str, float]:
     dtls = json.loads(addresses.read_text())["dtls"]
     try:
         figures = measure("up", lambda: [up.pid], dtls, nodes, settle)
+        own = memory_kib([up.pid], "Rss") / 1024, memory_kib([up.pid], "Pss") / 1024
+        print(f"  up: the supervisor process alone: RSS {own[0]:.1f} MiB, PSS {own[1]:.1f} MiB", flush=True)
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)
@@ -268,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         parts = run_parts(Path(tmp), args.nodes, args.settle)
     print(f"\n{'':<28}{'up':>10}{'parts':>10}{'up/parts':>10}")
     for key, label in (("start_s", "cold start to ready (s)"), ("idle_mib", "RSS idle (MiB)"),
-                       ("loaded_mib", f"RSS, {args.nodes} nodes (MiB)")):  # fmt: skip
+                       ("loaded_mib", f"RSS, {args.nodes} nodes (MiB)"), ("idle_pss", "PSS idle (MiB)"),
+                       ("loaded_pss", f"PSS, {args.nodes} nodes (MiB)")):  # fmt: skip
         print(f"{label:<28}{up[key]:>10.2f}{parts[key]:>10.2f}{up[key] / parts[key]:>10.2f}")
     return 0
 
