@@ -20,9 +20,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~0.5 MB)
 
 from meshota.up.supervisor import ChildSpec, Supervisor, http_ready, tcp_ready
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~0.5 MB)
 
 if TYPE_CHECKING:
     from typing import Any

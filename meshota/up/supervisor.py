@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~0.5 MB)
 
 if TYPE_CHECKING:  # imported only for the type checker: the supervisor stays small at run time
