@@ -6,6 +6,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -84,3 +85,50 @@ def test_admin_token_helper_over_http(tmp_path: Path) -> None:
     config = ServerConfig(sqlite(tmp_path).url, tmp_path / "art", port=0)
     with BackgroundServer(config) as srv:
         assert admin_token(srv).count(".") == 2
+
+
+def test_health_and_readiness_probes(server: BackgroundServer) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    assert httpx.head(f"{server.url}/readyz").status_code == 200
+    assert httpx.post(f"{server.url}/readyz").status_code == 404  # only GET/HEAD are probes
+
+    store = server.app.state["store"]
+    server.app.state["store"] = None  # no store to ask: not ready
+    try:
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503 and r.json() == {"status": "not ready"}
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.app.state["store"] = store
+
+
+def test_readiness_probe_failure_is_503_not_500() -> None:
+    import asyncio
+
+    from bridge.http._app import HttpAdapter
+
+    async def broken() -> bool:
+        raise OSError("database is gone")
+
+    async def never() -> Any:
+        raise AssertionError("not started in this test")
+
+    app = HttpAdapter(never, ready=broken)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def probe(path: str) -> int:
+        sent.clear()
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    app.router = object()  # type: ignore[assignment]  # "started": the probe decides
+    assert asyncio.run(probe("/readyz")) == 503
+    assert asyncio.run(probe("/healthz")) == 200
