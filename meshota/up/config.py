@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshota.cli._args import ConfigError, parse_broker_url, parse_hostport
+from meshota.addresses import ConfigError, parse_broker_url, parse_hostport
 
 __all__ = ["KEYS", "Key", "UpConfig", "load_config", "render_toml"]
 

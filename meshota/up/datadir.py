@@ -29,8 +29,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshota.addresses import ConfigError
 from meshota.broker_config import BrokerConfigError, BrokerUsers, write_broker_config
-from meshota.cli._args import ConfigError
 from meshota.up.config import UpConfig
 
 __all__ = ["ADMIN_PASSWORD_ENV", "Prepared", "admin_env", "prepare"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshota.cli._args import format_address, parse_broker_url, parse_hostport
+from meshota.addresses import format_address, parse_broker_url, parse_hostport
 from meshota.up.config import UpConfig
 from meshota.up.datadir import Prepared
 
