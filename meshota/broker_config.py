@@ -103,7 +103,10 @@ def write_broker_config(
     passwd.touch(mode=0o600)
     tool = _passwd_tool()
     for user, password in chosen.items():
-        done = subprocess.run([tool, "-b", str(passwd), user, password], capture_output=True, text=True)
+        # the password goes through stdin (prompt and re-prompt), never argv: `-b` would show it in ps
+        done = subprocess.run(
+            [tool, str(passwd), user], input=f"{password}\n{password}\n", capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise BrokerConfigError(f"mosquitto_passwd failed for {user!r}: {done.stderr.strip()}")
     creds = out / "credentials"

@@ -270,8 +270,9 @@ class Supervisor:
             if child.spec.name == name and child.running:
                 self._stop_child(child)
                 child.restarts += 1
-                self.say(f"{name} restarted on request (restart {child.restarts})")
+                self.say(f"{name} stopped for a restart on request (restart {child.restarts})")
                 self._spawn(child)
+                child.announce = True
 
     def signal_child(self, name: str, sig: int) -> None:
         for child in self.children:

@@ -81,16 +81,18 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
         process.stop()
 
 
-async def _node_session(up: UpProcess, psk: bytes, body: Any) -> Any:
-    """A node on DTLS (PSK node-1) through a relay; ``body(device)`` runs inside the session."""
+async def _node_session(
+    up: UpProcess, psk: bytes, body: Any, name: str = "node-1", mac: str = NODE_MAC
+) -> Any:
+    """A node on DTLS (PSK ``name``) through a relay; ``body(device)`` runs inside the session."""
     relay = RelayUdp(parse_hostport(up.addresses["dtls"], "dtls"), ("127.0.0.1", 0))
     await relay.start()
     try:
         client = DtlsUdpClient(
-            relay.listen_address, "node-1", dtls=PskClientConfig("node-1", psk), retry_interval=1.0
+            relay.listen_address, name, dtls=PskClientConfig(name, psk), retry_interval=1.0
         )
         async with client:
-            device = MqttSnDevice(client, "node-1", NODE_MAC, NODE_KEY, block_size=512, timeout=10)
+            device = MqttSnDevice(client, name, mac, NODE_KEY, block_size=512, timeout=10)
             async with device:
                 return await body(device)
     finally:
@@ -117,7 +119,7 @@ async def _node_deployment(up: UpProcess, psk: bytes, api: httpx.Client, artifac
 def _slow_upload(url: str, token: str, artifact: bytes, started: threading.Event, out: list[Any]) -> None:
     def chunks() -> Iterator[bytes]:
         boundary_head = (
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\"a.mender\"\r\n"
+            b'--XyZ\r\nContent-Disposition: form-data; name="artifact"; filename="a.mender"\r\n'
             b"Content-Type: application/octet-stream\r\n\r\n"
         )
         yield boundary_head
@@ -190,7 +192,17 @@ def test_up_life_of_a_data_directory(up: UpProcess, tmp_path: Path) -> None:
 
     assert asyncio.run(_node_session(up, psk, again)) == 200
 
-    # 4. SIGTERM while an upload is in flight: it is answered, and kept
+    # 4. a new node: its line in the PSK file, SIGHUP to meshota up, and it is in
+    psk_file = Path(up.addresses["psk_file"])
+    key2 = os.urandom(16)
+    psk_file.write_text(psk_file.read_text() + f"node-2,{key2.hex()}\n")
+    assert up.proc is not None
+    up.proc.send_signal(signal.SIGHUP)
+    wait_for("PSK file reloaded", lambda: "--psk-file reloaded: 2 identities" in up.output())
+    wait_for("server restarted", lambda: "server restarted (pid" in up.output())
+    assert asyncio.run(_node_session(up, key2, again, "node-2", "02:00:00:00:cc:02")) == 401  # pending
+
+    # 5. SIGTERM while an upload is in flight: it is answered, and kept
     token = api.headers["Authorization"].removeprefix("Bearer ")
     second = make_artifact(tmp_path / "b", "up-art-2", dest_dir=tmp_path / "never").read_bytes()
     started, result = threading.Event(), []
@@ -206,10 +218,10 @@ def test_up_life_of_a_data_directory(up: UpProcess, tmp_path: Path) -> None:
     uploader.join(30)
     assert result == [201], up.output()
     log = up.output()
-    assert log.index("gateway stopped") < log.index("server stopped") < log.index("mosquitto stopped")
+    assert log.index("gateway stopped (") < log.index("server stopped (") < log.index("mosquitto stopped (")
     assert "close_notify" in log
 
-    # 5. second start on the same directory: nothing new created, everything found
+    # 6. second start on the same directory: nothing new created, everything found
     up.start()
     second_log = up.output()
     assert "first start" not in second_log and "password (shown once" not in second_log
