@@ -126,3 +126,34 @@ def test_supervisor_kills_a_child_that_ignores_sigterm_and_reports_a_failed_star
     sup.stop_all([])
     assert "stubborn did not stop within 0.3 s: SIGKILL" in said
     assert "stubborn stopped (killed by SIGKILL)" in said
+
+
+def test_plan_external_broker_and_no_secret_in_any_argv(tmp_path: Path) -> None:
+    from meshota.up.datadir import prepare
+    from meshota.up.stack import build_plan, pick_addresses
+
+    gw_pw, br_pw = tmp_path / "gw.pw", tmp_path / "br.pw"
+    gw_pw.write_text("gateway-secret-1\n")
+    br_pw.write_text("bridge-secret-1\n")
+    conf = tmp_path / "meshota.toml"
+    conf.write_text(
+        f'[broker]\nurl = "mqtt://10.9.9.9:1999"\ngateway_password_file = "{gw_pw}"\n'
+        f'bridge_password_file = "{br_pw}"\n[gateway]\nudp = ""\ndtls = "127.0.0.1:0"\n'
+    )
+    config = load_config(conf, tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".initialized").write_text("")  # skip the first start's admin runs here
+    prepared = prepare(config)
+    plan = build_plan(config, prepared, pick_addresses(config), time.time())
+    children = {c["name"]: c for c in plan["children"]}
+    assert set(children) == {"server", "gateway"}  # no private mosquitto
+    assert plan["addresses"]["broker"] == "mqtt://10.9.9.9:1999" and plan["addresses"]["udp"] is None
+    gateway, server = children["gateway"]["argv"], children["server"]["argv"]
+    assert gateway[gateway.index("--broker") + 1] == "mqtt://10.9.9.9:1999"
+    assert gateway[gateway.index("--broker-password-file") + 1] == str(gw_pw)
+    assert server[server.index("--broker-password-env") + 1] in children["server"]["env"]
+    assert "bridge-secret-1" in children["server"]["env"].values()
+    for child in children.values():
+        assert not any("secret" in arg for arg in child["argv"])
+    psk = (tmp_path / "d" / "keys" / "psk.txt").read_text()
+    assert psk.count("\nnode-1,") == 1 and (tmp_path / "d" / "keys").stat().st_mode & 0o077 == 0
