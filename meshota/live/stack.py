@@ -4,14 +4,10 @@ What the demo needs from the server side is only: the HTTP base URL of the manag
 gateway's DTLS address (the relay forwards there), the admin credentials, and the PSK file the
 gateway and the bridge read (written before the stack starts). :func:`server_side` provides them.
 
-Today it starts the pieces from the existing commands, each a child process with its log under
-``DIR/logs``: a private mosquitto locked down by ``meshota.broker_config`` (ACL, hashed
-passwords; the gateway and the bridge each with their own user), ``meshota gateway`` on DTLS (PSK
-file) and ``meshota server --broker`` (HTTP + MQTT bridge, SQLite in ``DIR``, sealed-record keys
-derived from the same PSK file, the vendor key for artifact signatures). Once ``meshota up`` is
-on main, :func:`server_side` becomes: write ``DIR/keys/psk.txt``, start ``meshota up --data DIR``
-with ``MESHOTA_ADMIN_PASSWORD`` in its environment, wait for ``DIR/run/addresses.json`` and
-return :func:`read_addresses` of it — the rest of the demo does not change.
+It is ``meshota up --data DIR`` as a child process (log ``DIR/logs/up.log``): the demo writes
+``DIR/keys/psk.txt`` (every device's PSK; the gateway and the bridge read it) and a config with every
+port 0 and the vendor key, starts ``up`` with ``MESHOTA_ADMIN_PASSWORD`` in its environment, waits
+for ``DIR/run/addresses.json`` and reads it with :func:`read_addresses`.
 """
 
 from __future__ import annotations
@@ -21,26 +17,18 @@ import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from meshota.broker import free_tcp_port, start_mosquitto
-from meshota.broker_config import BrokerUsers, write_broker_config
-from meshota.live.children import Child, ChildError, start_child
+from meshota.live.children import ChildError, start_child
 
 __all__ = [
-    "ADMIN_USER",
     "StackAddresses",
     "read_addresses",
     "server_side",
     "write_psk_file",
 ]
-
-ADMIN_USER = "demo-admin@meshota.local"
-
 
 @dataclass(frozen=True)
 class StackAddresses:
@@ -78,112 +66,59 @@ def read_addresses(path: Path, admin_password: str) -> StackAddresses:
     )
 
 
-async def _create_admin(db_url: str, user: str, password: str) -> None:
-    from bridge.api import create_user
-    from bridge.store import Store
-
-    store = Store.open(db_url)
-    try:
-        await store.migrate()
-        async with store.transaction() as conn:
-            await create_user(conn, user, password)
-    finally:
-        await store.close()
-
-
-def _wait_http(url: str, child: Child, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        child.check_alive()
-        try:
-            httpx.get(f"{url}/api/management/v1/useradm/users", timeout=1.0)
-            return  # any answer (401 without a token): the bridge started before HTTP serves
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise ChildError(f"{child.name} did not answer HTTP within {timeout:g} s") from None
-            time.sleep(0.05)
+_CONFIG = """# meshota demo --live: every port on loopback, any free one
+[http]
+listen = "127.0.0.1:0"
+verify_keys = [{verify_key}]
+[broker]
+listen = "127.0.0.1:0"
+[gateway]
+udp = "127.0.0.1:0"
+dtls = "127.0.0.1:0"
+[log]
+level = "warning"
+"""
 
 
 @contextmanager
 def server_side(data: Path, psks: Mapping[str, bytes], verify_key: Path) -> Iterator[StackAddresses]:
-    """The whole server side on loopback, with ``psks`` provisioned; stopped on exit."""
-    import asyncio
-
+    """The whole server side on loopback — ``meshota up --data DATA`` as a child process — with
+    ``psks`` provisioned before it starts; stopped (SIGTERM, in ``up``'s order) on exit."""
     data.mkdir(parents=True, exist_ok=True)
-    psk_file = data / "keys" / "psk.txt"
-    write_psk_file(psk_file, psks)
-    users = BrokerUsers()
-    creds = write_broker_config(data / "broker", users)
-    # mosquitto started as root drops to user "mosquitto", which cannot read a 0600 file here
-    conf = (data / "broker" / "meshota.conf").read_text() + ("user root\n" if os.geteuid() == 0 else "")
+    write_psk_file(data / "keys" / "psk.txt", psks)
+    config = data / "meshota.toml"
+    config.write_text(_CONFIG.format(verify_key=json.dumps(str(verify_key))))
+    addresses = data / "run" / "addresses.json"
+    addresses.unlink(missing_ok=True)
     admin_password = secrets.token_urlsafe(18)
-    db_url = f"sqlite:///{data / 'meshota.sqlite'}"
-    asyncio.run(_create_admin(db_url, ADMIN_USER, admin_password))
-    logs = data / "logs"
-    with ExitStack() as stack:
-        broker = start_mosquitto(data / "mosquitto", extra_conf=conf)
-        stack.callback(broker.stop)
-        gateway = start_child(
-            "meshota gateway",
-            [
-                "gateway",
-                "--broker",
-                broker.url,
-                "--dtls",
-                "127.0.0.1:0",
-                "--psk-file",
-                str(psk_file),
-                "--broker-username",
-                users.gateway,
-                "--broker-password-env",
-                "MESHOTA_GATEWAY_PASSWORD",
-            ],
-            logs / "gateway.log",
-            {"MESHOTA_GATEWAY_PASSWORD": creds[users.gateway]},
-        )
-        stack.callback(gateway.stop)
-        dtls = gateway.wait_for(r"meshota gateway: dtls (\S+) ", timeout=30).group(1)
-        port = free_tcp_port()
-        url = f"http://127.0.0.1:{port}"
-        server = start_child(
-            "meshota server",
-            [
-                "server",
-                "--http",
-                f"127.0.0.1:{port}",
-                "--db",
-                db_url,
-                "--artifacts",
-                str(data / "artifacts"),
-                "--broker",
-                broker.url,
-                "--broker-username",
-                users.bridge,
-                "--psk-file",
-                str(psk_file),
-                "--verify-key",
-                str(verify_key),
-                "--public-url",
-                url,
-                "--log-level",
-                "warning",
-            ],
-            logs / "server.log",
-            {"MESHOTA_BROKER_PASSWORD": creds[users.bridge]},
-        )
-        stack.callback(server.stop)
-        _wait_http(url, server, timeout=30)
+    up = start_child(
+        "meshota up",
+        ["up", "--config", str(config), "--data", str(data)],
+        data / "logs" / "up.log",
+        {"MESHOTA_ADMIN_PASSWORD": admin_password},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not addresses.exists():
+            up.check_alive()
+            if time.monotonic() > deadline:
+                raise ChildError(f"meshota up not ready within 60 s (log {up.log})")
+            time.sleep(0.05)
+        stack = read_addresses(addresses, admin_password)
         yield StackAddresses(
-            http=url,
-            broker=broker.url,
-            dtls=dtls,
-            admin_user=ADMIN_USER,
+            http=stack.http,
+            broker=stack.broker,
+            dtls=stack.dtls,
+            admin_user=stack.admin_user,
             admin_password=admin_password,
-            psk_file=psk_file,
+            psk_file=stack.psk_file,
             description=(
-                f"mosquitto {broker.url} (ACL, passwords), meshota gateway dtls "
-                f"{dtls}, meshota server {url} + MQTT bridge, SQLite in {data}"
+                f"meshota up: mosquitto {stack.broker} (ACL, passwords), gateway dtls {stack.dtls}, "
+                f"HTTP API + MQTT bridge {stack.http}, SQLite in {data}"
             ),
         )
-        for child in (gateway, server):
-            child.check_alive()  # a piece that died during the run is an error, not silence
+        up.check_alive()  # up restarts a child that dies; up itself dying is an error, not silence
+    finally:
+        status = up.stop(grace=30.0)
+        if status not in (0, None):
+            raise ChildError(f"meshota up stopped with {status}: {up.log_tail()}")

@@ -40,7 +40,7 @@ def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
     ), out
 
     # the server's own record: every target of the deployment finished with success
-    db = sqlite3.connect(tmp_path / "server" / "meshota.sqlite")
+    db = sqlite3.connect(tmp_path / "server" / "meshota.db")
     try:
         statuses = db.execute(
             "SELECT status FROM device_deployments WHERE deployment_id = ?", (stats.group(1),)
