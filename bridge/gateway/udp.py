@@ -2,8 +2,8 @@
 
 Everything protocol-shaped lives in :class:`mqttsn.Gateway`; this file only moves datagrams,
 runs broker actions, arms one timer and logs events. Flow control: the UDP socket gets large
-kernel buffers, and reading pauses while paho holds too many unsent broker packets, so a burst
-waits in the kernel buffer instead of growing memory without bound.
+kernel buffers, and reading pauses while the broker link holds too many unsent or unconfirmed
+packets, so a burst waits in the kernel buffer instead of growing memory without bound.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ class GatewayServer:
         multicast_interface: str | None = None,
         max_broker_connecting: int = 64,
         drop_log_interval: float = DEFAULT_INTERVAL,
+        client_id: str = "meshota-gateway",
+        session_expiry: int = 86400,
+        broker_client: str = "mqtt5",
     ) -> None:
         self.gateway = Gateway(config)
         # drop/refusal warnings: first of a kind at once, then one summary line per interval
@@ -106,7 +109,12 @@ class GatewayServer:
         # default: the --udp address when it names one, else the kernel's choice
         self.multicast_interface = multicast_interface
         self._msock: socket.socket | None = None
-        self.link = BrokerLink(
+        link_type: type[BrokerLink] = BrokerLink
+        if broker_client == "aiomqtt":  # the former link, only as a benchmark baseline
+            from bridge.gateway.broker_link_aiomqtt import AiomqttBrokerLink
+
+            link_type = AiomqttBrokerLink  # type: ignore[assignment]
+        self.link = link_type(
             broker[0],
             broker[1],
             BrokerAnswers(
@@ -117,9 +125,14 @@ class GatewayServer:
                 message=self._on_message,
                 lost=self._on_lost,
             ),
+            gateway_client_id=client_id,
             username=broker_username,
             password=broker_password,
             max_connecting=max_broker_connecting,
+            # aggregating mode: the gateway's own session carries every node's subscriptions and
+            # what is in flight to them, so it outlives a gateway restart
+            persistent=config.mode == "aggregating",
+            session_expiry=session_expiry,
         )
         self._sock: socket.socket | None = None
         self._reading = False
@@ -304,8 +317,10 @@ class GatewayServer:
         self.gateway.broker_unsubscribed(conn, token, self.now())
         self._flush()
 
-    def _on_message(self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        self.gateway.broker_message(conn, topic, payload, qos, retain, self.now())
+    def _on_message(
+        self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, ack: Hashable | None
+    ) -> None:
+        self.gateway.broker_message(conn, topic, payload, qos, retain, self.now(), ack)
         self._flush()
 
     def _on_lost(self, conn: Hashable) -> None:
