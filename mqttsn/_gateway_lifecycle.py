@@ -175,6 +175,8 @@ class GatewayLifecycle(GatewayBase):
             return
         if ok:
             self._connected(s)
+            # a resumed broker session may resend what it had in flight before the CONNACK got here
+            self._pump(s, now)
         else:
             self._send(s.peer, p.Connack(p.ReturnCode.CONGESTION))
             self._close(s, "broker refused the connection", lost=False, notify_client=False)

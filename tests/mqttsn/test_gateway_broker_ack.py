@@ -9,6 +9,7 @@ import pytest
 
 from mqttsn import (
     GATEWAY_CONN,
+    Connack,
     Connect,
     Disconnect,
     Gateway,
@@ -180,5 +181,24 @@ def test_sleep_buffer_overflow_acks_the_dropped_message(w: World) -> None:
     assert len(w.broker.unacked) == 1  # the buffered one waits for the node
     (pub,) = w.send(A, Pingreq("n1"))
     assert isinstance(pub, Publish) and pub.data == b"1"
+    w.send(A, Puback(pub.topic_id, pub.msg_id))
+    assert w.broker.unacked == {}
+
+
+def test_message_resent_before_the_connack_is_delivered_once_connected() -> None:
+    """A resumed broker session resends what it had in flight right after its CONNACK, which
+    may reach the gateway before the connection's own answer does."""
+    w = World("transparent")
+    w.gw.receive_datagram(encode(Connect("n1", 0, clean_session=False)), A, w.now)
+    (connect,) = w.gw.broker_actions()
+    w.gw.broker_message(connect.conn, "sn/t", b"again", 1, False, w.now, 5)
+    w.broker.unacked[5] = (connect.conn, "sn/t")
+    assert w.gw.datagrams_to_send() == []  # no CONNACK yet: nothing goes out
+    w.gw.broker_connected(connect.conn, True, w.now)
+    connack, reg = w.flush(A)
+    assert isinstance(connack, Connack)
+    assert isinstance(reg, Register) and reg.topic_name == "sn/t"
+    (pub,) = w.send(A, Regack(reg.topic_id, reg.msg_id))
+    assert isinstance(pub, Publish) and pub.data == b"again"
     w.send(A, Puback(pub.topic_id, pub.msg_id))
     assert w.broker.unacked == {}
