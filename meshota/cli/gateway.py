@@ -28,6 +28,7 @@ log = logging.getLogger("meshota.gateway")
 
 if TYPE_CHECKING:
     from bridge.gateway.dtls_admission import HandshakeLimits
+    from bridge.gateway.dtls_listener import DtlsListener
     from wire.dtls_credentials import DtlsServerConfig
 
 __all__ = [
@@ -349,8 +350,7 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
 async def _serve(
     args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None, password: str | None
 ) -> int:
-    from bridge.gateway.dtls_listener import DtlsListener
-    from bridge.gateway.dtls_server import DtlsServer
+    # DTLS (mbedTLS, ~6 MB of RSS) is imported only when --dtls asks for it
     from bridge.gateway.udp import GatewayServer, MulticastError
     from bridge.mqtt5 import Mqtt5Error
 
@@ -375,8 +375,11 @@ async def _serve(
         session_expiry=args.session_expiry,
         broker_client=args.broker_client,
     )
-    listener = None
+    listener: DtlsListener | None = None
     if dtls is not None:
+        from bridge.gateway.dtls_listener import DtlsListener
+        from bridge.gateway.dtls_server import DtlsServer
+
         listener = DtlsListener(
             server,
             DtlsServer(
