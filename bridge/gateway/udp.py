@@ -141,6 +141,7 @@ class GatewayServer:
         self._bp = _Backpressure()
         self._bp_task: asyncio.Task[None] | None = None
         self._transports: dict[type, PeerTransport] = {}
+        self._flush_pending = False
         self.loop = asyncio.get_event_loop()
 
     def attach(self, transport: PeerTransport) -> None:
@@ -275,22 +276,25 @@ class GatewayServer:
             transport.resume_reading()
 
     def _read_ready(self) -> None:
-        # Drain up to a batch per wake-up: one event-loop turn per datagram costs more than the
-        # protocol work itself.
+        # Drain up to a batch per wake-up, and flush the gateway's outputs once for the batch:
+        # one event-loop turn (or one flush) per datagram costs more than the protocol work.
         sock = self._sock
-        for _ in range(256):
-            if sock is None or not self._reading:
-                return
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("udp error: %s", exc)
-                continue
-            self.datagram_received(data, addr)
+        try:
+            for _ in range(256):
+                if sock is None or not self._reading:
+                    return
+                try:
+                    data, addr = sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    log.debug("udp error: %s", exc)
+                    continue
+                self._datagram_in(data, addr)
+        finally:
+            self._flush()
 
-    def datagram_received(self, data: bytes, addr: Hashable) -> None:
+    def _datagram_in(self, data: bytes, addr: Hashable) -> None:
         try:
             peer, inner = unwrap(data, addr)
         except DecodeError as exc:
@@ -299,6 +303,9 @@ class GatewayServer:
             self.log_drop("malformed encapsulation", line)
             return
         self.gateway.receive_datagram(inner, peer, self.now())
+
+    def datagram_received(self, data: bytes, addr: Hashable) -> None:
+        self._datagram_in(data, addr)
         self._flush()
 
     def _on_connected(self, conn: Hashable, ok: bool) -> None:
@@ -307,7 +314,7 @@ class GatewayServer:
 
     def _on_published(self, conn: Hashable, token: int) -> None:
         self.gateway.broker_published(conn, token, self.now())
-        self._flush()
+        self._flush_soon()
 
     def _on_subscribed(self, conn: Hashable, token: int, granted: int) -> None:
         self.gateway.broker_subscribed(conn, token, granted, self.now())
@@ -321,7 +328,7 @@ class GatewayServer:
         self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, ack: Hashable | None
     ) -> None:
         self.gateway.broker_message(conn, topic, payload, qos, retain, self.now(), ack)
-        self._flush()
+        self._flush_soon()
 
     def _on_lost(self, conn: Hashable) -> None:
         self.gateway.broker_connection_lost(conn, self.now())
@@ -335,11 +342,19 @@ class GatewayServer:
 
     # --- outputs ----------------------------------------------------------------------------------
 
+    def _flush_soon(self) -> None:
+        """Flush once at the end of this event-loop turn: the broker's answers come in batches
+        (every packet one read brought), and each needs no flush of its own."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
     def flush(self) -> None:
         """Send what the Gateway queued, run its broker actions, log its events, re-arm its timer."""
         self._flush()
 
     def _flush(self) -> None:
+        self._flush_pending = False
         gw = self.gateway
         sock = self._sock
         transports = self._transports
