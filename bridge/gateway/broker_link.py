@@ -307,7 +307,9 @@ class BrokerLink:
                 assert conn.client is not None
                 (granted,) = await conn.client.subscribe([(a.topic_filter, a.qos)])
             except Mqtt5Error as exc:
-                log.warning("subscribe %s on %r failed: %s", a.topic_filter, a.conn, exc)
+                (log.debug if conn.closing else log.warning)(
+                    "subscribe %s on %r failed: %s", a.topic_filter, a.conn, exc
+                )
                 granted = getattr(exc, "reason", 0x80)
         self.answers.subscribed(a.conn, a.token, granted)
 
@@ -318,8 +320,10 @@ class BrokerLink:
                 await conn.ready.wait()
                 assert conn.client is not None
                 await conn.client.unsubscribe([a.topic_filter])
-            except Mqtt5Error as exc:
-                log.warning("unsubscribe %s on %r failed: %s", a.topic_filter, a.conn, exc)
+            except Mqtt5Error as exc:  # a connection closed meanwhile needs no unsubscribe
+                (log.debug if conn.closing else log.warning)(
+                    "unsubscribe %s on %r failed: %s", a.topic_filter, a.conn, exc
+                )
         self.answers.unsubscribed(a.conn, a.token)
 
     def _disconnect(self, key: Hashable) -> None:
