@@ -38,7 +38,7 @@ __all__ = ["AiomqttBrokerLink", "stamp_properties"]
 _SESSION_FOREVER = 0xFFFFFFFF  # MQTT 3.1.1 CleanSession=0 semantics: the session never expires
 
 
-class PackedProperties(Properties):
+class _PackedProperties(Properties):
     """MQTT 5 properties encoded once (``freeze``) instead of on every PUBLISH: paho packs them per
     message, which cost more than the whole rest of the gateway's QoS 0 path."""
 
@@ -57,7 +57,7 @@ def stamp_properties(device: str, verified: bool) -> Properties:
     Cached per identity: building a paho Properties object per message cost more than the rest of
     the gateway's QoS 0 path. paho only reads it when packing, so sharing it is safe; callers must
     not mutate the result."""
-    props = PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = [(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1" if verified else "0")]
     props.freeze()
     return props
