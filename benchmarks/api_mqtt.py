@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import api_http  # noqa: E402
 
-from bridge.mqtt import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
+from bridge.mqtt5 import ConnectOptions, Mqtt5Client, PublishIn, encode_user_properties  # noqa: E402
 from meshota.broker import start_mosquitto  # noqa: E402
 from wire.envelope import (  # noqa: E402
     BULK_TOPIC,

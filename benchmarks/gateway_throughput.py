@@ -1,7 +1,12 @@
-"""Gateway throughput: N MQTT-SN clients through `meshota gateway` vs N MQTT clients straight into
-mosquitto (the ceiling), QoS 0 and QoS 1, measured in one run by one subscriber.
+"""Gateway throughput and cost: N MQTT-SN clients through `meshota gateway` vs N MQTT clients
+straight into mosquitto (the ceiling), QoS 0 and QoS 1, measured in one run by one subscriber.
 
-    .venv/bin/python benchmarks/gateway_throughput.py [--clients 100] [--messages 20000] [--mode transparent]
+    .venv/bin/python benchmarks/gateway_throughput.py [--clients 20] [--qos1-messages 5000] [--mode M]
+
+The gateway's CPU per delivered message (user + system time of its process over the run) is
+printed for the gateway as built (its broker link on bridge.mqtt5) and, as the same-run baseline,
+for a second gateway process with the former aiomqtt/paho link (`--broker-client aiomqtt`), under
+the same load; plus each one's idle RSS and how many "pending publish calls" warnings it logged.
 
 The gateway runs as its own process (`meshota gateway`), the load generator and the counting
 subscriber in others, so the gateway gets a core like mosquitto does. QoS 0 load is offered as
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import socket
 import subprocess
 import sys
@@ -29,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from meshota.broker import start_mosquitto  # noqa: E402
-from mqttsn import Connect, Publish, Register, decode, encode  # noqa: E402
+from mqttsn import Connect, Publish, Regack, Register, decode, encode  # noqa: E402
 
 
 def _count(port: int, topic: str, expected: int, idle: float, ready: Connection, out: Connection) -> None:
@@ -143,13 +149,15 @@ async def mqttsn_load(gw: tuple[str, int], clients: int, messages: int, qos: int
                 return decode(await asyncio.wait_for(proto.queue.get(), 5))
             except TimeoutError:
                 continue
-        raise RuntimeError(f"client {i}: no answer from gateway")
+        raise RuntimeError(f"client {i}: no answer from gateway {gw}")
 
     tids = []
     for i in range(clients):
-        await request(i, encode(Connect(f"sn-{qos}-{i}", 300)))
+        await request(i, encode(Connect(f"sn-{topic}-{i}", 300)))
         ack = await request(i, encode(Register(0, 1, f"{topic}/{i}")))
-        tids.append(ack.topic_id)  # type: ignore[attr-defined]
+        if not isinstance(ack, Regack):
+            raise RuntimeError(f"client {i} of gateway {gw}: REGISTER answered {ack}")
+        tids.append(ack.topic_id)
     payload = b"x" * 32
     t0 = time.perf_counter()
     if qos == 0:
@@ -177,63 +185,110 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class GatewayProcess:
+    """`meshota gateway` as its own process, with its log in a file."""
+
+    def __init__(self, broker_url: str, mode: str, clients: int, tmp: Path, link: str) -> None:
+        self.port = free_udp_port()
+        self.log_path = tmp / f"gateway-{link}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the gateway
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshota", "gateway", "--broker", broker_url,
+             "--udp", f"127.0.0.1:{self.port}", "--mode", mode, "--broker-client", link,
+             "--client-id", f"bench-gateway-{link}",
+             # every load client is a keyless peer on 127.0.0.1: lift the per-source limits
+             "--max-unverified-per-source", str(4 * clients),
+             "--unverified-connect-rate-per-source", str(10 * clients)],
+            stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if "meshota gateway:" not in line:
+            raise RuntimeError(f"gateway ({link}) failed to start: {line}{self.log_path.read_text()}")
+        time.sleep(1.0)
+        self.idle_rss = _rss_mb(self.proc.pid)
+
+    def stop(self) -> list[str]:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--messages", type=int, default=20000, help="QoS 0 messages per path")
     ap.add_argument("--qos1-messages", type=int, default=5000, help="QoS 1 messages per path")
     ap.add_argument("--mode", choices=("transparent", "aggregating"), default="transparent")
     args = ap.parse_args()
 
+    links = ("mqtt5", "aiomqtt")  # the gateway's link, and the former one as the same-run baseline
     with tempfile.TemporaryDirectory() as tmp, start_mosquitto(Path(tmp)) as broker:
-        udp_port = free_udp_port()
-        gw_log = open(Path(tmp) / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the gateway
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "meshota", "gateway", "--broker", broker.url,
-             "--udp", f"127.0.0.1:{udp_port}", "--mode", args.mode,
-             # every load client is a keyless peer on 127.0.0.1: lift the per-source limits
-             "--max-unverified-per-source", str(args.clients),
-             "--unverified-connect-rate-per-source", str(10 * args.clients)],
-            stdout=subprocess.PIPE, stderr=gw_log, cwd=ROOT,
-        )  # fmt: skip
-        assert gw.stdout is not None
-        line = gw.stdout.readline().decode()
-        if "meshota gateway:" not in line:
-            print("gateway failed to start:", line, gw.stdout.read().decode(), file=sys.stderr)
-            return 1
+        gateways = {
+            link: GatewayProcess(broker.url, args.mode, args.clients, Path(tmp), link) for link in links
+        }
         rows = []
+        cpu: dict[tuple[int, str], float] = {}
+        logs: dict[str, list[str]] = {}
         try:
             for qos, total in ((0, args.messages), (1, args.qos1_messages)):
                 total -= total % args.clients
                 results = {}
-                for path in ("raw", "gateway"):
+                for path in ("raw", *links):
                     topic = f"bench/{path}/q{qos}"
                     counter = Counter(broker.port, f"{topic}/#", total)
                     if path == "raw":
                         send_s = asyncio.run(raw_mqtt(broker.port, args.clients, total, qos, topic))
                     else:
-                        gw_addr = ("127.0.0.1", udp_port)
+                        gw = gateways[path]
+                        before = _cpu_s(gw.proc.pid)
+                        gw_addr = ("127.0.0.1", gw.port)
                         send_s = asyncio.run(mqttsn_load(gw_addr, args.clients, total, qos, topic))
                     n, rate = counter.result()
+                    if path != "raw":
+                        cpu[(qos, path)] = (_cpu_s(gateways[path].proc.pid) - before) / max(n, 1) * 1e6
                     results[path] = (n, rate, send_s)
-                raw, via = results["raw"], results["gateway"]
-                ratio = via[1] / raw[1] if raw[1] else 0.0
-                rows.append((qos, total, raw, via, ratio))
+                rows.append((qos, total, results))
         finally:
-            gw.terminate()
-            gw.wait(10)
-            gw_log.close()
-            warnings = (Path(tmp) / "gateway.log").read_text(errors="replace").splitlines()
-            if warnings:
-                print(f"gateway log ({len(warnings)} lines), first: {warnings[0]}")
+            for link, gw in gateways.items():
+                logs[link] = gw.stop()
+                if len(rows) < 2:  # failed: show what the gateways said
+                    print(f"gateway {link} on udp {gw.port}:", *logs[link][-5:], sep="\n  ", file=sys.stderr)
 
-    print(f"\ngateway throughput, {args.clients} clients, mode {args.mode}")
-    print("(delivered msg/s counted at one subscriber)")
-    print(f"{'QoS':>3} {'sent':>7} {'raw MQTT':>12} {'via gateway':>12} {'lost(gw)':>9} {'ratio':>6}")
-    for qos, total, raw, via, ratio in rows:
-        print(f"{qos:>3} {total:>7} {raw[1]:>12.0f} {via[1]:>12.0f} {total - via[0]:>9} {ratio:>6.2f}")
-    q0 = rows[0][4]
-    print(f"\nQoS 0 ratio {q0:.2f} (target >= 0.50): {'MET' if q0 >= 0.5 else 'NOT MET'}")
+    print(f"\ngateway throughput, {args.clients} clients x 32 B, mode {args.mode}, through mosquitto")
+    print("(delivered msg/s counted at one subscriber; gateway CPU = its user+system time / delivered)")
+    print(f"{'QoS':>3} {'sent':>7} {'path':>8} {'msg/s':>9} {'lost':>6} {'vs raw':>7} {'gw CPU us/msg':>14}")
+    for qos, total, results in rows:
+        raw_rate = results["raw"][1]
+        for path, (n, rate, _) in results.items():
+            ratio = rate / raw_rate if raw_rate else 0.0
+            us = f"{cpu[(qos, path)]:.1f}" if path != "raw" else "-"
+            print(f"{qos:>3} {total:>7} {path:>8} {rate:>9.0f} {total - n:>6} {ratio:>7.2f} {us:>14}")
+    q1_new, q1_old = cpu[(1, "mqtt5")], cpu[(1, "aiomqtt")]
+    print(f"\nQoS 1 gateway CPU per message: {q1_new:.1f} us (target <= 70), baseline (aiomqtt link, "
+          f"same run) {q1_old:.1f} us: ratio {q1_new / q1_old:.2f}")
+    print(f"idle RSS of meshota gateway: {gateways['mqtt5'].idle_rss:.1f} MB (target <= 25), "
+          f"with the aiomqtt link {gateways['aiomqtt'].idle_rss:.1f} MB")
+    for link, lines in logs.items():
+        pending = sum("pending publish calls" in line for line in lines)
+        print(f"gateway log ({link}): {len(lines)} lines, {pending} 'pending publish calls' warnings"
+              + (f"; first: {lines[0]}" if lines else ""))
+    q0 = rows[0][2]["mqtt5"][1] / rows[0][2]["raw"][1] if rows[0][2]["raw"][1] else 0.0
+    print(f"QoS 0 ratio {q0:.2f} (target >= 0.50): {'MET' if q0 >= 0.5 else 'NOT MET'}")
     return 0
 
 

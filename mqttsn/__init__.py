@@ -29,6 +29,7 @@ from ._gateway import Gateway, GatewayConfig
 from ._gateway_events import (
     BROADCAST,
     GATEWAY_CONN,
+    BrokerAck,
     BrokerAction,
     BrokerConnect,
     BrokerDisconnect,
@@ -90,6 +91,7 @@ __all__ = [
     "GATEWAY_CONN",
     "MAX_PACKET_SIZE",
     "Advertise",
+    "BrokerAck",
     "BrokerAction",
     "BrokerConnect",
     "BrokerDisconnect",

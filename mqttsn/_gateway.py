@@ -26,13 +26,14 @@ from ._gateway_base import _stamp
 from ._gateway_config import GatewayConfig
 from ._gateway_events import (
     GATEWAY_CONN,
+    BrokerAck,
     BrokerPublish,
     BrokerSubscribe,
     BrokerUnsubscribe,
     DatagramDropped,
 )
 from ._gateway_lifecycle import GatewayLifecycle
-from ._gateway_session import GatewaySession, OutboundMessage, SessionState
+from ._gateway_session import BrokerReceipt, GatewaySession, OutboundMessage, SessionState
 from ._topics import topic_matches, validate_filter, validate_topic_name
 
 __all__ = ["Gateway", "GatewayConfig"]
@@ -45,6 +46,7 @@ class Gateway(GatewayLifecycle):
         self, data: bytes, peer: Hashable, now: float, *, identity: str | None = None
     ) -> None:
         """Handle one datagram from ``peer``. ``identity``: the verified transport identity."""
+        self._now_hint = now
         self._count("datagrams_in")
         if len(data) > self.config.max_packet_size:
             self._refuse_oversize(data, peer)
@@ -123,7 +125,8 @@ class Gateway(GatewayLifecycle):
         if pkt.return_code == p.ReturnCode.ACCEPTED:
             s.known_to_client.add(inflight.packet.topic_id)
         elif s.queue:
-            s.queue.popleft()  # the client refused the topic: drop the message that needed it
+            # the client refused the topic: drop the message that needed it
+            self._settle(s, s.queue.popleft())
             self._count("dropped_outbound")
         self._pump(s, now)
 
@@ -224,8 +227,10 @@ class Gateway(GatewayLifecycle):
             s.known_to_client.discard(inflight.packet.topic_id)
             if inflight.message is not None:
                 s.queue.appendleft(inflight.message)
-        elif pkt.return_code != p.ReturnCode.ACCEPTED:
-            self._count("dropped_outbound")
+        else:
+            if pkt.return_code != p.ReturnCode.ACCEPTED:
+                self._count("dropped_outbound")
+            self._settle(s, inflight.message)  # the node has it (or refused it for good)
         s.inflight = None
         self._pump(s, now)
 
@@ -241,6 +246,8 @@ class Gateway(GatewayLifecycle):
             return
         pkt_in = inflight.packet
         if isinstance(pkt_in, p.Publish) and pkt_in.qos == 2 and pkt_in.msg_id == pkt.msg_id:
+            self._settle(s, inflight.message)  # PUBREC: the node holds the message now
+            inflight.message = None
             inflight.packet = p.Pubrel(pkt.msg_id)
             inflight.sent_at = now
             inflight.retries = 0
@@ -308,6 +315,7 @@ class Gateway(GatewayLifecycle):
             return
         if not self._agg_add(s.conn, name, pkt.qos, data):
             self._suback(s, pkt.msg_id, topic_id, pkt.qos, int(pkt.topic_id_type))
+            self._release_held(s, now)
 
     def broker_subscribed(self, conn: Hashable, token: int, granted_qos: int, now: float) -> None:
         entry = self._pending.pop(token, None)
@@ -324,6 +332,8 @@ class Gateway(GatewayLifecycle):
             self._refuse(s, peer, "broker refused the subscription")
             return
         self._suback(s, msg_id, topic_id, min(granted_qos, qos), tit)
+        if self.config.mode == "aggregating":
+            self._release_held(s, now)
 
     def _on_unsubscribe(
         self, pkt: p.Unsubscribe, peer: Hashable, s: GatewaySession | None, now: float, identity: str | None
@@ -359,24 +369,45 @@ class Gateway(GatewayLifecycle):
             self._send(s.peer, p.Unsuback(msg_id))
 
     def broker_message(
-        self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, now: float
+        self,
+        conn: Hashable,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        now: float,
+        ack: Hashable | None = None,
     ) -> None:
+        """A PUBLISH from the broker. ``ack`` (QoS 1/2): the driver's handle for acknowledging it
+        to the broker; the gateway returns it in a :class:`BrokerAck` once the node(s) have the
+        message (their PUBACK, or PUBREC at QoS 2). Without ``ack`` nothing is tracked."""
+        self._now_hint = now
+        receipt = BrokerReceipt(conn, ack) if ack is not None and qos > 0 else None
         if conn is GATEWAY_CONN:
             targets: dict[Hashable, int] = {}
             for name, subs in self._agg_subs.items():
                 if topic_matches(name, topic):
                     for key, sub_qos in subs.items():
                         targets[key] = max(targets.get(key, -1), sub_qos)
-            for key, sub_qos in targets.items():
-                s = self._by_conn.get(key)
-                if s is not None:
-                    self._deliver(s, OutboundMessage(topic, payload, min(qos, sub_qos), retain), now)
+            sessions = [
+                (s, min(qos, q)) for k, q in targets.items() if (s := self._by_conn.get(k)) is not None
+            ]
+            if receipt is not None:
+                receipt.pending = sum(1 for _, eff in sessions if eff > 0)
+                if not sessions:  # nobody subscribes (yet): held, unacknowledged, for a while
+                    self._hold(OutboundMessage(topic, payload, qos, retain), receipt)
+                elif not receipt.pending:  # only QoS 0 subscribers
+                    self._actions.append(BrokerAck(conn, receipt.ack))
+            for s, eff in sessions:
+                r = receipt if eff > 0 else None
+                self._deliver(s, OutboundMessage(topic, payload, eff, retain, r), now)
             return
         s = self._by_conn.get(conn)
         if s is None:
-            return
-        self._deliver(s, OutboundMessage(topic, payload, qos, retain), now)
-
+            return  # not acknowledged: it stays in the client's broker session
+        if receipt is not None:
+            receipt.pending = 1
+        self._deliver(s, OutboundMessage(topic, payload, qos, retain, receipt), now)
 
 
 _Handler = Callable[[Gateway, Any, Hashable, "GatewaySession | None", float, "str | None"], None]

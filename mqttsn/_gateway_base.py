@@ -7,6 +7,7 @@ The packet handlers and broker inputs live in ``_gateway.py`` (class :class:`Gat
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Hashable
 
 from . import _packets as p
@@ -16,6 +17,7 @@ from ._gateway_config import GatewayConfig
 from ._gateway_events import (
     BROADCAST,
     GATEWAY_CONN,
+    BrokerAck,
     BrokerAction,
     BrokerConnect,
     BrokerDisconnect,
@@ -30,9 +32,11 @@ from ._gateway_events import (
     PacketRefused,
     SessionConn,
 )
-from ._gateway_session import GatewaySession, Inflight, OutboundMessage, SessionState
+from ._gateway_session import BrokerReceipt, GatewaySession, Inflight, OutboundMessage, SessionState
+from ._topics import topic_matches
 
 __all__ = ["GatewayBase"]
+
 
 class GatewayBase:
     def __init__(self, config: GatewayConfig | None = None) -> None:
@@ -55,6 +59,9 @@ class GatewayBase:
         self._agg_subs: dict[str, dict[Hashable, int]] = {}
         self._agg_broker_qos: dict[str, int] = {}
         self._next_advertise: float | None = None
+        # aggregating mode: unacknowledged QoS 1/2 broker messages no node takes yet, oldest first
+        self._held: deque[tuple[float, OutboundMessage]] = deque()
+        self._now_hint = 0.0  # the latest ``now`` an input brought (for paths that have none)
         self.stats: dict[str, int] = {}
 
     def datagrams_to_send(self) -> list[tuple[Hashable, bytes]]:
@@ -119,6 +126,7 @@ class GatewayBase:
 
     def start(self, now: float) -> None:
         """Start gateway-level timers (ADVERTISE)."""
+        self._now_hint = now
         if self.config.advertise_interval:
             self._advertise(now)
 
@@ -139,11 +147,16 @@ class GatewayBase:
         best = self._timers[0][0] if self._timers else None
         if self._next_advertise is not None and (best is None or self._next_advertise < best):
             best = self._next_advertise
+        if self._held and (best is None or self._held[0][0] < best):
+            best = self._held[0][0]
         return best
 
     def handle_timer(self, now: float) -> None:
+        self._now_hint = now
         if self._next_advertise is not None and now >= self._next_advertise:
             self._advertise(now)
+        while self._held and self._held[0][0] <= now:
+            self._unroutable(self._held.popleft()[1])
         while self._timers and self._timers[0][0] <= now:
             t, _, key = heapq.heappop(self._timers)
             s = self._by_conn.get(key)
@@ -252,6 +265,7 @@ class GatewayBase:
             if len(s.sleep_buffer) >= self.config.max_buffered:
                 self._count("buffer_overflow")
                 self._events.append(PacketRefused(s.peer, s.client_id, "sleep buffer full; message dropped"))
+                self._settle(s, msg)
                 return
             s.sleep_buffer.append(msg)
             return
@@ -278,7 +292,7 @@ class GatewayBase:
             if ref is None:
                 tid = s.topics.assign(msg.topic)
                 if tid is None:
-                    s.queue.popleft()
+                    self._settle(s, s.queue.popleft())
                     self._count("dropped_outbound")
                     continue
                 reg = p.Register(tid, s.next_msg_id(), msg.topic)
@@ -336,11 +350,13 @@ class GatewayBase:
             )
             will_published = True
         if self.config.mode == "transparent":
+            # messages not yet acked by the node stay unacknowledged in its broker session
             if not broker_gone and s.state not in (SessionState.WAIT_WILL_TOPIC, SessionState.WAIT_WILL_MSG):
                 self._actions.append(BrokerDisconnect(s.conn))
         else:
             for name in list(s.subscriptions):
                 self._agg_release(s.conn, name)
+            self._orphan(s)
         if notify_client:
             self._send(s.peer, p.Disconnect())
         if lost:
@@ -349,11 +365,81 @@ class GatewayBase:
         else:
             self._events.append(ClientDisconnected(s.peer, s.client_id, reason))
 
+    # --- acknowledging broker messages (ack after the node's ack) ---------------------------------
+
+    def _settle(self, s: GatewaySession | None, msg: OutboundMessage | None) -> None:
+        """The node took this broker message (or it was dropped for good): once every node it
+        went to did, acknowledge it to the broker."""
+        r = msg.receipt if msg is not None else None
+        if r is None:
+            return
+        assert msg is not None
+        msg.receipt = None
+        if s is not None:
+            r.done.add(s.client_id)
+        r.pending -= 1
+        if r.pending <= 0:
+            if r.orphaned:
+                self._hold(msg, r)
+            else:
+                self._actions.append(BrokerAck(r.conn, r.ack))
+
+    def _orphan(self, s: GatewaySession) -> None:
+        """Aggregating mode: a session ends with broker messages it never acked. They are not
+        acknowledged; each waits (held) for a new subscriber, or the hold time, like a message
+        that came in with no subscriber at all."""
+        msgs = list(s.queue) + list(s.sleep_buffer)
+        if s.inflight is not None and s.inflight.message is not None:
+            msgs.append(s.inflight.message)
+        for msg in msgs:
+            r = msg.receipt
+            if r is None:
+                continue
+            msg.receipt = None
+            r.orphaned = True
+            r.pending -= 1
+            if r.pending <= 0:
+                self._hold(msg, r)
+
+    def _hold(self, msg: OutboundMessage, r: BrokerReceipt) -> None:
+        r.pending = 0
+        held = OutboundMessage(msg.topic, msg.payload, msg.qos, msg.retain, r)
+        if len(self._held) >= self.config.max_unrouted:
+            self._unroutable(self._held.popleft()[1])
+        self._held.append((self._now_hint + self.config.unrouted_hold, held))
+        self._count("held")
+
+    def _unroutable(self, msg: OutboundMessage) -> None:
+        """A held message nobody took in time (or the hold is full): acknowledged, dropped."""
+        r = msg.receipt
+        if r is not None:
+            msg.receipt = None
+            self._count("unrouted")
+            self._actions.append(BrokerAck(r.conn, r.ack))
+
+    def _release_held(self, s: GatewaySession, now: float) -> None:
+        """Aggregating mode: a session subscribed; held messages it matches go to it."""
+        if not self._held:
+            return
+        keep: deque[tuple[float, OutboundMessage]] = deque()
+        for expires, msg in self._held:
+            r = msg.receipt
+            qos = max((q for f, q in s.subscriptions.items() if topic_matches(f, msg.topic)), default=-1)
+            if r is None or qos < 0 or s.client_id in r.done:
+                keep.append((expires, msg))
+                continue
+            r.orphaned = False
+            if min(qos, msg.qos) <= 0:
+                self._deliver(s, OutboundMessage(msg.topic, msg.payload, 0, msg.retain), now)
+                self._unroutable(msg)
+                continue
+            r.pending += 1
+            self._deliver(s, OutboundMessage(msg.topic, msg.payload, min(qos, msg.qos), msg.retain, r), now)
+        self._held = keep
+
 
 def _stamp(s: GatewaySession) -> tuple[str, bool]:
     """The device identity stamped on what this session publishes, and whether it is verified."""
     if s.identity is not None:
         return s.identity, True
     return s.client_id, False
-
-

@@ -23,6 +23,10 @@ class GatewayConfig:
     keep_alive_factor: float = 1.5
     max_sessions: int = 100_000
     max_buffered: int = 1000  # messages kept per sleeping client
+    # aggregating mode: a QoS 1/2 broker message no node subscribes to (e.g. redelivered after a
+    # gateway restart, before its node is back) stays unacknowledged this long, waiting for one
+    unrouted_hold: float = 60.0
+    max_unrouted: int = 1000
     max_topics_per_session: int = 1000
     advertise_interval: float | None = None  # T_ADV; None = no ADVERTISE
     predefined: PredefinedTopics = field(default_factory=PredefinedTopics)

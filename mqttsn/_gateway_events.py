@@ -16,6 +16,7 @@ from typing import Final
 __all__ = [
     "GATEWAY_CONN",
     "BroadcastPeer",
+    "BrokerAck",
     "BrokerAction",
     "BrokerConnect",
     "BrokerDisconnect",
@@ -140,7 +141,23 @@ class BrokerDisconnect:
     conn: Hashable
 
 
-BrokerAction = BrokerConnect | BrokerPublish | BrokerSubscribe | BrokerUnsubscribe | BrokerDisconnect
+@dataclass(frozen=True, slots=True)
+class BrokerAck:
+    """Acknowledge to the broker the QoS 1/2 message ``broker_message`` was given ``ack`` for.
+
+    Emitted once every node the message went to has it (its PUBACK, or PUBREC at QoS 2) or it was
+    dropped for good (the node refused it, a sleeper's buffer was full). A message whose node is
+    lost is never acknowledged in transparent mode: it stays in the node's broker session and is
+    redelivered when the node resumes it. ``ack`` is the driver's own handle, passed back as is.
+    """
+
+    conn: Hashable
+    ack: Hashable
+
+
+BrokerAction = (
+    BrokerConnect | BrokerPublish | BrokerSubscribe | BrokerUnsubscribe | BrokerDisconnect | BrokerAck
+)
 
 
 # --- events for logs and metrics ---------------------------------------------------------------

@@ -167,6 +167,7 @@ class GatewayLifecycle(GatewayBase):
         self._connect_broker(s)
 
     def broker_connected(self, conn: Hashable, ok: bool, now: float) -> None:
+        self._now_hint = now
         s = self._by_conn.get(conn)
         if s is None or s.state != SessionState.WAIT_BROKER:
             if ok and s is None and conn is not GATEWAY_CONN:
@@ -174,6 +175,8 @@ class GatewayLifecycle(GatewayBase):
             return
         if ok:
             self._connected(s)
+            # a resumed broker session may resend what it had in flight before the CONNACK got here
+            self._pump(s, now)
         else:
             self._send(s.peer, p.Connack(p.ReturnCode.CONGESTION))
             self._close(s, "broker refused the connection", lost=False, notify_client=False)
@@ -281,6 +284,7 @@ class GatewayLifecycle(GatewayBase):
         """The transport under ``peer`` ended (DTLS session closed, link gone): the client is lost,
         its will is published, its broker connection closed. A sleeping session is kept when
         ``keep_sleeping`` (MQTT-SN sleep outlives the transport). Returns True if a session ended."""
+        self._now_hint = now
         s = self._sessions.get(peer)
         if s is None or (keep_sleeping and s.state in (SessionState.ASLEEP, SessionState.AWAKE)):
             return False
@@ -289,6 +293,7 @@ class GatewayLifecycle(GatewayBase):
 
     def broker_connection_lost(self, conn: Hashable, now: float) -> None:
         """The broker closed a client's connection (transparent mode): end that session."""
+        self._now_hint = now
         s = self._by_conn.get(conn)
         if s is not None:
             self._send(s.peer, p.Disconnect())

@@ -15,7 +15,7 @@ from ._topics import TopicRegistry
 if TYPE_CHECKING:
     from ._gateway_config import GatewayConfig
 
-__all__ = ["GatewaySession", "Inflight", "OutboundMessage", "SessionState"]
+__all__ = ["BrokerReceipt", "GatewaySession", "Inflight", "OutboundMessage", "SessionState"]
 
 
 class SessionState(Enum):
@@ -27,6 +27,20 @@ class SessionState(Enum):
     AWAKE = "awake"
 
 
+class BrokerReceipt:
+    """A QoS 1/2 broker message the broker is owed an acknowledgement for (``BrokerAck``):
+    ``pending`` nodes still have to take it; ``done`` names those that did."""
+
+    __slots__ = ("ack", "conn", "done", "orphaned", "pending")
+
+    def __init__(self, conn: Hashable, ack: Hashable) -> None:
+        self.conn = conn
+        self.ack = ack
+        self.pending = 0
+        self.done: set[str] = set()
+        self.orphaned = False  # a node it went to was lost: held for a new subscriber, not acked
+
+
 @dataclass(slots=True)
 class OutboundMessage:
     """A broker message waiting to be delivered to the client."""
@@ -35,6 +49,7 @@ class OutboundMessage:
     payload: bytes
     qos: int
     retain: bool
+    receipt: BrokerReceipt | None = None
 
 
 @dataclass(slots=True)

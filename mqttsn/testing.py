@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ._gateway import Gateway
 from ._gateway_events import (
+    BrokerAck,
     BrokerAction,
     BrokerConnect,
     BrokerDisconnect,
@@ -47,6 +48,10 @@ class MemoryBroker:
     connections: dict[Hashable, WillSpec | None] = field(default_factory=dict)
     subscriptions: dict[Hashable, dict[str, int]] = field(default_factory=dict)
     refuse_connections: bool = False
+    # QoS 1/2 messages handed to the gateway and not yet acknowledged (BrokerAck): ack -> (conn, topic)
+    unacked: dict[int, tuple[Hashable, str]] = field(default_factory=dict)
+    acked: list[tuple[Hashable, str]] = field(default_factory=list)
+    _next_ack: int = 0
 
     def process(self, gw: Gateway, now: float) -> None:
         """Run every pending broker action of ``gw``, and the actions they cause."""
@@ -79,6 +84,11 @@ class MemoryBroker:
         elif isinstance(a, BrokerDisconnect):
             self.connections.pop(a.conn, None)  # a clean disconnect discards the will
             self.subscriptions.pop(a.conn, None)
+        elif isinstance(a, BrokerAck):
+            assert isinstance(a.ack, int)
+            entry = self.unacked.pop(a.ack)  # KeyError: acknowledged twice, or never handed over
+            assert entry[0] == a.conn, f"acknowledged on {a.conn!r}, delivered on {entry[0]!r}"
+            self.acked.append(entry)
 
     def route(self, gw: Gateway, topic: str, payload: bytes, qos: int, now: float) -> None:
         """Deliver a message to every connection with a matching subscription."""
@@ -88,7 +98,12 @@ class MemoryBroker:
                 if topic_matches(flt, topic):
                     best = max(best, sub_qos)
             if best >= 0:
-                gw.broker_message(conn, topic, payload, min(qos, best), False, now)
+                ack = None
+                if min(qos, best) > 0:
+                    self._next_ack += 1
+                    ack = self._next_ack
+                    self.unacked[ack] = (conn, topic)
+                gw.broker_message(conn, topic, payload, min(qos, best), False, now, ack)
 
     def messages(self, topic: str | None = None) -> list[BrokerRecord]:
         return [r for r in self.published if topic is None or r.topic == topic]

@@ -25,6 +25,7 @@ PACKAGES = [
     "bridge.api",
     "bridge.http",
     "bridge.mqtt",
+    "bridge.mqtt5",
     "bridge.store",
     "bridge.artifacts",
     "bridge.gateway",
@@ -35,7 +36,6 @@ PACKAGES = [
 # public modules another helper is editing right now, with the names they define but do not
 # export yet; the lead removes an entry once its owner has merged
 UNEXPORTED_OK: dict[str, set[str]] = {
-    "bridge.gateway.broker_link": {"PackedProperties"},  # helper gwsec
     "bridge.gateway.udp": {"MulticastError", "SOCKET_BUFFER"},  # helper gwsec
 }
 _NOT_API = {"log", "logger", "annotations"}

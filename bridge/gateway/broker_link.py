@@ -1,9 +1,21 @@
-"""MQTT connections of the gateway, through aiomqtt (paho-mqtt underneath).
+"""MQTT connections of the gateway, on the MQTT 5 client of :mod:`bridge.mqtt5`.
 
 One :class:`BrokerLink` owns every MQTT connection the sans-I/O gateway asks for: one per MQTT-SN
 client in transparent mode, plus the gateway's own connection (``GATEWAY_CONN``). It runs the
 gateway's :class:`~mqttsn.BrokerAction` s and reports answers through callbacks, which the UDP
 driver turns into ``Gateway.broker_*`` calls.
+
+Acknowledgement after the node's: every connection runs with ``auto_ack`` off, so a QoS 1/2
+PUBLISH from the broker is handed to the gateway with an ack handle and acknowledged (PUBACK, or
+PUBREC at QoS 2) only when the gateway's :class:`~mqttsn.BrokerAck` says its node(s) have it. A
+gateway killed before that leaves the message in flight in the broker's session, which sends it
+again when the same client id resumes the session (clean start off): per node in transparent
+mode (a node connecting with CleanSession=0), the gateway's own id (``--client-id``) in
+aggregating mode, whose session outlives the connection by ``session_expiry`` seconds.
+
+No task per message: a publish is queued on the session and leaves with everything else queued
+in that event-loop turn in one write; the broker's PUBACK answers the gateway from
+``data_received``.
 """
 
 from __future__ import annotations
@@ -16,12 +28,10 @@ from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from bridge.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, Will, encode_user_properties
 from mqttsn import (
     GATEWAY_CONN,
+    BrokerAck,
     BrokerAction,
     BrokerConnect,
     BrokerDisconnect,
@@ -34,55 +44,44 @@ from wire.envelope import DEVICE_PROPERTY, VERIFIED_PROPERTY  # stamped on every
 __all__ = ["BrokerAnswers", "BrokerLink", "stamp_properties"]
 
 _SESSION_FOREVER = 0xFFFFFFFF  # MQTT 3.1.1 CleanSession=0 semantics: the session never expires
-
-
-class PackedProperties(Properties):
-    """MQTT 5 properties encoded once (``freeze``) instead of on every PUBLISH: paho packs them per
-    message, which cost more than the whole rest of the gateway's QoS 0 path."""
-
-    def freeze(self) -> None:
-        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
-
-    def pack(self) -> bytes:
-        packed = self.__dict__.get("_packed")
-        return packed if packed is not None else super().pack()  # type: ignore[no-any-return,no-untyped-call]
-
-
-@functools.lru_cache(maxsize=16384)
-def stamp_properties(device: str, verified: bool) -> Properties:
-    """PUBLISH properties carrying the identity the gateway vouches for.
-
-    Cached per identity: building a paho Properties object per message cost more than the rest of
-    the gateway's QoS 0 path. paho only reads it when packing, so sharing it is safe; callers must
-    not mutate the result."""
-    props = PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.UserProperty = [(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1" if verified else "0")]
-    props.freeze()
-    return props
+_BYTES_PER_PACKET = 64  # backlog in packets, estimated from the bytes waiting for the socket
 
 log = logging.getLogger("meshota.gateway")
 
 
+@functools.lru_cache(maxsize=16384)
+def stamp_properties(device: str, verified: bool) -> bytes:
+    """The PUBLISH property block carrying the identity the gateway vouches for (encoded once
+    per identity)."""
+    return encode_user_properties([(DEVICE_PROPERTY, device), (VERIFIED_PROPERTY, "1" if verified else "0")])
+
+
 @dataclass(slots=True)
 class BrokerAnswers:
-    """Callbacks from the MQTT side into the gateway (each runs in the event loop)."""
+    """Callbacks from the MQTT side into the gateway (each runs in the event loop).
+
+    ``message(conn, topic, payload, qos, retain, ack)``: ``ack`` is the handle to return in a
+    ``BrokerAck`` (None for QoS 0, or when the link acknowledges by itself)."""
 
     connected: Callable[[Hashable, bool], None]
     published: Callable[[Hashable, int], None]
     subscribed: Callable[[Hashable, int, int], None]
     unsubscribed: Callable[[Hashable, int], None]
-    message: Callable[[Hashable, str, bytes, int, bool], None]
+    message: Callable[[Hashable, str, bytes, int, bool, Hashable | None], None]
     lost: Callable[[Hashable], None]
 
 
 class _Connection:
-    __slots__ = ("client", "closing", "reader", "ready")
+    __slots__ = ("client", "closing", "inflight", "key", "pending", "ready", "tokens")
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.client: Mqtt5Client | None = None
         self.ready = asyncio.Event()
-        self.reader: asyncio.Task[None] | None = None
         self.closing = False
+        self.pending: list[BrokerPublish] = []  # publishes asked for before the CONNACK
+        self.tokens: dict[int, int] = {}  # our packet id -> the gateway's token
+        self.inflight = 0  # our QoS 1/2 publishes not yet confirmed
 
 
 class BrokerLink:
@@ -97,6 +96,8 @@ class BrokerLink:
         password: str | None = None,
         keepalive: int = 60,
         max_connecting: int = 64,
+        session_expiry: int = 0,
+        persistent: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -105,6 +106,9 @@ class BrokerLink:
         self.username = username
         self.password = password
         self.keepalive = keepalive
+        # the gateway's own connection: a persistent session (aggregating mode) resumed at start
+        self.persistent = persistent
+        self.session_expiry = session_expiry
         self._conns: dict[Hashable, _Connection] = {}
         # MQTT connection attempts in flight at most; the rest wait their turn (a flood of
         # CONNECTs never becomes a flood of TCP connects to the broker)
@@ -113,60 +117,112 @@ class BrokerLink:
         self.connecting = 0
         self.peak_connecting = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.in_flight = 0  # publishes handed to paho and not yet confirmed
-        self._last_backlog = 0  # unsent packets of the connection used last
+        self.in_flight = 0  # QoS 1/2 publishes sent and not yet confirmed
+        self._last: _Connection | None = None  # the connection used last (backpressure hint)
+        self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------------
 
+    def _gateway_options(self) -> ConnectOptions:
+        return ConnectOptions(
+            self.gateway_client_id,
+            keepalive=self.keepalive,
+            clean_start=not self.persistent,
+            session_expiry=self.session_expiry if self.persistent else 0,
+            username=self.username,
+            password=self.password,
+        )
+
     async def start(self) -> None:
-        """Open the gateway's own connection; raises aiomqtt.MqttError if the broker is unreachable."""
-        client = self._client(self.gateway_client_id, clean_session=True, will=None)
-        await client.__aenter__()
-        conn = _Connection(client)
-        conn.ready.set()
+        """Open the gateway's own connection; raises Mqtt5Error if the broker is unreachable."""
+        conn = _Connection(GATEWAY_CONN)
         self._conns[GATEWAY_CONN] = conn
-        conn.reader = asyncio.create_task(self._read(GATEWAY_CONN, conn))
+        try:
+            await self._open(conn, self._gateway_options())
+        except Mqtt5Error:
+            self._conns.pop(GATEWAY_CONN, None)
+            raise
 
     async def close(self) -> None:
+        self._closed = True
         for key in list(self._conns):
-            await self._disconnect(key)
+            self._disconnect(key)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
-    def _client(self, client_id: str, *, clean_session: bool, will: aiomqtt.Will | None) -> aiomqtt.Client:
-        # MQTT 5: user properties carry the stamped identity; clean_session maps to clean start
-        # plus a session that never expires, as CleanSession=0 means in MQTT 3.1.1.
-        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        if not clean_session:
-            connect_props.SessionExpiryInterval = _SESSION_FOREVER
-        return aiomqtt.Client(
-            self.host,
-            self.port,
-            identifier=client_id,
-            username=self.username,
-            password=self.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=clean_session,
-            properties=connect_props,
-            will=will,
-            keepalive=self.keepalive,
-            timeout=30,
-            max_queued_outgoing_messages=None,
-        )
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, conn: _Connection, options: ConnectOptions) -> None:
+        """Connect ``conn``; on success it is ready and its queued publishes leave."""
+        key = conn.key
+
+        def on_message(m: PublishIn) -> None:
+            self.answers.message(key, m.topic, m.payload, m.qos, m.retain, (conn, m.mid) if m.qos else None)
+
+        def on_published(mid: int, reason: int) -> None:
+            token = conn.tokens.pop(mid, None)
+            conn.inflight -= 1
+            self.in_flight -= 1
+            if reason >= 0x80:
+                log.debug("broker refused a publish on %r (reason %#04x)", key, reason)
+            if token is not None:
+                self.answers.published(key, token)
+
+        client, _ = await Mqtt5Client.connect(
+            self.host, self.port, options, on_message, on_published, timeout=30, auto_ack=False
+        )
+        if self._conns.get(key) is not conn or conn.closing:  # disconnected while connecting
+            client.close()
+            return
+        conn.client = client
+        client.closed.add_done_callback(functools.partial(self._on_closed, conn))
+        conn.ready.set()
+        pending, conn.pending = conn.pending, []
+        for a in pending:
+            self._publish(a)
+
+    def _on_closed(self, conn: _Connection, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception() if not fut.cancelled() else None
+        if conn.closing or exc is None or self._conns.get(conn.key) is not conn:
+            return
+        del self._conns[conn.key]
+        self.in_flight -= conn.inflight
+        log.warning("broker connection %r lost: %s", conn.key, exc)
+        if conn.key is GATEWAY_CONN and not self._closed:
+            self._spawn(self._reconnect_gateway())
+        self.answers.lost(conn.key)
+
+    async def _reconnect_gateway(self) -> None:
+        """The gateway's own connection came back: retry every few seconds (its persistent
+        session, if any, keeps the subscriptions and what was in flight)."""
+        delay = 1.0
+        while not self._closed:
+            await asyncio.sleep(delay)
+            conn = _Connection(GATEWAY_CONN)
+            self._conns[GATEWAY_CONN] = conn
+            try:
+                await self._open(conn, self._gateway_options())
+            except Mqtt5Error as exc:
+                self._conns.pop(GATEWAY_CONN, None)
+                log.warning("broker connection %r: reconnect failed: %s", GATEWAY_CONN, exc)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.warning("broker connection %r re-established", GATEWAY_CONN)
+            return
 
     # --- actions --------------------------------------------------------------------------------
 
     def run(self, action: BrokerAction) -> None:
         if isinstance(action, BrokerPublish):
             self._publish(action)
+        elif isinstance(action, BrokerAck):
+            self._ack(action)
         elif isinstance(action, BrokerConnect):
             self._spawn(self._connect(action))
         elif isinstance(action, BrokerSubscribe):
@@ -174,48 +230,55 @@ class BrokerLink:
         elif isinstance(action, BrokerUnsubscribe):
             self._spawn(self._unsubscribe(action))
         elif isinstance(action, BrokerDisconnect):
-            self._spawn(self._disconnect(action.conn))
+            self._disconnect(action.conn)
+
+    def _ack(self, a: BrokerAck) -> None:
+        handle: tuple[_Connection, int] = a.ack  # type: ignore[assignment]  # made by on_message
+        conn, mid = handle
+        client = conn.client
+        if client is not None and not conn.closing:
+            client.ack(mid)  # False: the connection it came on is gone; the broker resends it
 
     def _publish(self, a: BrokerPublish) -> None:
         conn = self._conns.get(a.conn)
         if conn is None:
             log.warning("publish on a closed broker connection %r dropped (topic %s)", a.conn, a.topic)
             return
-        if a.qos == 0 and a.token is None and conn.ready.is_set():
-            # paho's publish never blocks: it writes or queues. Awaiting a task per QoS 0 message
-            # would only add latency; the loop order keeps messages in order.
-            paho = conn.client._client
-            props = stamp_properties(a.device, a.verified) if a.device is not None else None
-            info = paho.publish(a.topic, a.payload, 0, a.retain, props)
-            self._last_backlog = len(paho._out_packet)
-            if info.rc != 0:
-                log.warning("broker publish on %r failed rc=%s (topic %s)", a.conn, info.rc, a.topic)
+        client = conn.client
+        if client is None:
+            conn.pending.append(a)
             return
-        self._spawn(self._publish_confirmed(conn, a))
-
-    async def _publish_confirmed(self, conn: _Connection, a: BrokerPublish) -> None:
-        self.in_flight += 1
+        props = stamp_properties(a.device, a.verified) if a.device is not None else b"\x00"
         try:
-            await conn.ready.wait()
-            props = stamp_properties(a.device, a.verified) if a.device is not None else None
-            await conn.client.publish(a.topic, a.payload, a.qos, a.retain, props, timeout=60)
-        except aiomqtt.MqttError as exc:
+            mid = client.publish(a.topic, a.payload, a.qos, props, a.retain)
+        except (Mqtt5Error, ValueError) as exc:
             log.warning("broker publish on %r failed: %s (topic %s)", a.conn, exc, a.topic)
             return
-        finally:
-            self.in_flight -= 1
-        if a.token is not None:
-            self.answers.published(a.conn, a.token)
+        self._last = conn
+        if mid:
+            conn.inflight += 1
+            self.in_flight += 1
+            if a.token is not None:
+                conn.tokens[mid] = a.token
+        elif a.token is not None:  # QoS 0 with a token: confirmed once queued
+            asyncio.get_running_loop().call_soon(self.answers.published, a.conn, a.token)
 
     async def _connect(self, a: BrokerConnect) -> None:
         will = None
         if a.will is not None:
-            will = aiomqtt.Will(a.will.topic, a.will.message, a.will.qos, a.will.retain)
-        client = self._client(a.client_id, clean_session=a.clean_session, will=will)
-        conn = _Connection(client)
-        old = self._conns.get(a.conn)
-        if old is not None:
-            await self._disconnect(a.conn)
+            will = Will(a.will.topic, a.will.message, a.will.qos, a.will.retain)
+        options = ConnectOptions(
+            a.client_id,
+            keepalive=self.keepalive,
+            clean_start=a.clean_session,
+            session_expiry=0 if a.clean_session else _SESSION_FOREVER,
+            username=self.username,
+            password=self.password,
+            will=will,
+        )
+        if a.conn in self._conns:
+            self._disconnect(a.conn)
+        conn = _Connection(a.conn)
         self._conns[a.conn] = conn
         async with self._connecting:
             if self._conns.get(a.conn) is not conn:  # the session ended while waiting its turn
@@ -223,34 +286,17 @@ class BrokerLink:
             self.connecting += 1
             self.peak_connecting = max(self.peak_connecting, self.connecting)
             try:
-                await client.__aenter__()
-            except aiomqtt.MqttError as exc:
+                await self._open(conn, options)
+            except Mqtt5Error as exc:
                 log.warning("broker refused MQTT connection for %r (%s): %s", a.client_id, a.conn, exc)
                 if self._conns.get(a.conn) is conn:
                     del self._conns[a.conn]
-                self.answers.connected(a.conn, False)
+                    self.answers.connected(a.conn, False)
                 return
             finally:
                 self.connecting -= 1
-        if self._conns.get(a.conn) is not conn:  # disconnected while connecting
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
-            return
-        conn.ready.set()
-        conn.reader = asyncio.create_task(self._read(a.conn, conn))
-        self.answers.connected(a.conn, True)
-
-    async def _read(self, key: Hashable, conn: _Connection) -> None:
-        try:
-            async for m in conn.client.messages:
-                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
-                self.answers.message(key, m.topic.value, payload, m.qos, m.retain)
-        except aiomqtt.MqttError as exc:
-            if not conn.closing:
-                log.warning("broker connection %r lost: %s", key, exc)
-                if self._conns.get(key) is conn:
-                    del self._conns[key]
-                self.answers.lost(key)
+        if conn.client is not None:
+            self.answers.connected(a.conn, True)
 
     async def _subscribe(self, a: BrokerSubscribe) -> None:
         conn = self._conns.get(a.conn)
@@ -258,11 +304,13 @@ class BrokerLink:
         if conn is not None:
             try:
                 await conn.ready.wait()
-                result = await conn.client.subscribe(a.topic_filter, a.qos)
-                first = result[0]
-                granted = first if isinstance(first, int) else int(first.value)
-            except aiomqtt.MqttError as exc:
-                log.warning("subscribe %s on %r failed: %s", a.topic_filter, a.conn, exc)
+                assert conn.client is not None
+                (granted,) = await conn.client.subscribe([(a.topic_filter, a.qos)])
+            except Mqtt5Error as exc:
+                (log.debug if conn.closing else log.warning)(
+                    "subscribe %s on %r failed: %s", a.topic_filter, a.conn, exc
+                )
+                granted = getattr(exc, "reason", 0x80)
         self.answers.subscribed(a.conn, a.token, granted)
 
     async def _unsubscribe(self, a: BrokerUnsubscribe) -> None:
@@ -270,32 +318,33 @@ class BrokerLink:
         if conn is not None:
             try:
                 await conn.ready.wait()
-                await conn.client.unsubscribe(a.topic_filter)
-            except aiomqtt.MqttError as exc:
-                log.warning("unsubscribe %s on %r failed: %s", a.topic_filter, a.conn, exc)
+                assert conn.client is not None
+                await conn.client.unsubscribe([a.topic_filter])
+            except Mqtt5Error as exc:  # a connection closed meanwhile needs no unsubscribe
+                (log.debug if conn.closing else log.warning)(
+                    "unsubscribe %s on %r failed: %s", a.topic_filter, a.conn, exc
+                )
         self.answers.unsubscribed(a.conn, a.token)
 
-    async def _disconnect(self, key: Hashable) -> None:
+    def _disconnect(self, key: Hashable) -> None:
         conn = self._conns.pop(key, None)
         if conn is None:
             return
         conn.closing = True
-        if conn.ready.is_set():
-            with contextlib.suppress(Exception):
-                await conn.client.__aexit__(None, None, None)
-        if conn.reader is not None:
-            conn.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await conn.reader
+        self.in_flight -= conn.inflight
+        conn.inflight = 0
+        conn.tokens.clear()
+        if conn.client is not None:
+            conn.client.close()  # DISCONNECT 0: the broker discards the will
 
     def backlog_hint(self) -> int:
-        """O(1) hint: unsent packets on the connection used last, plus confirmations pending."""
-        return self._last_backlog + self.in_flight
+        """O(1) hint, in packets: confirmations pending plus what the connection used last has
+        not written yet."""
+        last = self._last
+        queued = last.client.write_backlog() if last is not None and last.client is not None else 0
+        return self.in_flight + queued // _BYTES_PER_PACKET
 
     def outgoing_backlog(self) -> int:
-        """Packets paho has queued but not written, summed over connections (O(connections))."""
-        total = self.in_flight
-        for conn in self._conns.values():
-            paho = conn.client._client
-            total += len(getattr(paho, "_out_packet", ()))
-        return total
+        """Packets waiting, summed over connections (O(connections))."""
+        queued = sum(c.client.write_backlog() for c in self._conns.values() if c.client is not None)
+        return self.in_flight + queued // _BYTES_PER_PACKET

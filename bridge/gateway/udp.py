@@ -2,8 +2,8 @@
 
 Everything protocol-shaped lives in :class:`mqttsn.Gateway`; this file only moves datagrams,
 runs broker actions, arms one timer and logs events. Flow control: the UDP socket gets large
-kernel buffers, and reading pauses while paho holds too many unsent broker packets, so a burst
-waits in the kernel buffer instead of growing memory without bound.
+kernel buffers, and reading pauses while the broker link holds too many unsent or unconfirmed
+packets, so a burst waits in the kernel buffer instead of growing memory without bound.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ class GatewayServer:
         multicast_interface: str | None = None,
         max_broker_connecting: int = 64,
         drop_log_interval: float = DEFAULT_INTERVAL,
+        client_id: str = "meshota-gateway",
+        session_expiry: int = 86400,
+        broker_client: str = "mqtt5",
     ) -> None:
         self.gateway = Gateway(config)
         # drop/refusal warnings: first of a kind at once, then one summary line per interval
@@ -106,7 +109,12 @@ class GatewayServer:
         # default: the --udp address when it names one, else the kernel's choice
         self.multicast_interface = multicast_interface
         self._msock: socket.socket | None = None
-        self.link = BrokerLink(
+        link_type: type[BrokerLink] = BrokerLink
+        if broker_client == "aiomqtt":  # the former link, only as a benchmark baseline
+            from bridge.gateway.broker_link_aiomqtt import AiomqttBrokerLink
+
+            link_type = AiomqttBrokerLink  # type: ignore[assignment]
+        self.link = link_type(
             broker[0],
             broker[1],
             BrokerAnswers(
@@ -117,9 +125,14 @@ class GatewayServer:
                 message=self._on_message,
                 lost=self._on_lost,
             ),
+            gateway_client_id=client_id,
             username=broker_username,
             password=broker_password,
             max_connecting=max_broker_connecting,
+            # aggregating mode: the gateway's own session carries every node's subscriptions and
+            # what is in flight to them, so it outlives a gateway restart
+            persistent=config.mode == "aggregating",
+            session_expiry=session_expiry,
         )
         self._sock: socket.socket | None = None
         self._reading = False
@@ -128,6 +141,7 @@ class GatewayServer:
         self._bp = _Backpressure()
         self._bp_task: asyncio.Task[None] | None = None
         self._transports: dict[type, PeerTransport] = {}
+        self._flush_pending = False
         self.loop = asyncio.get_event_loop()
 
     def attach(self, transport: PeerTransport) -> None:
@@ -262,22 +276,25 @@ class GatewayServer:
             transport.resume_reading()
 
     def _read_ready(self) -> None:
-        # Drain up to a batch per wake-up: one event-loop turn per datagram costs more than the
-        # protocol work itself.
+        # Drain up to a batch per wake-up, and flush the gateway's outputs once for the batch:
+        # one event-loop turn (or one flush) per datagram costs more than the protocol work.
         sock = self._sock
-        for _ in range(256):
-            if sock is None or not self._reading:
-                return
-            try:
-                data, addr = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("udp error: %s", exc)
-                continue
-            self.datagram_received(data, addr)
+        try:
+            for _ in range(256):
+                if sock is None or not self._reading:
+                    return
+                try:
+                    data, addr = sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    log.debug("udp error: %s", exc)
+                    continue
+                self._datagram_in(data, addr)
+        finally:
+            self._flush()
 
-    def datagram_received(self, data: bytes, addr: Hashable) -> None:
+    def _datagram_in(self, data: bytes, addr: Hashable) -> None:
         try:
             peer, inner = unwrap(data, addr)
         except DecodeError as exc:
@@ -286,6 +303,9 @@ class GatewayServer:
             self.log_drop("malformed encapsulation", line)
             return
         self.gateway.receive_datagram(inner, peer, self.now())
+
+    def datagram_received(self, data: bytes, addr: Hashable) -> None:
+        self._datagram_in(data, addr)
         self._flush()
 
     def _on_connected(self, conn: Hashable, ok: bool) -> None:
@@ -294,7 +314,7 @@ class GatewayServer:
 
     def _on_published(self, conn: Hashable, token: int) -> None:
         self.gateway.broker_published(conn, token, self.now())
-        self._flush()
+        self._flush_soon()
 
     def _on_subscribed(self, conn: Hashable, token: int, granted: int) -> None:
         self.gateway.broker_subscribed(conn, token, granted, self.now())
@@ -304,9 +324,11 @@ class GatewayServer:
         self.gateway.broker_unsubscribed(conn, token, self.now())
         self._flush()
 
-    def _on_message(self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        self.gateway.broker_message(conn, topic, payload, qos, retain, self.now())
-        self._flush()
+    def _on_message(
+        self, conn: Hashable, topic: str, payload: bytes, qos: int, retain: bool, ack: Hashable | None
+    ) -> None:
+        self.gateway.broker_message(conn, topic, payload, qos, retain, self.now(), ack)
+        self._flush_soon()
 
     def _on_lost(self, conn: Hashable) -> None:
         self.gateway.broker_connection_lost(conn, self.now())
@@ -320,11 +342,19 @@ class GatewayServer:
 
     # --- outputs ----------------------------------------------------------------------------------
 
+    def _flush_soon(self) -> None:
+        """Flush once at the end of this event-loop turn: the broker's answers come in batches
+        (every packet one read brought), and each needs no flush of its own."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
     def flush(self) -> None:
         """Send what the Gateway queued, run its broker actions, log its events, re-arm its timer."""
         self._flush()
 
     def _flush(self) -> None:
+        self._flush_pending = False
         gw = self.gateway
         sock = self._sock
         transports = self._transports

@@ -1,10 +1,10 @@
-"""The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt.Mqtt5Client), reconnects, answers exactly once.
+"""The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt5.Mqtt5Client), reconnects, answers exactly once.
 
 - subscribes ``/mender/api/#`` and ``/mender/bulk/v1`` at QoS 1, as ``$share/<group>/...``
   when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
-- the client is :class:`bridge.mqtt.Mqtt5Client` (one read parses every packet it brought, one
+- the client is :class:`bridge.mqtt5.Mqtt5Client` (one read parses every packet it brought, one
   write per event-loop turn carries every reply and PUBACK), not paho/aiomqtt, whose per-packet
   syscalls, property objects and tasks were most of the MQTT path's own cost;
 - replies go out at QoS 1 (``reply_qos=0`` possible) without waiting for the PUBACK: each reply
@@ -28,8 +28,7 @@ from bridge.api import AdapterServices, Router
 from bridge.mqtt._adapter import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.mqtt._bulk import SealedRecordService
 from bridge.mqtt._dedupe import ReplyCache
-from bridge.mqtt._mqtt5_client import Mqtt5Client
-from bridge.mqtt._mqtt5_session import ConnectOptions, Mqtt5Error, PublishIn, encode_user_properties
+from bridge.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, encode_user_properties
 from wire.envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,
@@ -224,7 +223,7 @@ class MqttBridge:
             await asyncio.sleep(delay)
             delay = min(delay * 2, cfg.max_reconnect_delay)
 
-    def _on_published(self, mid: int) -> None:
+    def _on_published(self, mid: int, reason: int = 0) -> None:
         entry = self._inflight.pop(mid, None)
         if entry is not None and self._outbox.get(entry[0]) is entry[1]:
             del self._outbox[entry[0]]

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meshota: error: unknown command {args[0]!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module, func, _ = entry
+    if argv is None and args[0] == "gateway" and "ssl" not in sys.modules and "aiomqtt" not in args:
+        # A gateway process speaks plain MQTT to its broker (mqtt:// only) and DTLS through
+        # mbedTLS: Python's ssl (OpenSSL, ~5 MB of RSS asyncio would load at import) is never
+        # used, so asyncio runs without it. Only for a real process (argv None), never in-process,
+        # and not for the aiomqtt baseline link (--broker-client aiomqtt), which imports ssl.
+        sys.modules["ssl"] = None  # type: ignore[assignment]
     fn = getattr(importlib.import_module(module), func)
     return int(fn(args[1:]))
 

@@ -28,6 +28,7 @@ log = logging.getLogger("meshota.gateway")
 
 if TYPE_CHECKING:
     from bridge.gateway.dtls_admission import HandshakeLimits
+    from bridge.gateway.dtls_listener import DtlsListener
     from wire.dtls_credentials import DtlsServerConfig
 
 __all__ = [
@@ -141,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-broker-connecting", type=int, default=64, metavar="N",
         help="MQTT connection attempts to the broker in flight at most (default %(default)s)",
     )
+    ap.add_argument(
+        "--client-id", default="meshota-gateway", metavar="ID",
+        help="the gateway's own MQTT client id; keep it stable: in aggregating mode its broker "
+        "session (subscriptions, messages not yet acked by a node) is resumed at restart "
+        "(default %(default)s)",
+    )
+    ap.add_argument(
+        "--session-expiry", type=int, default=86400, metavar="S",
+        help="aggregating mode: seconds the broker keeps the gateway's session after its "
+        "connection ends (default %(default)s)",
+    )
+    ap.add_argument(
+        "--unrouted-hold", type=float, default=GatewayConfig().unrouted_hold, metavar="S",
+        help="aggregating mode: seconds a QoS 1/2 message no node subscribes to stays "
+        "unacknowledged, waiting for one (e.g. after a restart; default %(default)s)",
+    )
+    ap.add_argument(
+        "--broker-client", choices=("mqtt5", "aiomqtt"), default="mqtt5",
+        help="broker link implementation; aiomqtt is the former one (acks on receipt), kept as "
+        "a benchmark baseline only",
+    )
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
@@ -154,6 +176,12 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError(f"--retry-interval: {args.retry_interval} must be > 0")
     if args.max_retries < 0:
         raise ConfigError(f"--max-retries: {args.max_retries} must be >= 0")
+    if not 0 <= args.session_expiry <= 0xFFFFFFFF:
+        raise ConfigError(f"--session-expiry: {args.session_expiry} is not in 0..4294967295")
+    if not 0 <= args.unrouted_hold < float("inf"):
+        raise ConfigError(f"--unrouted-hold: {args.unrouted_hold} must be a finite number >= 0")
+    if not args.client_id or len(args.client_id.encode()) > 65535 or any(c in args.client_id for c in "+#\0"):
+        raise ConfigError(f"--client-id: {args.client_id!r} is not a usable MQTT client id")
     for flag, value in (
         ("--max-unverified-sessions", args.max_unverified_sessions),
         ("--max-unverified-per-source", args.max_unverified_per_source),
@@ -191,6 +219,7 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
         max_unverified_per_source=args.max_unverified_per_source,
         unverified_connect_rate=args.unverified_connect_rate,
         unverified_connect_rate_per_source=args.unverified_connect_rate_per_source,
+        unrouted_hold=args.unrouted_hold,
     )
 
 
@@ -321,11 +350,9 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
 async def _serve(
     args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None, password: str | None
 ) -> int:
-    import aiomqtt
-
-    from bridge.gateway.dtls_listener import DtlsListener
-    from bridge.gateway.dtls_server import DtlsServer
+    # DTLS (mbedTLS, ~6 MB of RSS) is imported only when --dtls asks for it
     from bridge.gateway.udp import GatewayServer, MulticastError
+    from bridge.mqtt5 import Mqtt5Error
 
     broker = parse_broker_url(args.broker)
     udp = parse_hostport(args.udp, "--udp") if args.udp else None
@@ -344,9 +371,15 @@ async def _serve(
         multicast=multicast,
         multicast_interface=args.multicast_interface,
         max_broker_connecting=args.max_broker_connecting,
+        client_id=args.client_id,
+        session_expiry=args.session_expiry,
+        broker_client=args.broker_client,
     )
-    listener = None
+    listener: DtlsListener | None = None
     if dtls is not None:
+        from bridge.gateway.dtls_listener import DtlsListener
+        from bridge.gateway.dtls_server import DtlsServer
+
         listener = DtlsListener(
             server,
             DtlsServer(
@@ -360,7 +393,7 @@ async def _serve(
         )
     try:
         await server.start()
-    except aiomqtt.MqttError as exc:
+    except Mqtt5Error as exc:
         print(f"meshota gateway: cannot connect to broker {args.broker}: {exc}", file=sys.stderr)
         return 1
     except MulticastError as exc:

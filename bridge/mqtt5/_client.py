@@ -1,5 +1,5 @@
-"""The bridge's MQTT 5 client, asyncio half: :class:`Mqtt5Client` runs a
-:class:`~bridge.mqtt._mqtt5_session.Mqtt5Session` on a TCP connection and only moves bytes.
+"""The MQTT 5 client, asyncio half: :class:`Mqtt5Client` runs a
+:class:`~bridge.mqtt5._session.Mqtt5Session` on a TCP connection and only moves bytes.
 
 One ``data_received`` parses every packet the read brought; everything the session wants to send
 during one event-loop turn leaves in one ``write``; keep-alive PINGREQs and the 1.5 x keep-alive
@@ -12,18 +12,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from bridge.mqtt._mqtt5_session import (
+from ._codec import (
     ConnAck,
-    ConnectOptions,
     Mqtt5ConnectError,
     Mqtt5Error,
     Mqtt5ProtocolError,
-    Mqtt5Session,
     PubAck,
     PublishIn,
     ServerDisconnect,
     SubAck,
+    UnsubAck,
 )
+from ._session import ConnectOptions, Mqtt5Session
 
 __all__ = ["Mqtt5Client"]
 
@@ -31,17 +31,18 @@ __all__ = ["Mqtt5Client"]
 class Mqtt5Client(asyncio.Protocol):
     """Runs a :class:`Mqtt5Session` on a TCP connection.
 
-    ``on_message(PublishIn)`` and ``on_published(mid)`` (a QoS 1 PUBLISH of ours was acknowledged)
-    run synchronously in ``data_received``; a PUBACK for an incoming QoS 1 PUBLISH is sent after
-    ``on_message`` returns. :attr:`closed` completes (with the reason as exception) when the
-    connection ends for any reason other than :meth:`close`.
+    ``on_message(PublishIn)`` and ``on_published(mid, reason)`` (a QoS 1/2 PUBLISH of ours was
+    acknowledged; reason >= 0x80: refused) run synchronously in ``data_received``; with
+    ``auto_ack`` the PUBACK/PUBREC for an incoming QoS 1/2 PUBLISH is sent after ``on_message``
+    returns, else when the owner calls :meth:`ack`. :attr:`closed` completes (with the reason as
+    exception) when the connection ends for any reason other than :meth:`close`.
     """
 
     def __init__(
         self,
         session: Mqtt5Session,
         on_message: Callable[[PublishIn], None],
-        on_published: Callable[[int], None] | None = None,
+        on_published: Callable[[int, int], None] | None = None,
     ) -> None:
         self.session = session
         self.on_message = on_message
@@ -51,7 +52,7 @@ class Mqtt5Client(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[ConnAck] = loop.create_future()
-        self._subacks: dict[int, asyncio.Future[SubAck]] = {}
+        self._subacks: dict[int, asyncio.Future[SubAck | UnsubAck]] = {}
         self._flush_scheduled = False
         self._last_in = self._last_out = loop.time()
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -63,13 +64,14 @@ class Mqtt5Client(asyncio.Protocol):
         port: int,
         options: ConnectOptions,
         on_message: Callable[[PublishIn], None],
-        on_published: Callable[[int], None] | None = None,
+        on_published: Callable[[int, int], None] | None = None,
         *,
         timeout: float = 10.0,
+        auto_ack: bool = True,
     ) -> tuple[Mqtt5Client, ConnAck]:
         """Open the connection and wait for a successful CONNACK (else :class:`Mqtt5Error`)."""
         loop = asyncio.get_running_loop()
-        client = cls(Mqtt5Session(options), on_message, on_published)
+        client = cls(Mqtt5Session(options, auto_ack=auto_ack), on_message, on_published)
         try:
             await asyncio.wait_for(loop.create_connection(lambda: client, host, port), timeout)
             ack = await asyncio.wait_for(asyncio.shield(client._connack), timeout)
@@ -89,23 +91,32 @@ class Mqtt5Client(asyncio.Protocol):
     async def subscribe(self, filters: list[tuple[str, int]], timeout: float = 10.0) -> tuple[int, ...]:
         """Subscribe and wait for the SUBACK; :class:`Mqtt5ConnectError` if a filter was refused."""
         self._check_open()
-        mid = self.session.subscribe(filters)
-        fut: asyncio.Future[SubAck] = self._loop.create_future()
-        self._subacks[mid] = fut
-        self._flush()
-        try:
-            ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise Mqtt5Error("no SUBACK") from None
+        ack = await self._await_ack(self.session.subscribe(filters), timeout)
         for (topic_filter, _), reason in zip(filters, ack.reasons, strict=False):
             if reason >= 0x80:
                 raise Mqtt5ConnectError(f"subscription {topic_filter!r} refused ({reason:#04x})", reason)
         return ack.reasons
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, properties: bytes = b"\x00") -> int:
+    async def unsubscribe(self, filters: list[str], timeout: float = 10.0) -> tuple[int, ...]:
+        """Unsubscribe and wait for the UNSUBACK; returns its reason codes."""
+        self._check_open()
+        return (await self._await_ack(self.session.unsubscribe(filters), timeout)).reasons
+
+    async def _await_ack(self, mid: int, timeout: float) -> SubAck | UnsubAck:
+        fut: asyncio.Future[SubAck | UnsubAck] = self._loop.create_future()
+        self._subacks[mid] = fut
+        self._flush()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Mqtt5Error("no SUBACK/UNSUBACK") from None
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, properties: bytes = b"\x00", retain: bool = False
+    ) -> int:
         """Queue a PUBLISH; it leaves with everything else queued in this event-loop turn."""
         self._check_open()
-        mid = self.session.publish(topic, payload, qos, properties)
+        mid = self.session.publish(topic, payload, qos, properties, retain)
         self._schedule_flush()
         return mid
 
@@ -114,6 +125,21 @@ class Mqtt5Client(asyncio.Protocol):
         persistent session gets them again after the next connect."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
+
+    def ack(self, mid: int) -> bool:
+        """Acknowledge the server's QoS 1/2 PUBLISH ``mid`` (without ``auto_ack``); it leaves with
+        everything else queued in this event-loop turn. False if the connection is gone or the
+        session holds no such message."""
+        if self.closed.done() or self._transport is None or not self.session.ack(mid):
+            return False
+        self._schedule_flush()
+        return True
+
+    def write_backlog(self) -> int:
+        """Bytes queued for the socket and not yet written (the transport's buffer plus ours)."""
+        transport = self._transport
+        size = transport.get_write_buffer_size() if transport is not None else 0
+        return size + len(self.session.outgoing)
 
     def close(self) -> None:
         """Send DISCONNECT (normal) and close; :attr:`closed` completes without an exception."""
@@ -192,11 +218,11 @@ class Mqtt5Client(asyncio.Protocol):
                 self.on_message(event)
             elif isinstance(event, PubAck):
                 if self.on_published is not None:
-                    self.on_published(event.mid)
+                    self.on_published(event.mid, event.reason)
             elif isinstance(event, ConnAck):
                 if not self._connack.done():
                     self._connack.set_result(event)
-            elif isinstance(event, SubAck):
+            elif isinstance(event, SubAck | UnsubAck):
                 fut = self._subacks.pop(event.mid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(event)

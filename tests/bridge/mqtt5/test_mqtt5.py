@@ -1,4 +1,4 @@
-"""The bridge's MQTT 5 client (bridge/mqtt/_mqtt5_session.py, _mqtt5_client.py). Codec against
+"""The MQTT 5 client (bridge/mqtt5/). Codec against
 paho's encoder, hostile bytes, the server's limits, and a real mosquitto (shared subscriptions,
 persistent session, credentials, keep-alive, session takeover)."""
 
@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt import (
+from bridge.mqtt import StampedIdentity, stamped_identity_of
+from bridge.mqtt5 import (
     ConnAck,
     ConnectOptions,
     Mqtt5Client,
@@ -27,10 +28,9 @@ from bridge.mqtt import (
     PubAck,
     PublishIn,
     ServerDisconnect,
-    StampedIdentity,
     SubAck,
+    UnsubAck,
     encode_user_properties,
-    stamped_identity_of,
 )
 from meshota.broker import start_mosquitto
 
@@ -170,13 +170,13 @@ def test_server_limits_are_obeyed() -> None:
     with pytest.raises(ValueError):
         s.publish("/a/+", b"", 0)
     with pytest.raises(ValueError):
-        s.publish("/a", b"", 2)
+        s.publish("/a", b"", 3)
 
 
 @pytest.mark.parametrize(
     ("data", "why"),
     [
-        (_publish("/t", b"x", 2, 5), "QoS 2"),
+        (_publish("/t", b"x", 3, 5), "QoS 3"),
         (_publish("/t", b"x", 0, 0, _props(TopicAlias=3)), "topic alias"),
         (_publish("", b"x", 0), "empty topic"),
         (_publish("/t/#", b"x", 0), "wildcard topic"),
@@ -215,7 +215,7 @@ def test_hostile_bytes_raise_only_protocol_errors(data: bytes, step: int) -> Non
     try:
         for i in range(0, len(data), step):
             for event in s.receive(data[i : i + step]):
-                assert isinstance(event, PublishIn | PubAck | SubAck | PingResp | ServerDisconnect)
+                assert isinstance(event, PublishIn | PubAck | SubAck | UnsubAck | PingResp | ServerDisconnect)
     except Mqtt5ProtocolError:
         pass
 
@@ -243,7 +243,11 @@ def test_round_trip_shared_subscription_and_properties(mosquitto: Any) -> None:
         assert not ack.session_present
         assert await sub.subscribe([("$share/g/req/#", 1)]) == (1,)
         pub, _ = await Mqtt5Client.connect(
-            "127.0.0.1", mosquitto.port, ConnectOptions("pub-1"), lambda m: None, acked.append
+            "127.0.0.1",
+            mosquitto.port,
+            ConnectOptions("pub-1"),
+            lambda m: None,
+            lambda mid, _: acked.append(mid),
         )
         props = encode_user_properties([("meshota-device", "node-7"), ("x", "é")])
         mids = [pub.publish(f"req/{i}", b"p%d" % i, 1, props) for i in range(300)]
