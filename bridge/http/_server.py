@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import uvicorn
 
 from bridge.api import ApiContext, Router, Settings, build_router
@@ -67,8 +66,7 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         store: Store | None = app.state.get("store")
         if store is None:
             return False
-        async with store.read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await store.ping()
         return True
 
     app = HttpAdapter(startup, shutdown, max_body=config.settings.max_body, ready=ready)

@@ -186,6 +186,11 @@ class Store:
         except _RollBack:
             pass
 
+    async def ping(self) -> None:
+        """One round trip to the database (``/readyz``); raises what the driver raises."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
     async def close(self) -> None:
         await self.engine.dispose()
 
