@@ -10,8 +10,9 @@ and `docker run` on machines with no docker daemon (run it through scripts/verif
 3. The container: the entrypoint + CMD under chroot as the final USER, in a fresh network
    namespace (the fixed ports cannot collide with the host's, nothing else can answer), then the
    HEALTHCHECK command (run inside, as docker does) until it passes, every EXPOSEd port bound, an
-   MQTT-SN SEARCHGW answered with GWINFO and a CONNECT with CONNACK on the plain UDP port, then
-   SIGTERM and a clean exit.
+   MQTT-SN SEARCHGW answered with GWINFO and a CONNECT with CONNACK on the plain UDP port, a DTLS
+   PSK handshake + CONNECT on the DTLS port (from inside, with the PSK file the first start
+   wrote, at the addresses ``--print-config`` shows), then SIGTERM and a clean exit (status 0).
 
 Not the same as docker: no layers, no cgroup limits, no user namespace, /dev and /proc of the host;
 the volume is the image's own /data (what a fresh named volume starts as). The harness adds
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from pathlib import Path, PurePosixPath
 
@@ -315,6 +317,41 @@ def mqttsn_probe(port: int) -> tuple[bytes, bytes] | None:
         return gwinfo, connack
 
 
+# Run inside the image as its user with its venv (what `docker exec` would do): a node's DTLS PSK
+# handshake and MQTT-SN CONNECT, with the first identity of the PSK file `meshota up` created.
+DTLS_PROBE = """
+import asyncio, sys
+from firmware_proto.aio.dtls_node import DtlsUdpClient
+from firmware_proto.dtls_client import PskClientConfig
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.strip() and not l.startswith("#")]
+identity, key = lines[0].split(",", 1)
+async def main():
+    config = PskClientConfig(identity, bytes.fromhex(key.strip()))
+    async with DtlsUdpClient(("127.0.0.1", int(sys.argv[2])), identity, dtls=config, handshake_timeout=10):
+        print(f"DTLS handshake as {identity} and MQTT-SN CONNECT accepted")
+asyncio.run(main())
+"""
+
+
+def dtls_probe(plan: BuildPlan, rootfs: Path) -> None:
+    """Read the effective gateway.dtls and gateway.psk_file from ``meshota up --print-config`` with
+    the image's own arguments, then handshake and CONNECT there from inside the image."""
+    shown = subprocess.run(
+        in_image(rootfs, plan.user, plan.workdir, plan.env, [*plan.start_command, "--print-config"]),
+        capture_output=True, text=True,
+    )
+    if shown.returncode != 0:
+        raise Failed(f"--print-config exited {shown.returncode}: {shown.stderr.strip()}")
+    gateway = tomllib.loads(shown.stdout)["gateway"]
+    port = int(gateway["dtls"].rsplit(":", 1)[1])
+    probe = in_image(rootfs, plan.user, plan.workdir, plan.env,
+                     ["python3", "-c", DTLS_PROBE, gateway["psk_file"], str(port)])
+    done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise Failed(f"udp/{port}: DTLS probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    log(f"run: udp/{port}: {done.stdout.strip()}")
+
+
 def processes_in(rootfs: Path) -> list[int]:
     out = []
     for proc in Path("/proc").iterdir():
@@ -373,6 +410,8 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
                         f"CONNECT -> CONNACK rc={connack[2]:#04x}")
         if not answered:
             raise Failed("no EXPOSEd UDP port answered SEARCHGW")
+        if not pre_up:
+            dtls_probe(plan, rootfs)
     finally:
         stop_started = time.monotonic()
         if proc.poll() is None:
