@@ -365,7 +365,14 @@ def processes_in(rootfs: Path) -> list[int]:
 
 
 def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, pre_up: bool) -> None:
+    """In a fresh network and mount namespace: each VOLUME gets a fresh copy of the image's
+    directory (what docker seeds a new named volume with), so the image itself stays unused."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for volume in plan.volumes:
+        inside = rootfs / volume.lstrip("/")
+        fresh = logfile.parent / "volumes-run" / volume.strip("/").replace("/", "_")
+        subprocess.run(["cp", "-a", str(inside), str(fresh)], check=True)
+        subprocess.run(["mount", "--bind", str(fresh), str(inside)], check=True)
     argv = plan.start_command
     if pre_up:
         argv = ["/bin/sh", "-c", PRE_UP]
@@ -473,6 +480,8 @@ def main() -> int:
                    help="start gateway+server+mosquitto by hand, not the entrypoint")
     p.add_argument("--build-ca", type=Path, default=os.environ.get("PIP_CERT") or None,
                    help="CA bundle pip in the RUN steps trusts (default: the host's PIP_CERT, if set)")
+    p.add_argument("--compose", type=Path, nargs="?", const=ROOT / "compose.yaml", default=None,
+                   help="then run compose.yaml's stack too (stand-ins for the mosquitto and postgres images)")
     p.add_argument("--run-stage", nargs=2, metavar=("ROOTFS", "LOG"), help=argparse.SUPPRESS)
     args = p.parse_args()
     plan = plan_build(parse_dockerfile(args.dockerfile.read_text()))
@@ -504,7 +513,9 @@ def main() -> int:
         check_image(plan, rootfs)
         t = time.monotonic()
         logfile = work / "entrypoint.log"
-        stage = ["unshare", "--net", "--", sys.executable, __file__, "--dockerfile", str(args.dockerfile),
+        (work / "volumes-run").mkdir()
+        stage = ["unshare", "--net", "--mount", "--propagation", "private", "--", sys.executable, __file__,
+                 "--dockerfile", str(args.dockerfile),
                  "--timeout", str(args.timeout), "--run-stage", str(rootfs), str(logfile)]
         done = subprocess.run([*stage, *(["--pre-up"] if args.pre_up else [])])
         log(f"run: {time.monotonic() - t:.1f} s; entrypoint output ({logfile}):")
@@ -512,16 +523,32 @@ def main() -> int:
         sys.stdout.write("".join(f"    | {line}\n" for line in tail))
         if done.returncode != 0:
             raise Failed("the container run failed (above)")
+        if args.compose:
+            from verify_compose import postgres_rootfs
+
+            t = time.monotonic()
+            postgres_rootfs(tarball, work / "pg-rootfs")
+            mounted += mount_runtime(work / "pg-rootfs")
+            script = Path(__file__).with_name("verify_compose.py")
+            stage = ["unshare", "--net", "--", sys.executable, str(script),
+                     str(args.compose), str(args.dockerfile), str(rootfs), str(work / "pg-rootfs"), str(work),
+                     str(args.timeout)]
+            if subprocess.run(stage).returncode != 0:
+                raise Failed("the compose stack failed (above)")
+            log(f"compose: {time.monotonic() - t:.1f} s")
     except (Failed, subprocess.CalledProcessError) as exc:
         log(f"FAILED: {exc} (total {time.monotonic() - total:.0f} s)")
         return 1
     finally:
+        t = time.monotonic()
         unmount(mounted)
         if args.keep:
-            log(f"kept {rootfs}")
+            log(f"kept {work}")
         else:
-            shutil.rmtree(work, ignore_errors=True)
-    log(f"OK: image built and started in {time.monotonic() - total:.0f} s total")
+            subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+            log(f"cleaned up {work} in {time.monotonic() - t:.0f} s")
+    what = "image built and started" + (", compose stack run" if args.compose else "")
+    log(f"OK: {what} in {time.monotonic() - total:.0f} s total")
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Dockerfile's image without docker (debootstrap + chroot) and start it: see the
 # docstring of scripts/verify_container.py. Needs root and network access to a Debian mirror and
-# PyPI; caches the base rootfs under /var/cache/meshota. Options: --refresh-base --keep --pre-up.
+# PyPI; caches the base rootfs under /var/cache/meshota. Options: --refresh-base --keep --pre-up --compose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -12,6 +12,7 @@ missing=()
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
