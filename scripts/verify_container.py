@@ -468,6 +468,13 @@ wait
 """
 
 
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="scripts/verify_container.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--dockerfile", type=Path, default=ROOT / "Dockerfile")
@@ -497,6 +504,11 @@ def main() -> int:
         return 2
     total = time.monotonic()
     work = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="meshota-verify."))
+    # In memory when there is room (about 1.3 GB with --compose): unpacking, building and above
+    # all removing ~100,000 files on disk took minutes on a loaded 2-core machine.
+    in_memory = available_memory() >= 6 << 30 and not args.keep
+    if in_memory:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", str(work)], check=True)
     rootfs = work / "rootfs"
     rootfs.mkdir()
     mounted: list[Path] = []
@@ -544,6 +556,9 @@ def main() -> int:
         unmount(mounted)
         if args.keep:
             log(f"kept {work}")
+        elif in_memory:
+            subprocess.run(["umount", "-l", str(work)], check=False)
+            work.rmdir()
         else:
             subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
             log(f"cleaned up {work} in {time.monotonic() - t:.0f} s")
