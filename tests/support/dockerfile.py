@@ -80,7 +80,7 @@ def parse_dockerfile(text: str) -> list[Instruction]:
     return out
 
 
-def exec_form(instruction: Instruction) -> list[str]:
+def _exec_form(instruction: Instruction) -> list[str]:
     """The JSON array of ENTRYPOINT/CMD/HEALTHCHECK CMD/RUN, or an error for the shell form."""
     where = f"line {instruction.line}: {instruction.keyword}"
     try:
@@ -95,7 +95,7 @@ def exec_form(instruction: Instruction) -> list[str]:
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
-def expand(value: str, env: Mapping[str, str]) -> str:
+def _expand(value: str, env: Mapping[str, str]) -> str:
     """Docker's ``$VAR`` / ``${VAR}`` substitution (without the ``:-`` forms)."""
     return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), value)
 
@@ -104,14 +104,14 @@ def _pairs(args: str, env: Mapping[str, str], line: int) -> dict[str, str]:
     """``K=V K2="v w"`` (or the legacy ``K V``) of ENV, ARG and LABEL."""
     words = shlex.split(args)
     if len(words) >= 2 and "=" not in words[0]:
-        return {words[0]: expand(" ".join(words[1:]), env)}
+        return {words[0]: _expand(" ".join(words[1:]), env)}
     out: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not key:
             raise DockerfileError(f"line {line}: bad assignment {word!r}")
         if sep:
-            out[key] = expand(value, {**env, **out})
+            out[key] = _expand(value, {**env, **out})
         else:
             out[key] = env.get(key, "")  # ARG without a default
     return out
@@ -173,10 +173,10 @@ def plan_build(instructions: list[Instruction]) -> BuildPlan:
         elif k == "LABEL":
             plan.labels.update(_pairs(args, env, ins.line))
         elif k == "WORKDIR":
-            path = expand(args, env)
+            path = _expand(args, env)
             plan.workdir = path if path.startswith("/") else str(PurePosixPath(plan.workdir) / path)
         elif k == "USER":
-            plan.user = expand(args, env)
+            plan.user = _expand(args, env)
         elif k == "RUN":
             if args.startswith("["):
                 raise DockerfileError(f"line {ins.line}: RUN must use the shell form")
@@ -187,18 +187,18 @@ def plan_build(instructions: list[Instruction]) -> BuildPlan:
             plan.steps.append(_copy(args, env, plan.workdir, ins.line))
         elif k == "VOLUME":
             paths = json.loads(args) if args.startswith("[") else args.split()
-            plan.volumes.extend(expand(p, env) for p in paths)
+            plan.volumes.extend(_expand(p, env) for p in paths)
         elif k == "EXPOSE":
             for spec in args.split():
-                port, _, proto = expand(spec, env).partition("/")
+                port, _, proto = _expand(spec, env).partition("/")
                 plan.exposed.append((int(port), proto or "tcp"))
         elif k == "HEALTHCHECK":
             plan.healthcheck, plan.healthcheck_options = _healthcheck(ins)
         elif k == "ENTRYPOINT":
-            plan.entrypoint = exec_form(ins)
+            plan.entrypoint = _exec_form(ins)
             plan.cmd = []  # docker resets CMD when ENTRYPOINT is set after it
         elif k == "CMD":
-            plan.cmd = exec_form(ins)
+            plan.cmd = _exec_form(ins)
     plan.env = env
     return plan
 
@@ -210,10 +210,10 @@ def _copy(args: str, env: Mapping[str, str], workdir: str, line: int) -> CopySte
         option, _, value = words.pop(0).partition("=")
         if option != "--chown":
             raise DockerfileError(f"line {line}: COPY {option} is not supported")
-        chown = expand(value, env)
+        chown = _expand(value, env)
     if len(words) < 2:
         raise DockerfileError(f"line {line}: COPY needs a source and a destination")
-    *sources, dest = (expand(w, env) for w in words)
+    *sources, dest = (_expand(w, env) for w in words)
     for source in sources:
         if source.startswith("/") or ".." in PurePosixPath(source).parts or any(c in source for c in "*?["):
             raise DockerfileError(f"line {line}: COPY source {source!r} must be a plain path in the context")
@@ -236,7 +236,7 @@ def _healthcheck(ins: Instruction) -> tuple[list[str] | None, dict[str, str]]:
     keyword, _, cmd = rest.partition(" ")
     if keyword.upper() != "CMD":
         raise DockerfileError(f"line {ins.line}: HEALTHCHECK must be CMD [...] or NONE")
-    return exec_form(Instruction("HEALTHCHECK", cmd.strip(), ins.line)), options
+    return _exec_form(Instruction("HEALTHCHECK", cmd.strip(), ins.line)), options
 
 
 def _ignore_patterns(context: Path) -> list[tuple[bool, str]]:
