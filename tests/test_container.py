@@ -211,3 +211,12 @@ def test_compose_has_no_secret_literal(compose: dict[str, Any]) -> None:
         assert set(secret) == {"file"} and secret["file"].startswith("./secrets/"), name
     assert "secrets" in (ROOT / ".dockerignore").read_text().split()
     assert "secrets/" in (ROOT / ".gitignore").read_text().split()
+
+
+@pytest.mark.parametrize("name", ["image.toml", "compose.toml"])
+def test_deploy_configs_pass_meshota_up_validation(name: str, tmp_path: Path) -> None:
+    # every key checked the way `meshota up --config` checks it at start (unknown key: exit 2)
+    config = pytest.importorskip("meshota.up.config")  # until `meshota up` is on main
+    loaded = config.load_config(ROOT / "deploy" / name, tmp_path)
+    assert loaded.get("http", "listen").startswith("0.0.0.0:")
+    assert loaded.get("gateway", "udp").startswith("0.0.0.0:")
