@@ -47,13 +47,14 @@ from verify_container import (
     mount_runtime,
     mqttsn_probe,
     processes_in,
+    stop,
     unmount,
 )
 
 from tests.support.dockerfile import BuildPlan, parse_dockerfile, plan_build
 
 KNOWN_KEYS = {"image", "build", "entrypoint", "command", "user", "environment", "volumes", "configs",
-              "secrets", "depends_on", "healthcheck", "ports", "restart"}
+              "secrets", "depends_on", "healthcheck", "ports", "restart", "stop_grace_period"}
 MOSQUITTO_CMD = ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
 POSTGRES_ENTRYPOINT = r"""
 set -e
@@ -220,10 +221,13 @@ class Stack:
         return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
 
     def start(self, service: Service) -> None:
+        """Its own PID namespace too: the entrypoint ends up PID 1, as in a container."""
         logfile = (self.work / "logs" / f"{service.name}.log")
         logfile.parent.mkdir(exist_ok=True)
+        unshare = self.command(service, service.argv)
+        argv = [*unshare[:1], "--pid", "--fork", "--kill-child", *unshare[1:]]
         with logfile.open("ab") as out:
-            service.proc = subprocess.Popen(self.command(service, service.argv), stdout=out, stderr=out)
+            service.proc = subprocess.Popen(argv, stdout=out, stderr=out)
         log(f"compose: {service.name} started: {shlex.join(service.argv)[:100]} as {service.user}")
 
     def run(self, service: Service, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -274,7 +278,7 @@ class Stack:
             if proc is None:
                 continue
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                stop(proc)
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:

@@ -352,6 +352,26 @@ def dtls_probe(plan: BuildPlan, rootfs: Path) -> None:
     log(f"run: udp/{port}: {done.stdout.strip()}")
 
 
+def pid1(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """(host pid, command line) of the container's PID 1: the child `unshare --pid --fork` made,
+    checked to be PID 1 in its namespace."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    if not children:
+        raise Failed("the container's PID 1 is gone")
+    pid = int(children[0])
+    status = Path(f"/proc/{pid}/status").read_text()
+    nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+    if nspid[-1] != "1":
+        raise Failed(f"pid {pid} is not PID 1 in its namespace (NSpid {nspid})")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return pid, cmdline
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """`docker stop`: SIGTERM to the container's PID 1."""
+    os.kill(pid1(proc)[0], signal.SIGTERM)
+
+
 def processes_in(rootfs: Path) -> list[int]:
     out = []
     for proc in Path("/proc").iterdir():
@@ -379,7 +399,10 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
     log(f"run: {' '.join(argv) if not pre_up else 'pre-up stack'} as {plan.user} in a new network namespace")
     started = time.monotonic()
     with logfile.open("wb") as out:
-        proc = subprocess.Popen(in_image(rootfs, plan.user, plan.workdir, plan.env, argv),
+        # its own PID namespace: the entrypoint is PID 1, as in `docker run` (no --init), where a
+        # signal without a handler is ignored
+        pid_ns = ["unshare", "--pid", "--fork", "--kill-child", "--"]
+        proc = subprocess.Popen([*pid_ns, *in_image(rootfs, plan.user, plan.workdir, plan.env, argv)],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         healthy = False
@@ -398,7 +421,7 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
         if not healthy:
             raise Failed(f"not healthy within {timeout:.0f} s")
         what = "HTTP answers on 8080 (pre-up: no /healthz yet)" if pre_up else "HEALTHCHECK passes"
-        log(f"run: {what} after {time.monotonic() - started:.1f} s")
+        log(f"run: {what} after {time.monotonic() - started:.1f} s; PID 1 is `{pid1(proc)[1]}`")
         time.sleep(1.0)
         missing = [f"{p}/{proto}" for p, proto in plan.exposed if (p, proto) not in bound_ports()]
         if missing and not pre_up:
@@ -422,7 +445,7 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
     finally:
         stop_started = time.monotonic()
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            stop(proc)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
