@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import urllib.request
 from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -384,7 +383,7 @@ def processes_in(rootfs: Path) -> list[int]:
     return out
 
 
-def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, pre_up: bool) -> None:
+def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float) -> None:
     """In a fresh network and mount namespace: each VOLUME gets a fresh copy of the image's
     directory (what docker seeds a new named volume with), so the image itself stays unused."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -394,9 +393,7 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
         subprocess.run(["cp", "-a", str(inside), str(fresh)], check=True)
         subprocess.run(["mount", "--bind", str(fresh), str(inside)], check=True)
     argv = plan.start_command
-    if pre_up:
-        argv = ["/bin/sh", "-c", PRE_UP]
-    log(f"run: {' '.join(argv) if not pre_up else 'pre-up stack'} as {plan.user} in a new network namespace")
+    log(f"run: {' '.join(argv)} as {plan.user} in a new network namespace")
     started = time.monotonic()
     with logfile.open("wb") as out:
         # its own PID namespace: the entrypoint is PID 1, as in `docker run` (no --init), where a
@@ -409,9 +406,7 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
         while time.monotonic() - started < timeout:
             if proc.poll() is not None:
                 raise Failed(f"the entrypoint exited {proc.returncode} before it was healthy")
-            if pre_up:
-                healthy = http_answers(8080)
-            elif plan.healthcheck:
+            if plan.healthcheck:
                 check = in_image(rootfs, plan.user, plan.workdir, plan.env, plan.healthcheck)
                 quiet = subprocess.DEVNULL
                 healthy = subprocess.run(check, stdout=quiet, stderr=quiet).returncode == 0
@@ -420,15 +415,12 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
             time.sleep(1.0)
         if not healthy:
             raise Failed(f"not healthy within {timeout:.0f} s")
-        what = "HTTP answers on 8080 (pre-up: no /healthz yet)" if pre_up else "HEALTHCHECK passes"
-        log(f"run: {what} after {time.monotonic() - started:.1f} s; PID 1 is `{pid1(proc)[1]}`")
+        log(f"run: HEALTHCHECK passes after {time.monotonic() - started:.1f} s; PID 1 is `{pid1(proc)[1]}`")
         time.sleep(1.0)
         missing = [f"{p}/{proto}" for p, proto in plan.exposed if (p, proto) not in bound_ports()]
-        if missing and not pre_up:
+        if missing:
             raise Failed(f"EXPOSEd but not bound: {', '.join(missing)}")
-        bound = [f"{p}/{proto}" for p, proto in plan.exposed if f"{p}/{proto}" not in missing]
-        log(f"run: bound: {', '.join(bound)}"
-            + (f"; not bound (pre-up stack has no DTLS): {', '.join(missing)}" if missing else ""))
+        log(f"run: bound: {', '.join(f'{p}/{proto}' for p, proto in plan.exposed)}")
         answered = []
         for port, proto in plan.exposed:
             if proto == "udp":
@@ -440,8 +432,7 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
                         f"CONNECT -> CONNACK rc={connack[2]:#04x}")
         if not answered:
             raise Failed("no EXPOSEd UDP port answered SEARCHGW")
-        if not pre_up:
-            dtls_probe(plan, rootfs)
+        dtls_probe(plan, rootfs)
     finally:
         stop_started = time.monotonic()
         if proc.poll() is None:
@@ -457,38 +448,12 @@ def run_container(plan: BuildPlan, rootfs: Path, logfile: Path, timeout: float, 
             os.kill(pid, signal.SIGKILL)
         log(f"run: SIGTERM -> exit {proc.returncode} in {time.monotonic() - stop_started:.1f} s"
             + (f"; killed {len(left)} leftover processes" if left else ""))
-    if proc.returncode != 0 and not pre_up:
+    if proc.returncode != 0:
         raise Failed(f"`{' '.join(argv)}` exited {proc.returncode} on SIGTERM (expected 0)")
     if left:
         raise Failed(f"{len(left)} processes outlived the entrypoint")
 
 
-def http_answers(port: int) -> bool:
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/devices/v1/authentication/auth_requests",
-                               timeout=2)
-    except urllib.error.HTTPError:
-        return True  # an HTTP answer (405 for GET) is what the pre-up probe wants
-    except OSError:
-        return False
-    return True
-
-
-# Until `meshota up` exists: its parts started by hand, as the image's user, with the image's venv.
-PRE_UP = """
-set -e
-cd /data
-meshota broker-config --out /data/broker >/dev/null
-printf 'listener 1883 127.0.0.1\\ninclude_dir /data/broker\\n' > /data/mosquitto.conf
-sed -n 's/^meshota-gateway://p' /data/broker/credentials > /data/broker/gateway.password
-mosquitto -c /data/mosquitto.conf & broker=$!
-sleep 1
-meshota gateway --broker mqtt://127.0.0.1:1883 --udp 0.0.0.0:1884 \
-    --broker-username meshota-gateway --broker-password-file /data/broker/gateway.password & gateway=$!
-meshota server --http 0.0.0.0:8080 --db sqlite:////data/meshota.db --artifacts /data/artifacts & server=$!
-trap 'kill $server $gateway $broker; wait; exit 0' TERM INT
-wait
-"""
 
 
 def available_memory() -> int:
@@ -506,8 +471,6 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the built rootfs (its path is printed)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds the container may take to be healthy")
-    p.add_argument("--pre-up", action="store_true",
-                   help="start gateway+server+mosquitto by hand, not the entrypoint")
     p.add_argument("--build-ca", type=Path, default=os.environ.get("PIP_CERT") or None,
                    help="CA bundle pip in the RUN steps trusts (default: the host's PIP_CERT, if set)")
     p.add_argument("--compose", type=Path, nargs="?", const=ROOT / "compose.yaml", default=None,
@@ -517,7 +480,7 @@ def main() -> int:
     plan = plan_build(parse_dockerfile(args.dockerfile.read_text()))
     if args.run_stage:
         try:
-            run_container(plan, Path(args.run_stage[0]), Path(args.run_stage[1]), args.timeout, args.pre_up)
+            run_container(plan, Path(args.run_stage[0]), Path(args.run_stage[1]), args.timeout)
         except Failed as exc:
             log(f"FAILED: {exc}")
             return 1
@@ -552,7 +515,7 @@ def main() -> int:
         stage = ["unshare", "--net", "--mount", "--propagation", "private", "--", sys.executable, __file__,
                  "--dockerfile", str(args.dockerfile),
                  "--timeout", str(args.timeout), "--run-stage", str(rootfs), str(logfile)]
-        done = subprocess.run([*stage, *(["--pre-up"] if args.pre_up else [])])
+        done = subprocess.run(stage)
         log(f"run: {time.monotonic() - t:.1f} s; entrypoint output ({logfile}):")
         tail = logfile.read_text(errors="replace").splitlines()[-40:]
         sys.stdout.write("".join(f"    | {line}\n" for line in tail))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Dockerfile's image without docker (debootstrap + chroot) and start it: see the
 # docstring of scripts/verify_container.py. Needs root and network access to a Debian mirror and
-# PyPI; caches the base rootfs under /var/cache/meshota. Options: --refresh-base --keep --pre-up --compose.
+# PyPI; caches the base rootfs under /var/cache/meshota. Options: --refresh-base --keep --compose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from meshota.up.config import load_config
 from tests.support.dockerfile import (
     DEFAULT_PATH,
     CopyStep,
@@ -216,7 +217,6 @@ def test_compose_has_no_secret_literal(compose: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ["image.toml", "compose.toml"])
 def test_deploy_configs_pass_meshota_up_validation(name: str, tmp_path: Path) -> None:
     # every key checked the way `meshota up --config` checks it at start (unknown key: exit 2)
-    config = pytest.importorskip("meshota.up.config")  # until `meshota up` is on main
-    loaded = config.load_config(ROOT / "deploy" / name, tmp_path)
+    loaded = load_config(ROOT / "deploy" / name, tmp_path)
     assert loaded.get("http", "listen").startswith("0.0.0.0:")
     assert loaded.get("gateway", "udp").startswith("0.0.0.0:")
