@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -269,16 +270,27 @@ def _matches(pattern: str, rel: str) -> bool:
     return False
 
 
+def _ignored(patterns: list[tuple[bool, str]], rel: str) -> bool:
+    ignored = False
+    for negated, pattern in patterns:
+        if _matches(pattern, rel):
+            ignored = not negated
+    return ignored
+
+
 def context_files(context: Path) -> Iterator[str]:
-    """Every file of the build context ``.dockerignore`` lets through, relative, sorted."""
+    """Every file of the build context ``.dockerignore`` lets through, relative, sorted. An
+    ignored directory no ``!`` exception reaches into is not walked (.venv, .git)."""
     patterns = _ignore_patterns(context)
-    for path in sorted(context.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue
-        rel = path.relative_to(context).as_posix()
-        ignored = False
-        for negated, pattern in patterns:
-            if _matches(pattern, rel):
-                ignored = not negated
-        if not ignored:
-            yield rel
+    exceptions = [pattern for negated, pattern in patterns if negated]
+    found: list[str] = []
+    for top, dirs, files in os.walk(context):
+        base = Path(top).relative_to(context).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        dirs[:] = [
+            d for d in dirs
+            if not (_ignored(patterns, prefix + d)
+                    and not any(e.startswith(prefix + d + "/") or e.startswith("**") for e in exceptions))
+        ]
+        found.extend(prefix + f for f in files if not _ignored(patterns, prefix + f))
+    yield from sorted(found)
