@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One-time (idempotent) setup: Debian packages the tests talk to, and a venv with meshota in it.
+# One-time (idempotent) setup: Debian packages the code and the tests talk to, and a venv with
+# meshota and its test extras in it. The runtime steps are scripts/install.sh, which the Dockerfile
+# runs too; only the test extras are here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install.sh packages
+
+# Test extras. Mender's own tools are the conformance peers of the device-management server.
 need_apt=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
-command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-# Mender's own tools are the conformance peers of the device-management server.
 command -v mender-artifact >/dev/null 2>&1 || need_apt+=(mender-artifact)
 command -v mender-cli >/dev/null 2>&1 || need_apt+=(mender-cli)
 command -v mender >/dev/null 2>&1 || [ -x /usr/bin/mender ] || need_apt+=(mender-client)
@@ -16,9 +18,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip 2>/dev/null || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c "import mqttsn, bridge, aiomqtt, hypothesis, mqttsn12, mbedtls, sqlalchemy"
+scripts/install.sh venv .venv -e '.[test]'
+.venv/bin/python -c "import hypothesis, mqttsn12"
