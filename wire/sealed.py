@@ -84,6 +84,7 @@ class RecordOp(enum.IntEnum):
     INVENTORY_PUT = 2  # body: list of attributes -> PUT inventory/device/attributes
     NEXT = 3  # body: {"device_provides": {...}} -> POST v2 deployments/next
     STATUS = 4  # arg: deployment id, body: {"status": ...} -> PUT .../{id}/status
+    COUNT = 5  # body: a count record (wire/countme.py, bytes) -> POST meshota fleet_counts
 
 
 @dataclass(frozen=True, slots=True)

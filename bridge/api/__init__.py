@@ -10,9 +10,11 @@ from ._chunk_maps import deployment_public_key_pem
 from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
+from ._fleet_stats import installation_facts
 from ._inventory import set_group
 from ._json import decode_json
 from ._limits import ApiLimits
+from ._public_stats import publish, render_csv, render_json, render_page
 from ._ranges import block_range
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
@@ -44,7 +46,12 @@ __all__ = [
     "deployment_public_key_pem",
     "error_response",
     "group_devices",
+    "installation_facts",
     "json_response",
+    "publish",
+    "render_csv",
+    "render_json",
+    "render_page",
     "set_auth_status",
     "set_group",
     "store_artifact",

@@ -40,6 +40,8 @@ class Settings:
     # how long "this auth set is accepted" may be answered from memory; 0 disables the cache.
     # Changes made through this process apply at once; other processes (meshota admin) within this.
     device_status_ttl: float = 5.0
+    # the fleet's public statistics (counted at check-in, public read-only pages; issue 18)
+    public_stats: bool = False
 
 
 @dataclass(slots=True)

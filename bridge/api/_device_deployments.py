@@ -13,6 +13,7 @@ from bridge.store import tables as t
 from ._auth import DeviceAuth, require_device
 from ._context import ApiContext, now
 from ._crypto import sign_link, verify_link
+from ._fleet_stats import count_checkin
 from ._limits import check_body_size
 from ._ranges import RangeError, byte_span, refused
 from ._times import rfc3339
@@ -151,6 +152,7 @@ def _provides(req: Request) -> dict[str, str]:
 async def next_deployment(ctx: ApiContext, req: Request) -> Response:
     auth = await require_device(ctx, req)
     provides = _provides(req)
+    await count_checkin(ctx, auth.device_id, provides)  # public fleet statistics (when enabled)
     # a device polls far more often than anything changes: look first without the writer
     # lock, write only when a deployment must be settled or started
     async with ctx.store.read() as conn:

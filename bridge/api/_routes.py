@@ -6,6 +6,7 @@ from . import _artifacts as art
 from . import _deployments as dep
 from . import _devauth as auth
 from . import _device_deployments as ddep
+from . import _fleet_stats as fleet
 from . import _inventory as inv
 from . import _useradm as users
 from ._context import ApiContext
@@ -45,6 +46,11 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("PUT", f"{_DEPLOY_DEV}/{{id}}/log", ddep.put_log),
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
+    Route("POST", "/api/meshota/v1/devices/fleet_counts", fleet.fleet_counts),  # a root's count record
+    # -- public, read-only, no authentication: the fleet's statistics (off by default) --------
+    Route("GET", "/stats/fleet", fleet.stats_page),
+    Route("GET", "/stats/fleet/weekly.json", fleet.stats_json),
+    Route("GET", "/stats/fleet/weekly.csv", fleet.stats_csv),
     # -- meshota management extension: the key nodes check chunk maps with ----------------
     Route("GET", "/api/meshota/v1/management/chunk_map_key", _chunk_map_key),  # meshota extension
     # -- useradm ----------------------------------------------------------------------------

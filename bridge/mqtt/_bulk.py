@@ -50,6 +50,7 @@ _ROUTES: dict[RecordOp, tuple[str, str]] = {
     RecordOp.INVENTORY_PUT: ("PUT", "/api/devices/v1/inventory/device/attributes"),
     RecordOp.NEXT: ("POST", "/api/devices/v2/deployments/device/deployments/next"),
     RecordOp.STATUS: ("PUT", "/api/devices/v1/deployments/device/deployments/{arg}/status"),
+    RecordOp.COUNT: ("POST", "/api/meshota/v1/devices/fleet_counts"),  # a root's count record
 }
 
 

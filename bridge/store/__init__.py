@@ -3,6 +3,7 @@
 SQLite file by default (``sqlite:///path``); PostgreSQL by URL (``postgresql://...``, asyncpg).
 """
 
+from . import _fleet_tables as fleet_tables
 from . import _tables as tables
 from ._engine import Batch, BatchFailed, Store, StoreConfigError, after_commit, normalize_url
 from ._sealed_state import SealedRecordState
@@ -14,6 +15,7 @@ __all__ = [
     "Store",
     "StoreConfigError",
     "after_commit",
+    "fleet_tables",
     "normalize_url",
     "tables",
 ]

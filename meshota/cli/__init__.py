@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "sim": ("meshota.cli.sim", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
     "demo": ("meshota.cli.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),
+    "telemetry": ("meshota.cli.telemetry", "telemetry_main", "show byte for byte what telemetry sends"),
+    "collector": ("meshota.cli.collector", "collector_main", "receive telemetry, publish weekly totals"),
 }
 
 USAGE = "usage: meshota COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(

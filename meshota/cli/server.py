@@ -53,6 +53,16 @@ def _check_schema(url: str, schema: str | None) -> str | None:
     return None
 
 
+def _add_telemetry_options(p: CliParser) -> None:
+    from meshota.telemetry.report import LEVELS
+    from meshota.up.config import TELEMETRY_URL
+
+    g = p.add_argument_group("installation telemetry (docs/privacy.md)")
+    g.add_argument("--telemetry-level", choices=LEVELS, default="off")
+    g.add_argument("--telemetry-url", default=TELEMETRY_URL, metavar="URL", help="the collector")
+    g.add_argument("--telemetry-state", type=Path, default=None, metavar="FILE", help="DATA/telemetry.json")
+
+
 def server_main(argv: Sequence[str]) -> int:
     from bridge.http import ServerConfig, serve
     from meshota.cli._bridge_options import add_bridge_options, bridge_service_from_args
@@ -79,6 +89,10 @@ def server_main(argv: Sequence[str]) -> int:
     )
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action="store_true", help="log every request (off: faster)")
+    p.add_argument(
+        "--public-stats", action="store_true", help="publish the fleet's weekly totals (/stats/fleet)"
+    )
+    _add_telemetry_options(p)
     add_bridge_options(p)
     args = p.parse_args(list(argv))
     try:
@@ -114,7 +128,15 @@ def server_main(argv: Sequence[str]) -> int:
         if bridge_error:
             return usage_error(prog, bridge_error)
         services.append(service)
-    settings = Settings(public_url=args.public_url, verify_keys=tuple(keys))
+    if args.telemetry_level != "off":
+        from meshota import __version__
+        from meshota.telemetry.sender import telemetry_service
+
+        if args.telemetry_state is None:
+            return usage_error(prog, "--telemetry-level needs --telemetry-state FILE")
+        state = args.telemetry_state
+        services.append(telemetry_service(args.telemetry_level, args.telemetry_url, state, __version__))
+    settings = Settings(public_url=args.public_url, verify_keys=tuple(keys), public_stats=args.public_stats)
     config = ServerConfig(
         db_url=args.db,
         artifacts_dir=args.artifacts,

@@ -14,9 +14,26 @@ from pathlib import Path
 
 from meshota.cli._args import CliParser, ConfigError, parse_broker_url, usage_error
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from meshota.up.config import UpConfig
+
 __all__ = ["up_main"]
 
 PROG = "meshota up"
+
+
+def _telemetry_note(config: UpConfig) -> str:
+    """Record the installation's first week (its age survives upgrades), and say once what
+    telemetry does."""
+    from meshota.telemetry.state import STATE_FILE, load_state
+
+    load_state(config.data / STATE_FILE, time.time())
+    level = config.get("telemetry", "level")
+    if level == "off":
+        return 'telemetry is off ([telemetry] level = "off"): nothing is sent (docs/privacy.md)'
+    return (f"telemetry level {level}: one report a week to {config.get('telemetry', 'url')}; "
+            f"see it with: meshota telemetry show --data {config.data}")  # fmt: skip
 
 
 def up_main(argv: Sequence[str]) -> int:
@@ -52,6 +69,7 @@ def up_main(argv: Sequence[str]) -> int:
         print(f"meshota up: first start in {config.data}:", flush=True)
     for note in prepared.notes:
         print(f"meshota up:   {note}", flush=True)
+    print(f"meshota up: {_telemetry_note(config)}", flush=True)
     plan = build_plan(config, prepared, addresses, began)
     path = config.data / "run" / "plan.json"
     write_plan(plan, path)

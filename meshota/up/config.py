@@ -19,7 +19,7 @@ from typing import Any
 
 from meshota.addresses import ConfigError, parse_broker_url, parse_hostport
 
-__all__ = ["KEYS", "Key", "UpConfig", "load_config", "render_toml"]
+__all__ = ["KEYS", "TELEMETRY_URL", "Key", "UpConfig", "load_config", "render_toml"]
 
 Check = Callable[[Any], str | None]  # a one-line problem with a valid-typed value, or None
 
@@ -73,6 +73,15 @@ def _one_of(*choices: str) -> Check:
         return None if value in choices else f"{value!r} is not one of {', '.join(choices)}"
 
     return check
+
+
+def _http_url(value: str) -> str | None:
+    if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value) or len(value) > 300:
+        return f"expected an https:// or http:// URL (at most 300 characters), got {value!r}"
+    return None
+
+
+TELEMETRY_URL = "https://stats.meshota.org/api/v1/report"
 
 
 def _user(value: str) -> str | None:
@@ -135,6 +144,18 @@ KEYS: dict[str, dict[str, Key]] = {
         "ready_timeout": Key(float, 60.0, "seconds the whole stack may take to become ready", _at_least(1)),
     },
     "log": {"level": Key(str, "info", "debug | info | warning", _one_of("debug", "info", "warning"))},
+    "telemetry": {  # docs/privacy.md
+        "level": Key(
+            str,
+            "off",
+            "off | minimal | full: what is sent once a week (see: meshota telemetry show)",
+            _one_of("off", "minimal", "full"),
+        ),
+        "url": Key(str, TELEMETRY_URL, "the collector reports go to", _http_url),
+    },
+    "public_stats": {
+        "enabled": Key(bool, False, "publish this fleet's weekly totals at /stats/fleet (cells < 5 hidden)"),
+    },
 }
 
 

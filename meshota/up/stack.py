@@ -120,6 +120,12 @@ def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, 
         argv += ["--tls-cert", config.get("http", "tls_cert"), "--tls-key", config.get("http", "tls_key")]
     for key in config.get("http", "verify_keys"):
         argv += ["--verify-key", key]
+    if config.get("telemetry", "level") != "off":  # the sender is a task in the server
+        argv += ["--telemetry-level", config.get("telemetry", "level")]
+        argv += ["--telemetry-url", config.get("telemetry", "url")]
+        argv += ["--telemetry-state", str(config.data / "telemetry.json")]
+    if config.get("public_stats", "enabled"):
+        argv.append("--public-stats")
     return {"name": "server", "argv": argv, "env": env, "ready": {"http": [_connect_host(host), port]}}
 
 

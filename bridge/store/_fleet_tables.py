@@ -1,0 +1,35 @@
+"""Tables of the fleet's public statistics (issue 18): weekly totals, never per-device history.
+
+``fleet_weekly`` holds one row per (window, version, device type, age bucket, source) with a
+count; ``fleet_marks`` one row per device: the first window it was counted in (its age) and the
+last (so a week counts it once). A mark is overwritten, never appended to: no history of when a
+device checked in is kept for the statistics. ``source`` is ``checkin`` (the server saw the
+device's own check-in) or ``mesh`` (a root's sealed count record for its children).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Integer, String, Table
+
+from ._tables import metadata
+
+__all__ = ["fleet_marks", "fleet_weekly"]
+
+fleet_weekly = Table(
+    "fleet_weekly",
+    metadata,
+    Column("window", Integer, primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("device_type", String(32), primary_key=True),
+    Column("age_bucket", Integer, primary_key=True),
+    Column("source", String(8), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+fleet_marks = Table(
+    "fleet_marks",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("first_window", Integer, nullable=False),
+    Column("last_window", Integer, nullable=False),
+)
