@@ -50,7 +50,11 @@ def show_bytes(config_path: Path | None, data: Path, level: str | None, now: flo
     level = level or config.get("telemetry", "level")
     if level == "off":
         return b""
-    facts = asyncio.run(_facts(config.get("database", "url"), config.get("database", "schema") or None))
+    url = config.get("database", "url")
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        facts: dict[str, Any] = {"nodes": 0, "database": "sqlite"}  # not started yet: nothing to count
+    else:
+        facts = asyncio.run(_facts(url, config.get("database", "schema") or None))
     state = load_state(config.data / STATE_FILE, now, create=False)
     window = window_of(now)
     body = encode_body(build_report(level, window, state.age(window), __version__, facts))
