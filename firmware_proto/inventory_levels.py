@@ -48,7 +48,7 @@ __all__ = [
 
 LEVELS = ("minimal", "full")
 COUNT_FRAME = b"\x43\x01"
-MAX_NEIGHBOURS = 32
+_MAX_NEIGHBOURS = 32
 
 
 class InventoryError(WireError):
@@ -74,8 +74,8 @@ def inventory_attributes(inv: NodeInventory, level: str) -> list[dict[str, str]]
             "artifact_name": check_label(inv.firmware_version, "firmware version"),
         }
         if level == "full":
-            if len(inv.neighbours) > MAX_NEIGHBOURS:
-                raise InventoryError(f"more than {MAX_NEIGHBOURS} neighbours")
+            if len(inv.neighbours) > _MAX_NEIGHBOURS:
+                raise InventoryError(f"more than {_MAX_NEIGHBOURS} neighbours")
             attrs["hardware"] = check_label(inv.hardware or "unknown", "hardware")
             attrs["radio"] = check_label(inv.radio or "unknown", "radio")
             attrs["neighbours"] = ",".join(check_label(n, "neighbour") for n in inv.neighbours)

@@ -52,7 +52,7 @@ COUNT_MAGIC = 0x43
 _LABEL = re.compile(r"[0-9A-Za-z._+-]{1,32}")
 _HEAD = struct.Struct(">BBIBI")
 
-K = TypeVar("K")
+_K = TypeVar("_K")
 
 
 class CountRecordError(WireError):
@@ -133,15 +133,15 @@ def decode_count_record(data: bytes) -> CountRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Suppressed(Generic[K]):
+class Suppressed(Generic[_K]):
     """What may be published of one table: cells at or above k, the rest as one ``other``."""
 
-    shown: dict[K, int]
+    shown: dict[_K, int]
     other: int  # the sum of the hidden cells: 0, or >= k
     total: int  # shown + other (0 when the whole table is below k)
 
 
-def suppress(cells: Mapping[K, int], k: int = K_MIN) -> Suppressed[K]:
+def suppress(cells: Mapping[_K, int], k: int = K_MIN) -> Suppressed[_K]:
     """Small-cell suppression with complementary suppression.
 
     Cells below ``k`` are hidden; if what is hidden sums to 1..k-1 (so ``total - shown`` would
