@@ -54,11 +54,10 @@ def _check_schema(url: str, schema: str | None) -> str | None:
 
 
 def _add_telemetry_options(p: CliParser) -> None:
-    from meshota.telemetry.report import LEVELS
     from meshota.up.config import TELEMETRY_URL
 
     g = p.add_argument_group("installation telemetry (docs/privacy.md)")
-    g.add_argument("--telemetry-level", choices=LEVELS, default="off")
+    g.add_argument("--telemetry-level", choices=("off", "minimal", "full"), default="off")
     g.add_argument("--telemetry-url", default=TELEMETRY_URL, metavar="URL", help="the collector")
     g.add_argument("--telemetry-state", type=Path, default=None, metavar="FILE", help="DATA/telemetry.json")
 

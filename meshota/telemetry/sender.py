@@ -29,7 +29,7 @@ from .report import HEADERS, build_report, encode_body, make_request
 from .schedule import Schedule
 from .state import load_state, save_state
 
-__all__ = ["telemetry_service"]
+__all__ = ["run_sender", "send_once", "telemetry_service"]
 
 log = logging.getLogger("meshota.telemetry")
 MAX_SLEEP = 3600.0  # re-read the clock at least hourly (suspend, clock changes)
@@ -42,12 +42,12 @@ async def send_once(client: httpx.AsyncClient, url: str, body: bytes) -> None:
 
 
 def telemetry_service(
-    level: str, url: str, state_path: Path, version: str, *, clock: Callable[[], float] = time.time
+    level: str, url: str, state_path: Path, version: str
 ) -> Callable[[Router[Any]], Awaitable[Callable[[], Awaitable[None]]]]:
     async def start(router: Router[Any]) -> Callable[[], Awaitable[None]]:
         ctx = router.context
         assert isinstance(ctx, ApiContext)
-        task = asyncio.create_task(_run(ctx, level, url, state_path, version, clock))
+        task = asyncio.create_task(run_sender(ctx, level, url, state_path, version))
 
         async def stop() -> None:
             task.cancel()
@@ -58,18 +58,27 @@ def telemetry_service(
     return start
 
 
-async def _run(
-    ctx: ApiContext, level: str, url: str, state_path: Path, version: str, clock: Callable[[], float]
+async def run_sender(
+    ctx: ApiContext,
+    level: str,
+    url: str,
+    state_path: Path,
+    version: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None,
 ) -> None:
+    """Report forever (until cancelled); ``clock``, ``sleep`` and ``rng`` are for tests."""
     state = load_state(state_path, clock())
-    schedule = Schedule(state, random.SystemRandom())
+    schedule = Schedule(state, rng or random.SystemRandom())
     log.info("telemetry level %s: one report per week to %s (see: meshota telemetry show)", level, url)
     async with httpx.AsyncClient(trust_env=True, headers=HEADERS, timeout=30.0) as client:
         while True:
             now = clock()
             window = schedule.due(now)
             if window is None:
-                await asyncio.sleep(min(MAX_SLEEP, max(0.0, schedule.next_send(now) - now)))
+                await sleep(min(MAX_SLEEP, max(0.0, schedule.next_send(now) - now)))
                 continue
             facts = await installation_facts(ctx.store)
             body = encode_body(build_report(level, window, state.age(window), version, facts))

@@ -43,6 +43,8 @@ def bad_values(tmp: Path) -> dict[str, list[str]]:
         "broker-config": ["--out", str(tmp), "--acl-only", "--gateway-topic", "bogus"],
         "sim": [str(tmp / "missing.toml")],
         "demo": ["--nodes", "0"],
+        "telemetry": ["show", "--config", str(tmp / "missing.toml"), "--data", str(tmp / "data")],
+        "collector": ["--db", str(tmp / "c.db"), "--listen", "nowhere"],
     }
 
 

@@ -273,3 +273,63 @@ def test_public_outputs_do_not_depend_on_id_address_or_time(
         changed[which] = (*replaced, *rest)  # type: ignore[assignment]
         assert _outputs(changed) == before
     assert _outputs(list(reversed(reports))) == before  # nor on the order of arrival
+
+
+# -- the sender task: once per window on a virtual clock, a failure logged once -----------------
+
+
+def test_sender_reports_once_per_window_and_logs_one_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bridge.api import ApiContext, Settings
+    from bridge.artifacts import BlobStore
+    from bridge.store import Store
+    from meshota.telemetry.sender import run_sender
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    collector_sock, dead = _bound(), _bound()  # ``dead`` is bound, never listening: refused
+    core = CollectorCore()
+    clock = [T0 + 100.0]
+
+    end = window_start(W + 3)
+
+    async def virtual_sleep(seconds: float) -> None:
+        if clock[0] + seconds >= end:  # the virtual clock stops at the end of the third week
+            clock[0] = end
+            await asyncio.Event().wait()
+        clock[0] += max(seconds, 1.0)
+        await asyncio.sleep(0)
+
+    async def run() -> None:
+        store = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+        await store.migrate()
+        ctx = await ApiContext.create(store, BlobStore(tmp_path / "b"), Settings())
+        server = uvicorn.Server(uvicorn.Config(asgi_app(core, lambda: clock[0]), lifespan="off",
+                                               access_log=False, log_level="warning"))  # fmt: skip
+        serving = asyncio.create_task(server.serve(sockets=[collector_sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = collector_sock.getsockname()[1]
+        dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/api/v1/report"
+        for url, state in ((f"http://127.0.0.1:{port}/api/v1/report", "ok.json"), (dead_url, "dead.json")):
+            clock[0] = T0 + 100.0
+            task = asyncio.create_task(run_sender(ctx, "minimal", url, tmp_path / state, "1.0.0",
+                                                  clock=lambda: clock[0], sleep=virtual_sleep,
+                                                  rng=random.Random(5)))  # fmt: skip
+            while clock[0] < end:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        server.should_exit = True
+        await serving
+        await store.close()
+
+    with caplog.at_level("INFO", logger="meshota.telemetry"):
+        asyncio.run(run())
+    sent = {w: n for (w, table, _), n in core.cells().items() if table == "installations"}
+    assert sent == {W: 1, W + 1: 1, W + 2: 1}  # once per window
+    assert load_state(tmp_path / "ok.json", 0, create=False).last_sent_window == W + 2
+    failures = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(failures) == 1  # many failed attempts over three weeks, one line
+    assert load_state(tmp_path / "dead.json", 0, create=False).last_sent_window is None
