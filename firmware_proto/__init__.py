@@ -6,7 +6,8 @@ Three rooms, one rule each:
   as ``now``): :mod:`~firmware_proto.update_agent`, :mod:`~firmware_proto.chunk_receiver`,
   :mod:`~firmware_proto.boot`, :mod:`~firmware_proto.flash_store`,
   :mod:`~firmware_proto.group_stream`, :mod:`~firmware_proto.group_forwarder`,
-  :mod:`~firmware_proto.group_link`, :mod:`~firmware_proto.relay` (the blind root relay: it holds
+  :mod:`~firmware_proto.group_link`, :mod:`~firmware_proto.counting` (weekly counts, a root's tally),
+  :mod:`~firmware_proto.relay` (the blind root relay: it holds
   no keys), :mod:`~firmware_proto.sealed_uplink`, :mod:`~firmware_proto.dtls_client` and the
   transport-neutral :mod:`~firmware_proto.device_api` protocol;
 * :mod:`firmware_proto.aio` — asyncio drivers of those cores over real sockets (UDP MQTT-SN

@@ -13,6 +13,11 @@ Count record (plaintext of a sealed record with op ``RecordOp.COUNT``; SPEC.md �
       || len(firmware version) (1) || firmware version (UTF-8, 1..32)
       || len(device type) (1) || device type (UTF-8, 1..32)
 
+Frames on the node ↔ root hop (one per datagram)::
+
+    0x43 0x01 count-record(count = 1)     node → root   report: this node, this window
+    0x43 0x02 window (u32 BE) code (1)    root → node   acknowledgement: 0 counted, 1 refused
+
 Labels (versions, device types) are 1..32 characters of ``[0-9A-Za-z._+-]``: no free text, so a
 report cannot carry an identifier in a field that looks harmless.
 """
@@ -28,18 +33,25 @@ from typing import Generic, TypeVar
 from wire.errors import WireError
 
 __all__ = [
+    "ACK",
+    "ACK_COUNTED",
+    "ACK_REFUSED",
     "COUNTME_EPOCH",
     "COUNT_MAGIC",
     "K_MIN",
+    "REPORT",
     "WEEK",
     "CountRecord",
     "CountRecordError",
     "Suppressed",
+    "ack_frame",
     "age_bucket",
     "check_label",
     "count_bucket",
     "decode_count_record",
     "encode_count_record",
+    "parse_ack",
+    "report_frame",
     "suppress",
     "window_of",
     "window_start",
@@ -51,6 +63,11 @@ K_MIN = 5  # cells below this are never published
 COUNT_MAGIC = 0x43
 _LABEL = re.compile(r"[0-9A-Za-z._+-]{1,32}")
 _HEAD = struct.Struct(">BBIBI")
+REPORT = 1  # frame type: a node's report
+ACK = 2  # frame type: the root's acknowledgement
+ACK_COUNTED = 0  # counted now, or already this window
+ACK_REFUSED = 1  # not this window's report, or the root counts no more children
+_ACK = struct.Struct(">BBIB")
 
 _K = TypeVar("_K")
 
@@ -130,6 +147,29 @@ def decode_count_record(data: bytes) -> CountRecord:
     if not 1 <= bucket <= 4 or count == 0:
         raise CountRecordError(f"count record: bucket {bucket}, count {count}")
     return CountRecord(window, bucket, labels[0], labels[1], count)
+
+
+def report_frame(rec: CountRecord) -> bytes:
+    """A node's report to its root (count 1)."""
+    if rec.count != 1:
+        raise CountRecordError(f"a node reports itself only (count {rec.count})")
+    return bytes((COUNT_MAGIC, REPORT)) + encode_count_record(rec)
+
+
+def ack_frame(window: int, code: int) -> bytes:
+    if code not in (ACK_COUNTED, ACK_REFUSED) or not 0 <= window < 1 << 32:
+        raise CountRecordError(f"acknowledgement out of range: window {window}, code {code}")
+    return _ACK.pack(COUNT_MAGIC, ACK, window, code)
+
+
+def parse_ack(frame: bytes) -> tuple[int, int]:
+    """(window, code) of the root's acknowledgement."""
+    if len(frame) != _ACK.size or frame[0] != COUNT_MAGIC or frame[1] != ACK:
+        raise CountRecordError(f"not a count acknowledgement ({len(frame)} bytes)")
+    _, _, window, code = _ACK.unpack(frame)
+    if code not in (ACK_COUNTED, ACK_REFUSED):
+        raise CountRecordError(f"count acknowledgement code {code}")
+    return window, code
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,19 @@ from hypothesis import strategies as st
 
 import wire
 from wire.countme import (
+    ACK_COUNTED,
+    ACK_REFUSED,
     COUNTME_EPOCH,
     WEEK,
     CountRecord,
     CountRecordError,
+    ack_frame,
     age_bucket,
     count_bucket,
     decode_count_record,
     encode_count_record,
+    parse_ack,
+    report_frame,
     suppress,
     window_of,
     window_start,
@@ -59,7 +64,9 @@ def vectors() -> dict[str, str]:
         "aggregated": CountRecord(2917, 4, "1.0+build.7", "nrf52840", 1234),
     }
     out = {name: encode_count_record(rec).hex() for name, rec in recs.items()}
-    out["node_frame_minimal"] = "4301" + out["minimal"]
+    out["node_frame_minimal"] = report_frame(recs["minimal"]).hex()
+    out["ack_counted"] = ack_frame(2917, ACK_COUNTED).hex()
+    out["ack_refused"] = ack_frame(2917, ACK_REFUSED).hex()
     return out
 
 
@@ -68,6 +75,9 @@ def test_golden_vector() -> None:
     if os.environ.get("MESHOTA_WRITE_VECTORS"):
         VECTORS.write_text(json.dumps(built, indent=1, sort_keys=True) + "\n")
     assert json.loads(VECTORS.read_text()) == built
+    assert built["node_frame_minimal"] == "4301" + built["minimal"]
+    assert built["ack_counted"] == "430200000b6500" and built["ack_refused"] == "430200000b6501"
+    assert parse_ack(bytes.fromhex(built["ack_refused"])) == (2917, ACK_REFUSED)
     rec = decode_count_record(bytes.fromhex(built["aggregated"]))
     assert rec == CountRecord(2917, 4, "1.0+build.7", "nrf52840", 1234)
 
@@ -80,6 +90,30 @@ def test_golden_vector() -> None:
 def test_bad_count_records_are_refused(data: bytes) -> None:
     with pytest.raises(CountRecordError):
         decode_count_record(data)
+
+
+@pytest.mark.parametrize(
+    "frame", [b"", b"C\x02", b"C\x01\x00\x00\x0b\x65\x00", b"C\x02\x00\x00\x0b\x65\x02",
+              b"C\x02\x00\x00\x0b\x65\x00\x00"],
+)  # fmt: skip
+def test_bad_acknowledgements_are_refused(frame: bytes) -> None:
+    with pytest.raises(CountRecordError):
+        parse_ack(frame)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=12))
+def test_acknowledgement_parser_takes_any_bytes(frame: bytes) -> None:
+    try:
+        window, code = parse_ack(frame)
+    except CountRecordError:
+        return
+    assert ack_frame(window, code) == frame
+
+
+def test_a_node_reports_itself_only() -> None:
+    with pytest.raises(CountRecordError):
+        report_frame(CountRecord(1, 1, "fw", "esp32", 2))
 
 
 def test_labels_carry_no_free_text() -> None:
