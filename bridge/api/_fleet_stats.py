@@ -5,7 +5,10 @@ Counting: a device's check-in (``deployments/next``) adds 1 to the week's cell (
 type, age bucket) the first time it checks in that week; its one row in ``fleet_marks`` (first
 and last window counted) is overwritten, so no history of check-ins is kept for the statistics.
 A root's sealed count record (``RecordOp.COUNT``, wire/countme.py) adds its children's count
-to the ``mesh`` source of the same table; the two sources are published separately.
+to the ``mesh`` source of the same table, once per (root, window, cell): a record its root re-sent
+(the answer was lost, the root rebooted) is answered 204 and not added again. The digests that
+make this possible (``fleet_mesh_seen``) are kept for this week and last week only and carry no
+device id. The two sources are published separately.
 
 Public, read-only and without authentication: ``GET /stats/fleet`` (page with the growth plot),
 ``/stats/fleet/weekly.json`` and ``/stats/fleet/weekly.csv``, every cell below k = 5 suppressed
@@ -15,16 +18,20 @@ counted.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store import Store
 from bridge.store import fleet_tables as ft
 from bridge.store import tables as t
 from wire.countme import (
+    CountRecord,
     CountRecordError,
     age_bucket,
     check_label,
@@ -98,9 +105,23 @@ async def count_checkin(ctx: ApiContext, device_id: str, provides: dict[str, str
         await _add(conn, window, version, dtype, age_bucket(first, window), "checkin", 1)
 
 
+def _mesh_digest(root: str, rec: CountRecord) -> bytes:
+    cell = f"{root}|{rec.window}|{rec.bucket}|{rec.version}|{rec.device_type}"
+    return hashlib.blake2b(cell.encode(), digest_size=16, person=b"meshota-count").digest()
+
+
+async def _first_time(conn: AsyncConnection, is_sqlite: bool, window: int, digest: bytes) -> bool:
+    """Mark (window, digest) as added; False when it already was (a concurrent twin included)."""
+    s = ft.fleet_mesh_seen
+    await conn.execute(sa.delete(s).where(s.c.window < window_of(now()) - 1))
+    values = {"window": window, "digest": digest}
+    stmt = (sqlite_insert(s) if is_sqlite else pg_insert(s)).values(**values).on_conflict_do_nothing()
+    return (await conn.execute(stmt)).rowcount == 1
+
+
 async def fleet_counts(ctx: ApiContext, req: Request) -> Response:
-    """A root's count record for its children (body: the count record bytes)."""
-    await require_device(ctx, req)
+    """A root's count record for its children (body: the count record bytes), added once."""
+    root = await require_device(ctx, req)
     if not ctx.settings.public_stats:
         raise ApiError(404, "public statistics are off")
     try:
@@ -113,7 +134,8 @@ async def fleet_counts(ctx: ApiContext, req: Request) -> Response:
     if rec.count > _MAX_MESH_COUNT:
         raise ApiError(400, f"count {rec.count} over {_MAX_MESH_COUNT}")
     async with ctx.store.transaction() as conn:
-        await _add(conn, rec.window, rec.version, rec.device_type, rec.bucket, "mesh", rec.count)
+        if await _first_time(conn, ctx.store.is_sqlite, rec.window, _mesh_digest(root.device_id, rec)):
+            await _add(conn, rec.window, rec.version, rec.device_type, rec.bucket, "mesh", rec.count)
     return Response(204)
 
 

@@ -5,15 +5,18 @@ count; ``fleet_marks`` one row per device: the first window it was counted in (i
 last (so a week counts it once). A mark is overwritten, never appended to: no history of when a
 device checked in is kept for the statistics. ``source`` is ``checkin`` (the server saw the
 device's own check-in) or ``mesh`` (a root's sealed count record for its children).
+``fleet_mesh_seen`` holds, for this week and last week only (older rows are deleted whenever a
+record arrives), one 16-byte digest per (root, window, age bucket, version, device type) already
+added, so a record re-sent by its root is counted once; it holds no device id.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, String, Table
+from sqlalchemy import Column, ForeignKey, Integer, LargeBinary, String, Table
 
 from ._tables import metadata
 
-__all__ = ["fleet_marks", "fleet_weekly"]
+__all__ = ["fleet_marks", "fleet_mesh_seen", "fleet_weekly"]
 
 fleet_weekly = Table(
     "fleet_weekly",
@@ -32,4 +35,11 @@ fleet_marks = Table(
     Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
     Column("first_window", Integer, nullable=False),
     Column("last_window", Integer, nullable=False),
+)
+
+fleet_mesh_seen = Table(
+    "fleet_mesh_seen",
+    metadata,
+    Column("window", Integer, primary_key=True),
+    Column("digest", LargeBinary(16), primary_key=True),
 )

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from bridge.api import ApiContext, Request, Settings, build_router
 from bridge.api import _fleet_stats as fleet
+from bridge.api._auth import DeviceAuth
 from bridge.artifacts import BlobStore
 from bridge.store import Store, fleet_tables, tables
 from tests.support.mender import Db
@@ -96,27 +97,44 @@ def test_off_unless_enabled(db: Db, tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_a_roots_count_record_adds_to_the_mesh_series(
+def test_a_roots_count_record_adds_to_the_mesh_series_once_per_root_and_cell(
     db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def no_auth(_ctx: Any, _req: Any) -> None:
-        return None
+    async def by_header(_ctx: Any, req: Request) -> DeviceAuth:
+        return DeviceAuth(req.headers["x-root"], "set")
 
-    monkeypatch.setattr(fleet, "require_device", no_auth)
+    monkeypatch.setattr(fleet, "require_device", by_header)
     _at(monkeypatch, window_start(W + 1) + 10)
 
     async def run() -> None:
         ctx = await _context(db, tmp_path)
         try:
             router = build_router(ctx)
-            record = encode_count_record(CountRecord(W, 2, "fw-3", "nrf52", 40))
             path = "/api/meshota/v1/devices/fleet_counts"
-            assert (await router.handle(Request("POST", path, body=record))).status == 204
+
+            async def post(root: str, body: bytes) -> int:
+                return (
+                    await router.handle(Request("POST", path, headers={"x-root": root}, body=body))
+                ).status
+
+            record = encode_count_record(CountRecord(W, 2, "fw-3", "nrf52", 40))
+            # the root re-sends (its answer was lost; it rebooted): counted once, answered 204
+            assert [await post("root-a", record) for _ in range(3)] == [204] * 3
+            assert await post("root-b", encode_count_record(CountRecord(W, 2, "fw-3", "nrf52", 2))) == 204
             old = encode_count_record(CountRecord(W - 3, 2, "fw-3", "nrf52", 40))
-            assert (await router.handle(Request("POST", path, body=old))).status == 400
-            assert (await router.handle(Request("POST", path, body=b"junk"))).status == 400
+            assert await post("root-a", old) == 400
+            assert await post("root-a", b"junk") == 400
             _, body = await _get(ctx, "/stats/fleet/weekly.json")
-            assert b'"table": "nodes-mesh"' in body and b'"count": 40' in body
+            assert b'"table": "nodes-mesh"' in body and b'"count": 42' in body
+            async with ctx.store.read() as conn:
+                seen = list(await conn.execute(sa.select(fleet_tables.fleet_mesh_seen)))
+            assert len(seen) == 2 and all(len(r.digest) == 16 and b"root" not in r.digest for r in seen)
+            # two weeks on, the digests of week W are gone with the next record
+            _at(monkeypatch, window_start(W + 3) + 10)
+            assert await post("root-a", encode_count_record(CountRecord(W + 2, 1, "fw-3", "nrf52", 5))) == 204
+            async with ctx.store.read() as conn:
+                windows = [r.window for r in await conn.execute(sa.select(fleet_tables.fleet_mesh_seen))]
+            assert windows == [W + 2]
         finally:
             await ctx.store.close()
 
