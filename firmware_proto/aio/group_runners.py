@@ -6,7 +6,10 @@ out an :class:`UpdateAgent`'s (statuses, fallback ranges and maps, reboots). The
 is :class:`~firmware_proto.aio.device_http.HttpDevice` or
 :class:`~firmware_proto.aio.device_mqttsn.MqttSnDevice`; with a :class:`SealedUplinkUdp` the node's
 statuses travel as sealed records through its root instead (falling back to its own session
-after ``sealed_attempts`` unanswered tries).
+after ``sealed_attempts`` unanswered tries). A node with an ``inventory`` reports it at its owner's
+``inventory_level`` (firmware_proto/inventory_levels.py) after every boot, sealed through its root
+when it has an uplink; a node with a ``counter`` (:class:`NodeCountUdp`) reports itself to its
+root once per countme window, under the version it booted.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from firmware_proto import boot as bootmod
+from firmware_proto.aio.count_udp import NodeCountUdp
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
 from firmware_proto.aio.sealed_uplink_udp import SealedUplinkUdp
 from firmware_proto.device_api import DeviceApi, DeviceApiError
 from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
+from firmware_proto.inventory_levels import NodeInventory, inventory_attributes
 from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
 from wire.sealed import RecordOp
 
@@ -77,6 +82,9 @@ class NodeRunner:
         *,
         uplink: SealedUplinkUdp | None = None,
         sealed_attempts: int = 3,
+        counter: NodeCountUdp | None = None,
+        inventory: NodeInventory | None = None,
+        inventory_level: str = "minimal",
     ) -> None:
         self.flash = flash
         self.endpoint = endpoint
@@ -86,6 +94,12 @@ class NodeRunner:
         self.image_ok = image_ok
         self.uplink = uplink
         self.sealed_attempts = sealed_attempts
+        self.counter = counter
+        self.inventory = inventory
+        self.inventory_level = inventory_level
+        if inventory is not None:
+            inventory_attributes(inventory, inventory_level)  # a bad level fails here, not later
+        self.inventory_reports: list[int] = []  # the server's status for each inventory report
         self.reboots = 0
         self.sealed_reports = 0
         self.direct_reports = 0
@@ -104,6 +118,10 @@ class NodeRunner:
         self.agent = agent
         agent.start(asyncio.get_running_loop().time())
         self.endpoint.attach(agent, self._collect)
+        if self.counter is not None:
+            self.counter.reboot(agent.running_artifact)
+        if self.inventory is not None:
+            self._spawn(self._report_inventory(agent.running_artifact))
         return agent
 
     @property
@@ -148,6 +166,30 @@ class NodeRunner:
                 self.reboots += 1
                 asyncio.get_running_loop().call_soon(self._boot)
                 return
+
+    async def _report_inventory(self, version: str) -> None:
+        """The inventory at the owner's level, under the version this boot runs."""
+        assert self.inventory is not None
+        inv = NodeInventory(
+            self.inventory.device_type, version, self.inventory.hardware, self.inventory.radio,
+            self.inventory.neighbours,
+        )  # fmt: skip
+        attributes = inventory_attributes(inv, self.inventory_level)
+        status: int | None = None
+        if self.uplink is not None:
+            for _ in range(self.sealed_attempts):
+                try:
+                    status = (await self.uplink.call(RecordOp.INVENTORY_PUT, "", attributes)).status
+                except DeviceApiError:
+                    continue
+                if status is not None:
+                    break
+        if status is None:
+            try:
+                status = await self.device.put_inventory(attributes)
+            except DeviceApiError:
+                return  # reported again after the next boot
+        self.inventory_reports.append(status)
 
     async def _report(self, agent: UpdateAgent, action: ReportStatus) -> None:
         async with self._report_order:

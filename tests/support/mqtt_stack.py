@@ -84,7 +84,9 @@ def _recording(service: Any, seen: list[tuple[str, str, str | None, str | None]]
 
 
 @contextmanager
-def server_side(tmp: Path, psks: dict[str, bytes], *, block_size: int = 512) -> Iterator[ServerSide]:
+def server_side(
+    tmp: Path, psks: dict[str, bytes], *, block_size: int = 512, public_stats: bool = False
+) -> Iterator[ServerSide]:
     users = BrokerUsers()
     creds = write_broker_config(tmp / "broker")
     # mosquitto started as root drops to user "mosquitto", which cannot read a 0600 file in tmp
@@ -105,7 +107,7 @@ def server_side(tmp: Path, psks: dict[str, bytes], *, block_size: int = 512) -> 
             db_url=f"sqlite:///{tmp / 'db.sqlite'}",
             artifacts_dir=tmp / "artifacts",
             port=port,
-            settings=Settings(public_url=url),
+            settings=Settings(public_url=url, public_stats=public_stats),
             services=(_recording(bridge_service(bridge, load_record_keys(psks)), seen),),
         )
     ).start()
