@@ -5,8 +5,12 @@ gateway, and its own :class:`~firmware_proto.aio.device_mqttsn.MqttSnDevice` for
 API. The root also has the group stream's multicast endpoint and the sealed-record collector;
 each node has a multicast endpoint, a sealed uplink to its root and a
 :class:`~firmware_proto.flash_store.FileFlash` (two image slots and its records as files in its
-own directory), provisioned at the factory with the old image. The drivers are
-``firmware_proto.aio``'s: :class:`RootRunner`, :class:`NodeRunner`.
+own directory), provisioned at the factory with the old image. Every node also reports its
+inventory (level ``minimal``) sealed through the root after each boot, and counts itself once per
+countme week with its :class:`NodeCountUdp` (owned by its :class:`NodeRunner`); the root tallies
+them and itself (:class:`RootCountUdp`, its tally in its own file flash) and seals one count
+record per cell after the week. The drivers are ``firmware_proto.aio``'s: :class:`RootRunner`,
+:class:`NodeRunner`.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from firmware_proto import boot as bootmod
+from firmware_proto.aio.count_udp import NodeCountUdp, RootCountUdp
 from firmware_proto.aio.device_mqttsn import MqttSnDevice
 from firmware_proto.aio.dtls_node import DtlsUdpClient
 from firmware_proto.aio.group_runners import NodeRunner, RootRunner
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
 from firmware_proto.aio.sealed_uplink_udp import RecordCollectorUdp, SealedUplinkUdp
+from firmware_proto.counting import NodeCounter, RootCounter
 from firmware_proto.dtls_client import PskClientConfig
 from firmware_proto.flash_store import FileFlash, FlashStore
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
+from firmware_proto.inventory_levels import NodeInventory
 from firmware_proto.sealed_uplink import RecordBatcher, SealedRecordSender
 from firmware_proto.update_agent import AgentConfig
 from wire.sealed import derive_record_key
@@ -102,6 +109,7 @@ class Fleet:
         self.root: RootRunner | None = None
         self.collector: RecordCollectorUdp | None = None
         self.root_endpoint: GroupUdpEndpoint | None = None
+        self.counting: RootCountUdp | None = None
 
     @property
     def root_name(self) -> str:
@@ -143,9 +151,13 @@ class Fleet:
         image_ok: Callable[[bytes], bool],
         factory: tuple[bytes, str],
         slot_size: int,
+        *,
+        device_type: str = "meshota-sim",
+        count_spread: float = 2.0,
     ) -> None:
-        """The root's stream and collector; each node's file flash (factory image), group
-        endpoint, sealed uplink and update agent."""
+        """The root's stream, collector and tally; each node's file flash (factory image), group
+        endpoint, sealed uplink, counter and update agent. ``count_spread``: nodes report within
+        that many seconds of starting (a demo; 6 h on a real mesh)."""
         root_dev = self.devices[self.root_name]
 
         async def send_batch(records: Sequence[bytes]) -> Sequence[bytes | int]:
@@ -159,6 +171,19 @@ class Fleet:
             collection_window=1.0, chunk_size=1024, frame_interval=0.0005, reply_window_ms=200
         )
         self.root = RootRunner(GroupStreamRoot(self.root_endpoint, config), self.root_endpoint, root_dev)
+        root_flash = FileFlash(self.flash_dir / self.root_name, 4096)
+        root_sender = SealedRecordSender(
+            derive_record_key(self.root_name, self.psks[self.root_name]), root_flash
+        )
+        root_uplink = await SealedUplinkUdp(root_sender, self.collector.address, timeout=5.0).open()
+        self.stack.callback(root_uplink.close)
+        own = NodeCounter(
+            root_flash, NodeInventory(device_type, factory[1]), random.Random(0), spread=count_spread
+        )
+        self.counting = await RootCountUdp(
+            RootCounter(root_flash, commit_interval=0.2), RootCountUdp.sealed_delivery(root_uplink), own=own
+        ).open()
+        self.stack.callback(self.counting.close)
         agent = AgentConfig(map_key=map_key, image_ok=image_ok, fallback_timeout=30.0, want_interval=0.5)
         for i, name in enumerate(self.node_names, start=1):
             flash = FileFlash(self.flash_dir / name, slot_size)
@@ -168,9 +193,14 @@ class Fleet:
             sender = SealedRecordSender(derive_record_key(name, self.psks[name]), flash)
             uplink = await SealedUplinkUdp(sender, self.collector.address, timeout=5.0).open()
             self.stack.callback(uplink.close)
+            inventory = NodeInventory(device_type, factory[1])
+            counter = NodeCounter(flash, inventory, random.Random(i), spread=count_spread)
+            count = await NodeCountUdp(counter, self.counting.address).open()
+            self.stack.callback(count.close)
             self.nodes[name] = NodeRunner(
-                flash, ep, self.devices[name], agent, random.Random(i), image_ok, uplink=uplink
-            )
+                flash, ep, self.devices[name], agent, random.Random(i), image_ok, uplink=uplink,
+                counter=count, inventory=inventory,
+            )  # fmt: skip
 
     async def check_for_update(self, device_type: str) -> list[bool]:
         """Each node's own ``next`` over its own end-to-end session."""
@@ -178,3 +208,9 @@ class Fleet:
 
     def reports_pending(self) -> bool:
         return any(n.agent.pending_report() is not None for n in self.nodes.values())
+
+    def counting_pending(self) -> bool:
+        """Some node (or the root itself) not yet acknowledged by the root for this week."""
+        if self.counting is None or self.counting.own is None or not self.counting.own.counted:
+            return True
+        return any(n.counter is None or not n.counter.counter.counted for n in self.nodes.values())

@@ -186,7 +186,7 @@ async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: f
         deployment = await op.deploy("meshota live demo", NEW, [by_name[n] for n in fleet.node_names])
         slot = slot_size_for(inp.factory, inp.image)
         group = (GROUP, _free_udp_port())
-        await fleet.start_group(group, map_key, image_ok, (inp.factory, OLD), slot)
+        await fleet.start_group(group, map_key, image_ok, (inp.factory, OLD), slot, device_type=DEVICE_TYPE)
         learned = await fleet.check_for_update(DEVICE_TYPE)
         print(
             f"deploy    {NEW} ({len(inp.image):,} B, vendor signature checked by the server) uploaded as "
@@ -201,13 +201,30 @@ async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: f
         )
 
 
+def _print_counting(fleet: Fleet) -> None:
+    from wire.countme import window_start
+
+    counting = fleet.counting
+    assert counting is not None
+    core = counting.counter
+    week = core.window
+    begins = time.strftime("%Y-%m-%d", time.gmtime(window_start(week))) if week is not None else "-"
+    cells = ", ".join(f"{v}/{t}/age {b}: {n}" for (b, v, t), n in sorted(core.tally().items()))
+    print(
+        f"counting  the root counted {core.stats.counted} devices (its nodes and itself) for the week of "
+        f"{begins}, each once ({core.stats.repeats} repeated reports): {cells}; after the week it seals "
+        "one count record per cell, no per-node count message leaves the mesh"
+    )
+
+
 async def _wait_final(
     op: Operator, fleet: Fleet, deployment: str, nodes: int, timeout: float
 ) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         stats = await op.statistics(deployment)
-        if stats.get("success", 0) + stats.get("failure", 0) >= nodes and not fleet.reports_pending():
+        done = stats.get("success", 0) + stats.get("failure", 0) >= nodes and not fleet.reports_pending()
+        if done and not fleet.counting_pending():
             return stats
         if time.monotonic() > deadline:
             return stats  # the summary says what is missing
@@ -246,11 +263,14 @@ def _summary(
         f"slot{{0,1}}.bin), {chunks:,} chunks verified against the signed chunk map, "
         f"{sum(n.reboots for n in nodes.values())} reboots into the new image"
     )
-    records = sum(collector.batch_sizes)
+    inventory = sum(len(n.inventory_reports) for n in nodes.values())
+    direct = sum(n.direct_reports for n in nodes.values())
     print(
-        f"statuses  {records} sealed status records in {len(collector.batch_sizes)} batches through the "
-        f"root ({sum(n.direct_reports for n in nodes.values())} sent on a node's own session)"
+        f"statuses  {sum(n.sealed_reports for n in nodes.values())} sealed status records in "
+        f"{len(collector.batch_sizes)} batches through the root ({direct} sent on a node's own session); "
+        f"{inventory} inventory reports at level minimal in the same batches"
     )
+    _print_counting(fleet)
     print(f"\n{'node':<9} {'device':<9} {'status':<12} {'chunks':>6}  flash (read back from its files)")
     for name, node in nodes.items():
         c = checks[name]

@@ -30,6 +30,7 @@ __all__ = [
     "write_psk_file",
 ]
 
+
 @dataclass(frozen=True)
 class StackAddresses:
     http: str  # base URL of the HTTP API, e.g. http://127.0.0.1:8080

@@ -32,6 +32,13 @@ def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
     assert stats is not None and stats.group(2) == f"success {nodes}", out
     assert f"{nodes + 1} devices over DTLS (PSK) through the relay: {nodes + 1} pending (401)" in out
     assert re.search(rf"{nodes * 4} sealed status records in \d+ batches through the root \(0 sent", out), out
+    # every node reported its inventory after each of its two boots, and was counted once
+    assert f"{nodes * 2} inventory reports at level minimal" in out, out
+    counted = re.search(
+        r"counting  the root counted (\d+) devices .*repeated reports\): (.*); after the week", out
+    )
+    assert counted is not None and counted.group(1) == str(nodes + 1), out
+    assert counted.group(2) == f"demo-firmware-1.0/meshota-sim/age 1: {nodes + 1}", out
     rows = re.findall(
         r"^(node-\d\d) +([0-9a-f]{8}) +(\S+) +(\d+)  slot 1: demo-firmware-2.0, signature ok$", out, re.M
     )
