@@ -46,6 +46,8 @@ from ._public_stats import publish, render_csv, render_json, render_page
 from ._types import Request, Response
 
 __all__ = [
+    "CellKey",
+    "cell_key",
     "count_checkin",
     "fleet_counts",
     "installation_facts",
@@ -139,15 +141,23 @@ async def fleet_counts(ctx: ApiContext, req: Request) -> Response:
     return Response(204)
 
 
-async def public_cells(store: Store) -> dict[tuple[int, str, tuple[tuple[str, str], ...]], int]:
+CellKey = tuple[int, str, tuple[tuple[str, str], ...]]
+
+
+def cell_key(window: int, source: str, bucket: int, device_type: str, version: str) -> CellKey:
+    """The public cell of a ``fleet_weekly`` row: (window, table, fields)."""
+    fields = (("age_bucket", str(bucket)), ("device_type", device_type), ("version", version))
+    return (window, f"nodes-{source}", fields)
+
+
+async def public_cells(store: Store) -> dict[CellKey, int]:
     w = ft.fleet_weekly
     async with store.read() as conn:
         rows = list(await conn.execute(sa.select(w)))
-    cells: dict[tuple[int, str, tuple[tuple[str, str], ...]], int] = {}
-    for r in rows:
-        fields = (("age_bucket", str(r.age_bucket)), ("device_type", r.device_type), ("version", r.version))
-        cells[(r.window, f"nodes-{r.source}", fields)] = int(r._mapping["count"])
-    return cells
+    return {
+        cell_key(r.window, r.source, r.age_bucket, r.device_type, r.version): int(r._mapping["count"])
+        for r in rows
+    }
 
 
 async def _doc(ctx: ApiContext) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.api import publish, render_csv, render_json
+from bridge.api._fleet_stats import CellKey, cell_key
 from firmware_proto.counting import ROOT_RECORD, NodeCounter, RootCounter
 from firmware_proto.inventory_levels import NodeInventory
 from firmware_proto.testing.flash import MemoryFlash
@@ -242,3 +244,49 @@ def test_many_windows_every_node_every_week(loss: float) -> None:
             delivered.append(decode_count_record(r))
             root.delivered(r)
     assert [(r.window, r.count) for r in delivered] == [(W, 20), (W + 1, 20), (W + 2, 20)]
+
+
+def _published(nodes: list[tuple[Hashable, float, int, CountRecord]], roots: int) -> tuple[bytes, bytes]:
+    """Every node reports to its root at its moment; the roots' sealed records, added once per
+    (root, cell) as the server does, published as /stats/fleet/weekly.json and .csv."""
+    counters = [RootCounter(MemoryFlash(1 << 16)) for _ in range(roots)]
+    for address, when, root, rec in sorted(nodes, key=lambda n: n[1]):
+        counters[root].receive(report_frame(rec), address, when)
+        counters[root].handle_timer(when + 1.0)
+    cells: dict[CellKey, int] = {}
+    for counter in counters:
+        counter.handle_timer(window_start(W + 1))
+        for raw in counter.pending():
+            r = decode_count_record(raw)
+            key = cell_key(r.window, "mesh", r.bucket, r.device_type, r.version)
+            cells[key] = cells.get(key, 0) + r.count
+    doc = publish(cells)
+    return render_json(doc), render_csv(doc)
+
+
+def _mesh(seed: int, n: int = 1000) -> list[tuple[Hashable, float, int, CountRecord]]:
+    """``n`` nodes: (link address, moment of report in the week, root, its report)."""
+    rng = random.Random(seed)
+    return [
+        (f"fd00::{rng.getrandbits(32):x}", window_start(W) + rng.uniform(0, WEEK - 2), rng.randrange(4),
+         CountRecord(W, rng.choice([1, 1, 2, 3, 4]), rng.choice(["fw-1.0", "fw-1.0", "fw-1.1", "fw-2.0"]),
+                     rng.choice(["esp32-c6", "nrf52840"]), 1))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 999), st.text(min_size=1, max_size=40), st.floats(0, WEEK - 2))
+def test_public_outputs_unchanged_when_one_nodes_id_address_or_report_time_changes(
+    seed: int, which: int, new_address: str, new_at: float
+) -> None:
+    """1,000 nodes under 4 roots: the published fleet statistics do not move when one node's
+    link address (the only id a root sees) or its moment of report changes, nor with the order."""
+    nodes = _mesh(seed)
+    before = _published(nodes, 4)
+    address, at, root, rec = nodes[which]
+    for changed in ((new_address, at), (address, window_start(W) + new_at)):
+        moved = list(nodes)
+        moved[which] = (*changed, root, rec)
+        assert _published(moved, 4) == before
+    assert b"nodes-mesh" in before[0]
