@@ -139,3 +139,44 @@ def test_a_roots_count_record_adds_to_the_mesh_series_once_per_root_and_cell(
             await ctx.store.close()
 
     asyncio.run(run())
+
+
+def test_public_outputs_unchanged_when_one_devices_id_or_check_in_time_changes(
+    db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 devices check in during week W at random moments: the published statistics stay
+    the same bytes when one device's id or the moment of its check-in changes."""
+    rng = random.Random(18)
+    devices = [
+        (f"dev-{i:04d}", window_start(W) + rng.uniform(0, 600_000),
+         {"artifact_name": rng.choice(["fw-1", "fw-1", "fw-2", "fw-3"]),
+          "device_type": rng.choice(["a", "b"])})
+        for i in range(1000)
+    ]  # fmt: skip
+
+    async def run() -> None:
+        ctx = await _context(db, tmp_path)
+        try:
+            await _devices(ctx, [d for d, _, _ in devices] + ["dev-new"])
+
+            async def published(checkins: list[tuple[str, float, dict[str, str]]]) -> tuple[bytes, bytes]:
+                async with ctx.store.transaction() as conn:
+                    await conn.execute(sa.delete(fleet_tables.fleet_marks))
+                    await conn.execute(sa.delete(fleet_tables.fleet_weekly))
+                for dev, at, provides in sorted(checkins, key=lambda c: c[1]):
+                    _at(monkeypatch, at)
+                    await fleet.count_checkin(ctx, dev, provides)
+                return (await _get(ctx, "/stats/fleet/weekly.json"))[1], (
+                    await _get(ctx, "/stats/fleet/weekly.csv")
+                )[1]
+
+            before = await published(devices)
+            assert b"nodes-checkin" in before[0]
+            _, at, provides = devices[7]
+            assert await published([*devices[:7], ("dev-new", at, provides), *devices[8:]]) == before
+            moved = (devices[7][0], window_start(W) + 604_000, provides)
+            assert await published([*devices[:7], moved, *devices[8:]]) == before
+        finally:
+            await ctx.store.close()
+
+    asyncio.run(run())
