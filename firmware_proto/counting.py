@@ -267,12 +267,12 @@ class RootCounter:
             self.stats.malformed += 1
             return
         current = window_of(now)
-        if rec.count != 1 or rec.window != current:
+        # another window than now's, or the root's clock went back behind its open tally
+        if rec.count != 1 or rec.window != current or self._window not in (None, current):
             self.stats.refused += 1
             self._ack(sender, rec.window, ACK_REFUSED, now, durable=True)
             return
-        if self._window != current:
-            self._window = current  # nothing open (first report ever, or after a closed window)
+        self._window = current  # nothing open was (first report ever, or after a closed window)
         tag = _tag(sender)
         if tag in self._seen:
             self.stats.repeats += 1

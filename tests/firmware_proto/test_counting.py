@@ -162,6 +162,9 @@ def test_root_refuses_other_windows_and_children_over_its_cap() -> None:
     assert acks == [("late", ack_frame(W - 1, ACK_REFUSED)), ("a", ack_frame(W, ACK_COUNTED)),
                     ("b", ack_frame(W, ACK_COUNTED)), ("c", ack_frame(W, ACK_REFUSED))]  # fmt: skip
     assert root.stats.malformed == 2 and root.stats.refused == 2 and root.tally() == {(1, "fw", "t"): 2}
+    # the root's clock went back a week: its open tally is not mixed with another window's reports
+    root.receive(report_frame(CountRecord(W - 1, 1, "fw", "t", 1)), "f", window_start(W - 1) + 5)
+    assert root.frames_to_send() == [("f", ack_frame(W - 1, ACK_REFUSED))] and root.window == W
     node = _node(3)
     node.handle_timer(t)
     node.handle_timer(node.next_timer() or t)
