@@ -42,7 +42,7 @@ NODES = 8
 ROOT_ID = "root-0"
 NODE_IDS = [f"node-{i:02d}" for i in range(1, NODES + 1)]
 PSKS = {name: bytes([i + 31]) * 16 for i, name in enumerate([ROOT_ID, *NODE_IDS])}
-LEAD = 6.0  # seconds of the week left when the devices start counting
+LEAD = 10.0  # seconds of the week left when the devices start counting
 
 
 @pytest.mark.integration
