@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         # used, so asyncio runs without it. Only for a real process (argv None), never in-process,
         # and not for the aiomqtt baseline link (--broker-client aiomqtt), which imports ssl.
         sys.modules["ssl"] = None  # type: ignore[assignment]
-        _bare_package("mbedtls")
+        if any(a == "--dtls" or a.startswith("--dtls=") for a in args):
+            _bare_package("mbedtls")
     fn = getattr(importlib.import_module(module), func)
     return int(fn(args[1:]))
 
