@@ -201,9 +201,11 @@ def _rss_mb(pid: int) -> float:
 class GatewayProcess:
     """`meshota gateway` as its own process, with its log in a file."""
 
-    def __init__(self, broker_url: str, mode: str, clients: int, tmp: Path, link: str) -> None:
+    def __init__(
+        self, broker_url: str, mode: str, clients: int, tmp: Path, link: str, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_udp_port()
-        self.log_path = tmp / f"gateway-{link}.log"
+        self.log_path = tmp / f"gateway-{link}{'-dtls' if extra else ''}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the gateway
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshota", "gateway", "--broker", broker_url,
@@ -211,7 +213,7 @@ class GatewayProcess:
              "--client-id", f"bench-gateway-{link}",
              # every load client is a keyless peer on 127.0.0.1: lift the per-source limits
              "--max-unverified-per-source", str(4 * clients),
-             "--unverified-connect-rate-per-source", str(10 * clients)],
+             "--unverified-connect-rate-per-source", str(10 * clients), *extra],
             stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -238,6 +240,13 @@ def main() -> int:
 
     links = ("mqtt5", "aiomqtt")  # the gateway's link, and the former one as the same-run baseline
     with tempfile.TemporaryDirectory() as tmp, start_mosquitto(Path(tmp)) as broker:
+        # idle RSS with DTLS on as well (PSK file of 1,000 nodes; target <= 25 MB): its own process
+        psk = Path(tmp) / "psk.txt"
+        psk.write_text("".join(f"n{i:04d},{os.urandom(16).hex()}\n" for i in range(1000)))
+        dtls_args = ("--dtls", f"127.0.0.1:{free_udp_port()}", "--psk-file", str(psk))
+        with_dtls = GatewayProcess(broker.url, args.mode, args.clients, Path(tmp), "mqtt5", dtls_args)
+        dtls_rss = with_dtls.idle_rss
+        with_dtls.stop()
         gateways = {
             link: GatewayProcess(broker.url, args.mode, args.clients, Path(tmp), link) for link in links
         }
@@ -281,8 +290,9 @@ def main() -> int:
     q1_new, q1_old = cpu[(1, "mqtt5")], cpu[(1, "aiomqtt")]
     print(f"\nQoS 1 gateway CPU per message: {q1_new:.1f} us (target <= 70), baseline (aiomqtt link, "
           f"same run) {q1_old:.1f} us: ratio {q1_new / q1_old:.2f}")
-    print(f"idle RSS of meshota gateway: {gateways['mqtt5'].idle_rss:.1f} MB (target <= 25), "
-          f"with the aiomqtt link {gateways['aiomqtt'].idle_rss:.1f} MB")
+    print(f"idle RSS of meshota gateway (VmRSS, MiB): {gateways['mqtt5'].idle_rss:.1f} UDP only, "
+          f"{dtls_rss:.1f} with DTLS on (target <= 25), "
+          f"UDP only with the aiomqtt link {gateways['aiomqtt'].idle_rss:.1f}")
     for link, lines in logs.items():
         pending = sum("pending publish calls" in line for line in lines)
         print(f"gateway log ({link}): {len(lines)} lines, {pending} 'pending publish calls' warnings"

@@ -156,6 +156,8 @@ def meshota(*args: str) -> list[str]:
 def measure(name: str, root_pids: Any, dtls: str, nodes: int, settle: float) -> dict[str, float]:
     def sample() -> tuple[float, float]:
         pids = [p for r in root_pids() for p in tree_pids(r)]
+        each = ", ".join(f"{_name(p)} {memory_kib([p], 'Rss') / 1024:.1f}" for p in pids)
+        print(f"  {name}: RSS per process (MiB): {each}", flush=True)
         return memory_kib(pids, "Rss") / 1024, memory_kib(pids, "Pss") / 1024
 
     time.sleep(settle)
@@ -169,6 +171,19 @@ def measure(name: str, root_pids: Any, dtls: str, nodes: int, settle: float) -> 
     print(f"  {name}: idle RSS {idle:.1f} MiB (PSS {idle_pss:.1f}), {nodes} nodes RSS {loaded:.1f} MiB "
           f"(PSS {loaded_pss:.1f}), connected in {connect_s:.1f} s", flush=True)  # fmt: skip
     return {"idle_mib": idle, "loaded_mib": loaded, "idle_pss": idle_pss, "loaded_pss": loaded_pss}
+
+
+def _name(pid: int) -> str:
+    """``mosquitto``, ``gateway``, ``server`` or ``up`` (meshota up's own process, which runs the
+    server) from the command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    for word in (b"gateway", b"server", b"meshota.up.runner"):
+        if word in argv:
+            return "up (supervisor + server)" if word == b"meshota.up.runner" else word.decode()
+    return Path(argv[0].decode()).name
 
 
 def run_up(tmp: Path, nodes: int, settle: float) -> dict[str, float]:
@@ -192,7 +207,8 @@ def run_up(tmp: Path, nodes: int, settle: float) -> dict[str, float]:
     try:
         figures = measure("up", lambda: [up.pid], dtls, nodes, settle)
         own = memory_kib([up.pid], "Rss") / 1024, memory_kib([up.pid], "Pss") / 1024
-        print(f"  up: the supervisor process alone: RSS {own[0]:.1f} MiB, PSS {own[1]:.1f} MiB", flush=True)
+        print(f"  up: its own process (supervisor + server): RSS {own[0]:.1f} MiB, PSS {own[1]:.1f} MiB",
+              flush=True)  # fmt: skip
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)

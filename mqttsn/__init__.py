@@ -3,88 +3,188 @@
 No I/O here: objects take bytes and ``now`` and return bytes, events and the next timer.
 """
 
-from ._client import ClientSession
-from ._client_events import (
-    ClientEvent,
-    Connected,
-    ConnectionLost,
-    ConnectionRefused,
-    Disconnected,
-    GatewayFound,
-    MessageReceived,
-    PingResponse,
-    ProtocolViolation,
-    PublishAcked,
-    Registered,
-    Subscribed,
-    Unsubscribed,
-    WakeCompleted,
-    WillUpdated,
-)
-from ._client_state import ClientState, ClientStats, Will
-from ._codec import MAX_PACKET_SIZE, decode, encode, peek_header
-from ._errors import DecodeError, LocalProtocolError, MqttSnError, RemoteProtocolError
-from ._forwarding import ForwardedPeer, is_encapsulated, unwrap, wrap
-from ._gateway import Gateway, GatewayConfig
-from ._gateway_events import (
-    BROADCAST,
-    GATEWAY_CONN,
-    BrokerAck,
-    BrokerAction,
-    BrokerConnect,
-    BrokerDisconnect,
-    BrokerPublish,
-    BrokerSubscribe,
-    BrokerUnsubscribe,
-    ClientAsleep,
-    ClientAwake,
-    ClientConnected,
-    ClientDisconnected,
-    ClientLost,
-    DatagramDropped,
-    GatewayEvent,
-    PacketRefused,
-    SessionConn,
-    WillSpec,
-)
-from ._gateway_session import GatewaySession, SessionState
-from ._packets import (
-    Advertise,
-    Connack,
-    Connect,
-    Disconnect,
-    Encapsulated,
-    GwInfo,
-    MsgType,
-    Packet,
-    Pingreq,
-    Pingresp,
-    Puback,
-    Pubcomp,
-    Publish,
-    Pubrec,
-    Pubrel,
-    Regack,
-    Register,
-    ReturnCode,
-    SearchGw,
-    Suback,
-    Subscribe,
-    TopicIdType,
-    Unsuback,
-    Unsubscribe,
-    WillMsg,
-    WillMsgReq,
-    WillMsgResp,
-    WillMsgUpd,
-    WillTopic,
-    WillTopicReq,
-    WillTopicResp,
-    WillTopicUpd,
-    short_topic_id,
-    short_topic_name,
-)
-from ._topics import PredefinedTopics, TopicRegistry, topic_matches
+# The names are loaded on first use (PEP 562): a gateway process imports the gateway half,
+# a node the client half, neither pays for the other (docs/design.md, memory).
+import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._client import ClientSession
+    from ._client_events import (
+        ClientEvent,
+        Connected,
+        ConnectionLost,
+        ConnectionRefused,
+        Disconnected,
+        GatewayFound,
+        MessageReceived,
+        PingResponse,
+        ProtocolViolation,
+        PublishAcked,
+        Registered,
+        Subscribed,
+        Unsubscribed,
+        WakeCompleted,
+        WillUpdated,
+    )
+    from ._client_state import ClientState, ClientStats, Will
+    from ._codec import MAX_PACKET_SIZE, decode, encode, peek_header
+    from ._errors import DecodeError, LocalProtocolError, MqttSnError, RemoteProtocolError
+    from ._forwarding import ForwardedPeer, is_encapsulated, unwrap, wrap
+    from ._gateway import Gateway, GatewayConfig
+    from ._gateway_events import (
+        BROADCAST,
+        GATEWAY_CONN,
+        BrokerAck,
+        BrokerAction,
+        BrokerConnect,
+        BrokerDisconnect,
+        BrokerPublish,
+        BrokerSubscribe,
+        BrokerUnsubscribe,
+        ClientAsleep,
+        ClientAwake,
+        ClientConnected,
+        ClientDisconnected,
+        ClientLost,
+        DatagramDropped,
+        GatewayEvent,
+        PacketRefused,
+        SessionConn,
+        WillSpec,
+    )
+    from ._gateway_session import GatewaySession, SessionState
+    from ._packets import (
+        Advertise,
+        Connack,
+        Connect,
+        Disconnect,
+        Encapsulated,
+        GwInfo,
+        MsgType,
+        Packet,
+        Pingreq,
+        Pingresp,
+        Puback,
+        Pubcomp,
+        Publish,
+        Pubrec,
+        Pubrel,
+        Regack,
+        Register,
+        ReturnCode,
+        SearchGw,
+        Suback,
+        Subscribe,
+        TopicIdType,
+        Unsuback,
+        Unsubscribe,
+        WillMsg,
+        WillMsgReq,
+        WillMsgResp,
+        WillMsgUpd,
+        WillTopic,
+        WillTopicReq,
+        WillTopicResp,
+        WillTopicUpd,
+        short_topic_id,
+        short_topic_name,
+    )
+    from ._topics import PredefinedTopics, TopicRegistry, topic_matches
+
+_LAZY: dict[str, str] = {
+    "ClientSession": "_client",
+    "ClientEvent": "_client_events",
+    "Connected": "_client_events",
+    "ConnectionLost": "_client_events",
+    "ConnectionRefused": "_client_events",
+    "Disconnected": "_client_events",
+    "GatewayFound": "_client_events",
+    "MessageReceived": "_client_events",
+    "PingResponse": "_client_events",
+    "ProtocolViolation": "_client_events",
+    "PublishAcked": "_client_events",
+    "Registered": "_client_events",
+    "Subscribed": "_client_events",
+    "Unsubscribed": "_client_events",
+    "WakeCompleted": "_client_events",
+    "WillUpdated": "_client_events",
+    "ClientState": "_client_state",
+    "ClientStats": "_client_state",
+    "Will": "_client_state",
+    "MAX_PACKET_SIZE": "_codec",
+    "decode": "_codec",
+    "encode": "_codec",
+    "peek_header": "_codec",
+    "DecodeError": "_errors",
+    "LocalProtocolError": "_errors",
+    "MqttSnError": "_errors",
+    "RemoteProtocolError": "_errors",
+    "ForwardedPeer": "_forwarding",
+    "is_encapsulated": "_forwarding",
+    "unwrap": "_forwarding",
+    "wrap": "_forwarding",
+    "Gateway": "_gateway",
+    "GatewayConfig": "_gateway",
+    "BROADCAST": "_gateway_events",
+    "GATEWAY_CONN": "_gateway_events",
+    "BrokerAck": "_gateway_events",
+    "BrokerAction": "_gateway_events",
+    "BrokerConnect": "_gateway_events",
+    "BrokerDisconnect": "_gateway_events",
+    "BrokerPublish": "_gateway_events",
+    "BrokerSubscribe": "_gateway_events",
+    "BrokerUnsubscribe": "_gateway_events",
+    "ClientAsleep": "_gateway_events",
+    "ClientAwake": "_gateway_events",
+    "ClientConnected": "_gateway_events",
+    "ClientDisconnected": "_gateway_events",
+    "ClientLost": "_gateway_events",
+    "DatagramDropped": "_gateway_events",
+    "GatewayEvent": "_gateway_events",
+    "PacketRefused": "_gateway_events",
+    "SessionConn": "_gateway_events",
+    "WillSpec": "_gateway_events",
+    "GatewaySession": "_gateway_session",
+    "SessionState": "_gateway_session",
+    "Advertise": "_packets",
+    "Connack": "_packets",
+    "Connect": "_packets",
+    "Disconnect": "_packets",
+    "Encapsulated": "_packets",
+    "GwInfo": "_packets",
+    "MsgType": "_packets",
+    "Packet": "_packets",
+    "Pingreq": "_packets",
+    "Pingresp": "_packets",
+    "Puback": "_packets",
+    "Pubcomp": "_packets",
+    "Publish": "_packets",
+    "Pubrec": "_packets",
+    "Pubrel": "_packets",
+    "Regack": "_packets",
+    "Register": "_packets",
+    "ReturnCode": "_packets",
+    "SearchGw": "_packets",
+    "Suback": "_packets",
+    "Subscribe": "_packets",
+    "TopicIdType": "_packets",
+    "Unsuback": "_packets",
+    "Unsubscribe": "_packets",
+    "WillMsg": "_packets",
+    "WillMsgReq": "_packets",
+    "WillMsgResp": "_packets",
+    "WillMsgUpd": "_packets",
+    "WillTopic": "_packets",
+    "WillTopicReq": "_packets",
+    "WillTopicResp": "_packets",
+    "WillTopicUpd": "_packets",
+    "short_topic_id": "_packets",
+    "short_topic_name": "_packets",
+    "PredefinedTopics": "_topics",
+    "TopicRegistry": "_topics",
+    "topic_matches": "_topics",
+}
 
 __all__ = [
     "BROADCAST",
@@ -179,3 +279,16 @@ __all__ = [
     "unwrap",
     "wrap",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mqttsn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mqttsn.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -17,7 +17,7 @@ from bridge.store import Store
 
 from ._app import ASGIApp, HttpAdapter
 
-__all__ = ["BackgroundServer", "ServerConfig", "Service", "create_app", "serve"]
+__all__ = ["BackgroundServer", "ServerConfig", "Service", "create_app", "serve", "uvicorn_server"]
 
 # Something else served from the same event loop and store (e.g. the MQTT bridge): started with
 # the router once the store is open; returns the coroutine function that stops it.
@@ -91,9 +91,15 @@ def _uvicorn_config(config: ServerConfig, app: Any, port: int) -> uvicorn.Config
     )
 
 
+def uvicorn_server(config: ServerConfig) -> uvicorn.Server:
+    """The server, not started: ``run()`` serves until ``should_exit`` is set (or, in the main
+    thread, SIGINT/SIGTERM), then answers what is in flight and stops the services."""
+    return uvicorn.Server(_uvicorn_config(config, create_app(config), config.port))
+
+
 def serve(config: ServerConfig) -> None:
     """Run in the foreground until interrupted (``meshota server``)."""
-    server = uvicorn.Server(_uvicorn_config(config, create_app(config), config.port))
+    server = uvicorn_server(config)
     server.run()
     if not server.started:
         raise RuntimeError("server failed to start")

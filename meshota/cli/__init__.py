@@ -38,6 +38,18 @@ USAGE = "usage: meshota COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(
 )
 
 
+def _bare_package(name: str) -> None:
+    """Register package ``name`` without running its ``__init__``, so that ``from name import
+    sub`` loads that submodule (and what it needs) only. python-mbedtls's ``__init__`` imports
+    every submodule (ciphers, HKDF, HMAC, secrets, ...: each a ~2 MB extension with its own copy
+    of mbedTLS); the gateway uses ``tls``, ``x509``, ``pk`` and ``exceptions``. Gateway process only."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if name not in sys.modules and spec is not None and spec.submodule_search_locations is not None:
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -59,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         # used, so asyncio runs without it. Only for a real process (argv None), never in-process,
         # and not for the aiomqtt baseline link (--broker-client aiomqtt), which imports ssl.
         sys.modules["ssl"] = None  # type: ignore[assignment]
+        if any(a == "--dtls" or a.startswith("--dtls=") for a in args):
+            _bare_package("mbedtls")
     fn = getattr(importlib.import_module(module), func)
     return int(fn(args[1:]))
 

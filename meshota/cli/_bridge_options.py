@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.mqtt import BridgePolicy, MqttBridgeConfig, bridge_service, load_record_keys
@@ -37,8 +38,12 @@ def add_bridge_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def bridge_service_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
-    """(service, None) or (None, one-line error naming the bad value)."""
+def bridge_service_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[Any, str | None]:
+    """(service, None) or (None, one-line error naming the bad value). ``environ``: where
+    ``--broker-password-env`` is looked up (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
     try:
         host, port = parse_broker_url(args.broker)
     except ConfigError as exc:
@@ -56,7 +61,7 @@ def bridge_service_from_args(args: argparse.Namespace) -> tuple[Any, str | None]
         port=port,
         client_id=args.bridge_client_id,
         username=args.broker_username,
-        password=os.environ.get(args.broker_password_env) if args.broker_username else None,
+        password=env.get(args.broker_password_env) if args.broker_username else None,
         share_group=args.share_group,
         reply_qos=args.reply_qos,
         policy=BridgePolicy(require_verified=not args.accept_unverified, block_size=args.block_size),

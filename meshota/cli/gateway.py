@@ -412,6 +412,7 @@ async def _serve(
     if listener is not None:
         ends.append(f"dtls {format_address(*listener.address)}")
     print(f"meshota gateway: {', '.join(ends)} -> {args.broker} ({config.mode})", flush=True)
+    _release_startup_memory()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -444,6 +445,19 @@ async def _serve(
         await listener.close()
     await server.close()
     return 0
+
+
+def _release_startup_memory() -> None:
+    """Once listening: hand back to the kernel what starting up used and freed (argument
+    parsing, the PSK file, compiled patterns), ~0.7 MB of RSS that glibc's malloc would keep."""
+    import gc
+
+    gc.collect()
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
 
 
 def gateway_main(argv: list[str]) -> int:

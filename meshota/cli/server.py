@@ -11,9 +11,9 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +30,10 @@ from bridge.artifacts import VerifyKey, load_verify_key
 from bridge.store import Store, StoreConfigError, normalize_url
 from meshota.cli._args import CliParser, ConfigError, parse_hostport, usage_error
 
-__all__ = ["admin_main", "server_main"]
+if TYPE_CHECKING:
+    from bridge.http import ServerConfig
+
+__all__ = ["admin_main", "server_config", "server_main"]
 
 T = TypeVar("T")
 
@@ -63,7 +66,26 @@ def _add_telemetry_options(p: CliParser) -> None:
 
 
 def server_main(argv: Sequence[str]) -> int:
-    from bridge.http import ServerConfig, serve
+    from bridge.http import serve
+
+    config, code = server_config(argv)
+    if config is None:
+        return code
+    try:
+        serve(config)
+    except RuntimeError as exc:
+        print(f"meshota server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def server_config(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[ServerConfig | None, int]:
+    """``meshota server``'s options checked: ``(config, 0)``, or ``(None, exit status)`` once the
+    one-line error is printed. ``environ``: where ``--broker-password-env`` is read (default
+    ``os.environ``; ``meshota up`` passes the server's own, see meshota/up/inprocess.py)."""
+    from bridge.http import ServerConfig
     from meshota.cli._bridge_options import add_bridge_options, bridge_service_from_args
 
     prog = "meshota server"
@@ -97,42 +119,42 @@ def server_main(argv: Sequence[str]) -> int:
     try:
         host, port = parse_hostport(args.http, "--http")
     except ConfigError as exc:
-        return usage_error(prog, str(exc))
+        return None, usage_error(prog, str(exc))
     try:
         normalize_url(args.db)
     except StoreConfigError as exc:
-        return usage_error(prog, f"bad --db value: {exc}")
+        return None, usage_error(prog, f"bad --db value: {exc}")
     schema_error = _check_schema(args.db, args.db_schema)
     if schema_error:
-        return usage_error(prog, schema_error)
+        return None, usage_error(prog, schema_error)
     if (args.tls_cert is None) != (args.tls_key is None):
-        return usage_error(prog, "--tls-cert and --tls-key go together")
+        return None, usage_error(prog, "--tls-cert and --tls-key go together")
     for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not path.is_file():
-            return usage_error(prog, f"bad {opt} value {str(path)!r}: no such file")
+            return None, usage_error(prog, f"bad {opt} value {str(path)!r}: no such file")
     keys: list[VerifyKey] = []
     for path in args.verify_key:
         try:
             keys.append(load_verify_key(path.read_bytes()))
         except (OSError, ValueError) as exc:
-            return usage_error(prog, f"bad --verify-key value {str(path)!r}: {exc}")
+            return None, usage_error(prog, f"bad --verify-key value {str(path)!r}: {exc}")
     try:
         args.artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return usage_error(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
+        return None, usage_error(prog, f"bad --artifacts value {str(args.artifacts)!r}: {exc.strerror}")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     services = []
     if args.broker:
-        service, bridge_error = bridge_service_from_args(args)
+        service, bridge_error = bridge_service_from_args(args, environ)
         if bridge_error:
-            return usage_error(prog, bridge_error)
+            return None, usage_error(prog, bridge_error)
         services.append(service)
     if args.telemetry_level != "off":
         from meshota import __version__
         from meshota.telemetry.sender import telemetry_service
 
         if args.telemetry_state is None:
-            return usage_error(prog, "--telemetry-level needs --telemetry-state FILE")
+            return None, usage_error(prog, "--telemetry-level needs --telemetry-state FILE")
         state = args.telemetry_state
         services.append(telemetry_service(args.telemetry_level, args.telemetry_url, state, __version__))
     settings = Settings(public_url=args.public_url, verify_keys=tuple(keys), public_stats=args.public_stats)
@@ -148,12 +170,7 @@ def server_main(argv: Sequence[str]) -> int:
         access_log=args.access_log,
         services=tuple(services),
     )
-    try:
-        serve(config)
-    except RuntimeError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return config, 0
 
 
 def _run_in_store(

@@ -1,11 +1,12 @@
 """The long-running half of ``meshota up``: carries out a plan (meshota/up/stack.py) with the
-supervisor, in a process that imports nothing else.
+supervisor, and serves the HTTP API and the MQTT bridge in the same process.
 
 ``meshota up`` checks the configuration and prepares the data directory (TOML, key generation,
 mosquitto_passwd, the first start's ``meshota admin`` runs), writes the plan to
 ``DATA/run/plan.json`` (0600) and replaces itself (``exec``, same pid) with
-``python -m meshota.up.runner PLAN``, which reads and deletes the plan and supervises. The
-process that stays up for months has loaded only what supervising needs.
+``python -m meshota.up.runner PLAN``, which reads and deletes the plan and supervises: mosquitto
+and the gateway as child processes, the server (the plan's ``in_process`` child) as a thread of
+this process (meshota/up/inprocess.py), so the stack costs what its parts cost.
 
 Signals: SIGINT/SIGTERM stop the stack (gateway, server, mosquitto, each with
 ``supervisor.stop_timeout``); SIGHUP makes the gateway reload the PSK file and restarts the
@@ -37,6 +38,9 @@ _LABELS = {"http": "HTTP API", "broker": "MQTT broker", "udp": "MQTT-SN UDP", "d
 def _spec(entry: dict[str, Any]) -> ChildSpec:
     ready = entry["ready"]
     spec = ChildSpec(entry["name"], list(entry["argv"]), dict(entry["env"]))
+    if entry.get("in_process"):  # ``python -m meshota server ARGS`` run here: ARGS
+        args, env = spec.argv[spec.argv.index("server") + 1 :], spec.env
+        spec.start = lambda: _in_process(args, env)
     if "line" in ready:
         spec.ready_line = ready["line"]
     elif "tcp" in ready:
@@ -46,6 +50,12 @@ def _spec(entry: dict[str, Any]) -> ChildSpec:
         host, port = ready["http"]
         spec.ready = lambda: http_ready(host, port)
     return spec
+
+
+def _in_process(args: list[str], env: dict[str, str]) -> Any:
+    from meshota.up.inprocess import InProcessServer
+
+    return InProcessServer(args, env)
 
 
 def _write_addresses(data: Path, addresses: dict[str, Any]) -> Path:
@@ -87,7 +97,8 @@ def run_plan(plan: dict[str, Any]) -> int:
     try:
         for group in (
             [s for s in specs if s.name == "mosquitto"],
-            [s for s in specs if s.name != "mosquitto"],
+            # child processes first: they start while this process sets up the in-process server
+            sorted((s for s in specs if s.name != "mosquitto"), key=lambda s: s.start is not None),
         ):
             if group:
                 started = [sup.start(spec) for spec in group]

@@ -2,7 +2,8 @@
 written down as a plan that :mod:`meshota.up.runner` carries out.
 
 Each is the existing command, started with files and environment variables for its secrets
-(never a secret in argv), so ``up`` costs what the parts cost plus one small supervisor.
+(never a secret in argv). The server is marked ``in_process``: the supervising process runs it
+itself (meshota/up/inprocess.py), so ``up`` costs what the parts cost.
 Start order: mosquitto (ready: TCP connect), then the server (ready: ``GET /readyz`` 200) and
 the gateway (ready: its "meshota gateway: ..." line); stop order: gateway, server, mosquitto.
 """
@@ -126,7 +127,8 @@ def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, 
         argv += ["--telemetry-state", str(config.data / "telemetry.json")]
     if config.get("public_stats", "enabled"):
         argv.append("--public-stats")
-    return {"name": "server", "argv": argv, "env": env, "ready": {"http": [_connect_host(host), port]}}
+    return {"name": "server", "argv": argv, "env": env, "ready": {"http": [_connect_host(host), port]},
+            "in_process": True}  # fmt: skip
 
 
 def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, Any]:

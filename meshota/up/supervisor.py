@@ -3,21 +3,21 @@ backoff when one dies, stop in order.
 
 Each child runs in its own session (a terminal's Ctrl-C reaches only ``meshota up``, which then
 stops the children in order) and gets SIGTERM if ``meshota up`` itself dies (Linux
-``PR_SET_PDEATHSIG``), so no child outlives it. Its stdout and stderr are copied, line by line
-with a ``[name]`` prefix, to ``meshota up``'s stdout. A child that exits while the stack runs is
-logged (which, exit status, restart count) and restarted after a delay that doubles for every
-death within :data:`STABLE_AFTER` seconds of its start, up to a cap.
+``PR_SET_PDEATHSIG``, set by util-linux ``setpriv`` when installed), so no child outlives it.
+Its stdout and stderr are copied, line by line with a ``[name]`` prefix, to ``meshota up``'s
+stdout. A child that exits while the stack runs is logged (which, exit status, restart count)
+and restarted after a delay that doubles for every death within :data:`STABLE_AFTER` seconds of
+its start, up to a cap.
 
-One thread, one ``selectors`` loop, the standard library only and no asyncio (whose import alone
-is ~10 MB of resident memory): the supervisor must cost little next to the children it runs.
-Signals are turned into flags by their handlers and wake the loop through
-``signal.set_wakeup_fd``.
+One thread, one ``selectors`` loop, the standard library only and no asyncio: a plain loop that
+can share its process with other work (``meshota up`` runs the server in the same process, see
+meshota/up/inprocess.py; a child may be such a component, see :class:`ChildSpec`). Signals are
+turned into flags by their handlers and wake the loop through ``signal.set_wakeup_fd``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import selectors
 import signal
@@ -28,8 +28,9 @@ import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~0.5 MB)
 
-if TYPE_CHECKING:  # imported only for the type checker: the supervisor stays small at run time
+if TYPE_CHECKING:  # imported only for the type checker
     from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["Child", "ChildSpec", "Supervisor", "describe_exit", "http_ready", "tcp_ready"]
 
@@ -38,9 +39,26 @@ _PR_SET_PDEATHSIG = 1
 _MAX_LINE = 64 * 1024
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+_prctl: Any = None
+
+
+def _setpriv() -> str | None:
+    """util-linux ``setpriv`` (Debian: essential), which sets PR_SET_PDEATHSIG and execs the
+    command: no Python code runs between fork and exec (the process runs other threads: the
+    in-process server) and no ctypes is loaded. Without it, a ``preexec_fn`` does the prctl."""
+    for path in ("/usr/bin/setpriv", "/bin/setpriv"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+_SETPRIV = _setpriv() if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (no setpriv)
+    # the function was looked up in the parent (_spawn): the child does as little as it can
     with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tcp_ready(host: str, port: int) -> bool:
@@ -64,7 +82,10 @@ def http_ready(host: str, port: int, path: str = "/readyz") -> bool:
 
 class ChildSpec:
     """What to run. ``ready``: polled until True; or ``ready_line``: ready once a line of its
-    output starts with this. (Plain classes: ``dataclasses`` alone would add ~1.4 MB resident.)"""
+    output starts with this. ``start``: instead of running ``argv``, call this for something
+    that behaves like a ``subprocess.Popen`` (``poll``, ``returncode``, ``pid``, ``send_signal``,
+    ``kill``, ``wait``; ``stdout`` None: nothing to copy), e.g. a component of this process
+    (meshota/up/inprocess.py)."""
 
     def __init__(
         self,
@@ -73,8 +94,10 @@ class ChildSpec:
         env: dict[str, str] | None = None,
         ready: Callable[[], bool] | None = None,
         ready_line: str | None = None,
+        start: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
+        self.start = start
         self.argv = argv
         self.env = env or {}
         self.ready = ready
@@ -84,7 +107,7 @@ class ChildSpec:
 class Child:
     def __init__(self, spec: ChildSpec, delay: float = 0.0) -> None:
         self.spec = spec
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Any = None  # a subprocess.Popen, or what ChildSpec.start returned
         self.restarts = 0
         self.started = 0.0
         self.ready = False
@@ -131,20 +154,32 @@ class Supervisor:
     # -- output and exits -----------------------------------------------------------------------
 
     def _spawn(self, child: Child) -> None:
+        global _prctl
         spec = child.spec
+        child.started = time.monotonic()
+        child.ready = False
+        child.restart_at = None
+        child.buffer = b""
+        if spec.start is not None:
+            child.proc = spec.start()
+            return
+        argv = spec.argv
+        if _SETPRIV is not None:
+            argv = [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+        elif _prctl is None and sys.platform == "linux":
+            import ctypes
+
+            with contextlib.suppress(Exception):
+                _prctl = ctypes.CDLL(None, use_errno=True).prctl
         child.proc = subprocess.Popen(
-            spec.argv,
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **spec.env},
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent if _SETPRIV is None and _prctl is not None else None,
         )
-        child.started = time.monotonic()
-        child.ready = False
-        child.restart_at = None
-        child.buffer = b""
         assert child.proc.stdout is not None
         fd = child.proc.stdout.fileno()
         os.set_blocking(fd, False)

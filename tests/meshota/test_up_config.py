@@ -157,3 +157,45 @@ def test_plan_external_broker_and_no_secret_in_any_argv(tmp_path: Path) -> None:
         assert not any("secret" in arg for arg in child["argv"])
     psk = (tmp_path / "d" / "keys" / "psk.txt").read_text()
     assert psk.count("\nnode-1,") == 1 and (tmp_path / "d" / "keys").stat().st_mode & 0o077 == 0
+
+
+def test_in_process_server_is_supervised_like_a_child(tmp_path: Path) -> None:
+    """The server in meshota up's own process: ready on /readyz, a stop it did not ask for is
+    logged and followed by a restart, a planned restart and SIGTERM stop it gracefully, a bad
+    option is an exit at start (status 2) as for a process."""
+    import signal
+    import socket
+
+    from meshota.up.inprocess import InProcessServer
+    from meshota.up.supervisor import http_ready
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--http", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 'm.db'}",
+            "--artifacts", str(tmp_path / "art"), "--log-level", "warning"]  # fmt: skip
+    said: list[str] = []
+    sup = Supervisor(backoff=0.05, stop_timeout=20, say=said.append)
+    spec = ChildSpec("server", [], ready=lambda: http_ready("127.0.0.1", port))
+    spec.start = lambda: InProcessServer(args, {})
+    server = sup.start(spec)
+    sup.wait_ready([server], time.monotonic() + 60)
+    first = server.proc
+    first.send_signal(signal.SIGTERM)  # it stops without the supervisor asking: a death
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("server restarted") for line in said) and time.monotonic() < deadline:
+        sup.tend()
+        sup.pump(0.05)
+    assert server.proc is not first and server.restarts == 1 and http_ready("127.0.0.1", port)
+    assert any(line.startswith(f"server (pid {first.pid}) exit status 0 after") for line in said), said
+    sup.restart("server")  # SIGHUP's planned restart: stop, start again at once
+    sup.wait_ready([server], time.monotonic() + 60)
+    assert server.restarts == 2
+    sup.stop_all(["server"])
+    assert "server stopped (exit status 0)" in said and not http_ready("127.0.0.1", port)
+
+    bad = Supervisor(say=said.append)
+    broken = ChildSpec("server", [], ready=lambda: False)
+    broken.start = lambda: InProcessServer(["--http", "nohost", "--db", "sqlite://", "--artifacts", "x"], {})
+    with pytest.raises(RuntimeError, match=r"server exited at start \(exit status 2\)"):
+        bad.wait_ready([bad.start(broken)], time.monotonic() + 30)

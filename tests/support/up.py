@@ -87,8 +87,11 @@ class UpProcess:
         return self.log.read_text(errors="replace")
 
     def child_pid(self, name: str) -> int:
-        """The pid of the child running ``meshota <name>`` (or mosquitto)."""
+        """The pid of the child running ``meshota <name>`` (or mosquitto); for ``server``, which
+        runs inside meshota up's own process (meshota/up/inprocess.py), that process's pid."""
         assert self.proc is not None
+        if name == "server":
+            return self.proc.pid
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
