@@ -106,14 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--broker-username", help="MQTT username for every broker connection")
     secret = ap.add_mutually_exclusive_group()
     secret.add_argument(
-        "--broker-password-file", metavar="FILE",
+        "--broker-password-file", metavar="FILE", type=_raw_value,
         help="read the MQTT password from FILE (one trailing newline is ignored)",
     )
     secret.add_argument(
-        "--broker-password-env", metavar="VAR", help="take the MQTT password from environment variable VAR"
+        "--broker-password-env", metavar="VAR", type=_raw_value,
+        help="take the MQTT password from environment variable VAR",
     )
     secret.add_argument(
-        "--broker-password", metavar="PASSWORD",
+        "--broker-password", metavar="PASSWORD", type=_raw_value,
         help="MQTT password (discouraged: visible in ps; use --broker-password-file or -env)",
     )
     ap.add_argument(
@@ -251,18 +252,32 @@ _VALUE_OPTIONS = ("--broker-password", "--broker-password-file", "--broker-passw
 
 
 def _join_values(argv: list[str]) -> list[str]:
-    """``--broker-password -x`` as ``--broker-password=-x``: argparse would take a value that
-    starts with '-' for an option; a password (or a file name) may well start with one."""
+    """``--broker-password -x`` as ``--broker-password=<RAW>-x``: argparse would take a value that
+    starts with '-' for an option, and drops a value that is exactly ``--`` (CPython < 3.13); a
+    password (or a file name) may well be either. The marker keeps the value opaque to argparse and
+    :func:`_raw_value` (the options' ``type``) removes it."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv):
-            out.append(f"{argv[i]}={argv[i + 1]}")
+        arg = argv[i]
+        if arg in _VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(f"{arg}={_RAW}{argv[i + 1]}")
             i += 2
             continue
-        out.append(argv[i])
+        name, eq, value = arg.partition("=")
+        if eq and name in _VALUE_OPTIONS:
+            arg = f"{name}={_RAW}{value}"
+        out.append(arg)
         i += 1
     return out
+
+
+# NUL cannot occur in a real command-line argument, so it cannot collide with a user's value.
+_RAW = "\x00"
+
+
+def _raw_value(text: str) -> str:
+    return text.removeprefix(_RAW)
 
 
 def check_udp_identities(args: argparse.Namespace, dtls: DtlsOptions | None) -> None:
