@@ -180,9 +180,9 @@ def _name(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    for word in (b"gateway", b"server", b"meshota.up.runner"):
+    for word in (b"gateway", b"server", b"meshota.cli.up_runner"):
         if word in argv:
-            return "up (supervisor + server)" if word == b"meshota.up.runner" else word.decode()
+            return "up (supervisor + server)" if word == b"meshota.cli.up_runner" else word.decode()
     return Path(argv[0].decode()).name
 
 

@@ -91,6 +91,7 @@ if TYPE_CHECKING:
         short_topic_name,
     )
     from ._topics import PredefinedTopics, TopicRegistry, topic_matches
+del TYPE_CHECKING  # not part of the package's names
 
 _LAZY: dict[str, str] = {
     "ClientSession": "_client",

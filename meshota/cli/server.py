@@ -84,7 +84,7 @@ def server_config(
 ) -> tuple[ServerConfig | None, int]:
     """``meshota server``'s options checked: ``(config, 0)``, or ``(None, exit status)`` once the
     one-line error is printed. ``environ``: where ``--broker-password-env`` is read (default
-    ``os.environ``; ``meshota up`` passes the server's own, see meshota/up/inprocess.py)."""
+    ``os.environ``; ``meshota up`` passes the server's own, see meshota/cli/_up_inprocess.py)."""
     from bridge.http import ServerConfig
     from meshota.cli._bridge_options import add_bridge_options, bridge_service_from_args
 

@@ -74,8 +74,8 @@ def up_main(argv: Sequence[str]) -> int:
     path = config.data / "run" / "plan.json"
     write_plan(plan, path)
     sys.stdout.flush()
-    # the same pid goes on as a process that loads only the supervisor (meshota/up/runner.py)
-    os.execv(sys.executable, [sys.executable, "-m", "meshota.up.runner", str(path)])
+    # the same pid goes on as a process that loads only the supervisor (meshota/cli/up_runner.py)
+    os.execv(sys.executable, [sys.executable, "-m", "meshota.cli.up_runner", str(path)])
 
 
 if __name__ == "__main__":

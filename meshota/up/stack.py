@@ -1,9 +1,9 @@
 """The children of ``meshota up``: a private mosquitto, ``meshota server``, ``meshota gateway``,
-written down as a plan that :mod:`meshota.up.runner` carries out.
+written down as a plan that :mod:`meshota.cli.up_runner` carries out.
 
 Each is the existing command, started with files and environment variables for its secrets
 (never a secret in argv). The server is marked ``in_process``: the supervising process runs it
-itself (meshota/up/inprocess.py), so ``up`` costs what the parts cost.
+itself (meshota/cli/_up_inprocess.py), so ``up`` costs what the parts cost.
 Start order: mosquitto (ready: TCP connect), then the server (ready: ``GET /readyz`` 200) and
 the gateway (ready: its "meshota gateway: ..." line); stop order: gateway, server, mosquitto.
 """

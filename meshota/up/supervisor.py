@@ -11,7 +11,7 @@ its start, up to a cap.
 
 One thread, one ``selectors`` loop, the standard library only and no asyncio: a plain loop that
 can share its process with other work (``meshota up`` runs the server in the same process, see
-meshota/up/inprocess.py; a child may be such a component, see :class:`ChildSpec`). Signals are
+meshota/cli/_up_inprocess.py; a child may be such a component, see :class:`ChildSpec`). Signals are
 turned into flags by their handlers and wake the loop through ``signal.set_wakeup_fd``.
 """
 
@@ -85,7 +85,7 @@ class ChildSpec:
     output starts with this. ``start``: instead of running ``argv``, call this for something
     that behaves like a ``subprocess.Popen`` (``poll``, ``returncode``, ``pid``, ``send_signal``,
     ``kill``, ``wait``; ``stdout`` None: nothing to copy), e.g. a component of this process
-    (meshota/up/inprocess.py)."""
+    (meshota/cli/_up_inprocess.py)."""
 
     def __init__(
         self,

@@ -166,7 +166,7 @@ def test_in_process_server_is_supervised_like_a_child(tmp_path: Path) -> None:
     import signal
     import socket
 
-    from meshota.up.inprocess import InProcessServer
+    from meshota.cli._up_inprocess import InProcessServer
     from meshota.up.supervisor import http_ready
 
     with socket.socket() as s:

@@ -88,7 +88,7 @@ class UpProcess:
 
     def child_pid(self, name: str) -> int:
         """The pid of the child running ``meshota <name>`` (or mosquitto); for ``server``, which
-        runs inside meshota up's own process (meshota/up/inprocess.py), that process's pid."""
+        runs inside meshota up's own process (meshota/cli/_up_inprocess.py), that process's pid."""
         assert self.proc is not None
         if name == "server":
             return self.proc.pid

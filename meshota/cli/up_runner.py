@@ -4,9 +4,9 @@ supervisor, and serves the HTTP API and the MQTT bridge in the same process.
 ``meshota up`` checks the configuration and prepares the data directory (TOML, key generation,
 mosquitto_passwd, the first start's ``meshota admin`` runs), writes the plan to
 ``DATA/run/plan.json`` (0600) and replaces itself (``exec``, same pid) with
-``python -m meshota.up.runner PLAN``, which reads and deletes the plan and supervises: mosquitto
+``python -m meshota.cli.up_runner PLAN``, which reads and deletes the plan and supervises: mosquitto
 and the gateway as child processes, the server (the plan's ``in_process`` child) as a thread of
-this process (meshota/up/inprocess.py), so the stack costs what its parts cost.
+this process (meshota/cli/_up_inprocess.py), so the stack costs what its parts cost.
 
 Signals: SIGINT/SIGTERM stop the stack (gateway, server, mosquitto, each with
 ``supervisor.stop_timeout``); SIGHUP makes the gateway reload the PSK file and restarts the
@@ -53,7 +53,7 @@ def _spec(entry: dict[str, Any]) -> ChildSpec:
 
 
 def _in_process(args: list[str], env: dict[str, str]) -> Any:
-    from meshota.up.inprocess import InProcessServer
+    from meshota.cli._up_inprocess import InProcessServer
 
     return InProcessServer(args, env)
 

@@ -83,7 +83,7 @@ class InProcessServer:
 
     def send_signal(self, sig: int) -> None:
         """SIGTERM/SIGINT: stop gracefully; SIGKILL: stop without waiting for connections.
-        Other signals mean nothing to it (SIGHUP is handled by a restart, see runner.py)."""
+        Other signals mean nothing to it (SIGHUP is handled by a restart, see up_runner.py)."""
         with self._lock:
             if self._server is None:
                 if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
