@@ -6,6 +6,7 @@ from . import _artifacts as art
 from . import _deployments as dep
 from . import _devauth as auth
 from . import _device_deployments as ddep
+from . import _deviceconfig as dcfg
 from . import _fleet_stats as fleet
 from . import _inventory as inv
 from . import _useradm as users
@@ -20,6 +21,7 @@ _DEPLOY_DEV = "/api/devices/v1/deployments/device/deployments"
 _MGMT_DEPLOY = "/api/management/v1/deployments"
 _DEVAUTH = "/api/management/v2/devauth/devices"
 _INV = "/api/management/v1/inventory"
+_DEVCONF = "/api/management/v1/deviceconfig/configurations/device"
 
 
 async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
@@ -47,6 +49,8 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
     Route("POST", "/api/meshota/v1/devices/fleet_counts", fleet.fleet_counts),  # a root's count record
+    Route("GET", f"{_DEV}/deviceconfig/configuration", dcfg.device_get_config),
+    Route("PUT", f"{_DEV}/deviceconfig/configuration", dcfg.device_put_config),
     # -- public, read-only, no authentication: the fleet's statistics (off by default) --------
     Route("GET", "/stats/fleet", fleet.stats_page),
     Route("GET", "/stats/fleet/weekly.json", fleet.stats_json),
@@ -80,6 +84,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("DELETE", f"{_DEVAUTH}/{{id}}", auth.mgmt_decommission),
     Route("PUT", f"{_DEVAUTH}/{{id}}/auth/{{aid}}/status", auth.mgmt_set_auth_status),
     Route("DELETE", f"{_DEVAUTH}/{{id}}/auth/{{aid}}", auth.mgmt_delete_auth_set),
+    # -- deviceconfig -----------------------------------------------------------------------
+    Route("GET", f"{_DEVCONF}/{{id}}", dcfg.mgmt_get_config),
+    Route("PUT", f"{_DEVCONF}/{{id}}", dcfg.mgmt_set_config),
+    Route("POST", f"{_DEVCONF}/{{id}}/deploy", dcfg.mgmt_deploy_config),
     # -- inventory --------------------------------------------------------------------------
     Route("GET", f"{_INV}/devices", inv.mgmt_inventory_devices),
     Route("GET", f"{_INV}/devices/{{id}}", inv.mgmt_inventory_device),
