@@ -33,6 +33,7 @@ __all__ = [
     "CONSENT_POLICIES",
     "DAYS",
     "HORIZON",
+    "MAX_INTERVALS",
     "MAX_WINDOWS",
     "InstallPolicy",
     "InstallRule",
@@ -195,6 +196,12 @@ class InstallPolicy:
             return self.until
         return min(min(b for a, b in self.windows if a <= now < b), self.until)
 
+    def shifted(self, delta: float) -> InstallPolicy:
+        """The same policy on another clock (a driver whose ``now`` is monotonic adds
+        ``monotonic - wall``): windows are UTC seconds on the wire."""
+        spans = None if self.windows is None else tuple((a + delta, b + delta) for a, b in self.windows)
+        return InstallPolicy(self.consent, spans, self.until + delta)
+
     # -- the ``meshota.install`` field of next ---------------------------------------------------
     def to_next(self) -> dict[str, Any]:
         return {
@@ -230,7 +237,7 @@ class InstallPolicy:
 
     # -- record ``policy`` on flash (SPEC.md §7) -------------------------------------------------
     def encode(self) -> bytes:
-        until = min(int(self.until), (1 << 32) - 1)
+        until = (1 << 32) - 1 if self.until >= (1 << 32) - 1 else int(self.until)
         spans = () if self.windows is None else self.windows
         out = _HEAD.pack(
             CONSENT_POLICIES.index(self.consent), 1 if self.windows is None else 0, until, len(spans)

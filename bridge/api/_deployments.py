@@ -14,6 +14,7 @@ from ._auth import require_user
 from ._context import ApiContext, now
 from ._device_deployments import refresh_deployment
 from ._paging import paginate
+from ._rollouts import RolloutSpec, create_rollout, parse_rollout, rollout_json
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -55,6 +56,7 @@ async def create_deployment(
     device_ids: list[str],
     group: str | None = None,
     force: bool = False,
+    rollout: RolloutSpec | None = None,
 ) -> str:
     """Service-layer creation, shared by the management API and ``meshota admin deploy``."""
     if not name or not artifact_name:
@@ -98,6 +100,8 @@ async def create_deployment(
             for device_id in ids
         ],
     )
+    if rollout is not None:
+        await create_rollout(conn, deployment_id, ids, rollout, ts)
     return deployment_id
 
 
@@ -118,7 +122,7 @@ async def abort_deployment(conn: AsyncConnection, deployment_id: str) -> None:
     await refresh_deployment(conn, deployment_id)
 
 
-def _body(req: Request) -> dict[str, Any]:
+def _body(req: Request) -> tuple[dict[str, Any], RolloutSpec | None]:
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -128,7 +132,7 @@ def _body(req: Request) -> dict[str, Any]:
     force = body.get("force_installation", False)
     if not isinstance(force, bool):
         raise ApiError(400, "force_installation must be a boolean")
-    return body
+    return body, parse_rollout(body)  # phases, retries, gates, install: validated before any write
 
 
 def _created(deployment_id: str) -> Response:
@@ -137,7 +141,7 @@ def _created(deployment_id: str) -> Response:
 
 async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    body = _body(req)
+    body, rollout = _body(req)
     devices = body.get("devices")
     async with ctx.store.transaction() as conn:
         if body.get("all_devices") is True:
@@ -154,6 +158,7 @@ async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
             artifact_name=body["artifact_name"],
             device_ids=devices,
             force=body.get("force_installation", False),
+            rollout=rollout,
         )
     return _created(deployment_id)
 
@@ -169,7 +174,7 @@ async def group_devices(conn: AsyncConnection, group: str) -> list[str]:
 
 async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    body = _body(req)
+    body, rollout = _body(req)
     group = req.path_params["name"]
     async with ctx.store.transaction() as conn:
         members = await group_devices(conn, group)
@@ -183,6 +188,7 @@ async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
             device_ids=members,
             group=group,
             force=body.get("force_installation", False),
+            rollout=rollout,
         )
     return _created(deployment_id)
 
@@ -207,6 +213,11 @@ async def _deployment_json(conn: AsyncConnection, row: Any) -> dict[str, Any]:
         out["finished"] = rfc3339(row.finished_ts)
     if row.group_name is not None:
         out["groups"] = [row.group_name]
+    rollout = await rollout_json(conn, row.id)
+    if rollout is not None:  # Mender's phases/retries, and meshota's rollout state beside them
+        out["phases"] = rollout["phases"]
+        out["retries"] = rollout["retries"]
+        out["meshota_rollout"] = {k: v for k, v in rollout.items() if k not in ("phases", "retries")}
     return out
 
 

@@ -9,6 +9,8 @@ from . import _device_deployments as ddep
 from . import _deviceconfig as dcfg
 from . import _fleet_stats as fleet
 from . import _inventory as inv
+from . import _policies as pol
+from . import _rollouts as roll
 from . import _useradm as users
 from ._context import ApiContext
 from ._routing import Route, Router
@@ -57,6 +59,14 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", "/stats/fleet/weekly.csv", fleet.stats_csv),
     # -- meshota management extension: the key nodes check chunk maps with ----------------
     Route("GET", "/api/meshota/v1/management/chunk_map_key", _chunk_map_key),  # meshota extension
+    # -- meshota management extension: rollouts and fleet policies (docs/rollouts.md) ---------
+    Route("GET", "/api/meshota/v1/management/rollouts/{id}", roll.mgmt_rollout),
+    Route("POST", "/api/meshota/v1/management/rollouts/{id}/{action}", roll.mgmt_rollout_action),
+    Route("GET", "/api/meshota/v1/management/policies/tenant", pol.mgmt_get_policy),
+    Route("PUT", "/api/meshota/v1/management/policies/tenant", pol.mgmt_put_policy),
+    Route("GET", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_get_policy),
+    Route("PUT", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_put_policy),
+    Route("DELETE", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_delete_group_policy),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),

@@ -10,7 +10,7 @@ many times it retried. A deployment without a ``rollouts`` row is a plain Mender
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, String, Table, Text
 
 from ._tables import metadata
 
@@ -68,6 +68,5 @@ rollout_devices = Table(
     Column("device_id", String(36), primary_key=True),
     Column("phase", Integer, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("consented", Boolean, nullable=False, default=False),
     Index("ix_rollout_devices_device", "device_id"),
 )

@@ -66,7 +66,6 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(36), primary_key=True),
         sa.Column("phase", sa.Integer, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
-        sa.Column("consented", sa.Boolean, nullable=False),
     )
     op.create_index("ix_rollout_devices_device", "rollout_devices", ["device_id"])
 
