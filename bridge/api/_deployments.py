@@ -57,6 +57,7 @@ async def create_deployment(
     group: str | None = None,
     force: bool = False,
     rollout: RolloutSpec | None = None,
+    wall_clock: float | None = None,
 ) -> str:
     """Service-layer creation, shared by the management API and ``meshota admin deploy``."""
     if not name or not artifact_name:
@@ -101,7 +102,8 @@ async def create_deployment(
         ],
     )
     if rollout is not None:
-        await create_rollout(conn, deployment_id, ids, rollout, ts)
+        # phase start times are wall-clock times (ApiContext.clock; the simulator's is virtual)
+        await create_rollout(conn, deployment_id, ids, rollout, ts if wall_clock is None else wall_clock)
     return deployment_id
 
 
@@ -159,6 +161,7 @@ async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
             device_ids=devices,
             force=body.get("force_installation", False),
             rollout=rollout,
+            wall_clock=ctx.clock(),
         )
     return _created(deployment_id)
 
@@ -189,6 +192,7 @@ async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
             group=group,
             force=body.get("force_installation", False),
             rollout=rollout,
+            wall_clock=ctx.clock(),
         )
     return _created(deployment_id)
 

@@ -167,8 +167,9 @@ def parse_rollout(body: dict[str, Any]) -> RolloutSpec | None:
 async def create_rollout(
     conn: AsyncConnection, deployment_id: str, device_ids: list[str], spec: RolloutSpec, ts: float
 ) -> None:
-    """Assign every device a phase and store the rollout (inside the deployment's transaction)."""
-    ids = sorted(dict.fromkeys(device_ids))
+    """Assign every device a phase (shares: in the order the devices are listed, so the operator
+    picks the canaries) and store the rollout (inside the deployment's transaction)."""
+    ids = list(dict.fromkeys(device_ids))  # Mender: devices fill the phases in the order listed
     phases = [dict(p) for p in spec.phases]
     assigned: dict[str, int] = {}
     if any(p["group"] is not None for p in phases):
