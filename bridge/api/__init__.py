@@ -17,6 +17,7 @@ from ._limits import ApiLimits
 from ._policies import set_policy
 from ._public_stats import publish, render_csv, render_json, render_page
 from ._ranges import block_range
+from ._rollout_ticker import rollout_ticker_service, run_ticker
 from ._rollouts import rollout_action, rollout_tick
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
@@ -56,6 +57,8 @@ __all__ = [
     "render_page",
     "rollout_action",
     "rollout_tick",
+    "rollout_ticker_service",
+    "run_ticker",
     "set_auth_status",
     "set_group",
     "set_policy",

@@ -186,3 +186,39 @@ def test_epoch_is_a_monday() -> None:
     import datetime as dt
 
     assert dt.datetime.fromtimestamp(EPOCH, dt.UTC).strftime("%a %H:%M") == "Mon 00:00"
+
+
+def test_the_ticker_task_moves_a_rollout_and_survives_a_failing_pass(tmp_path: Path) -> None:
+    """bridge.api.run_ticker (what ``meshota server`` starts) on the simulator's store."""
+    import asyncio
+
+    from bridge.api import run_ticker
+
+    sim = RolloutSim(
+        RolloutScenario(
+            nodes=4, submeshes=1, phases=({"batch_size": 50, "start_ts": "2026-01-05T01:00:00Z"}, {})
+        ),
+        tmp_path,
+    )
+    try:
+        sim.create()
+        sleeps: list[float] = []
+        real_tick = sim.server.ctx.store
+
+        async def fake_sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            sim.clock.now += seconds  # the server's clock is the simulator's
+            if len(sleeps) == 1:
+                sim.server.ctx.store = None  # type: ignore[assignment]  # one pass fails
+            else:
+                sim.server.ctx.store = real_tick
+            if len(sleeps) >= 200:
+                raise asyncio.CancelledError
+
+        with pytest.raises(asyncio.CancelledError):
+            sim.server.run(run_ticker(sim.server.ctx, 30.0, sleep=fake_sleep))
+        assert sim.rollout()["state"] == "running"  # started at 01:00 virtual, by the task
+        assert set(sleeps) == {30.0}
+    finally:
+        sim.server.ctx.store = real_tick
+        sim.close()
