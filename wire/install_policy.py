@@ -15,7 +15,7 @@ A node never needs a time-zone database: the server turns the rule into UTC inte
 node gets :class:`InstallPolicy` in the ``meshota.install`` field of ``next`` (mender-client ignores
 fields it does not know). A node asks ``next`` again before ``until``; past it without a fresh
 policy it waits (never installs on stale windows). Flash/wire form: :meth:`InstallPolicy.encode`
-(SPEC.md §7).
+(wire/SPEC.md §4, record ``policy``).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class InstallPolicy:
             spans.append((float(item[0]), float(item[1])))
         return cls(consent, tuple(spans), float(until))
 
-    # -- record ``policy`` on flash (SPEC.md §7) -------------------------------------------------
+    # -- record ``policy`` on flash (wire/SPEC.md §4) ------------------------------------------
     def encode(self) -> bytes:
         until = (1 << 32) - 1 if self.until >= (1 << 32) - 1 else int(self.until)
         spans = () if self.windows is None else self.windows

@@ -222,3 +222,44 @@ def test_the_ticker_task_moves_a_rollout_and_survives_a_failing_pass(tmp_path: P
     finally:
         sim.server.ctx.store = real_tick
         sim.close()
+
+
+def test_policies_reach_next_group_before_fleet(tmp_path: Path) -> None:
+    sim = RolloutSim(RolloutScenario(nodes=2, submeshes=2), tmp_path)
+    srv, tok = sim.server, sim.server.user_token
+    pol = "/api/meshota/v1/management/policies"
+    nxt = "/api/devices/v1/deployments/device/deployments/next?artifact_name=v1&device_type=meshota-sim"
+    try:
+        r = srv.call("GET", nxt, token=srv.device_tokens[0])
+        assert r.status == 204 and r.header("X-Meshota-Checkin-Interval") is None  # nothing set: nothing sent
+        fleet = {"install": {"consent": "ask-first"}, "checkin_interval": 3600}
+        assert srv.call("PUT", f"{pol}/tenant", token=tok, body=fleet).status == 204
+        group = {
+            "install": {"windows": [{"days": ["mon"], "start": "03:00", "duration": 600}]},
+            "checkin_interval": 120,
+        }
+        assert srv.call("PUT", f"{pol}/groups/submesh-1", token=tok, body=group).status == 204
+        assert (
+            json.loads(srv.call("GET", f"{pol}/groups/submesh-1", token=tok).body)["checkin_interval"] == 120
+        )
+        r = srv.call("GET", nxt, token=srv.device_tokens[0])
+        assert r.status == 204 and r.header("X-Meshota-Checkin-Interval") == "3600"
+        assert srv.call("GET", nxt, token=srv.device_tokens[1]).header("X-Meshota-Checkin-Interval") == "120"
+        sim.create()
+        a = json.loads(srv.call("GET", nxt, token=srv.device_tokens[0]).body)["meshota"]
+        b = json.loads(srv.call("GET", nxt, token=srv.device_tokens[1]).body)["meshota"]
+        assert a["install"]["consent"] == "ask-first" and a["install"]["windows"] is None
+        assert a["checkin_interval"] == 3600
+        monday_3am = EPOCH + 3 * 3600
+        assert b["install"]["consent"] == "automatic" and b["install"]["windows"][0] == [
+            monday_3am,
+            monday_3am + 600,
+        ]
+        assert b["install"]["until"] == EPOCH + 7 * 86400
+        for bad in ({"checkin_interval": 1}, {"install": {"time_zone": "Nowhere/City"}}, {"other": 1}, []):
+            assert srv.call("PUT", f"{pol}/tenant", token=tok, body=bad).status == 400
+        assert srv.call("PUT", f"{pol}/tenant", body=fleet).status == 401
+        assert srv.call("DELETE", f"{pol}/groups/submesh-1", token=tok).status == 204
+        assert srv.call("GET", nxt, token=srv.device_tokens[1]).header("X-Meshota-Checkin-Interval") == "3600"
+    finally:
+        sim.close()
