@@ -62,7 +62,6 @@ def stamp_properties(device: str, verified: bool) -> Properties:
     props.freeze()
     return props
 
-
 log = logging.getLogger("meshota.gateway")
 
 

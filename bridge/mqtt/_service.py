@@ -406,3 +406,4 @@ def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey
         return stop
 
     return start
+
