@@ -162,7 +162,7 @@ def server_config(
             return None, usage_error(prog, bridge_error)
         services.append(service)
     if not 0 <= args.rollout_tick <= 3600:
-        return usage_error(prog, f"bad --rollout-tick value {args.rollout_tick:g}: 0..3600 seconds")
+        return None, usage_error(prog, f"bad --rollout-tick value {args.rollout_tick:g}: 0..3600 seconds")
     if args.rollout_tick > 0:
         from bridge.api import rollout_ticker_service
 
