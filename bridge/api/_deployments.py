@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import rollout_tables
 from bridge.store import tables as t
 
 from ._auth import require_user
@@ -120,6 +121,12 @@ async def abort_deployment(conn: AsyncConnection, deployment_id: str) -> None:
         sa.update(dd)
         .where(dd.c.deployment_id == deployment_id, dd.c.finished_ts.is_(None))
         .values(status="aborted", finished_ts=now())
+    )
+    ro = rollout_tables.rollouts  # Mender's abort also ends a phased rollout (the ticker leaves it)
+    await conn.execute(
+        sa.update(ro)
+        .where(ro.c.deployment_id == deployment_id, ro.c.state.not_in(("aborted", "done")))
+        .values(state="aborted", reason="deployment aborted", updated_ts=now())
     )
     await refresh_deployment(conn, deployment_id)
 

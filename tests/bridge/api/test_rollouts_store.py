@@ -135,3 +135,22 @@ def test_group_phases_scheduled_start_and_retries(db: Db, tmp_path: Path) -> Non
             await ctx.store.close()
 
     asyncio.run(run())
+
+
+def test_menders_abort_ends_the_rollout(db: Db, tmp_path: Path) -> None:
+    from bridge.api import abort_deployment
+
+    async def run() -> None:
+        ctx, ids = await _world(db, tmp_path, 4)
+        try:
+            dep = await _deploy(ctx, ids, {"phases": [{"batch_size": 50}, {}]})
+            async with ctx.store.transaction() as conn:
+                await abort_deployment(conn, dep)  # PUT .../deployments/{id}/status {"status": "aborted"}
+            async with ctx.store.read() as conn:
+                body = await rollout_json(conn, dep)
+            assert body is not None and body["state"] == "aborted" and body["reason"] == "deployment aborted"
+            assert await rollout_tick(ctx.store, T0) == []
+        finally:
+            await ctx.store.close()
+
+    asyncio.run(run())
