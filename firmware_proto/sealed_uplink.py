@@ -159,12 +159,21 @@ class RecordBatcher:
     """The root's side: collect sealed records for ``window`` s (or until a batch is full), then
     ask the driver to send them as one bulk request; route the answers back per sender."""
 
-    def __init__(self, *, window: float = 1.0, max_records: int = 32, max_bytes: int = 900) -> None:
+    def __init__(
+        self, *, window: float = 1.0, max_records: int = 32, max_bytes: int = 900, max_children: int = 4096
+    ) -> None:
         self.window = window
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.max_children = max_children
         self.stats = BatcherStats()
         self._open = _Batch()
+        # children's check-in cadence, seen from when their records arrive (the root cannot read
+        # them): a batch never holds a child's record longer than half that child's interval,
+        # the shortest wait its own 0.5-1.5x jitter could have chosen (issue 16)
+        self._last_seen: dict[Hashable, float] = {}
+        self._cadence: dict[Hashable, float] = {}
+        self._deadline: float | None = None
         self._inflight: dict[int, _Batch] = {}
         self._token = 0
         self._actions: list[SendBatch] = []
@@ -184,6 +193,11 @@ class RecordBatcher:
             self._close()
         if not self._open.records:
             self._open.opened_at = now
+            self._deadline = now + self.window
+        self._note_cadence(sender, now)
+        cadence = self._cadence.get(sender)
+        if cadence is not None and self._deadline is not None:
+            self._deadline = min(self._deadline, now + cadence / 2)
         self._open.records.append(record)
         self._open.senders.append(sender)
         self._open.size += len(record) + 3
@@ -192,7 +206,18 @@ class RecordBatcher:
         if len(self._open.records) >= self.max_records:
             self._close()
 
+    def _note_cadence(self, sender: Hashable, now: float) -> None:
+        last = self._last_seen.pop(sender, None)  # re-inserted last: the dict stays in LRU order
+        if last is not None and now > last:
+            self._cadence[sender] = now - last
+        self._last_seen[sender] = now
+        while len(self._last_seen) > self.max_children:  # bounded: forget the longest silent
+            old = next(iter(self._last_seen))
+            del self._last_seen[old]
+            self._cadence.pop(old, None)
+
     def _close(self) -> None:
+        self._deadline = None
         batch, self._open = self._open, _Batch()
         if not batch.records:
             return
@@ -202,10 +227,10 @@ class RecordBatcher:
         self._actions.append(SendBatch(self._token, tuple(batch.records)))
 
     def next_timer(self) -> float | None:
-        return self._open.opened_at + self.window if self._open.records else None
+        return self._deadline if self._open.records else None
 
     def handle_timer(self, now: float) -> None:
-        if self._open.records and now >= self._open.opened_at + self.window:
+        if self._open.records and self._deadline is not None and now >= self._deadline:
             self._close()
 
     def actions(self) -> list[SendBatch]:

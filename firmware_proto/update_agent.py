@@ -4,7 +4,15 @@ States (persisted in record ``agent``, SPEC.md §4), one table,
 :data:`~firmware_proto.update_state.TRANSITIONS`::
 
     IDLE → LEARNED → REQUESTED → RECEIVING → VERIFYING → INSTALLING → REBOOTING → COMMITTING → IDLE
-                                     └──────────(bad image)──┘              └→ ROLLING_BACK → IDLE
+             │      ↑                └──────────(bad image)──┘  ↑           └→ ROLLING_BACK → IDLE
+             └→ AWAITING_CONSENT         VERIFYING → AWAITING_INSTALL
+
+Install windows and consent (:class:`wire.install_policy.InstallPolicy`, from ``next``'s
+``meshota.install``): ``ask-first`` waits in AWAITING_CONSENT before it asks for a single byte;
+every policy downloads whenever it can but installs only inside a window, ``download-then-ask``
+and ``ask-first`` only with the owner's consent (:meth:`consent`). Both waits are reported as
+``pause_before_installing`` with substate ``awaiting consent`` / ``awaiting window``; a fresh
+policy (the same deployment learned again) replaces the stored one (record ``policy``).
 
 Inputs: :meth:`deployment_learned` (from the node's own end-to-end ``next``), group-link frames
 (:meth:`receive`), fallback fetch results (:meth:`map_fetched`, :meth:`range_fetched`), delivery
@@ -61,8 +69,11 @@ from wire.frames import (
     missing_from_nack,
     nack_bitmap,
 )
+from wire.install_policy import InstallPolicy, PolicyError
 
 __all__ = [
+    "AWAITING_CONSENT",
+    "AWAITING_WINDOW",
     "FINAL_STATUSES",
     "TRANSITIONS",
     "AgentConfig",
@@ -75,6 +86,8 @@ __all__ = [
 ]
 
 _S = AgentState
+AWAITING_WINDOW = "awaiting window"
+AWAITING_CONSENT = "awaiting consent"
 
 
 @dataclass(slots=True)
@@ -111,6 +124,8 @@ class UpdateAgent:
         self._inflight: set[int] = set()  # chunk indexes asked for end to end
         self._resume_at: float | None = None
         self._want_frame: tuple[tuple[str, str, str, bytes], bytes] = (("", "", "", b""), b"")
+        self._waiting: str | None = None  # the substate last reported while waiting
+        self._gate_at: float | None = None  # when an install window opens (AWAITING_INSTALL)
 
     # -- persistence ------------------------------------------------------------------------
     @property
@@ -138,11 +153,55 @@ class UpdateAgent:
             self.flash.write_record("agent", self._job.encode())
         self.events.append(f"state {new.name}")
 
-    def _report(self, status: str) -> None:
+    def _report(self, status: str, substate: str | None = None) -> None:
         if status in FINAL_STATUSES:
             dep = self._job.deployment_id.encode()
             self.flash.write_record("report", bytes([len(status)]) + status.encode() + dep)
-        self._actions.append(ReportStatus(self._job.deployment_id, status))
+        self._actions.append(ReportStatus(self._job.deployment_id, status, substate))
+
+    # -- install windows and consent ------------------------------------------------------------
+    @property
+    def policy(self) -> InstallPolicy:
+        raw = self.flash.read_record("policy")
+        if raw is None:
+            return InstallPolicy()
+        try:
+            return InstallPolicy.decode(raw)
+        except PolicyError:
+            return InstallPolicy("ask-first", (), 0.0)  # a torn record never widens what is allowed
+
+    @property
+    def consented(self) -> bool:
+        return self.flash.read_record("consent") == self._job.deployment_id.encode()
+
+    def consent(self, deployment_id: str, now: float) -> None:
+        """The owner said yes to this deployment (a button, the owner's app): persisted."""
+        if self._job.state is _S.IDLE or deployment_id != self._job.deployment_id:
+            return
+        self.flash.write_record("consent", deployment_id.encode())
+        self.events.append("consent given")
+        self._resume_at = now
+
+    def _needs_consent(self) -> bool:
+        return self.policy.consent != "automatic" and not self.consented
+
+    def _gate_install(self, now: float) -> None:
+        """After VERIFYING: install now, or wait (visibly) for consent or a window."""
+        wait = AWAITING_CONSENT if self._needs_consent() else None
+        if wait is None and not self.policy.window_open(now):
+            wait = AWAITING_WINDOW
+        if wait is None:
+            self._set(_S.INSTALLING)
+            self._report("installing")
+            self._install()
+            return
+        if self._job.state is not _S.AWAITING_INSTALL:
+            self._set(_S.AWAITING_INSTALL)
+        # wake when a window opens; consent (and a stale policy's refresh) arrive as inputs
+        self._gate_at = self.policy.next_open(now) if wait == AWAITING_WINDOW else None
+        if self._waiting != wait:
+            self._waiting = wait
+            self._report("pause_before_installing", wait)
 
     def actions(self) -> list[Action]:
         out, self._actions = self._actions, []
@@ -171,10 +230,16 @@ class UpdateAgent:
         self._job = Job.decode(raw)
         st = self._job.state
         self._last_progress = now
-        if st in (_S.LEARNED, _S.REQUESTED):
+        if st in (_S.LEARNED, _S.REQUESTED, _S.AWAITING_CONSENT):
             self._job.state = _S.LEARNED
+            if self.policy.consent == "ask-first" and not self.consented:
+                self._set(_S.AWAITING_CONSENT)  # a reboot is no consent: keep waiting
+                self._waiting = AWAITING_CONSENT
+                return
             self._request(now)
             return
+        elif st is _S.AWAITING_INSTALL:
+            self._resume_at = now
         elif st is _S.RECEIVING:
             head_raw = self.flash.read_record(REC_HEAD)
             if head_raw is None:
@@ -195,7 +260,14 @@ class UpdateAgent:
         st = self._job.state
         target = self._job.target
         on_target = self.booted.slot == target and self.booted.trial
-        if st is _S.RECEIVING and self._receiver is not None and self._receiver.complete:
+        if st is _S.AWAITING_CONSENT:
+            if not self._needs_consent():
+                self._set(_S.REQUESTED)
+                self._last_progress = now
+                self._send_want(now)
+        elif st is _S.AWAITING_INSTALL:
+            self._gate_install(now)
+        elif st is _S.RECEIVING and self._receiver is not None and self._receiver.complete:
             self._verify_and_install(now)
         elif st is _S.VERIFYING:
             head_raw = self.flash.read_record(REC_HEAD)
@@ -232,15 +304,39 @@ class UpdateAgent:
 
     # -- inputs from the node's own session ---------------------------------------------------
     def deployment_learned(
-        self, deployment_id: str, artifact_id: str, artifact_name: str, uri: str, now: float
+        self,
+        deployment_id: str,
+        artifact_id: str,
+        artifact_name: str,
+        uri: str,
+        now: float,
+        policy: InstallPolicy | None = None,
     ) -> None:
+        """``next`` named a deployment; ``policy``: its ``meshota.install`` (None: any time,
+        automatic). The same deployment learned again only refreshes the policy."""
         if self._job.state is not _S.IDLE:
-            return  # one deployment at a time; the server repeats next until we finish
+            # one deployment at a time; the server repeats next until we finish
+            if deployment_id == self._job.deployment_id and policy is not None:
+                self.flash.write_record("policy", policy.encode())
+                if self._job.state in (_S.AWAITING_INSTALL, _S.AWAITING_CONSENT):
+                    self._resume_at = now
+            return
         self._job = Job(_S.IDLE, 0, 1 - self.booted.slot, deployment_id, artifact_id, artifact_name, uri)
+        self.flash.delete_record("consent")
+        if policy is None:
+            self.flash.delete_record("policy")
+        else:
+            self.flash.write_record("policy", policy.encode())
+        self._waiting = None
         self._set(_S.LEARNED)
         if artifact_name == self.running_artifact:
             self._report("already-installed")
             self._set(_S.IDLE)
+            return
+        if self.policy.consent == "ask-first" and not self.consented:
+            self._set(_S.AWAITING_CONSENT)
+            self._waiting = AWAITING_CONSENT
+            self._report("pause_before_installing", AWAITING_CONSENT)
             return
         self._request(now)
 
@@ -446,9 +542,7 @@ class UpdateAgent:
         if hashlib.sha256(image).digest() != rec.head.artifact_sha256 or not self.config.image_ok(image):
             self._fail("artifact failed verification")
             return
-        self._set(_S.INSTALLING)
-        self._report("installing")
-        self._install()
+        self._gate_install(now)
 
     def _install(self) -> None:
         head_raw = self.flash.read_record(REC_HEAD)
@@ -497,8 +591,12 @@ class UpdateAgent:
         self._nack = None
         self._fallback = False
         self._inflight.clear()
+        self._waiting = None
+        self._gate_at = None
         self._job.state = _S.IDLE
         self.flash.delete_record("agent")
+        self.flash.delete_record("consent")
+        self.flash.delete_record("policy")
         self.events.append("state IDLE")
 
     # -- timers ----------------------------------------------------------------------------------
@@ -506,6 +604,9 @@ class UpdateAgent:
         """The earliest of: resume step, pending NACK, next WANT, fallback timeout (called after
         every frame by drivers: no allocation)."""
         best = self._resume_at
+        gate = self._gate_at
+        if gate is not None and (best is None or gate < best):
+            best = gate
         if self._nack is not None and (best is None or self._nack.at < best):
             best = self._nack.at
         st = self._job.state
@@ -524,6 +625,10 @@ class UpdateAgent:
         if self._resume_at is not None and now >= self._resume_at:
             self._resume_at = None
             self._resume_step(now)
+        elif self._gate_at is not None and now >= self._gate_at:
+            self._gate_at = None
+            if self._job.state is _S.AWAITING_INSTALL:
+                self._gate_install(now)
         if self._nack is not None and now >= self._nack.at:
             frame, self._nack = self._nack.frame, None
             self.link.send_broadcast(encode(frame))

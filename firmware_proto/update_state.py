@@ -39,15 +39,19 @@ class AgentState(IntEnum):
     REBOOTING = 6
     COMMITTING = 7
     ROLLING_BACK = 8
+    AWAITING_CONSENT = 9  # ask-first: nothing downloaded before the owner says yes
+    AWAITING_INSTALL = 10  # verified image held; waits for a window (and download-then-ask consent)
 
 
 _S = AgentState
 TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
     _S.IDLE: frozenset({_S.LEARNED, _S.IDLE}),
-    _S.LEARNED: frozenset({_S.REQUESTED, _S.IDLE}),
+    _S.LEARNED: frozenset({_S.REQUESTED, _S.AWAITING_CONSENT, _S.IDLE}),
+    _S.AWAITING_CONSENT: frozenset({_S.REQUESTED, _S.IDLE}),
     _S.REQUESTED: frozenset({_S.RECEIVING, _S.IDLE}),
     _S.RECEIVING: frozenset({_S.VERIFYING, _S.IDLE}),
-    _S.VERIFYING: frozenset({_S.INSTALLING, _S.IDLE}),
+    _S.VERIFYING: frozenset({_S.INSTALLING, _S.AWAITING_INSTALL, _S.IDLE}),
+    _S.AWAITING_INSTALL: frozenset({_S.INSTALLING, _S.IDLE}),
     _S.INSTALLING: frozenset({_S.REBOOTING, _S.IDLE}),
     _S.REBOOTING: frozenset({_S.COMMITTING, _S.ROLLING_BACK, _S.INSTALLING, _S.IDLE}),
     _S.COMMITTING: frozenset({_S.IDLE, _S.INSTALLING}),
@@ -61,6 +65,7 @@ MAX_INSTALL_ATTEMPTS = 3
 class ReportStatus:
     deployment_id: str
     status: str
+    substate: str | None = None  # e.g. "awaiting window", "awaiting consent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,11 @@ from ._fleet_stats import installation_facts
 from ._inventory import set_group
 from ._json import decode_json
 from ._limits import ApiLimits
+from ._policies import set_policy
 from ._public_stats import publish, render_csv, render_json, render_page
 from ._ranges import block_range
+from ._rollout_ticker import rollout_ticker_service, run_ticker
+from ._rollouts import rollout_action, rollout_tick
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
 from ._services import AdapterServices, Batch, BatchFailed
@@ -52,7 +55,12 @@ __all__ = [
     "render_csv",
     "render_json",
     "render_page",
+    "rollout_action",
+    "rollout_tick",
+    "rollout_ticker_service",
+    "run_ticker",
     "set_auth_status",
     "set_group",
+    "set_policy",
     "store_artifact",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -51,6 +51,8 @@ class ApiContext:
     secret: bytes
     settings: Settings
     device_status: DeviceStatusCache = field(default_factory=DeviceStatusCache)
+    # wall clock of install windows and rollout phases (the simulator swaps in its virtual clock)
+    clock: Callable[[], float] = field(default=now)
     # login throttling and the bounded scrypt gate (built from settings.limits)
     logins_by_user: TokenBuckets = field(init=False)
     logins_by_source: TokenBuckets = field(init=False)

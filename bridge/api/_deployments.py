@@ -8,12 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import rollout_tables
 from bridge.store import tables as t
 
 from ._auth import require_user
 from ._context import ApiContext, now
 from ._device_deployments import refresh_deployment
 from ._paging import paginate
+from ._rollouts import RolloutSpec, create_rollout, parse_rollout, rollout_json
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -55,6 +57,8 @@ async def create_deployment(
     device_ids: list[str],
     group: str | None = None,
     force: bool = False,
+    rollout: RolloutSpec | None = None,
+    wall_clock: float | None = None,
 ) -> str:
     """Service-layer creation, shared by the management API and ``meshota admin deploy``."""
     if not name or not artifact_name:
@@ -98,6 +102,9 @@ async def create_deployment(
             for device_id in ids
         ],
     )
+    if rollout is not None:
+        # phase start times are wall-clock times (ApiContext.clock; the simulator's is virtual)
+        await create_rollout(conn, deployment_id, ids, rollout, ts if wall_clock is None else wall_clock)
     return deployment_id
 
 
@@ -115,10 +122,16 @@ async def abort_deployment(conn: AsyncConnection, deployment_id: str) -> None:
         .where(dd.c.deployment_id == deployment_id, dd.c.finished_ts.is_(None))
         .values(status="aborted", finished_ts=now())
     )
+    ro = rollout_tables.rollouts  # Mender's abort also ends a phased rollout (the ticker leaves it)
+    await conn.execute(
+        sa.update(ro)
+        .where(ro.c.deployment_id == deployment_id, ro.c.state.not_in(("aborted", "done")))
+        .values(state="aborted", reason="deployment aborted", updated_ts=now())
+    )
     await refresh_deployment(conn, deployment_id)
 
 
-def _body(req: Request) -> dict[str, Any]:
+def _body(req: Request) -> tuple[dict[str, Any], RolloutSpec | None]:
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -128,7 +141,7 @@ def _body(req: Request) -> dict[str, Any]:
     force = body.get("force_installation", False)
     if not isinstance(force, bool):
         raise ApiError(400, "force_installation must be a boolean")
-    return body
+    return body, parse_rollout(body)  # phases, retries, gates, install: validated before any write
 
 
 def _created(deployment_id: str) -> Response:
@@ -137,7 +150,7 @@ def _created(deployment_id: str) -> Response:
 
 async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    body = _body(req)
+    body, rollout = _body(req)
     devices = body.get("devices")
     async with ctx.store.transaction() as conn:
         if body.get("all_devices") is True:
@@ -154,6 +167,8 @@ async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
             artifact_name=body["artifact_name"],
             device_ids=devices,
             force=body.get("force_installation", False),
+            rollout=rollout,
+            wall_clock=ctx.clock(),
         )
     return _created(deployment_id)
 
@@ -169,7 +184,7 @@ async def group_devices(conn: AsyncConnection, group: str) -> list[str]:
 
 async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
     await require_user(ctx, req)
-    body = _body(req)
+    body, rollout = _body(req)
     group = req.path_params["name"]
     async with ctx.store.transaction() as conn:
         members = await group_devices(conn, group)
@@ -183,6 +198,8 @@ async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
             device_ids=members,
             group=group,
             force=body.get("force_installation", False),
+            rollout=rollout,
+            wall_clock=ctx.clock(),
         )
     return _created(deployment_id)
 
@@ -207,6 +224,11 @@ async def _deployment_json(conn: AsyncConnection, row: Any) -> dict[str, Any]:
         out["finished"] = rfc3339(row.finished_ts)
     if row.group_name is not None:
         out["groups"] = [row.group_name]
+    rollout = await rollout_json(conn, row.id)
+    if rollout is not None:  # Mender's phases/retries, and meshota's rollout state beside them
+        out["phases"] = rollout["phases"]
+        out["retries"] = rollout["retries"]
+        out["meshota_rollout"] = {k: v for k, v in rollout.items() if k not in ("phases", "retries")}
     return out
 
 

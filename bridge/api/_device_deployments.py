@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
 from ._auth import DeviceAuth, require_device
@@ -15,11 +16,14 @@ from ._context import ApiContext, now
 from ._crypto import sign_link, verify_link
 from ._fleet_stats import count_checkin
 from ._limits import check_body_size
+from ._policies import device_policy
 from ._ranges import RangeError, byte_span, refused
+from ._rollouts import retry_device
 from ._times import rfc3339
 from ._types import ApiError, FileSlice, Request, Response, json_response
 
 __all__ = [
+    "CHECKIN_HEADER",
     "DEVICE_STATUSES",
     "FINISHED",
     "artifact_link",
@@ -61,6 +65,7 @@ def artifact_link(ctx: ApiContext, req: Request, artifact_id: str) -> tuple[str,
 # on the object, so a pre-built statement skips expression building and cache-key generation
 # (~50 us each, several per device request)
 _DD, _D, _A = t.device_deployments, t.deployments, t.artifacts
+_R, _RD = rt.rollouts, rt.rollout_devices
 _COUNTS = sa.select(
     sa.func.count(),
     sa.func.coalesce(sa.func.sum(sa.case((_DD.c.status.in_(FINISHED), 0), else_=1)), 0),
@@ -78,9 +83,21 @@ _FINISH_DEPLOYMENT = (
 )
 _UNFINISHED_OF_DEVICE = (
     sa.select(_DD.c.id, _DD.c.status, _DD.c.artifact_id, _DD.c.started_ts, _D.c.id.label("deployment_id"))
-    .add_columns(_D.c.artifact_name, _D.c.force_installation)
+    .add_columns(_D.c.artifact_name, _D.c.force_installation, _R.c.install)
     .join(_D, _D.c.id == _DD.c.deployment_id)
-    .where(_DD.c.device_id == sa.bindparam("b_device"), _DD.c.finished_ts.is_(None))
+    .outerjoin(_R, _R.c.deployment_id == _DD.c.deployment_id)
+    .outerjoin(_RD, (_RD.c.deployment_id == _DD.c.deployment_id) & (_RD.c.device_id == _DD.c.device_id))
+    .where(
+        _DD.c.device_id == sa.bindparam("b_device"),
+        _DD.c.finished_ts.is_(None),
+        # a phased rollout offers itself to a device only while it runs and the device's phase
+        # is open; a device that already started keeps going (also through a pause)
+        sa.or_(
+            _R.c.deployment_id.is_(None),
+            _DD.c.started_ts.is_not(None),
+            sa.and_(_R.c.state == "running", _RD.c.phase <= _R.c.current_phase),
+        ),
+    )
     .order_by(_D.c.created_ts, _D.c.id)
 )
 _SETTLE = (
@@ -149,6 +166,9 @@ def _provides(req: Request) -> dict[str, str]:
     return provides
 
 
+CHECKIN_HEADER = "X-Meshota-Checkin-Interval"
+
+
 async def next_deployment(ctx: ApiContext, req: Request) -> Response:
     auth = await require_device(ctx, req)
     provides = _provides(req)
@@ -157,30 +177,41 @@ async def next_deployment(ctx: ApiContext, req: Request) -> Response:
     # lock, write only when a deployment must be settled or started
     async with ctx.store.read() as conn:
         found, must_write = await _select_next(conn, auth, provides, write=False)
+        if not must_write:
+            policy = await device_policy(conn, auth.device_id, found[2] if found is not None else None)
     if must_write:
         async with ctx.store.transaction() as conn:
             found, _ = await _select_next(conn, auth, provides, write=True)
+            policy = await device_policy(conn, auth.device_id, found[2] if found is not None else None)
+    # the fleet's/group's check-in interval on every answer (a 204 has no body to carry it)
+    headers = [(CHECKIN_HEADER, str(policy.checkin_interval))] if policy.checkin_interval else []
     if found is None:
-        return Response(204)
-    deployment_id, artifact = found
+        return Response(204, headers)
+    deployment_id, artifact, _ = found
     uri, expire = artifact_link(ctx, req, artifact["id"])
-    return json_response(
-        200,
-        {
-            "id": deployment_id,
-            "artifact": {
-                "id": artifact["id"],
-                "artifact_name": artifact["name"],
-                "source": {"uri": uri, "expire": expire},
-                "device_types_compatible": artifact["device_types"],
-            },
+    body: dict[str, Any] = {
+        "id": deployment_id,
+        "artifact": {
+            "id": artifact["id"],
+            "artifact_name": artifact["name"],
+            "source": {"uri": uri, "expire": expire},
+            "device_types_compatible": artifact["device_types"],
         },
-    )
+    }
+    # meshota's extra field (mender-client ignores unknown fields; docs/rollouts.md)
+    extra: dict[str, Any] = {}
+    if policy.install is not None:
+        extra["install"] = policy.install.policy(ctx.clock()).to_next()
+    if policy.checkin_interval:
+        extra["checkin_interval"] = policy.checkin_interval
+    if extra:
+        body["meshota"] = extra
+    return json_response(200, body, headers)
 
 
 async def _select_next(
     conn: AsyncConnection, auth: DeviceAuth, provides: dict[str, str], *, write: bool
-) -> tuple[tuple[str, dict[str, Any]] | None, bool]:
+) -> tuple[tuple[str, dict[str, Any], Any] | None, bool]:
     """The oldest unfinished deployment for this device, settling the ones it cannot take.
 
     With ``write=False`` nothing is written: the answer is ``(None, True)`` as soon as a
@@ -212,7 +243,7 @@ async def _select_next(
             if not write:
                 return None, True
             await conn.execute(_START, {"b_id": row.id, "b_artifact": artifact["id"], "b_ts": ts})
-        return (str(row.deployment_id), artifact), False
+        return (str(row.deployment_id), artifact, row.install), False
     return None, False
 
 
@@ -262,6 +293,9 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
                 return Response(204)
             raise ApiError(409, f"deployment already finished with {row.status}")
         params = {"b_id": row.id, "b_status": status, "b_substate": substate}
+        if status == "failure" and await retry_device(conn, row.deployment_id, auth.device_id, row.id):
+            await refresh_deployment(conn, row.deployment_id)
+            return Response(204)  # a phased rollout's retry: pending again, offered by the next check-in
         if status in FINISHED:
             await conn.execute(_SET_FINAL_STATUS, {**params, "b_ts": now()})
         else:

@@ -50,6 +50,11 @@ class ApiLimits:
     password_queue_max: int = 16  # scrypt checks waiting for a worker; more -> 429 at once
     # -- chunk maps (meshota extension) ----------------------------------------------------------
     chunk_map_sizes_per_artifact: int = 4  # distinct chunk sizes signed and kept per artifact
+    # -- device configuration (deviceconfig) -----------------------------------------------------
+    config_body_max: int = 64 * 1024  # the whole configuration body (configured or reported)
+    config_max_keys: int = 100  # key-value pairs in one configuration
+    config_key_max: int = 255  # characters of a key
+    config_value_max: int = 4096  # characters of a value
 
 
 def check_body_size(body: bytes, limit: int, what: str) -> None:

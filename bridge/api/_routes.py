@@ -6,8 +6,11 @@ from . import _artifacts as art
 from . import _deployments as dep
 from . import _devauth as auth
 from . import _device_deployments as ddep
+from . import _deviceconfig as dcfg
 from . import _fleet_stats as fleet
 from . import _inventory as inv
+from . import _policies as pol
+from . import _rollouts as roll
 from . import _useradm as users
 from ._context import ApiContext
 from ._routing import Route, Router
@@ -20,6 +23,7 @@ _DEPLOY_DEV = "/api/devices/v1/deployments/device/deployments"
 _MGMT_DEPLOY = "/api/management/v1/deployments"
 _DEVAUTH = "/api/management/v2/devauth/devices"
 _INV = "/api/management/v1/inventory"
+_DEVCONF = "/api/management/v1/deviceconfig/configurations/device"
 
 
 async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
@@ -47,12 +51,22 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
     Route("POST", "/api/meshota/v1/devices/fleet_counts", fleet.fleet_counts),  # a root's count record
+    Route("GET", f"{_DEV}/deviceconfig/configuration", dcfg.device_get_config),
+    Route("PUT", f"{_DEV}/deviceconfig/configuration", dcfg.device_put_config),
     # -- public, read-only, no authentication: the fleet's statistics (off by default) --------
     Route("GET", "/stats/fleet", fleet.stats_page),
     Route("GET", "/stats/fleet/weekly.json", fleet.stats_json),
     Route("GET", "/stats/fleet/weekly.csv", fleet.stats_csv),
     # -- meshota management extension: the key nodes check chunk maps with ----------------
     Route("GET", "/api/meshota/v1/management/chunk_map_key", _chunk_map_key),  # meshota extension
+    # -- meshota management extension: rollouts and fleet policies (docs/rollouts.md) ---------
+    Route("GET", "/api/meshota/v1/management/rollouts/{id}", roll.mgmt_rollout),
+    Route("POST", "/api/meshota/v1/management/rollouts/{id}/{action}", roll.mgmt_rollout_action),
+    Route("GET", "/api/meshota/v1/management/policies/tenant", pol.mgmt_get_policy),
+    Route("PUT", "/api/meshota/v1/management/policies/tenant", pol.mgmt_put_policy),
+    Route("GET", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_get_policy),
+    Route("PUT", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_put_policy),
+    Route("DELETE", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_delete_group_policy),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),
@@ -80,6 +94,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("DELETE", f"{_DEVAUTH}/{{id}}", auth.mgmt_decommission),
     Route("PUT", f"{_DEVAUTH}/{{id}}/auth/{{aid}}/status", auth.mgmt_set_auth_status),
     Route("DELETE", f"{_DEVAUTH}/{{id}}/auth/{{aid}}", auth.mgmt_delete_auth_set),
+    # -- deviceconfig -----------------------------------------------------------------------
+    Route("GET", f"{_DEVCONF}/{{id}}", dcfg.mgmt_get_config),
+    Route("PUT", f"{_DEVCONF}/{{id}}", dcfg.mgmt_set_config),
+    Route("POST", f"{_DEVCONF}/{{id}}/deploy", dcfg.mgmt_deploy_config),
     # -- inventory --------------------------------------------------------------------------
     Route("GET", f"{_INV}/devices", inv.mgmt_inventory_devices),
     Route("GET", f"{_INV}/devices/{{id}}", inv.mgmt_inventory_device),

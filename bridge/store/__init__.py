@@ -4,6 +4,7 @@ SQLite file by default (``sqlite:///path``); PostgreSQL by URL (``postgresql://.
 """
 
 from . import _fleet_tables as fleet_tables
+from . import _rollout_tables as rollout_tables
 from . import _tables as tables
 from ._engine import Batch, BatchFailed, Store, StoreConfigError, after_commit, normalize_url
 from ._sealed_state import SealedRecordState
@@ -17,5 +18,6 @@ __all__ = [
     "after_commit",
     "fleet_tables",
     "normalize_url",
+    "rollout_tables",
     "tables",
 ]

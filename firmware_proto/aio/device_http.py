@@ -107,8 +107,9 @@ class HttpDevice:
         found: dict[str, Any] = r.json()
         return found
 
-    async def put_status(self, deployment_id: str, status: str) -> int:
-        return await self._json("PUT", status_path(deployment_id), {"status": status})
+    async def put_status(self, deployment_id: str, status: str, substate: str | None = None) -> int:
+        body = {"status": status} if substate is None else {"status": status, "substate": substate}
+        return await self._json("PUT", status_path(deployment_id), body)
 
     async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
         return await self._json("PUT", log_path(deployment_id), {"messages": list(messages)})

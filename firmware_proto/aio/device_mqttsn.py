@@ -389,8 +389,9 @@ class MqttSnDevice:
             raise DeviceApiTransportError("next deployment: body is not a JSON object")
         return found
 
-    async def put_status(self, deployment_id: str, status: str) -> int:
-        return await self._json_call("PUT", status_path(deployment_id), {"status": status})
+    async def put_status(self, deployment_id: str, status: str, substate: str | None = None) -> int:
+        body = {"status": status} if substate is None else {"status": status, "substate": substate}
+        return await self._json_call("PUT", status_path(deployment_id), body)
 
     async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
         return await self._json_call("PUT", log_path(deployment_id), {"messages": list(messages)})

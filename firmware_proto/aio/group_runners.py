@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,11 +24,13 @@ from firmware_proto import boot as bootmod
 from firmware_proto.aio.count_udp import NodeCountUdp
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
 from firmware_proto.aio.sealed_uplink_udp import SealedUplinkUdp
+from firmware_proto.checkin import CheckinSchedule
 from firmware_proto.device_api import DeviceApi, DeviceApiError
 from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
 from firmware_proto.inventory_levels import NodeInventory, inventory_attributes
 from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
+from wire.install_policy import InstallPolicy, PolicyError
 from wire.sealed import RecordOp
 
 __all__ = [
@@ -68,6 +71,22 @@ class RootRunner:
         self.endpoint.kick()
 
 
+def _install_policy(found: dict[str, Any], now: float) -> InstallPolicy | None:
+    """``meshota.install`` of a ``next`` answer on this loop's clock (windows are UTC seconds);
+    a malformed one never installs (it waits for the next check-in's)."""
+    extra = found.get("meshota")
+    raw = extra.get("install") if isinstance(extra, dict) else None
+    if raw is None:
+        return None
+    try:
+        policy = InstallPolicy.from_next(raw) if isinstance(raw, dict) else None
+    except PolicyError:
+        policy = None
+    if policy is None:
+        return InstallPolicy("ask-first", (), 0.0)
+    return policy.shifted(now - time.time())
+
+
 class NodeRunner:
     """One node: update agent on the group link, its own session for next/status/fallback."""
 
@@ -85,6 +104,7 @@ class NodeRunner:
         counter: NodeCountUdp | None = None,
         inventory: NodeInventory | None = None,
         inventory_level: str = "minimal",
+        checkin_interval: float = 1800.0,
     ) -> None:
         self.flash = flash
         self.endpoint = endpoint
@@ -100,6 +120,8 @@ class NodeRunner:
         if inventory is not None:
             inventory_attributes(inventory, inventory_level)  # a bad level fails here, not later
         self.inventory_reports: list[int] = []  # the server's status for each inventory report
+        # when to call home next: the owner's interval (from next) with 0.5-1.5x jitter
+        self.checkin = CheckinSchedule(checkin_interval, random.Random(rng.random()))
         self.reboots = 0
         self.sealed_reports = 0
         self.direct_reports = 0
@@ -139,12 +161,15 @@ class NodeRunner:
         if found is None:
             return False
         art = found["artifact"]
+        now = asyncio.get_running_loop().time()
+        self.checkin.update_from_next(found)
         self.agent.deployment_learned(
             found["id"],
             art["id"],
             art["artifact_name"],
             art["source"]["uri"],
-            asyncio.get_running_loop().time(),
+            now,
+            _install_policy(found, now),
         )
         self.endpoint.kick()
         return True
@@ -196,7 +221,9 @@ class NodeRunner:
             status = await self._sealed_status(action) if self.uplink is not None else None
             if status is None:
                 try:
-                    status = await self.device.put_status(action.deployment_id, action.status)
+                    status = await self.device.put_status(
+                        action.deployment_id, action.status, action.substate
+                    )
                 except DeviceApiError:
                     return  # a final status stays in flash (record ``report``) for the next boot
                 self.direct_reports += 1

@@ -32,6 +32,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
+from wire.install_policy import InstallPolicy
 
 __all__ = ["GroupHarness", "MemoryDeviceService", "NodeRig", "install_initial_image"]
 
@@ -45,6 +46,8 @@ class MemoryDeviceService:
         self.maps: dict[tuple[str, int], bytes] = {}
         self.sequence = 0
         self.statuses: dict[Hashable, list[tuple[str, str]]] = {}
+        # every status with its time and substate: (now, node, status, substate)
+        self.timeline: list[tuple[float, Hashable, str, str | None]] = []
         self.range_bytes: dict[Hashable, int] = {}  # fallback bytes served per node
         self.map_fetches: dict[Hashable, int] = {}
         self.root_fetches = 0
@@ -92,6 +95,7 @@ class NodeRig:
     slot_history: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # of every agent instance this node ran
     deployment: tuple[str, str, str] | None = None  # what its own ``next`` says: (id, artifact id, uri)
+    policy: InstallPolicy | None = None  # and its ``meshota.install`` field
 
 
 class GroupHarness:
@@ -163,7 +167,7 @@ class GroupHarness:
         assert rig.deployment is not None
         deployment_id, artifact_id, _uri = rig.deployment
         if self.service.final_status(rig.name, deployment_id) is None:
-            self.learn(rig.name, deployment_id, artifact_id, _uri)
+            self.learn(rig.name, deployment_id, artifact_id, _uri, rig.policy)
 
     def _link(self, name: Hashable) -> MemberLink:
         return MemberLink(self.medium, name)
@@ -177,13 +181,26 @@ class GroupHarness:
         self._seq += 1
         self._pending.append((self.now + delay, self._seq, fn))
 
-    def learn(self, name: Hashable, deployment_id: str, artifact_id: str, uri: str = "mem://") -> None:
+    def learn(
+        self,
+        name: Hashable,
+        deployment_id: str,
+        artifact_id: str,
+        uri: str = "mem://",
+        policy: InstallPolicy | None = None,
+    ) -> None:
         rig = self.nodes[name]
         rig.deployment = (deployment_id, artifact_id, uri)
+        rig.policy = policy
         artifact_name = self.service.artifacts[artifact_id][0]
         self._call(
-            rig, lambda a: a.deployment_learned(deployment_id, artifact_id, artifact_name, uri, self.now)
+            rig,
+            lambda a: a.deployment_learned(deployment_id, artifact_id, artifact_name, uri, self.now, policy),
         )
+
+    def consent(self, name: Hashable, deployment_id: str) -> None:
+        """The node's owner says yes (a button on the device, the owner's app)."""
+        self._call(self.nodes[name], lambda a: a.consent(deployment_id, self.now))
 
     # -- running ------------------------------------------------------------------------------------
     def _call(self, rig: NodeRig, fn: Callable[[UpdateAgent], None]) -> None:
@@ -203,6 +220,7 @@ class GroupHarness:
                     self.service.statuses.setdefault(rig.name, []).append(
                         (action.deployment_id, action.status)
                     )
+                    self.service.timeline.append((self.now, rig.name, action.status, action.substate))
                     agent.status_delivered(action.deployment_id, action.status)
                 elif isinstance(action, FetchMap):
                     data = self.service.chunk_map(action.artifact_id, action.chunk_size)

@@ -65,6 +65,17 @@ def _add_telemetry_options(p: CliParser) -> None:
     g.add_argument("--telemetry-state", type=Path, default=None, metavar="FILE", help="DATA/telemetry.json")
 
 
+def _add_rollout_options(p: CliParser) -> None:
+    g = p.add_argument_group("phased rollouts (docs/rollouts.md)")
+    g.add_argument(
+        "--rollout-tick",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the rollout ticker checks gates and phase start times (0: off)",
+    )
+
+
 def server_main(argv: Sequence[str]) -> int:
     from bridge.http import serve
 
@@ -114,6 +125,7 @@ def server_config(
         "--public-stats", action="store_true", help="publish the fleet's weekly totals (/stats/fleet)"
     )
     _add_telemetry_options(p)
+    _add_rollout_options(p)
     add_bridge_options(p)
     args = p.parse_args(list(argv))
     try:
@@ -149,6 +161,12 @@ def server_config(
         if bridge_error:
             return None, usage_error(prog, bridge_error)
         services.append(service)
+    if not 0 <= args.rollout_tick <= 3600:
+        return None, usage_error(prog, f"bad --rollout-tick value {args.rollout_tick:g}: 0..3600 seconds")
+    if args.rollout_tick > 0:
+        from bridge.api import rollout_ticker_service
+
+        services.append(rollout_ticker_service(args.rollout_tick))
     if args.telemetry_level != "off":
         from meshota import __version__
         from meshota.telemetry.sender import telemetry_service

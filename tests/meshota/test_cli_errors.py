@@ -108,3 +108,18 @@ def test_command_help_imports_only_what_its_parser_needs(command: str, allowed: 
     rc, modules = modules_after([command, "--help"])
     assert rc == 0
     assert not modules & (HEAVY | OURS - allowed), modules & (HEAVY | OURS)
+
+
+def test_a_bad_rollout_tick_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "server",
+        "--http",
+        "127.0.0.1:0",
+        "--db",
+        f"sqlite:///{tmp_path}/x.db",
+        "--artifacts",
+        str(tmp_path),
+    ]
+    code, err = run_main([*argv, "--rollout-tick", "-5"], capsys)
+    assert code == 2
+    assert len(err) == 1 and "bad --rollout-tick value -5" in err[0], err

@@ -181,12 +181,12 @@ def test_mender_client_full_cycle(client_setup: dict[str, Any]) -> None:
     assert inv["device_type"] == "test-device"
     assert inv["mender_client_version"].startswith("3.4.0")
 
-    def deploy(artifact: Path, name: str) -> str:
+    def deploy(artifact: Path, name: str, **extra: Any) -> str:
         files = {"artifact": (artifact.name, artifact.read_bytes(), "application/octet-stream")}
         assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
         r = api.post(
             "/api/management/v1/deployments/deployments",
-            json={"name": name, "artifact_name": name, "devices": [dev["id"]]},
+            json={"name": name, "artifact_name": name, "devices": [dev["id"]], **extra},
         )
         assert r.status_code == 201, r.text
         return str(r.headers["location"].rsplit("/", 1)[1])
@@ -204,11 +204,17 @@ def test_mender_client_full_cycle(client_setup: dict[str, Any]) -> None:
 
         return dict(wait_for(f"deployment {dep_id}", check, timeout=90))
 
-    # 3. a signed (ECDSA) artifact made by mender-artifact: downloaded, installed, success
+    # 3. a signed (ECDSA) artifact made by mender-artifact: downloaded, installed, success; a
+    #    phased deployment whose next carries meshota's extra field (install policy, check-in
+    #    interval), which mender-client 3.4 ignores (docs/rollouts.md)
+    policy = {"install": {"consent": "automatic"}, "checkin_interval": 60}
+    assert api.put("/api/meshota/v1/management/policies/tenant", json=policy).status_code == 204
     signed = make_artifact(tmp / "a", "test-artifact-1", key=s["keys"]["ecdsa-private"],
                            dest_dir=s["dest"], content=b"installed by meshota\n")  # fmt: skip
-    dep1 = deploy(signed, "test-artifact-1")
+    dep1 = deploy(signed, "test-artifact-1", phases=[{"batch_size": 100}], retries=1)
     assert finished(dep1)["success"] == 1
+    shown = api.get(f"/api/management/v1/deployments/deployments/{dep1}").json()
+    assert shown["phases"][0]["success"] == 1 and shown["retries"] == 1
     assert (s["dest"] / "hello.txt").read_bytes() == b"installed by meshota\n"
     wait_for("new artifact_name in inventory",
              lambda: inventory().get("artifact_name") == "test-artifact-1")  # fmt: skip

@@ -147,6 +147,12 @@ SPECS: dict[tuple[str, str], Callable[[World], Call]] = {
         query=tuple((k, v[0]) for k, v in parse_qs(w.link.split("?")[1]).items()),
         with_token=False,
     ),
+    ("GET", "/api/devices/v1/deviceconfig/configuration"): lambda w: Call(
+        "GET", "/api/devices/v1/deviceconfig/configuration"
+    ),
+    ("PUT", "/api/devices/v1/deviceconfig/configuration"): lambda w: Call(
+        "PUT", "/api/devices/v1/deviceconfig/configuration", _json({"tz": "UTC"})
+    ),
 }
 DEVICE_ROUTES = sorted((r.method, r.pattern) for r in ROUTES if r.pattern.startswith("/api/devices/"))
 
