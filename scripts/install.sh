@@ -12,7 +12,7 @@ set -euo pipefail
 
 # Runtime: python3 + venv (python3 -m venv needs ensurepip), mosquitto (the private broker `meshota
 # up` runs, and mosquitto_passwd for `meshota broker-config`), openssl, CA certificates (pip, TLS
-# to an external broker or PostgreSQL).
+# to an external broker or PostgreSQL), tzdata (time zones of install windows).
 packages() {
     local need=()
     command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -20,6 +20,8 @@ packages() {
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+    # install windows name IANA time zones (zoneinfo reads the system's database)
+    [ -e /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
     if [ ${#need[@]} -gt 0 ]; then
         local sudo=""
         [ "$(id -u)" = 0 ] || sudo="sudo"
