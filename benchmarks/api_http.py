@@ -11,6 +11,11 @@ of the HTTP path's capacity (uvicorn + client + router) the device cycle reaches
     .venv/bin/python benchmarks/api_http.py --devices 50 --rounds 5 [--db URL]
 
 A PostgreSQL URL gets a fresh schema (``--db-schema`` of server and admin), dropped at the end.
+
+``--compare-scoping``: what the permission checks and tenant scoping cost (issue 15). Two servers
+in the same run, each on its own database: the real one and benchmarks/_unscoped_server.py (the
+same code with the statement hook and ``authorize`` switched off); the same devices' cycles
+alternate between them in ABBA order; prints server CPU per request of each and the ratio.
 """
 
 from __future__ import annotations
@@ -159,6 +164,72 @@ def make_artifact(tmp: Path) -> Path:
     return out
 
 
+async def prepare(c: httpx.AsyncClient, devices: list[Device], tmp: Path) -> None:
+    """Enrol and accept ``devices``, upload an artifact, deploy it to all of them."""
+    await asyncio.gather(*(d.auth() for d in devices))  # enrolls them as pending
+    token = (await c.post("/api/management/v1/useradm/auth/login", auth=ADMIN)).text
+    m = {"Authorization": f"Bearer {token}"}
+    listing = (await c.get("/api/management/v2/devauth/devices?per_page=500", headers=m)).json()
+    for dev in listing:
+        aid = dev["auth_sets"][0]["id"]
+        await c.put(f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status",
+                    json={"status": "accepted"}, headers=m)  # fmt: skip
+    art = make_artifact(tmp)
+    r = await c.post("/api/management/v1/deployments/artifacts", headers=m,
+                     files={"artifact": (art.name, art.read_bytes())})  # fmt: skip
+    assert r.status_code == 201, r.text
+    r = await c.post("/api/management/v1/deployments/deployments", headers=m,
+                     json={"name": "bench", "artifact_name": "v1", "all_devices": True})  # fmt: skip
+    assert r.status_code == 201, r.text
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def compare_scoping(args: argparse.Namespace, stacks: dict[str, tuple[str, int]], tmp: Path) -> None:
+    """``stacks``: variant -> (url, server pid). ABBA rounds of the same device cycle on each."""
+    devices: dict[str, list[Device]] = {}
+    for variant, (url, _pid) in stacks.items():
+        host, port = url.rsplit("//", 1)[1].split(":")
+        devices[variant] = [Device(i, RawConnection(host, int(port))) for i in range(args.devices)]
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            await prepare(c, devices[variant], tmp)
+    cpu = dict.fromkeys(stacks, 0.0)
+    count = dict.fromkeys(stacks, 0)
+    elapsed = dict.fromkeys(stacks, 0.0)
+    names = list(stacks)
+    for rep in range(args.repeat * 2 + 1):  # the first round of each is a warm-up
+        for variant in names if rep % 2 == 0 else names[::-1]:
+            lat: dict[str, list[float]] = {k: [] for k in ("auth", "inventory", "next", "status")}
+            pid = stacks[variant][1]
+            c0, t0 = cpu_seconds(pid), time.perf_counter()
+
+            async def run(d: Device, lat: dict[str, list[float]] = lat) -> None:
+                for _ in range(args.rounds):
+                    await cycle(d, lat)
+
+            await asyncio.gather(*(run(d) for d in devices[variant]))
+            if rep == 0:
+                continue
+            cpu[variant] += cpu_seconds(pid) - c0
+            elapsed[variant] += time.perf_counter() - t0
+            count[variant] += sum(len(v) for v in lat.values())
+    for conns in devices.values():
+        for d in conns:
+            d.conn.close()
+    db = args.db or "sqlite (temp files)"
+    print(f"devices={args.devices} rounds={args.rounds} x {args.repeat * 2} (ABBA) db={db}")
+    per = {v: cpu[v] / count[v] * 1e6 for v in stacks}
+    for v in stacks:
+        rate = count[v] / elapsed[v]
+        print(f"  {v:<9} requests={count[v]:<6} {rate:6.0f} req/s  server CPU {per[v]:6.0f} us/request")
+    extra = per["scoped"] / per["unscoped"] - 1
+    print(f"permission checks + tenant scoping: {extra * 100:+.1f} % server CPU per request (target <= +5 %)")
+
+
 async def main_async(args: argparse.Namespace, url: str, tmp: Path) -> None:
     limits = httpx.Limits(max_connections=args.devices, max_keepalive_connections=args.devices)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
@@ -168,22 +239,7 @@ async def main_async(args: argparse.Namespace, url: str, tmp: Path) -> None:
             for _ in range(args.devices)
         ]
         devices = [Device(i, conn) for i, conn in enumerate(conns)]
-        await asyncio.gather(*(d.auth() for d in devices))  # enrolls them as pending
-        token = (await c.post("/api/management/v1/useradm/auth/login", auth=ADMIN)).text
-        m = {"Authorization": f"Bearer {token}"}
-        listing = (await c.get("/api/management/v2/devauth/devices?per_page=500", headers=m)).json()
-        for dev in listing:
-            aid = dev["auth_sets"][0]["id"]
-            await c.put(f"/api/management/v2/devauth/devices/{dev['id']}/auth/{aid}/status",
-                        json={"status": "accepted"}, headers=m)  # fmt: skip
-        art = make_artifact(tmp)
-        r = await c.post("/api/management/v1/deployments/artifacts", headers=m,
-                         files={"artifact": (art.name, art.read_bytes())})  # fmt: skip
-        assert r.status_code == 201, r.text
-        r = await c.post("/api/management/v1/deployments/deployments", headers=m,
-                         json={"name": "bench", "artifact_name": "v1", "all_devices": True})  # fmt: skip
-        assert r.status_code == 201, r.text
-
+        await prepare(c, devices, tmp)
         floor_lat: list[float] = []
 
         async def unrouted(d: Device) -> None:
@@ -245,8 +301,14 @@ def main() -> int:
     p.add_argument("--db", default="", help="database URL (default: a temporary SQLite file)")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",
                    help="raw: a connection per device (default); httpx: one AsyncClient")  # fmt: skip
+    p.add_argument("--compare-scoping", action="store_true",
+                   help="server CPU/request with vs without permission checks + tenant scoping")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=2, help="--compare-scoping: measured runs per server (ABBA)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.compare_scoping:
+        with bench_database(args.db) as (tmp_a, dbargs_a), bench_database(args.db) as (tmp_b, dbargs_b):
+            return run_compare(args, {"scoped": (tmp_a, dbargs_a), "unscoped": (tmp_b, dbargs_b)})
     with bench_database(args.db) as (tmp, dbargs):
         return run_with_db(args, tmp, dbargs)
 
@@ -305,6 +367,51 @@ def run_with_db(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
+    return 0
+
+
+def start_server(
+    tmp: Path, dbargs: list[str], *, unscoped: bool = False, extra: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """Admin user, then ``meshota server`` (or its unscoped twin) on a free port; None if it fails."""
+    from meshota.cli.server import admin_main
+
+    os.environ["MESHOTA_BENCH_ADMIN_PASSWORD"] = ADMIN[1]  # secrets never in argv
+    argv = ["create-user", *dbargs, "--username", ADMIN[0], "--password-env", "MESHOTA_BENCH_ADMIN_PASSWORD"]
+    if admin_main(argv) not in (0, 1):
+        return None
+    port = free_port()
+    launcher = (
+        [str(ROOT / "benchmarks" / "_unscoped_server.py")] if unscoped else ["-m", "meshota.cli.server"]
+    )
+    server = subprocess.Popen(
+        [sys.executable, *launcher, "--http", f"127.0.0.1:{port}",
+         *dbargs, "--artifacts", str(tmp / "artifacts"), "--log-level", "warning", *(extra or [])],
+        cwd=ROOT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    if not wait_for_server(url, server):
+        server.terminate()
+        return None
+    return server, url
+
+
+def run_compare(args: argparse.Namespace, dbs: dict[str, tuple[Path, list[str]]]) -> int:
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    stacks: dict[str, tuple[str, int]] = {}
+    try:
+        for variant, (tmp, dbargs) in dbs.items():
+            started = start_server(tmp, dbargs, unscoped=variant == "unscoped")
+            if started is None:
+                print(f"{variant} server did not start", file=sys.stderr)
+                return 1
+            servers[variant], url = started
+            stacks[variant] = (url, started[0].pid)
+        asyncio.run(compare_scoping(args, stacks, dbs["scoped"][0]))
+    finally:
+        for server in servers.values():
+            server.terminate()
+            server.wait(timeout=10)
     return 0
 
 

@@ -10,6 +10,11 @@ the ratio (target: MQTT >= 1.5x HTTP at equal p99), then bytes per request on th
 one individual PUBLISH per request vs one sealed record in a root's batch.
 
     .venv/bin/python benchmarks/api_mqtt.py --devices 50 --rounds 5 [--db URL]
+
+``--compare-scoping``: what the permission checks and tenant scoping cost on the MQTT path
+(issue 15): two stacks in the same run (each its own mosquitto, database and ``meshota server
+--broker``: the real server and benchmarks/_unscoped_server.py), the same MQTT device cycles
+alternating between them in ABBA order; prints server CPU per request of each and the ratio.
 """
 
 from __future__ import annotations
@@ -449,6 +454,64 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     return 0
 
 
+async def compare_async(args: argparse.Namespace, stacks: dict[str, tuple[str, int, int]], tmp: Path) -> None:
+    """``stacks``: variant -> (HTTP url, broker port, server pid)."""
+    devices: dict[str, list[api_http.Device]] = {}
+    links: list[LeanMqttLink] = []
+    for variant, (url, broker_port, _pid) in stacks.items():
+        link = await LeanMqttLink.connect(broker_port, f"bench-gw-{variant}")
+        links.append(link)
+        devices[variant] = [api_http.Device(4096 + i, MqttConnection(link, f"node-{i:04d}"))  # type: ignore[arg-type]
+                            for i in range(args.devices)]  # fmt: skip
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            await api_http.prepare(c, devices[variant], tmp)
+    totals: dict[str, list[float]] = {v: [0.0, 0.0, 0.0] for v in stacks}  # requests, seconds, CPU
+    names = list(stacks)
+    for rep in range(args.repeat * 2 + 1):  # the first round of each is a warm-up
+        for variant in names if rep % 2 == 0 else names[::-1]:
+            pids = {"server": stacks[variant][2]}
+            rate, everything, _lat, cpu = await measure(devices[variant], args.rounds, pids)
+            if rep:
+                totals[variant][0] += len(everything)
+                totals[variant][1] += len(everything) / rate
+                totals[variant][2] += cpu["server"]
+    for link in links:
+        link.close()
+    db = args.db or "sqlite (temp files)"
+    print(f"devices={args.devices} rounds={args.rounds} x {args.repeat * 2} (ABBA) over MQTT "
+          f"(requests QoS 1, replies QoS {args.reply_qos}) db={db}")  # fmt: skip
+    per = {v: t[2] / t[0] * 1e6 for v, t in totals.items()}
+    for v, (n, secs, _cpu) in totals.items():
+        print(f"  {v:<9} requests={n:<6.0f} {n / secs:6.0f} req/s  server CPU {per[v]:6.0f} us/request")
+    extra = per["scoped"] / per["unscoped"] - 1
+    print(f"permission checks + tenant scoping: {extra * 100:+.1f} % server CPU per request (target <= +5 %)")
+
+
+def run_compare(args: argparse.Namespace, dbs: dict[str, tuple[Path, list[str]]]) -> int:
+    servers: list[subprocess.Popen[bytes]] = []
+    brokers = []
+    stacks: dict[str, tuple[str, int, int]] = {}
+    try:
+        for variant, (tmp, dbargs) in dbs.items():
+            broker = start_mosquitto(tmp / "mosquitto")
+            brokers.append(broker)
+            extra = ["--broker", broker.url, "--reply-qos", str(args.reply_qos)]
+            started = api_http.start_server(tmp, dbargs, unscoped=variant == "unscoped", extra=extra)
+            if started is None:
+                print(f"{variant} server did not start", file=sys.stderr)
+                return 1
+            servers.append(started[0])
+            stacks[variant] = (started[1], broker.port, started[0].pid)
+        asyncio.run(compare_async(args, stacks, dbs["scoped"][0]))
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+        for broker in brokers:
+            broker.stop()
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=50)
@@ -461,7 +524,12 @@ def main() -> int:
     p.add_argument("--bulk-roots", type=int, default=2, help="roots batching sealed records (bulk line)")
     p.add_argument("--batch", type=int, default=100, help="most sealed records per bulk PUBLISH")
     p.add_argument("--mqtt-connections", type=int, default=1, help="broker connections the devices share")
+    p.add_argument("--compare-scoping", action="store_true",
+                   help="server CPU/request with vs without permission checks + tenant scoping")  # fmt: skip
     args = p.parse_args()
+    if args.compare_scoping:
+        with api_http.bench_database(args.db) as a, api_http.bench_database(args.db) as b:
+            return run_compare(args, {"scoped": a, "unscoped": b})
     with api_http.bench_database(args.db) as (tmp, dbargs):
         return run(args, tmp, dbargs)
 

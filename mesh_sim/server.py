@@ -142,8 +142,11 @@ class ApiServer:
     # -- set-up over the API --------------------------------------------------------------------------
     def login_admin(self) -> None:
         async def add() -> None:
-            async with self.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            from bridge.store import DEFAULT_ORG_ID, tenant_scope
+
+            with tenant_scope(DEFAULT_ORG_ID):
+                async with self.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
 
         self.run(add())
         basic = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
@@ -192,8 +195,13 @@ class ApiServer:
     def upload_artifact(self, data: bytes) -> str:
         async def store() -> str:
             from bridge.api import store_artifact
+            from bridge.service import operator
+            from bridge.store import DEFAULT_ORG_ID
 
-            return await store_artifact(self.ctx, data, "meshota demo firmware")
+            # the simulator's operator, through the same service layer as meshota admin
+            return await store_artifact(
+                self.ctx, data, "meshota demo firmware", by=operator(DEFAULT_ORG_ID, "mesh-sim")
+            )
 
         return str(self.run(store()))
 

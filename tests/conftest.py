@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     from tests.support.mender import Db, RunningServer
 
 
+@pytest.fixture(autouse=True, scope="session")
+def default_organisation() -> Iterator[None]:
+    """Test code that opens a Store itself acts in the default organisation (every statement on
+    a tenant table needs one: bridge/store/_tenancy.py). Servers started by a test run in their
+    own threads and tasks, so they never see this: their handlers scope every request themselves."""
+    from bridge.store import DEFAULT_ORG_ID, tenant_scope
+
+    with tenant_scope(DEFAULT_ORG_ID):
+        yield
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     m = start_test_mosquitto(tmp_path / "mosquitto")

@@ -27,6 +27,7 @@ PACKAGES = [
     "bridge.mqtt",
     "bridge.mqtt5",
     "bridge.store",
+    "bridge.service",
     "bridge.artifacts",
     "bridge.gateway",
     "firmware_proto",

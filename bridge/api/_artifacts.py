@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.artifacts import ArtifactError, ArtifactInfo, parse_artifact
+from bridge.service import Principal, authorize
+from bridge.store import cross_tenant
 from bridge.store import tables as t
 
 from ._auth import require_user
@@ -47,17 +49,19 @@ def _updates(info: ArtifactInfo) -> list[dict[str, Any]]:
     ]
 
 
-async def store_artifact(ctx: ApiContext, data: bytes, description: str) -> str:
-    """Check ``data`` completely, then store file and row; on any failure nothing remains."""
+async def store_artifact(ctx: ApiContext, data: bytes, description: str, *, by: Principal) -> str:
+    """Check ``data`` completely, then store file and row as ``by``; on any failure nothing remains."""
     with ctx.blobs.staging() as staged:
         with staged.open("wb") as fh:
             await asyncio.to_thread(fh.write, data)
-        return await store_staged_artifact(ctx, staged, description)
+        return await store_staged_artifact(ctx, staged, description, by=by)
 
 
-async def store_staged_artifact(ctx: ApiContext, staged: Path, description: str) -> str:
+async def store_staged_artifact(ctx: ApiContext, staged: Path, description: str, *, by: Principal) -> str:
     """Check the artifact in staging file ``staged`` (from ``BlobStore.staging()``), then move
-    it to its content address and insert the row, both or neither."""
+    it to its content address and insert the row, both or neither (service layer: the upload
+    route, bundle import and in-process tools call this with their principal)."""
+    authorize(by, "artifacts:upload")  # before the parse: a refused caller costs no CPU
     try:
         info = await asyncio.to_thread(
             parse_artifact,
@@ -75,7 +79,8 @@ async def store_staged_artifact(ctx: ApiContext, staged: Path, description: str)
     existed = ctx.blobs.exists(info.sha256)
     placed = False
     try:
-        async with ctx.store.transaction() as conn:
+        async with ctx.gov.unit(by, "artifacts:upload") as uow:
+            conn = uow.conn
             await _check_conflict(conn, info)
             await conn.execute(
                 sa.insert(t.artifacts).values(
@@ -93,6 +98,12 @@ async def store_staged_artifact(ctx: ApiContext, staged: Path, description: str)
                     updates=_updates(info),
                     modified_ts=now(),
                 )
+            )
+            await uow.audit(
+                "artifact.upload",
+                "artifact",
+                artifact_id,
+                {"name": info.name, "sha256": info.sha256, "signed": info.signed},
             )
             # the file goes in place before the row commits; a failed commit removes it
             ctx.blobs.commit(staged, info.sha256)
@@ -114,7 +125,8 @@ async def _check_conflict(conn: AsyncConnection, info: ArtifactInfo) -> None:
 async def mgmt_upload(ctx: ApiContext, req: Request) -> Response:
     """Streaming route: the 'artifact' part goes to a staging file as it arrives (size limit
     enforced by the adapter while streaming); a failure at any point removes the file."""
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
+    authorize(p, "artifacts:upload")  # before a byte of the body is read
     form = MultipartStream(req.headers.get("content-type", ""), "artifact")
     with ctx.blobs.staging() as staged, staged.open("wb") as fh:
 
@@ -126,7 +138,7 @@ async def mgmt_upload(ctx: ApiContext, req: Request) -> Response:
             raise ApiError(400, "multipart field 'artifact' is missing")
         fh.close()
         description = form.fields.get("description", b"").decode("utf-8", "replace")
-        artifact_id = await store_staged_artifact(ctx, staged, description)
+        artifact_id = await store_staged_artifact(ctx, staged, description, by=p)
     return Response(201, [("Location", f"/api/management/v1/deployments/artifacts/{artifact_id}")])
 
 
@@ -148,13 +160,13 @@ def artifact_json(row: Any) -> dict[str, Any]:
 
 
 async def mgmt_artifacts(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     query = sa.select(t.artifacts).order_by(t.artifacts.c.modified_ts, t.artifacts.c.id)
     name = req.query_one("name")
     if name is not None:
         query = query.where(t.artifacts.c.name == name)
-    async with ctx.store.read() as conn:
-        rows = list(await conn.execute(query))
+    async with ctx.gov.read(p, "artifacts:read") as uow:
+        rows = list(await uow.conn.execute(query))
     return json_response(200, [artifact_json(r) for r in rows])
 
 
@@ -166,24 +178,25 @@ async def _artifact(conn: AsyncConnection, artifact_id: str) -> Any:
 
 
 async def mgmt_artifact(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
-        row = await _artifact(conn, req.path_params["id"])
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "artifacts:read") as uow:
+        row = await _artifact(uow.conn, req.path_params["id"])
     return json_response(200, artifact_json(row))
 
 
 async def mgmt_download_link(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
-        await _artifact(conn, req.path_params["id"])
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "artifacts:read") as uow:
+        await _artifact(uow.conn, req.path_params["id"])
     uri, expire = artifact_link(ctx, req, req.path_params["id"])
     return json_response(200, {"uri": uri, "expire": expire})
 
 
 async def mgmt_delete_artifact(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(p, "artifacts:delete") as uow:
+        conn = uow.conn
         row = await _artifact(conn, req.path_params["id"])
         active = (
             await conn.execute(
@@ -196,9 +209,13 @@ async def mgmt_delete_artifact(ctx: ApiContext, req: Request) -> Response:
         from bridge.api._chunk_maps import remove_chunk_maps  # late, as in _routes
 
         await remove_chunk_maps(conn, row.id)  # its cached chunk maps go with it
-        others = (
-            await conn.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.sha256 == row.sha256).limit(1))
-        ).first()
+        await uow.audit("artifact.delete", "artifact", row.id, {"name": row.name, "sha256": row.sha256})
+        with cross_tenant():  # files are shared by content: another organisation may hold this one
+            others = (
+                await conn.execute(
+                    sa.select(t.artifacts.c.id).where(t.artifacts.c.sha256 == row.sha256).limit(1)
+                )
+            ).first()
     if others is None:
         ctx.blobs.remove(row.sha256)
     return Response(204)

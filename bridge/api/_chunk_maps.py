@@ -44,6 +44,7 @@ from bridge.api._context import ApiContext
 from bridge.api._paging import query_int
 from bridge.api._ranges import RangeError, byte_span, refused
 from bridge.api._types import ApiError, Request, Response
+from bridge.service import authorize
 from bridge.store import tables as t
 from wire.chunk_map import MAX_CHUNK, MIN_CHUNK, ChunkMap, ChunkMapError, build_chunk_map, check_shape
 
@@ -98,7 +99,7 @@ async def deployment_public_key_pem(ctx: ApiContext) -> bytes:
 
 async def mgmt_chunk_map_key(ctx: ApiContext, req: Request) -> Response:
     """``GET /api/meshota/v1/management/chunk_map_key``: the PEM public key nodes check maps with."""
-    await require_user(ctx, req)
+    authorize(await require_user(ctx, req), "artifacts:read")
     return Response(200, [("Content-Type", "application/x-pem-file")], await deployment_public_key_pem(ctx))
 
 

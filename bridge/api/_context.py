@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from bridge.artifacts import BlobStore, Limits, VerifyKey
+from bridge.service import Governance
 from bridge.store import Store
 from bridge.store import tables as t
 
@@ -57,8 +58,11 @@ class ApiContext:
     logins_by_user: TokenBuckets = field(init=False)
     logins_by_source: TokenBuckets = field(init=False)
     passwords: WorkGate = field(init=False)
+    # the service layer: every management operation's permission check, tenant scope and audit
+    gov: Governance = field(init=False)
 
     def __post_init__(self) -> None:
+        self.gov = Governance(self.store)
         self.device_status.ttl = self.settings.device_status_ttl
         lim = self.settings.limits
         self.logins_by_user = TokenBuckets(lim.login_user_burst, lim.login_user_refill, lim.login_state_max)

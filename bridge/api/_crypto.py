@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import argon2
 import jwt
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -83,7 +84,8 @@ def sign_link(secret: bytes, artifact_id: str, expire: str) -> str:
 def verify_link(secret: bytes, artifact_id: str, expire: str, signature: str, now: float) -> None:
     """Check an artifact link's HMAC, then its expiry (``expire`` is RFC 3339)."""
     expected = sign_link(secret, artifact_id, expire)
-    if not hmac.compare_digest(expected, signature):
+    # compare bytes: compare_digest refuses non-ASCII str (a TypeError would be a 500)
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
         raise ApiError(403, "bad download link signature")
     try:
         deadline = dt.datetime.fromisoformat(expire.replace("Z", "+00:00")).timestamp()
@@ -93,18 +95,26 @@ def verify_link(secret: bytes, artifact_id: str, expire: str, signature: str, no
         raise ApiError(403, "download link expired")
 
 
+# argon2id (argon2-cffi, RFC 9106 low-memory profile: 64 MiB, t=3); hashes made before it
+# (``scrypt$salt$digest``, wave 1) are still checked. Both are CPU work: callers run them in a thread.
+_ARGON2 = argon2.PasswordHasher()
+
+
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return _ARGON2.hash(password)
 
 
 # Checked instead of a real hash when the user name is unknown, so an unknown user costs the
-# same scrypt as a known one (no user enumeration by timing). Its digest matches no password.
-DUMMY_PASSWORD_HASH = "scrypt$" + "6d6573686f74612d64756d6d792d2d21" + "$" + "00" * 64
+# same work as a known one (no user enumeration by timing). It matches no password.
+DUMMY_PASSWORD_HASH = _ARGON2.hash(secrets.token_hex(16))
 
 
 def check_password(stored: str, password: str) -> bool:
+    if stored.startswith("$argon2"):
+        try:
+            return _ARGON2.verify(stored, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
     except ValueError:

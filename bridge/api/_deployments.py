@@ -8,14 +8,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.service import Denied, UnitOfWork
+from bridge.store import gov_tables as g
 from bridge.store import rollout_tables
 from bridge.store import tables as t
 
 from ._auth import require_user
 from ._context import ApiContext, now
 from ._device_deployments import refresh_deployment
+from ._inventory import matching_devices
 from ._paging import paginate
 from ._rollouts import RolloutSpec, create_rollout, parse_rollout, rollout_json
+from ._scope import check_devices, visible_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -149,18 +153,35 @@ def _created(deployment_id: str) -> Response:
 
 
 async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    """Devices by id, ``all_devices``, or ``filter_id`` (a saved filter: a dynamic group, whose
+    members at this moment become the deployment's devices)."""
+    p = await require_user(ctx, req)
     body, rollout = _body(req)
     devices = body.get("devices")
-    async with ctx.store.transaction() as conn:
-        if body.get("all_devices") is True:
+    filter_id = body.get("filter_id")
+    every = body.get("all_devices") is True
+    # "every device" is beyond a group-limited role
+    async with ctx.gov.unit(p, "deployments:manage", groups=() if every else None) as uow:
+        conn = uow.conn
+        if every:
             devices = list(
                 (
                     await conn.execute(sa.select(t.devices.c.id).where(t.devices.c.status == "accepted"))
                 ).scalars()
             )
+        elif isinstance(filter_id, str):
+            terms = (
+                await conn.execute(
+                    sa.select(g.saved_filters.c.terms).where(g.saved_filters.c.id == filter_id)
+                )
+            ).scalar()
+            if terms is None:
+                raise ApiError(400, f"no saved filter {filter_id!r}")
+            devices = await matching_devices(uow, terms)  # within the grant's reach
         elif not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-            raise ApiError(400, "devices must be an array of device ids (or all_devices)")
+            raise ApiError(400, "devices must be an array of device ids (or all_devices, or filter_id)")
+        else:
+            await check_devices(uow, devices, "unknown devices")
         deployment_id = await create_deployment(
             conn,
             name=body["name"],
@@ -169,6 +190,17 @@ async def mgmt_create(ctx: ApiContext, req: Request) -> Response:
             force=body.get("force_installation", False),
             rollout=rollout,
             wall_clock=ctx.clock(),
+        )
+        await uow.audit(
+            "deployment.create",
+            "deployment",
+            deployment_id,
+            {
+                "name": body["name"],
+                "artifact_name": body["artifact_name"],
+                "devices": len(set(devices)),
+                "filter_id": filter_id,
+            },
         )
     return _created(deployment_id)
 
@@ -183,13 +215,14 @@ async def group_devices(conn: AsyncConnection, group: str) -> list[str]:
 
 
 async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body, rollout = _body(req)
     group = req.path_params["name"]
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(p, "deployments:manage", groups=[group]) as uow:
+        conn = uow.conn
         members = await group_devices(conn, group)
         if not members:
-            raise ApiError(400, f"group {group!r} has no devices")
+            raise ApiError(404, f"group {group!r} has no devices")
         # a static group becomes a fixed device list when the deployment is created
         deployment_id = await create_deployment(
             conn,
@@ -200,6 +233,17 @@ async def mgmt_create_for_group(ctx: ApiContext, req: Request) -> Response:
             force=body.get("force_installation", False),
             rollout=rollout,
             wall_clock=ctx.clock(),
+        )
+        await uow.audit(
+            "deployment.create",
+            "deployment",
+            deployment_id,
+            {
+                "name": body["name"],
+                "artifact_name": body["artifact_name"],
+                "group": group,
+                "devices": len(members),
+            },
         )
     return _created(deployment_id)
 
@@ -232,8 +276,25 @@ async def _deployment_json(conn: AsyncConnection, row: Any) -> dict[str, Any]:
     return out
 
 
+async def _hidden(uow: UnitOfWork) -> Any | None:
+    """Deployments out of a group-limited grant's reach (any device out of reach), as a subquery."""
+    visible = await visible_devices(uow)
+    if visible is None:
+        return None
+    dd = t.device_deployments
+    return sa.select(dd.c.deployment_id).where(dd.c.device_id.not_in(sorted(visible))).distinct()
+
+
+async def _check_deployment(uow: UnitOfWork, deployment_id: str) -> None:
+    hidden = await _hidden(uow)
+    if hidden is not None:
+        found = await uow.conn.execute(hidden.where(t.device_deployments.c.deployment_id == deployment_id))
+        if found.first() is not None:
+            raise Denied("deployment not found", 404)
+
+
 async def mgmt_deployments(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     page, per_page = paginate(req, default=20, maximum=500)
     query = sa.select(t.deployments).order_by(t.deployments.c.created_ts.desc(), t.deployments.c.id)
     status = req.query_one("status")
@@ -244,7 +305,11 @@ async def mgmt_deployments(ctx: ApiContext, req: Request) -> Response:
     search = req.query_one("search")
     if search:
         query = query.where(t.deployments.c.name.contains(search, autoescape=True))
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        conn = uow.conn
+        hidden = await _hidden(uow)
+        if hidden is not None:
+            query = query.where(t.deployments.c.id.not_in(hidden))
         total = len(list(await conn.execute(query)))
         rows = list(await conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
         body = [await _deployment_json(conn, r) for r in rows]
@@ -259,15 +324,19 @@ async def _get(conn: AsyncConnection, deployment_id: str) -> Any:
 
 
 async def mgmt_deployment(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        conn = uow.conn
+        await _check_deployment(uow, req.path_params["id"])
         return json_response(200, await _deployment_json(conn, await _get(conn, req.path_params["id"])))
 
 
 async def mgmt_statistics(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        conn = uow.conn
+        await _check_deployment(uow, req.path_params["id"])
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd.c.status, sa.func.count())
@@ -280,9 +349,11 @@ async def mgmt_statistics(ctx: ApiContext, req: Request) -> Response:
 
 
 async def mgmt_deployment_devices(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        conn = uow.conn
+        await _check_deployment(uow, req.path_params["id"])
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd).where(dd.c.deployment_id == req.path_params["id"]).order_by(dd.c.device_id)
@@ -305,9 +376,11 @@ async def mgmt_deployment_devices(ctx: ApiContext, req: Request) -> Response:
 
 
 async def mgmt_device_log(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     dd = t.device_deployments
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        conn = uow.conn
+        await check_devices(uow, [req.path_params["device_id"]], "no log for this device in this deployment")
         row = (
             await conn.execute(
                 sa.select(dd.c.log).where(
@@ -323,10 +396,12 @@ async def mgmt_device_log(ctx: ApiContext, req: Request) -> Response:
 
 
 async def mgmt_abort(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json()
     if not isinstance(body, dict) or body.get("status") != "aborted":
         raise ApiError(400, 'body must be {"status": "aborted"}')
-    async with ctx.store.transaction() as conn:
-        await abort_deployment(conn, req.path_params["id"])
+    async with ctx.gov.unit(p, "deployments:manage") as uow:
+        await _check_deployment(uow, req.path_params["id"])
+        await abort_deployment(uow.conn, req.path_params["id"])
+        await uow.audit("deployment.abort", "deployment", req.path_params["id"])
     return Response(204)

@@ -13,15 +13,17 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store import after_commit
+from bridge.service import tenant_of_device
+from bridge.store import DEFAULT_ORG_ID, after_commit, current_tenant, tenant_scope
 from bridge.store import tables as t
 
-from ._auth import TRANSPORT_CLAIM, require_user
+from ._auth import TENANT_CLAIM, TRANSPORT_CLAIM, require_user
 from ._context import ApiContext, now
 from ._crypto import issue_token, normalize_pubkey, verify_auth_signature
 from ._device_status import invalidate_device
 from ._limits import ApiLimits, check_body_size, json_depth
 from ._paging import paginate
+from ._scope import check_devices, visible_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -56,6 +58,9 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     if not isinstance(raw_key, str) or not raw_key:
         raise ApiError(400, "pubkey must be a non-empty string")
     identity = _check_id_data(id_data, lim)
+    tenant_token = body.get("tenant_token", "")
+    if not isinstance(tenant_token, str) or len(tenant_token) > 1024:
+        raise ApiError(400, "tenant_token must be a string of at most 1024 characters")
     if len(raw_key) > lim.pubkey_max_bytes:
         raise ApiError(400, f"pubkey exceeds {lim.pubkey_max_bytes} characters")
     signature = req.headers.get("x-men-signature")
@@ -72,7 +77,18 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     ts = now()
     # a known device with a known key changes nothing: answer from a read, no writer lock
     async with ctx.store.read() as conn:
-        known = await _known_auth_set(conn, id_data, pubkey)
+        # the organisation: the tenant token (mender.conf TenantToken), else the transport
+        # identity's mapping, else the default one; everything after runs scoped to it
+        tenant = await tenant_of_device(conn, tenant_token.strip(), tid)
+        with tenant_scope(tenant):
+            known = await _known_auth_set(conn, id_data, pubkey)
+    with tenant_scope(tenant):
+        return await _admit(ctx, id_data, pubkey, tid, known, ts)
+
+
+async def _admit(
+    ctx: ApiContext, id_data: str, pubkey: str, tid: str | None, known: _Known | None, ts: float
+) -> Response:
     if known is not None:
         _check_binding(tid, known.bound, known.presented)
         if known.status != "preauthorized" and (tid is None or known.presented == tid):
@@ -145,9 +161,19 @@ def _check_binding(tid: str | None, bound: str | None, presented: str | None) ->
         raise ApiError(403, f"this key was presented over another transport identity than {tid!r}")
 
 
+def _digest(id_data: str) -> str:
+    """The device's key in its organisation: SHA-256 of id_data (Mender's), and outside the
+    default organisation of the organisation's id and id_data, so that one identity can enrol
+    in two organisations and neither learns of the other."""
+    tenant = current_tenant()
+    if tenant is None or tenant == DEFAULT_ORG_ID:
+        return hashlib.sha256(id_data.encode()).hexdigest()
+    return hashlib.sha256(f"{tenant}\n{id_data}".encode()).hexdigest()
+
+
 async def _check_holder(conn: AsyncConnection, id_data: str, tid: str) -> None:
     """One transport identity, one device: refuse ``tid`` if another device is bound to it."""
-    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    digest = _digest(id_data)
     holder = (await conn.execute(_HOLDER, {"b_tid": tid})).first()
     if holder is not None and holder.id_data_sha256 != digest:
         raise ApiError(403, f"transport identity {tid!r} is bound to another device")
@@ -206,6 +232,9 @@ async def _bind_device(conn: AsyncConnection, device_id: str, tid: str) -> None:
 
 def _device_token(ctx: ApiContext, device_id: str, aid: str, ts: float, tid: str | None = None) -> Response:
     claims: dict[str, Any] = {"sub": device_id, "jti": aid, "mender.device": True, "mender.plan": "os"}
+    tenant = current_tenant()
+    if tenant is not None and tenant != DEFAULT_ORG_ID:
+        claims[TENANT_CLAIM] = tenant  # the organisation every request with this token is scoped to
     if tid is not None:
         claims[TRANSPORT_CLAIM] = tid  # the token is good over MQTT only on this identity's session
     token = issue_token(ctx.secret, claims, ts, ctx.settings.device_token_lifetime)
@@ -239,7 +268,7 @@ class _Known:
 
 async def _known_auth_set(conn: AsyncConnection, id_data: str, pubkey: str) -> _Known | None:
     """The auth set of this identity + key with its device's binding, if both are known."""
-    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    digest = _digest(id_data)
     row = (await conn.execute(_KNOWN_AUTH_SET, {"b_digest": digest, "b_pubkey": pubkey})).first()
     if row is None:
         return None
@@ -247,7 +276,7 @@ async def _known_auth_set(conn: AsyncConnection, id_data: str, pubkey: str) -> _
 
 
 async def _get_or_create_device(conn: AsyncConnection, id_data: str, ts: float) -> dict[str, Any]:
-    digest = hashlib.sha256(id_data.encode()).hexdigest()
+    digest = _digest(id_data)
     row = (await conn.execute(sa.select(t.devices).where(t.devices.c.id_data_sha256 == digest))).first()
     if row is not None:
         return dict(row._mapping)
@@ -381,7 +410,7 @@ async def _device_json(conn: AsyncConnection, rows: list[Any]) -> list[dict[str,
 
 
 async def mgmt_devices(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     page, per_page = paginate(req, default=20, maximum=500)
     query = sa.select(t.devices).order_by(t.devices.c.created_ts, t.devices.c.id)
     status = req.query_one("status")
@@ -392,33 +421,42 @@ async def mgmt_devices(ctx: ApiContext, req: Request) -> Response:
     ids = req.query.get("id")
     if ids:
         query = query.where(t.devices.c.id.in_(ids))
-    async with ctx.store.read() as conn:
-        rows = list(await conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
-        return json_response(200, await _device_json(conn, rows))
+    async with ctx.gov.read(p, "devices:read") as uow:
+        visible = await visible_devices(uow)
+        if visible is not None:
+            query = query.where(t.devices.c.id.in_(sorted(visible)))
+        rows = list(await uow.conn.execute(query.offset((page - 1) * per_page).limit(per_page)))
+        return json_response(200, await _device_json(uow.conn, rows))
 
 
 async def mgmt_device(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
-        rows = list(await conn.execute(sa.select(t.devices).where(t.devices.c.id == req.path_params["id"])))
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "devices:read") as uow:
+        await check_devices(uow, [req.path_params["id"]])
+        rows = list(
+            await uow.conn.execute(sa.select(t.devices).where(t.devices.c.id == req.path_params["id"]))
+        )
         if not rows:
             raise ApiError(404, "device not found")
-        return json_response(200, (await _device_json(conn, rows))[0])
+        return json_response(200, (await _device_json(uow.conn, rows))[0])
 
 
 async def mgmt_set_auth_status(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json()
     status = body.get("status") if isinstance(body, dict) else None
     if not isinstance(status, str):
         raise ApiError(400, 'body must be {"status": ...}')
-    async with ctx.store.transaction() as conn:
-        await set_auth_status(conn, req.path_params["id"], req.path_params["aid"], status)
+    device_id = req.path_params["id"]
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        await check_devices(uow, [device_id])
+        aid = await set_auth_status(uow.conn, device_id, req.path_params["aid"], status)
+        await uow.audit("device.auth_status", "device", device_id, {"auth_set": aid, "status": status})
     return Response(204)
 
 
 async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -435,7 +473,9 @@ async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
     _check_id_data(id_data, ctx.limits)  # the same limits as a device's own auth request
     ts = now()
     # An operator call: it never hands out a device token (a known device is a 409 conflict).
-    async with ctx.store.transaction() as conn:
+    # A group-limited role cannot preauthorize: a new device is in no group, so out of its reach.
+    async with ctx.gov.unit(p, "devices:manage", groups=()) as uow:
+        conn = uow.conn
         device = await _get_or_create_device(conn, id_data, ts)
         existing = (
             await conn.execute(sa.select(t.auth_sets.c.id).where(t.auth_sets.c.device_id == device["id"]))
@@ -457,25 +497,32 @@ async def mgmt_preauthorize(ctx: ApiContext, req: Request) -> Response:
             )
         )
         await _refresh_device_status(conn, device["id"], ts)
+        await uow.audit("device.preauthorize", "device", device["id"], {"identity_data": identity})
     location = f"/api/management/v2/devauth/devices/{device['id']}"
     return Response(201, [("Location", location)])
 
 
 async def mgmt_decommission(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
-        await decommission_device(conn, req.path_params["id"])
+    p = await require_user(ctx, req)
+    device_id = req.path_params["id"]
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        await check_devices(uow, [device_id])
+        await decommission_device(uow.conn, device_id)
+        await uow.audit("device.decommission", "device", device_id)
     return Response(204)
 
 
 async def mgmt_delete_auth_set(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     device_id, aid = req.path_params["id"], req.path_params["aid"]
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        conn = uow.conn
+        await check_devices(uow, [device_id])
         result = await conn.execute(
             sa.delete(t.auth_sets).where(t.auth_sets.c.id == aid, t.auth_sets.c.device_id == device_id)
         )
         if result.rowcount == 0:
             raise ApiError(404, "auth set not found")
         await _refresh_device_status(conn, device_id, now())
+        await uow.audit("device.auth_set_delete", "device", device_id, {"auth_set": aid})
     return Response(204)

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import cross_tenant
 from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
@@ -343,8 +344,11 @@ async def download_artifact(ctx: ApiContext, req: Request) -> Response:
         req.query_one("x-men-signature") or "",
         now(),
     )
-    async with ctx.store.read() as conn:
-        artifact = await _artifact_by_id(conn, artifact_id)
+    # the signed link is the authority (no token, so no organisation): it names one artifact id,
+    # unique across organisations, which only an authorized caller got a link for
+    with cross_tenant():
+        async with ctx.store.read() as conn:
+            artifact = await _artifact_by_id(conn, artifact_id)
     if artifact is None or not ctx.blobs.exists(artifact["sha256"]):
         raise ApiError(404, "artifact not found")
     size = int(artifact["size"])

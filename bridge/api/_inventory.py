@@ -8,18 +8,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.service import UnitOfWork
 from bridge.store import tables as t
 
 from ._auth import require_device, require_user
 from ._context import ApiContext, now
 from ._limits import ApiLimits, check_body_size, encoded_size
 from ._paging import MAX_PAGE, paginate, parse_int
+from ._scope import check_devices, visible_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
 __all__ = [
+    "check_filters",
     "device_attributes",
     "device_groups",
+    "matching_devices",
     "mgmt_add_to_group",
     "mgmt_clear_group",
     "mgmt_group_devices",
@@ -146,12 +150,16 @@ def _group_of() -> Any:
 
 
 async def mgmt_inventory_devices(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     page, per_page = paginate(req, default=10, maximum=500)
     query = sa.select(t.devices.c.id).order_by(t.devices.c.created_ts, t.devices.c.id)
     group = req.query_one("group")
     has_group = req.query_one("has_group")
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "devices:read") as uow:
+        conn = uow.conn
+        visible = await visible_devices(uow)
+        if visible is not None:
+            query = query.where(t.devices.c.id.in_(sorted(visible)))
         if group is not None:
             members = await _group_members(conn, group)
             query = query.where(t.devices.c.id.in_(members))
@@ -190,9 +198,11 @@ async def _group_members(conn: AsyncConnection, group: str) -> list[str]:
 
 
 async def mgmt_inventory_device(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     device_id = req.path_params["id"]
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "devices:read") as uow:
+        conn = uow.conn
+        await check_devices(uow, [device_id])
         found = (await conn.execute(sa.select(t.devices.c.id).where(t.devices.c.id == device_id))).first()
         if found is None:
             raise ApiError(404, "device not found")
@@ -226,24 +236,31 @@ async def set_group(conn: AsyncConnection, device_ids: list[str], group: str | N
 
 
 async def mgmt_set_group(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json()
     group = body.get("group") if isinstance(body, dict) else None
     if not isinstance(group, str):
         raise ApiError(400, 'body must be {"group": name}')
-    async with ctx.store.transaction() as conn:
-        if await set_group(conn, [req.path_params["id"]], group) == 0:
+    device_id = req.path_params["id"]
+    # a group-limited role moves devices only between its own groups
+    async with ctx.gov.unit(p, "devices:manage", groups=[group]) as uow:
+        await check_devices(uow, [device_id])
+        if await set_group(uow.conn, [device_id], group) == 0:
             raise ApiError(404, "device not found")
+        await uow.audit("device.group", "device", device_id, {"group": group})
     return Response(204)
 
 
 async def mgmt_remove_from_group(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.transaction() as conn:
-        members = await _group_members(conn, req.path_params["name"])
-        if req.path_params["id"] not in members:
+    p = await require_user(ctx, req)
+    device_id, group = req.path_params["id"], req.path_params["name"]
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        await check_devices(uow, [device_id])
+        members = await _group_members(uow.conn, group)
+        if device_id not in members:
             raise ApiError(404, "device is not in that group")
-        await set_group(conn, [req.path_params["id"]], None)
+        await set_group(uow.conn, [device_id], None)
+        await uow.audit("device.group", "device", device_id, {"removed_from": group})
     return Response(204)
 
 
@@ -254,20 +271,59 @@ def _id_list(body: Any) -> list[str]:
 
 
 async def mgmt_add_to_group(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     ids = _id_list(req.json())
-    async with ctx.store.transaction() as conn:
-        changed = await set_group(conn, ids, req.path_params["name"])
+    group = req.path_params["name"]
+    async with ctx.gov.unit(p, "devices:manage", groups=[group]) as uow:
+        visible = await visible_devices(uow)
+        ids = [i for i in ids if visible is None or i in visible]
+        changed = await set_group(uow.conn, ids, group)
+        if changed:
+            await uow.audit("group.add", "group", group, {"devices": sorted(ids)[:100], "count": changed})
     return json_response(200, {"updated_count": changed, "matched_count": changed})
 
 
 async def mgmt_clear_group(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     ids = _id_list(req.json())
-    async with ctx.store.transaction() as conn:
-        members = set(await _group_members(conn, req.path_params["name"]))
-        changed = await set_group(conn, [i for i in ids if i in members], None)
+    group = req.path_params["name"]
+    async with ctx.gov.unit(p, "devices:manage", groups=[group]) as uow:
+        members = set(await _group_members(uow.conn, group))
+        gone = [i for i in ids if i in members]
+        changed = await set_group(uow.conn, gone, None)
+        if changed:
+            await uow.audit("group.remove", "group", group, {"devices": sorted(gone)[:100], "count": changed})
     return json_response(200, {"updated_count": changed})
+
+
+def check_filters(filters: Any) -> list[dict[str, Any]]:
+    """Mender inventory v2 filter terms: ``{"scope", "attribute", "type": "$eq"|"$in", "value"}``."""
+    if not isinstance(filters, list) or len(filters) > 100:
+        raise ApiError(400, "filters must be an array of at most 100 terms")
+    for f in filters:
+        if not isinstance(f, dict) or f.get("type") not in ("$eq", "$in"):
+            raise ApiError(400, "only $eq and $in filters are supported")
+        if not isinstance(f.get("attribute"), str) or not isinstance(f.get("scope", "inventory"), str):
+            raise ApiError(400, "a filter names an attribute and a scope")
+    return filters
+
+
+async def matching_devices(uow: UnitOfWork, filters: Any) -> list[str]:
+    """Device ids (oldest first) matching every filter term, within the grant's reach: what a
+    search returns and what a dynamic group (a saved filter) holds at this moment."""
+    conn = uow.conn
+    ids = list((await conn.execute(sa.select(t.devices.c.id).order_by(t.devices.c.created_ts))).scalars())
+    visible = await visible_devices(uow)
+    if visible is not None:
+        ids = [d for d in ids if d in visible]
+    rows = await conn.execute(sa.select(t.inventory))
+    attrs: dict[tuple[str, str, str], Any] = {(r.device_id, r.scope, r.name): r.value for r in rows}
+    for f in check_filters(filters):
+        key = (str(f.get("scope", "inventory")), str(f.get("attribute")))
+        wanted = f.get("value")
+        choices = wanted if f["type"] == "$in" and isinstance(wanted, list) else [wanted]
+        ids = [d for d in ids if attrs.get((d, *key)) in choices]
+    return ids
 
 
 async def device_groups(conn: AsyncConnection) -> list[str]:
@@ -278,16 +334,18 @@ async def device_groups(conn: AsyncConnection) -> list[str]:
 
 
 async def mgmt_groups(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
-        return json_response(200, await device_groups(conn))
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "devices:read") as uow:
+        groups = await device_groups(uow.conn)
+    return json_response(200, [g for g in groups if uow.grant.covers([g])])
 
 
 async def mgmt_group_devices(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     page, per_page = paginate(req, default=10, maximum=500)
-    async with ctx.store.read() as conn:
-        members = sorted(await _group_members(conn, req.path_params["name"]))
+    group = req.path_params["name"]
+    async with ctx.gov.read(p, "devices:read") as uow:
+        members = sorted(await _group_members(uow.conn, group)) if uow.grant.covers([group]) else []
     if not members:
         raise ApiError(404, "group not found")
     return json_response(200, members[(page - 1) * per_page : page * per_page])
@@ -295,7 +353,7 @@ async def mgmt_group_devices(ctx: ApiContext, req: Request) -> Response:
 
 async def mgmt_search(ctx: ApiContext, req: Request) -> Response:
     """v2 filters/search: the "$eq" / "$in" filters on attributes, no sorting."""
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json() or {}
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -304,17 +362,9 @@ async def mgmt_search(ctx: ApiContext, req: Request) -> Response:
     filters = body.get("filters") or []
     if not isinstance(filters, list):
         raise ApiError(400, "filters must be an array")
-    async with ctx.store.read() as conn:
-        ids = list((await conn.execute(sa.select(t.devices.c.id).order_by(t.devices.c.created_ts))).scalars())
-        rows = await conn.execute(sa.select(t.inventory))
-        attrs: dict[tuple[str, str, str], Any] = {(r.device_id, r.scope, r.name): r.value for r in rows}
-        for f in filters:
-            if not isinstance(f, dict) or f.get("type") not in ("$eq", "$in"):
-                raise ApiError(400, "only $eq and $in filters are supported")
-            key = (str(f.get("scope", "inventory")), str(f.get("attribute")))
-            wanted = f.get("value")
-            choices = wanted if f["type"] == "$in" and isinstance(wanted, list) else [wanted]
-            ids = [d for d in ids if attrs.get((d, *key)) in choices]
+    async with ctx.gov.read(p, "devices:read") as uow:
+        conn = uow.conn
+        ids = await matching_devices(uow, filters)
         page_ids = ids[(page - 1) * per_page : page * per_page]
         body_out = await _inventory_json(conn, page_ids)
     return json_response(200, body_out, [("X-Total-Count", str(len(ids)))])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from . import _artifacts as art
+from . import _auditlogs as audit
 from . import _deployments as dep
 from . import _devauth as auth
 from . import _device_deployments as ddep
 from . import _deviceconfig as dcfg
+from . import _filters as filters
 from . import _fleet_stats as fleet
 from . import _inventory as inv
 from . import _policies as pol
+from . import _roles as roles
 from . import _rollouts as roll
 from . import _useradm as users
 from ._context import ApiContext
@@ -24,6 +27,8 @@ _MGMT_DEPLOY = "/api/management/v1/deployments"
 _DEVAUTH = "/api/management/v2/devauth/devices"
 _INV = "/api/management/v1/inventory"
 _DEVCONF = "/api/management/v1/deviceconfig/configurations/device"
+_INV2 = "/api/management/v2/inventory"
+_USERADM = "/api/management/v1/useradm"
 
 
 async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
@@ -71,7 +76,20 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),
     Route("POST", "/api/management/v1/useradm/users", users.mgmt_create_user),
+    Route("GET", "/api/management/v1/useradm/users/{id}", users.mgmt_user),
+    Route("PUT", "/api/management/v1/useradm/users/{id}", users.mgmt_update_user),
     Route("DELETE", "/api/management/v1/useradm/users/{id}", users.mgmt_delete_user),
+    Route("GET", f"{_USERADM}/roles", roles.mgmt_roles),
+    Route("POST", f"{_USERADM}/roles", roles.mgmt_create_role),
+    Route("GET", f"{_USERADM}/roles/{{name}}", roles.mgmt_role),
+    Route("PUT", f"{_USERADM}/roles/{{name}}", roles.mgmt_update_role),
+    Route("DELETE", f"{_USERADM}/roles/{{name}}", roles.mgmt_delete_role),
+    Route("POST", f"{_USERADM}/settings/tokens", roles.mgmt_create_token),
+    Route("GET", f"{_USERADM}/settings/tokens", roles.mgmt_tokens),
+    Route("DELETE", f"{_USERADM}/settings/tokens/{{id}}", roles.mgmt_delete_token),
+    # -- auditlogs --------------------------------------------------------------------------
+    Route("GET", "/api/management/v1/auditlogs/logs", audit.mgmt_audit_logs),
+    Route("GET", "/api/management/v1/auditlogs/logs/export", audit.mgmt_audit_export),
     # -- deployments: artifacts -------------------------------------------------------------
     Route("POST", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_upload, streaming=True),
     Route("GET", f"{_MGMT_DEPLOY}/artifacts", art.mgmt_artifacts),
@@ -108,6 +126,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("PATCH", f"{_INV}/groups/{{name}}/devices", inv.mgmt_add_to_group),
     Route("DELETE", f"{_INV}/groups/{{name}}/devices", inv.mgmt_clear_group),
     Route("POST", "/api/management/v2/inventory/filters/search", inv.mgmt_search),
+    Route("POST", f"{_INV2}/filters", filters.mgmt_create_filter),
+    Route("GET", f"{_INV2}/filters", filters.mgmt_filters),
+    Route("GET", f"{_INV2}/filters/{{id}}", filters.mgmt_filter),
+    Route("DELETE", f"{_INV2}/filters/{{id}}", filters.mgmt_delete_filter),
 )
 
 

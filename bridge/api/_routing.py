@@ -17,6 +17,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from bridge.service import Denied
+from bridge.store._tenancy import reset_tenant, set_tenant
+
 from ._json import INLINE_JSON_SIZE, MAX_JSON_SIZE, decode_json
 from ._types import ApiError, Request, Response, error_response
 
@@ -120,15 +123,22 @@ class Router(Generic[C]):
                 return resp
             return error_response(404, f"no such resource: {request.path[:200]}", rid)
         request = dataclasses.replace(request, path_params=params)
+        # no organisation until the handler authenticates the caller (which sets it); cleared
+        # after the request, so requests sharing one task (MQTT group commit) never share one
+        tenant = set_tenant(None)
         try:
             if not route.streaming:
                 request = await _whole_body(request, route.limit)
             response = await route.handler(self.context, request)
         except ApiError as exc:
             return error_response(exc.status, exc.message, rid, exc.headers)
+        except Denied as exc:
+            return error_response(exc.status, exc.message, rid)
         except Exception:
             log.exception("handler failed: %s %s", request.method, request.path[:200])
             return error_response(500, "internal error", rid)
+        finally:
+            reset_tenant(tenant)
         response.headers.append(("X-MEN-RequestID", rid))
         return response
 

@@ -62,6 +62,7 @@ def stamp_properties(device: str, verified: bool) -> Properties:
     props.freeze()
     return props
 
+
 log = logging.getLogger("meshota.gateway")
 
 

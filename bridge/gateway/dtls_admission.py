@@ -55,8 +55,15 @@ class HandshakeLimits:
     tracked_sources: int = 4096  # sources whose token buckets are kept (LRU)
 
     def __post_init__(self) -> None:
-        for name in ("max_handshakes", "per_source", "per_relay", "burst", "hello_burst",
-                     "known_peers", "tracked_sources"):
+        for name in (
+            "max_handshakes",
+            "per_source",
+            "per_relay",
+            "burst",
+            "hello_burst",
+            "known_peers",
+            "tracked_sources",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"HandshakeLimits.{name} must be at least 1")
         if not (self.rate > 0 and self.hello_rate > 0):

@@ -64,7 +64,6 @@ __all__ = ["DtlsFront", "DtlsListener", "DtlsPeer"]
 log = logging.getLogger("meshota.gateway")
 
 
-
 @dataclass(frozen=True, slots=True)
 class DtlsPeer:
     """A Gateway peer reached over DTLS; ``link`` is the DTLS session key (address or relay+node)."""
@@ -203,15 +202,14 @@ class DtlsFront:
         for event in self.server.events():
             self._events.append(event)
             if isinstance(event, ApplicationData):
-                gateway.receive_datagram(
-                    event.plaintext, DtlsPeer(event.peer), now, identity=event.device_id
-                )
+                gateway.receive_datagram(event.plaintext, DtlsPeer(event.peer), now, identity=event.device_id)
                 self.gateway_touched = True
             elif isinstance(event, SessionEstablished):
                 s = gateway.session(DtlsPeer(event.peer))
                 if s is not None and s.identity != event.device_id:
-                    self._end_gateway_session(event.peer, "another device took over its DTLS peer",
-                                              now, keep_sleeping=False)
+                    self._end_gateway_session(
+                        event.peer, "another device took over its DTLS peer", now, keep_sleeping=False
+                    )
             elif isinstance(event, SessionClosed | HandshakeFailed | SessionRefused):
                 self._end_gateway_session(event.peer, event.reason, now, keep_sleeping=True)
 

@@ -406,4 +406,3 @@ def bridge_service(config: MqttBridgeConfig, record_keys: Mapping[str, RecordKey
         return stop
 
     return start
-

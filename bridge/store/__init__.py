@@ -4,20 +4,29 @@ SQLite file by default (``sqlite:///path``); PostgreSQL by URL (``postgresql://.
 """
 
 from . import _fleet_tables as fleet_tables
+from . import _gov_tables as gov_tables
 from . import _rollout_tables as rollout_tables
 from . import _tables as tables
 from ._engine import Batch, BatchFailed, Store, StoreConfigError, after_commit, normalize_url
+from ._gov_tables import DEFAULT_ORG_ID
 from ._sealed_state import SealedRecordState
+from ._tenancy import TenantScopeError, cross_tenant, current_tenant, tenant_scope
 
 __all__ = [
+    "DEFAULT_ORG_ID",
     "Batch",
     "BatchFailed",
     "SealedRecordState",
     "Store",
     "StoreConfigError",
+    "TenantScopeError",
     "after_commit",
+    "cross_tenant",
+    "current_tenant",
     "fleet_tables",
+    "gov_tables",
     "normalize_url",
     "rollout_tables",
     "tables",
+    "tenant_scope",
 ]

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ._sqlite_inline import BUSY_TIMEOUT_S, InlineConnection, connect_inline
+from ._tenancy import cross_tenant, install_tenancy
 
 __all__ = ["Batch", "BatchFailed", "Store", "StoreConfigError", "after_commit", "normalize_url"]
 
@@ -104,6 +105,7 @@ class Store:
         engine = create_async_engine(async_url, **kwargs)
         if async_url.startswith("sqlite"):
             _sqlite_setup(engine)
+        install_tenancy(engine)
         return cls(engine, schema=schema)
 
     async def migrate(self) -> None:
@@ -111,8 +113,9 @@ class Store:
         if self.schema is not None:
             async with self.engine.begin() as conn:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        async with self.transaction() as conn:
-            await conn.run_sync(_upgrade)
+        with cross_tenant():  # migrations move every organisation's rows
+            async with self.transaction() as conn:
+                await conn.run_sync(_upgrade)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

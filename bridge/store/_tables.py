@@ -1,4 +1,9 @@
-"""Table definitions (SQLAlchemy Core). Alembic migrations create exactly these."""
+"""Table definitions (SQLAlchemy Core). Alembic migrations create exactly these.
+
+A table with a ``tenant_id`` column belongs to one organisation per row; every statement on it
+is scoped to the organisation in scope (bridge/store/_tenancy.py). ``settings`` and the fleet's
+public statistics are installation-wide.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,11 @@ __all__ = [
 
 metadata = MetaData()
 
+# The server default only fills the rows that existed before organisations (migration 0006,
+# which adds the column without rewriting tables); every insert names its tenant, added by the
+# tenancy hook (bridge/store/_tenancy.py), which also refuses one without a tenant in scope.
+_WAVE1_ORG = "default"
+
 settings = Table(
     "settings",
     metadata,
@@ -46,6 +56,8 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("created_ts", Float, nullable=False),
     Column("updated_ts", Float, nullable=False),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 devices = Table(
@@ -53,6 +65,7 @@ devices = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     # the device is identified by the exact id_data string (Mender: SHA-256 of it)
+    # (outside the default organisation the digest covers the tenant too: bridge/api/_devauth.py)
     Column("id_data_sha256", String(64), nullable=False, unique=True),
     Column("id_data", Text, nullable=False),
     Column("status", String(16), nullable=False),
@@ -63,6 +76,8 @@ devices = Table(
     # (docs/mqtt_bridge.md, "Token binding")
     Column("transport_id", String(64), nullable=True),
     Index("ix_devices_transport_id", "transport_id", unique=True),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 auth_sets = Table(
@@ -77,6 +92,8 @@ auth_sets = Table(
     # device's transport_id when this auth set is accepted
     Column("transport_id", String(64), nullable=True),
     UniqueConstraint("device_id", "pubkey", name="uq_auth_sets_device_pubkey"),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 inventory = Table(
@@ -93,6 +110,8 @@ inventory = Table(
     Column("value", JSON, nullable=False),
     Column("description", Text, nullable=True),
     Column("updated_ts", Float, nullable=False),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 artifacts = Table(
@@ -111,6 +130,8 @@ artifacts = Table(
     Column("clears_provides", JSON, nullable=False),
     Column("updates", JSON, nullable=False),
     Column("modified_ts", Float, nullable=False),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 deployments = Table(
@@ -125,6 +146,8 @@ deployments = Table(
     Column("device_count", Integer, nullable=False),
     Column("created_ts", Float, nullable=False, index=True),
     Column("finished_ts", Float, nullable=True),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
 device_deployments = Table(
@@ -147,4 +170,6 @@ device_deployments = Table(
     Column("started_ts", Float, nullable=True),
     Column("finished_ts", Float, nullable=True),
     UniqueConstraint("deployment_id", "device_id", name="uq_device_deployments_dep_dev"),
+    # last: migration 0006 added it to the existing tables
+    Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )

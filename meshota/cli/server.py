@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.api import (
     ApiError,
@@ -27,7 +26,17 @@ from bridge.api import (
     set_auth_status,
 )
 from bridge.artifacts import VerifyKey, load_verify_key
-from bridge.store import Store, StoreConfigError, normalize_url
+from bridge.service import (
+    BUILTIN_ROLES,
+    Denied,
+    Governance,
+    UnitOfWork,
+    create_org,
+    map_identity,
+    operator,
+    org_by_name,
+)
+from bridge.store import DEFAULT_ORG_ID, Store, StoreConfigError, normalize_url
 from meshota.cli._args import CliParser, ConfigError, parse_hostport, usage_error
 
 if TYPE_CHECKING:
@@ -192,14 +201,40 @@ def server_config(
 
 
 def _run_in_store(
-    prog: str, url: str, schema: str | None, operation: Callable[[AsyncConnection], Awaitable[T]]
+    prog: str,
+    url: str,
+    schema: str | None,
+    operation: Callable[[UnitOfWork], Awaitable[T]],
+    *,
+    org: str | None = None,
+    permission: str = "users:manage",
+    new_org: str | None = None,
+    token_out: list[str] | None = None,
 ) -> tuple[int, T | None]:
+    """Run ``operation`` in one unit of work of the service layer, as the operator principal of
+    organisation ``org`` (by name; None: the default one) — the same permission check, tenant
+    scope and audit as an API call. ``new_org``: create that organisation first (its own
+    transaction), then act in it (its tenant token goes to ``token_out``)."""
+
     async def run() -> T:
         store = Store.open(url, schema=schema)
         try:
             await store.migrate()
-            async with store.transaction() as conn:
-                return await operation(conn)
+            gov = Governance(store)
+            if new_org is not None:
+                async with store.transaction() as conn:
+                    created = await create_org(conn, new_org)
+                if token_out is not None and created.tenant_token is not None:
+                    token_out.append(created.tenant_token)
+                async with gov.unit(operator(created.id), permission) as uow:
+                    await uow.audit("organization.create", "organization", created.id, {"name": new_org})
+                    return await operation(uow)
+            org_id = DEFAULT_ORG_ID
+            if org is not None:
+                async with store.read() as conn:
+                    org_id = (await org_by_name(conn, org)).id
+            async with gov.unit(operator(org_id), permission) as uow:
+                return await operation(uow)
         finally:
             await store.close()
 
@@ -207,7 +242,7 @@ def _run_in_store(
         return 0, asyncio.run(run())
     except StoreConfigError as exc:
         return usage_error(prog, f"bad --db value: {exc}"), None
-    except ApiError as exc:
+    except (ApiError, Denied) as exc:
         print(f"{prog}: {exc.message}", file=sys.stderr)
         return 1, None
     except (SQLAlchemyError, OSError) as exc:
@@ -265,6 +300,59 @@ def _deployment_key(prog: str, url: str, schema: str | None, out: Path | None) -
     return 0
 
 
+def _audit_verify(prog: str, url: str, schema: str | None, org: str | None) -> int:
+    """Check every organisation's chain (or one); exit 1 naming the first broken entry."""
+    from bridge.service import verify_chain
+    from bridge.store import gov_tables, tenant_scope
+
+    async def run() -> list[tuple[str, int, str | None]]:
+        store = Store.open(url, schema=schema)
+        try:
+            await store.migrate()
+            async with store.read() as conn:
+                if org is not None:
+                    found = await org_by_name(conn, org)
+                    orgs = [(found.id, found.name)]
+                else:
+                    # organisations are installation-wide: no tenant scope needed to list them
+                    rows = await conn.execute(gov_tables.organizations.select().order_by("created_ts"))
+                    orgs = [(r.id, r.name) for r in rows]
+                out = []
+                for org_id, name in orgs:
+                    with tenant_scope(org_id):
+                        count, broken = await verify_chain(conn)
+                    where = None
+                    if broken is not None:
+                        entry = (
+                            "the chain head"
+                            if broken.seq is None
+                            else f"entry seq={broken.seq} id={broken.id}"
+                        )
+                        where = f"{entry}: {broken.reason}"
+                    out.append((name, count, where))
+                return out
+        finally:
+            await store.close()
+
+    try:
+        results = asyncio.run(run())
+    except StoreConfigError as exc:
+        return usage_error(prog, f"bad --db value: {exc}")
+    except Denied as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        return usage_error(prog, f"cannot use database {url!r}: {exc.__class__.__name__}: {exc}")
+    code = 0
+    for name, count, where in results:
+        if where is None:
+            print(f"{name}: {count} entries, chain intact")
+        else:
+            print(f"{name}: BROKEN at {where} ({count} entries intact before it)")
+            code = 1
+    return code
+
+
 def admin_main(argv: Sequence[str]) -> int:
     prog = "meshota admin"
     p = CliParser(prog=prog, description="operator commands that write through the service layer")
@@ -273,6 +361,16 @@ def admin_main(argv: Sequence[str]) -> int:
     cu.add_argument("--db", required=True, metavar="URL")
     cu.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     cu.add_argument("--username", required=True)
+    cu.add_argument(
+        "--org", default=None, metavar="NAME", help="the user's organisation (default: the default one)"
+    )
+    cu.add_argument(
+        "--role",
+        action="append",
+        default=None,
+        metavar="ROLE",
+        help=f"a role (repeatable; built in: {', '.join(BUILTIN_ROLES)}; default RBAC_ROLE_PERMIT_ALL)",
+    )
     secret = cu.add_mutually_exclusive_group()
     secret.add_argument(
         "--password-file", metavar="FILE", help="read the password from FILE ('-': stdin; default: stdin)"
@@ -289,10 +387,29 @@ def admin_main(argv: Sequence[str]) -> int:
     ad = sub.add_parser("accept-device", help="accept a device's newest auth set")
     ad.add_argument("--db", required=True, metavar="URL")
     ad.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    ad.add_argument("--org", default=None, metavar="NAME", help="the device's organisation")
+    co = sub.add_parser("create-org", help="create an organisation; prints its id and tenant token")
+    co.add_argument("--db", required=True, metavar="URL")
+    co.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    co.add_argument("name")
+    mi = sub.add_parser(
+        "map-identity", help="devices with this PSK identity / certificate subject enrol into an org"
+    )
+    mi.add_argument("--db", required=True, metavar="URL")
+    mi.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    mi.add_argument("--org", required=True, metavar="NAME")
+    mi.add_argument("identity")
+    au = sub.add_parser("audit", help="the audit log")
+    au_sub = au.add_subparsers(dest="audit_command", required=True, parser_class=CliParser)
+    av = au_sub.add_parser("verify", help="check the hash chain; name the first broken entry")
+    av.add_argument("--db", required=True, metavar="URL")
+    av.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    av.add_argument("--org", default=None, metavar="NAME", help="one organisation (default: every one)")
     ad.add_argument("device_id")
     dp = sub.add_parser("deploy", help="deploy an artifact to devices or a static group")
     dp.add_argument("--db", required=True, metavar="URL")
     dp.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
+    dp.add_argument("--org", default=None, metavar="NAME", help="the organisation deploying")
     dp.add_argument("--artifact", required=True, metavar="NAME")
     target = dp.add_mutually_exclusive_group(required=True)
     target.add_argument("--devices", metavar="ID,...")
@@ -317,30 +434,69 @@ def admin_main(argv: Sequence[str]) -> int:
             password = read_password(args.password_file, args.password_env)
         except ConfigError as exc:
             return usage_error(sub_prog, str(exc))
-        code, user_id = _run_in_store(
-            sub_prog, args.db, args.db_schema, lambda c: create_user(c, args.username, password)
-        )
+        roles = args.role or ["RBAC_ROLE_PERMIT_ALL"]
+
+        async def add_user(uow: UnitOfWork) -> str:
+            user_id = await create_user(uow.conn, args.username, password, roles)
+            await uow.audit("user.create", "user", user_id, {"email": args.username, "roles": roles})
+            return user_id
+
+        code, user_id = _run_in_store(sub_prog, args.db, args.db_schema, add_user, org=args.org)
         if code == 0:
             print(user_id)
         return code
+    if args.command == "create-org":
+        holder: list[str] = []
+
+        async def created(uow: UnitOfWork) -> str:
+            return uow.principal.tenant_id
+
+        code, org_id = _run_in_store(
+            sub_prog, args.db, args.db_schema, created, new_org=args.name, token_out=holder
+        )
+        if code == 0:
+            print(f"organisation {args.name}: id {org_id}")
+            print(f"tenant token (shown once; devices: TenantToken in mender.conf): {holder[0]}")
+        return code
+    if args.command == "map-identity":
+
+        async def mapped(uow: UnitOfWork) -> None:
+            await map_identity(uow.conn, args.identity, uow.principal.tenant_id)
+            await uow.audit("identity.map", "identity", args.identity, {"org": args.org})
+
+        code, _ = _run_in_store(sub_prog, args.db, args.db_schema, mapped, org=args.org)
+        if code == 0:
+            print(f"{args.identity} -> {args.org}")
+        return code
+    if args.command == "audit":
+        return _audit_verify(sub_prog, args.db, args.db_schema, args.org)
     if args.command == "deployment-key":
         return _deployment_key(sub_prog, args.db, args.db_schema, args.out)
     if args.command == "accept-device":
+
+        async def accept(uow: UnitOfWork) -> str:
+            aid = await set_auth_status(uow.conn, args.device_id, None, "accepted")
+            await uow.audit(
+                "device.auth_status", "device", args.device_id, {"auth_set": aid, "status": "accepted"}
+            )
+            return aid
+
         code, aid = _run_in_store(
-            sub_prog, args.db, args.db_schema, lambda c: set_auth_status(c, args.device_id, None, "accepted")
+            sub_prog, args.db, args.db_schema, accept, org=args.org, permission="devices:manage"
         )
         if code == 0:
             print(f"accepted {args.device_id} (auth set {aid})")
         return code
 
-    async def deploy(conn: AsyncConnection) -> str:
+    async def deploy(uow: UnitOfWork) -> str:
+        conn = uow.conn
         if args.group is not None:
             ids = await group_devices(conn, args.group)
             if not ids:
                 raise ApiError(400, f"group {args.group!r} has no devices")
         else:
             ids = [i.strip() for i in args.devices.split(",") if i.strip()]
-        return await create_deployment(
+        deployment_id = await create_deployment(
             conn,
             name=args.name or args.artifact,
             artifact_name=args.artifact,
@@ -348,11 +504,16 @@ def admin_main(argv: Sequence[str]) -> int:
             group=args.group,
             force=args.force,
         )
+        change = {"artifact_name": args.artifact, "group": args.group, "devices": len(set(ids))}
+        await uow.audit("deployment.create", "deployment", deployment_id, change)
+        return deployment_id
 
     if args.command == "deploy":
         if args.devices is not None and not args.devices.strip(","):
             return usage_error(sub_prog, f"bad --devices value {args.devices!r}")
-        code, deployment_id = _run_in_store(sub_prog, args.db, args.db_schema, deploy)
+        code, deployment_id = _run_in_store(
+            sub_prog, args.db, args.db_schema, deploy, org=args.org, permission="deployments:manage"
+        )
         if code == 0:
             print(deployment_id)
         return code

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bridge.api import Settings, create_user
 from bridge.http import BackgroundServer, ServerConfig
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN = ("admin@example.com", "secret123")
@@ -179,8 +180,9 @@ def start_server(db: Db, tmp_path: Path, settings: Settings | None = None) -> Ba
 
 def admin_token(server: BackgroundServer) -> str:
     async def add() -> None:
-        async with server.context.store.transaction() as conn:
-            await create_user(conn, *ADMIN)
+        with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+            async with server.context.store.transaction() as conn:
+                await create_user(conn, *ADMIN)
 
     server.run_coroutine(add())
     r = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN, timeout=30)

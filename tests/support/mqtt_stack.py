@@ -25,6 +25,7 @@ from bridge.gateway.dtls_server import DtlsServer
 from bridge.gateway.udp import GatewayServer
 from bridge.http import BackgroundServer, ServerConfig
 from bridge.mqtt import BridgePolicy, MqttBridgeConfig, bridge_service, load_record_keys
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 from firmware_proto.aio.relay_udp import RelayUdp
 from meshota.broker import MosquittoProcess
 from meshota.broker_config import BrokerUsers, write_broker_config
@@ -114,8 +115,9 @@ def server_side(
     try:
 
         async def add_admin() -> None:
-            async with server.context.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with server.context.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
 
         server.run_coroutine(add_admin())
         token = httpx.post(f"{url}/api/management/v1/useradm/auth/login", auth=ADMIN, timeout=30).text

@@ -37,7 +37,8 @@ from bridge.api import (
 from bridge.api._chunk_maps import signed_chunk_map
 from bridge.artifacts import BlobStore
 from bridge.mqtt import BridgePolicy, MqttApiAdapter, StampedIdentity
-from bridge.store import Store, tables
+from bridge.service import operator
+from bridge.store import DEFAULT_ORG_ID, Store, tables, tenant_scope
 from tests.support.mender import Db, auth_body, device_key, make_artifact, pg_schema, pg_url
 from wire.envelope import RequestEnvelope, request_topic
 
@@ -75,8 +76,9 @@ async def _build(store: Store, tmp: Path) -> World:
     await store.migrate()
     ctx = await ApiContext.create(store, BlobStore(tmp / "art"), Settings(device_status_ttl=0.0))
     router = build_router(ctx)
-    async with store.transaction() as conn:
-        await create_user(conn, *ADMIN)
+    with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+        async with store.transaction() as conn:
+            await create_user(conn, *ADMIN)
     basic = base64.b64encode(":".join(ADMIN).encode()).decode()
     login = await router.handle(
         Request("POST", "/api/management/v1/useradm/auth/login", headers={"authorization": f"Basic {basic}"})
@@ -93,7 +95,7 @@ async def _build(store: Store, tmp: Path) -> World:
     token = await router.handle(auth)
     assert token.status == 200
     art = make_artifact(tmp, "fuzz-1", device_type="fuzz-device")
-    artifact_id = await store_artifact(ctx, art.read_bytes(), "fuzzing")
+    artifact_id = await store_artifact(ctx, art.read_bytes(), "fuzzing", by=operator(DEFAULT_ORG_ID))
     async with store.transaction() as conn:
         deployment_id = await create_deployment(
             conn, name="fuzz", artifact_name="fuzz-1", device_ids=[device_id]

@@ -33,7 +33,7 @@ from bridge.api import (
 from bridge.api._throttle import TokenBuckets, WorkGate
 from bridge.artifacts import BlobStore
 from bridge.http import BackgroundServer, ServerConfig
-from bridge.store import Store, tables
+from bridge.store import DEFAULT_ORG_ID, Store, tables, tenant_scope
 from tests.support.mender import ADMIN, auth_body, device_key
 
 LOGIN = "/api/management/v1/useradm/auth/login"
@@ -49,8 +49,9 @@ def run(tmp_path: Path, scenario: Scenario, limits: ApiLimits | None = None) -> 
             ctx = await ApiContext.create(
                 store, BlobStore(tmp_path / "art"), Settings(limits=limits or ApiLimits())
             )
-            async with store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
             await scenario(ctx, build_router(ctx))
         finally:
             await store.close()

@@ -148,11 +148,11 @@ def test_devices_groups_and_group_deployment(running: RunningServer, tmp_path: P
         assert dep["groups"] == ["staging"]
         devs = c.get(f"{DEPS}/{dep_id}/devices").json()
         assert sorted(d["id"] for d in devs) == sorted(ids[:2])
-        assert c.post(f"{DEPS}/group/none", json={"name": "x", "artifact_name": "g1"}).status_code == 400
+        assert c.post(f"{DEPS}/group/none", json={"name": "x", "artifact_name": "g1"}).status_code == 404
         assert c.post(DEPS, json={"name": "x", "artifact_name": "missing",
                                   "devices": ids}).status_code == 422  # fmt: skip
         assert c.post(DEPS, json={"name": "x", "artifact_name": "g1",
-                                  "devices": ["nope"]}).status_code == 400  # fmt: skip
+                                  "devices": ["nope"]}).status_code == 404  # fmt: skip
         assert c.post(DEPS, json={"name": "x", "artifact_name": "g1",
                                   "all_devices": True}).status_code == 201  # fmt: skip
         listing = c.get(f"{DEPS}?status=pending")

@@ -13,6 +13,7 @@ import pytest
 
 from bridge.api import Settings
 from bridge.http import BackgroundServer, ServerConfig
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 from tests.support.mender import Db, admin_token, auth_body, device_key
 
 
@@ -68,8 +69,9 @@ def admin_token_https(srv: BackgroundServer, cert: Path) -> str:
     from bridge.api import create_user
 
     async def add() -> None:
-        async with srv.context.store.transaction() as conn:
-            await create_user(conn, "ops@example.com", "long-password")
+        with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+            async with srv.context.store.transaction() as conn:
+                await create_user(conn, "ops@example.com", "long-password")
 
     srv.run_coroutine(add())
     r = httpx.post(f"{srv.url}/api/management/v1/useradm/auth/login",

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bridge.api import abort_deployment
 from bridge.http import BackgroundServer, ServerConfig
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 from tests.support.mender import Db, admin_token, make_artifact, require_binary, write_keys
 
 IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
@@ -63,8 +64,9 @@ class AbortOnDownload:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(DOWNLOAD) and self.deployment_id:
             assert self.server is not None
-            async with self.server.context.store.transaction() as conn:
-                await abort_deployment(conn, self.deployment_id)
+            with tenant_scope(DEFAULT_ORG_ID):  # the test's own write, in the default organisation
+                async with self.server.context.store.transaction() as conn:
+                    await abort_deployment(conn, self.deployment_id)
             self.deployment_id = None
         await self.app(scope, receive, send)
 

@@ -32,7 +32,7 @@ from bridge.api import (
 )
 from bridge.artifacts import BlobStore
 from bridge.mqtt import BridgePolicy, MqttApiAdapter, StampedIdentity
-from bridge.store import Store, tables
+from bridge.store import DEFAULT_ORG_ID, Store, tables, tenant_scope
 from tests.support.broker import start_test_mosquitto
 from tests.support.mender import ADMIN, Db, accept, auth_body, device_key
 from tests.support.mqtt import StampingCaller, start_bridge_server
@@ -349,8 +349,9 @@ def test_acceptance_binds_one_identity_to_one_device(db: Db, tmp_path: Path) -> 
 
 
 async def admin_token(ctx: ApiContext, router: Router[ApiContext]) -> str:
-    async with ctx.store.transaction() as conn:
-        await create_user(conn, *ADMIN)
+    with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+        async with ctx.store.transaction() as conn:
+            await create_user(conn, *ADMIN)
     basic = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
     login = Request(
         "POST", "/api/management/v1/useradm/auth/login", headers={"authorization": f"Basic {basic}"}
@@ -387,8 +388,9 @@ def test_token_of_a_on_b_connection_through_mosquitto(tmp_path: Path) -> None:
     try:
 
         async def add() -> None:
-            async with server.context.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with server.context.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
 
         server.run_coroutine(add())
         admin = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN).text
@@ -433,8 +435,9 @@ def test_squatting_and_http_refusal_through_mosquitto(tmp_path: Path) -> None:
     try:
 
         async def add() -> None:
-            async with server.context.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with server.context.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
 
         server.run_coroutine(add())
         admin = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN).text

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.api import create_user
 from bridge.mqtt import BridgePolicy
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 from tests.support.broker import start_test_mosquitto
 from tests.support.mender import ADMIN, accept, auth_body, device_key
 from tests.support.mqtt import StampingCaller, start_bridge_server
@@ -51,8 +52,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
 
         async def add() -> None:
-            async with server.context.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with server.context.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
 
         server.run_coroutine(add())
         admin = httpx.post(f"{server.url}/api/management/v1/useradm/auth/login", auth=ADMIN).text

@@ -22,6 +22,7 @@ from bridge.api import create_user
 from bridge.api._chunk_maps import deployment_key
 from bridge.artifacts import load_verify_key
 from bridge.http import BackgroundServer, ServerConfig
+from bridge.store import DEFAULT_ORG_ID, tenant_scope
 from firmware_proto.aio.device_http import HttpDevice, NodeRunner, RootRunner
 from firmware_proto.aio.group_udp import GroupUdpEndpoint
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
@@ -78,8 +79,9 @@ def test_one_root_ten_nodes_over_udp_multicast(tmp_path: Path) -> None:
     try:
 
         async def add_admin() -> Any:
-            async with server.context.store.transaction() as conn:
-                await create_user(conn, *ADMIN)
+            with tenant_scope(DEFAULT_ORG_ID):  # test set-up acts in the default organisation
+                async with server.context.store.transaction() as conn:
+                    await create_user(conn, *ADMIN)
             return (await deployment_key(server.context)).public_key()
 
         map_key = server.run_coroutine(add_admin())
