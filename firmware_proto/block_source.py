@@ -26,6 +26,10 @@ class BlockSource(Protocol):
 
     def holds(self, block: int) -> bool: ...
 
+    def held_of(self, blocks: set[int]) -> list[int]:
+        """The ``blocks`` this source holds, in ascending order."""
+        ...
+
     def payload(self, block: int) -> bytes: ...
 
 
@@ -49,6 +53,10 @@ class ImageSource:
 
     def holds(self, block: int) -> bool:
         return 0 <= block < self.cmap.head.block_count
+
+    def held_of(self, blocks: set[int]) -> list[int]:
+        count = self.cmap.head.block_count
+        return sorted(b for b in blocks if 0 <= b < count)
 
     def payload(self, block: int) -> bytes:
         head = self.cmap.head
@@ -80,6 +88,16 @@ class ReceiverSource:
         if block not in rec.bitmap:
             return False
         return block >= rec.head.page_count or rec.page_payload(block) is not None
+
+    def held_of(self, blocks: set[int]) -> list[int]:
+        rec = self.receiver
+        pages = rec.head.page_count
+        held = blocks.difference(rec.missing())
+        return sorted(
+            b
+            for b in held
+            if 0 <= b < rec.head.block_count and (b >= pages or rec.page_payload(b) is not None)
+        )
 
     def payload(self, block: int) -> bytes:
         rec = self.receiver

@@ -18,8 +18,9 @@
 5. Pipelining (issue 21): the driver may answer ``FetchArtifact`` with a partial
    :class:`~firmware_proto.block_source.BlockSource` (:meth:`GroupStreamRoot.source_ready`), the
    blocks a relay verified so far. Each round sends what was asked for AND is held; while the
-   source is incomplete, rounds do not count towards ``max_rounds`` or ``quiet_rounds``, and a
-   round with nothing to send waits ``follow_wait`` before the next POLL (the source grows).
+   source is incomplete, rounds do not count towards ``max_rounds`` or ``quiet_rounds``, and
+   POLLs are at least ``follow_wait`` apart (the source grows in between; few rounds of many
+   blocks rather than many NACK rounds of one block each).
 
 The root holds no key: everything it sends is checked by the nodes against the signed head.
 """
@@ -67,8 +68,7 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
-    # a relay forwarding while it downloads: seconds before the next POLL when a round found
-    # nothing it holds to send (0: the reply window)
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: two reply windows)
     follow_wait: float = 0.0
 
 
@@ -115,6 +115,7 @@ class _Group:
     wanted: set[int] = field(default_factory=set)
     queue: list[int] = field(default_factory=list)
     follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
+    polled_at: float = 0.0
 
 
 class GroupStreamRoot:
@@ -178,7 +179,10 @@ class GroupStreamRoot:
             return
         if nack.flags & NACK_NEED_HEAD:
             group.need_head = True
-        group.wanted |= {b for b in missing_from_nack(nack) if b < head.block_count}
+        missing = missing_from_nack(nack)
+        if missing and max(missing) >= head.block_count:
+            missing = {b for b in missing if b < head.block_count}
+        group.wanted |= missing
 
     def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
         try:
@@ -255,6 +259,7 @@ class GroupStreamRoot:
         head = self._sources[group.artifact_id].head
         group.phase = _Phase.POLLING
         group.need_head = False
+        group.polled_at = now
         group.wanted = set()
         self._broadcast(self._head_frame(head))
         self._broadcast(encode(Poll(head.stream_id(), group.round, self.config.reply_window_ms)))
@@ -274,11 +279,8 @@ class GroupStreamRoot:
             group.quiet = 0
             if group.need_head:
                 self._broadcast(self._head_frame(head))
-            group.queue = sorted(b for b in group.wanted if source.holds(b))
+            group.queue = source.held_of(group.wanted)
             group.phase = _Phase.SENDING
-            if not group.queue:  # nothing to send yet: let the source grow
-                group.deadline = now + (self.config.follow_wait or self.config.reply_window_ms / 1000)
-                return
             group.deadline = now
             self._send_some(group, now)
             return
@@ -299,7 +301,7 @@ class GroupStreamRoot:
             self._broadcast(self._head_frame(head))
         # pages (low indexes) before the chunks they verify; a source that lost a page's path
         # (power cut) does not hold it
-        group.queue = sorted(b for b in group.wanted if source.holds(b))
+        group.queue = source.held_of(group.wanted)
         group.phase = _Phase.SENDING
         group.deadline = now
         self._send_some(group, now)
@@ -309,7 +311,7 @@ class GroupStreamRoot:
         sid = source.head.stream_id()
         for _ in range(self.config.frames_per_tick):
             if not group.queue:
-                self._poll(group, now)
+                self._poll_after(group, source, now)
                 return
             block = group.queue.pop(0)
             frame = encode(Data(sid, block, source.payload(block)))
@@ -323,7 +325,17 @@ class GroupStreamRoot:
                     self.link.send_unicast(member, frame)
         group.deadline = now + self.config.frame_interval
         if not group.queue and self.config.frame_interval == 0:
-            self._poll(group, now)
+            self._poll_after(group, source, now)
+
+    def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
+        """The next POLL, at once; while the source still grows, not before ``follow_wait``."""
+        if not source.complete:
+            wait = self.config.follow_wait or 2 * self.config.reply_window_ms / 1000
+            if now < group.polled_at + wait:
+                group.queue = []
+                group.deadline = group.polled_at + wait
+                return
+        self._poll(group, now)
 
     def _unicast_targets(self, group: _Group) -> list[Hashable] | None:
         """Members still receiving, if few enough for unicast copies; None: broadcast."""
