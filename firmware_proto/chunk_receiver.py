@@ -47,6 +47,9 @@ class ChunkReceiver:
         self.bitmap = ChunkBitmap(head.block_count, bits)
         self.leaves = bytearray(leaves) if leaves is not None else bytearray(head.chunk_count * HASH_LEN)
         self.parked: set[int] = set()  # chunks written to the slot whose page is not verified yet
+        # authentication paths of the pages verified by this instance (RAM): with the leaves they
+        # rebuild a page's DATA payload, so a relay can forward it (firmware_proto.block_source)
+        self.paths: dict[int, bytes] = {}
         self.chunks_verified = 0  # chunks whose hash matched their signed leaf, in this instance
         if len(self.leaves) != head.chunk_count * HASH_LEN:
             raise ValueError("leaves record has a wrong length")
@@ -111,6 +114,7 @@ class ChunkReceiver:
             return BlockResult(False, "page does not match the signed Merkle root")
         first = page * head.leaves_per_page
         self.leaves[first * HASH_LEN : (first + count) * HASH_LEN] = payload[: count * HASH_LEN]
+        self.paths[page] = bytes(payload[count * HASH_LEN :])
         self.bitmap.add(page)
         for chunk in sorted(c for c in self.parked if first <= c < first + count):
             self.parked.discard(chunk)
@@ -126,9 +130,20 @@ class ChunkReceiver:
         if cmap.head.encode() != self.head.encode():
             raise ValueError("map is for another stream")
         self.leaves[:] = b"".join(cmap.leaves)
-        for page in range(self.head.page_count):
+        for page, data in enumerate(cmap.page_payloads()):
+            self.paths[page] = data[self.head.page_leaf_count(page) * HASH_LEN :]
             self.bitmap.add(page)
         self._persist(leaves=True)
+
+    def page_payload(self, page: int) -> bytes | None:
+        """A verified page's DATA payload (its leaves and authentication path); None if this
+        instance did not verify it (a power cut forgets the paths)."""
+        path = self.paths.get(page)
+        if path is None or page not in self.bitmap:
+            return None
+        first = page * self.head.leaves_per_page
+        count = self.head.page_leaf_count(page)
+        return bytes(self.leaves[first * HASH_LEN : (first + count) * HASH_LEN]) + path
 
     def image(self) -> bytes:
         return self.flash.read_slot(self.slot, 0, self.head.artifact_size)

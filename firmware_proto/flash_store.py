@@ -93,6 +93,9 @@ class FileFlash:
             return f.read(length)
 
 
+_ZERO_BITS = [tuple(b for b in range(8) if not v & (0x80 >> b)) for v in range(256)]
+
+
 class ChunkBitmap:
     """Which blocks of a stream a node holds (verified), persisted as one record."""
 
@@ -122,7 +125,14 @@ class ChunkBitmap:
         return self.count == self.size
 
     def missing(self) -> list[int]:
-        return [i for i in range(self.size) if i not in self]
+        out: list[int] = []
+        bits = self._bits
+        for i, byte in enumerate(bits):  # whole bytes at a time: a nearly full map is mostly 0xFF
+            if byte != 0xFF:
+                out.extend(i * 8 + b for b in _ZERO_BITS[byte])
+        while out and out[-1] >= self.size:  # padding bits of the last byte
+            out.pop()
+        return out
 
     def to_bytes(self) -> bytes:
         return bytes(self._bits)

@@ -2,8 +2,15 @@
 
 The group link of :mod:`firmware_proto.group_stream` is one broadcast domain. A mesh is many: a
 root reaches its one-hop neighbours only. :class:`GroupRelay` carries the stream further with the
-product's own pieces and no new frame type, store-and-forward (Deluge forwards page by page; we
-forward the verified image):
+product's own pieces and no new frame type, pipelined (Deluge forwards page by page; we forward
+each block as soon as this node verified it) and, once the node runs the image, from its flash:
+
+0. While the node still downloads, :meth:`GroupRelay.follow` hands the relay's core the node's
+   own receive state (:class:`~firmware_proto.block_source.ReceiverSource`): the relay takes its
+   children's WANT at once and, each round, sends the blocks they NACK that this node has
+   verified (a page against the signed root, a chunk against its verified leaf); nothing
+   unverified is forwarded. The driver defers the node's install reboot until that stream ends
+   (:attr:`GroupRelay.busy`), as a root's.
 
 1. While a node downloads, its update agent keeps the verified head, leaves and chunks in flash.
    When its image is complete, :meth:`GroupRelay.capture` (called by the driver before the install
@@ -27,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 
 from firmware_proto import boot as bootmod
+from firmware_proto.block_source import BlockSource
 from firmware_proto.chunk_receiver import REC_BITMAP, REC_HEAD, REC_LEAVES
 from firmware_proto.flash_store import ChunkBitmap, FlashStore
 from firmware_proto.group_link import GroupLink
@@ -74,6 +82,8 @@ class GroupRelay:
         self.head: MapHead | None = None
         self.slot = -1
         self.finished: list[StreamFinished] = []
+        self.source: BlockSource | None = None  # pipelining: what the node verified so far
+        self._pending: list[FetchArtifact] = []  # fetches waiting for follow()
 
     # -- what the node holds ------------------------------------------------------------------------
     @staticmethod
@@ -122,13 +132,26 @@ class GroupRelay:
     def serving(self) -> bool:
         return self.head is not None
 
+    @property
+    def busy(self) -> bool:
+        """A group of children is being collected or streamed to."""
+        return self.core.busy
+
+    def follow(self, source: BlockSource, now: float) -> None:
+        """Forward from what the node is downloading (pipelining); answers fetches that waited."""
+        if self.head is not None:
+            return  # the node runs the image: its flash serves it whole
+        self.source = source
+        pending, self._pending = self._pending, []
+        for action in pending:
+            self._answer(action, now, None)
+
     # -- the root core, fed from flash ----------------------------------------------------------------
     def receive(self, data: bytes, sender: Hashable, now: float) -> None:
-        if self.head is not None:
-            self.core.receive(data, sender, now)
+        self.core.receive(data, sender, now)
 
     def next_timer(self) -> float | None:
-        return self.core.next_timer() if self.head is not None else None
+        return self.core.next_timer()
 
     def handle_timer(self, now: float, artifact: Callable[[], bytes] | None = None) -> None:
         """Run the core; a fetch of the served artifact is answered from the active slot at once.
@@ -137,15 +160,23 @@ class GroupRelay:
         self.core.handle_timer(now)
         for action in self.core.actions():
             if isinstance(action, FetchArtifact):
-                head = self.head
-                if head is None or action.artifact_id != head.artifact_id:
-                    self.core.fetch_failed(action.artifact_id, now)
-                    continue
-                data = (
-                    artifact()
-                    if artifact is not None
-                    else self.flash.read_slot(self.slot, 0, head.artifact_size)
-                )
-                self.core.artifact_fetched(action.artifact_id, data, self.map_bytes, now)
+                self._answer(action, now, artifact)
             else:
                 self.finished.append(action)
+
+    def _answer(self, action: FetchArtifact, now: float, artifact: Callable[[], bytes] | None) -> None:
+        head = self.head
+        if head is not None:
+            if action.artifact_id != head.artifact_id:
+                self.core.fetch_failed(action.artifact_id, now)
+                return
+            data = (
+                artifact() if artifact is not None else self.flash.read_slot(self.slot, 0, head.artifact_size)
+            )
+            self.core.artifact_fetched(action.artifact_id, data, self.map_bytes, now)
+        elif self.source is None:
+            self._pending.append(action)  # the node has not begun downloading yet
+        elif self.source.head.artifact_id == action.artifact_id:
+            self.core.source_ready(action.artifact_id, self.source, now)
+        else:
+            self.core.fetch_failed(action.artifact_id, now)

@@ -15,6 +15,12 @@
    or (END gave up) after ``max_rounds``; nodes then fetch what they still miss themselves.
 4. A new root that takes over builds the same stream id from the same signed map (the server
    caches maps), so the first POLL returns the nodes' real bitmaps and nothing is sent twice.
+5. Pipelining (issue 21): the driver may answer ``FetchArtifact`` with a partial
+   :class:`~firmware_proto.block_source.BlockSource` (:meth:`GroupStreamRoot.source_ready`), the
+   blocks a relay verified so far. Each round sends what was asked for AND is held; while the
+   source is incomplete, rounds do not count towards ``max_rounds`` or ``quiet_rounds``, and
+   POLLs are at least ``follow_wait`` apart (the source grows in between; few rounds of many
+   blocks rather than many NACK rounds of one block each).
 
 The root holds no key: everything it sends is checked by the nodes against the signed head.
 """
@@ -25,8 +31,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from firmware_proto.block_source import BlockSource, ImageSource
 from firmware_proto.group_link import GroupLink
-from wire.chunk_map import ChunkMap, ChunkMapError
+from wire.chunk_map import ChunkMap, ChunkMapError, MapHead
 from wire.frames import (
     END_COMPLETE,
     END_GAVE_UP,
@@ -61,6 +68,8 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: two reply windows)
+    follow_wait: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,8 @@ class _Group:
     need_head: bool = False
     wanted: set[int] = field(default_factory=set)
     queue: list[int] = field(default_factory=list)
+    follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
+    polled_at: float = 0.0
 
 
 class GroupStreamRoot:
@@ -113,8 +124,7 @@ class GroupStreamRoot:
         self.config = config
         self.events: list[str] = []
         self._groups: dict[str, _Group] = {}
-        self._maps: dict[str, tuple[bytes, ChunkMap]] = {}  # artifact id → (artifact, map)
-        self._pages: dict[str, list[bytes]] = {}  # artifact id → page payloads (built once)
+        self._sources: dict[str, BlockSource] = {}  # artifact id → what the stream sends from
         self._actions: list[FetchArtifact | StreamFinished] = []
         self._active: str | None = None
         self.fetches = 0
@@ -155,9 +165,11 @@ class GroupStreamRoot:
 
     def _on_nack(self, nack: Nack, sender: Hashable) -> None:
         group = self._groups.get(self._active) if self._active else None
-        if group is None or self._active not in self._maps:
+        source = self._sources.get(self._active) if self._active else None
+        if group is None or source is None:
             return
-        if nack.stream_id != self._maps[self._active][1].head.stream_id():
+        head = source.head
+        if nack.stream_id != head.stream_id():
             return
         group.members.add(sender)
         if nack.flags & NACK_DONE:
@@ -167,12 +179,12 @@ class GroupStreamRoot:
             return
         if nack.flags & NACK_NEED_HEAD:
             group.need_head = True
-        group.wanted |= {
-            b for b in missing_from_nack(nack) if b < self._maps[self._active][1].head.block_count
-        }
+        missing = missing_from_nack(nack)
+        if missing and max(missing) >= head.block_count:
+            missing = {b for b in missing if b < head.block_count}
+        group.wanted |= missing
 
     def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
-        group = self._groups.get(artifact_id)
         try:
             cmap = ChunkMap.decode(chunk_map)
         except ChunkMapError as exc:
@@ -183,10 +195,20 @@ class GroupStreamRoot:
             self.events.append("fetched artifact does not match its map")
             self.fetch_failed(artifact_id, now)
             return
-        self._maps[artifact_id] = (artifact, cmap)
-        self._pages.pop(artifact_id, None)
+        self.source_ready(artifact_id, ImageSource(artifact, cmap), now)
+
+    def source_ready(self, artifact_id: str, source: BlockSource, now: float) -> None:
+        """Answer ``FetchArtifact`` with what to send from: the whole image, or (pipelining) the
+        blocks a relay has verified so far, which may grow while the stream runs."""
+        self._sources[artifact_id] = source
+        group = self._groups.get(artifact_id)
         if group is not None and group.phase is _Phase.FETCHING:
             group.phase = _Phase.READY
+
+    @property
+    def busy(self) -> bool:
+        """A group is collecting, fetching or being streamed."""
+        return any(g.phase is not _Phase.FINISHED for g in self._groups.values())
 
     def fetch_failed(self, artifact_id: str, now: float) -> None:
         group = self._groups.get(artifact_id)
@@ -211,7 +233,7 @@ class GroupStreamRoot:
     def handle_timer(self, now: float) -> None:
         for group in self._groups.values():
             if group.phase is _Phase.WINDOW and now >= group.window_end:
-                if group.artifact_id in self._maps:
+                if group.artifact_id in self._sources:
                     group.phase = _Phase.READY
                 else:
                     group.phase = _Phase.FETCHING
@@ -230,24 +252,37 @@ class GroupStreamRoot:
                 self._send_some(group, now)
 
     # -- rounds --------------------------------------------------------------------------------------
-    def _head_frame(self, cmap: ChunkMap) -> bytes:
-        return encode(Head(cmap.head.stream_id(), cmap.head.encode()))
+    def _head_frame(self, head: MapHead) -> bytes:
+        return encode(Head(head.stream_id(), head.encode()))
 
     def _poll(self, group: _Group, now: float) -> None:
-        cmap = self._maps[group.artifact_id][1]
+        head = self._sources[group.artifact_id].head
         group.phase = _Phase.POLLING
         group.need_head = False
+        group.polled_at = now
         group.wanted = set()
-        self._broadcast(self._head_frame(cmap))
-        self._broadcast(encode(Poll(cmap.head.stream_id(), group.round, self.config.reply_window_ms)))
+        self._broadcast(self._head_frame(head))
+        self._broadcast(encode(Poll(head.stream_id(), group.round, self.config.reply_window_ms)))
         group.deadline = now + self.config.reply_window_ms / 1000
 
     def _after_poll(self, group: _Group, now: float) -> None:
-        cmap = self._maps[group.artifact_id][1]
+        source = self._sources[group.artifact_id]
+        head = source.head
         if group.need_head:
-            group.wanted = set(range(cmap.head.block_count))
+            group.wanted = set(range(head.block_count))
         if group.members and group.done >= group.members:
             self._finish(group, True)
+            return
+        if not source.complete:  # pipelining: send what is asked for and held, then poll again
+            group.round += 1
+            group.follow_rounds += 1
+            group.quiet = 0
+            if group.need_head:
+                self._broadcast(self._head_frame(head))
+            group.queue = source.held_of(group.wanted)
+            group.phase = _Phase.SENDING
+            group.deadline = now
+            self._send_some(group, now)
             return
         if not group.wanted:
             group.quiet += 1
@@ -259,33 +294,27 @@ class GroupStreamRoot:
             return
         group.quiet = 0
         group.round += 1
-        if group.round > self.config.max_rounds:
+        if group.round - group.follow_rounds > self.config.max_rounds:
             self._finish(group, False)
             return
         if group.need_head:  # someone missed the head: it drops every block until it has one
-            self._broadcast(self._head_frame(cmap))
-        group.queue = sorted(group.wanted)  # pages (low indexes) before the chunks they verify
+            self._broadcast(self._head_frame(head))
+        # pages (low indexes) before the chunks they verify; a source that lost a page's path
+        # (power cut) does not hold it
+        group.queue = source.held_of(group.wanted)
         group.phase = _Phase.SENDING
         group.deadline = now
         self._send_some(group, now)
 
     def _send_some(self, group: _Group, now: float) -> None:
-        artifact, cmap = self._maps[group.artifact_id]
-        head, sid = cmap.head, cmap.head.stream_id()
+        source = self._sources[group.artifact_id]
+        sid = source.head.stream_id()
         for _ in range(self.config.frames_per_tick):
             if not group.queue:
-                self._poll(group, now)
+                self._poll_after(group, source, now)
                 return
             block = group.queue.pop(0)
-            if block < head.page_count:
-                pages = self._pages.get(group.artifact_id)
-                if pages is None:
-                    pages = self._pages[group.artifact_id] = cmap.page_payloads()
-                payload = pages[block]
-            else:
-                chunk = block - head.page_count
-                payload = artifact[chunk * head.chunk_size : (chunk + 1) * head.chunk_size]
-            frame = encode(Data(sid, block, payload))
+            frame = encode(Data(sid, block, source.payload(block)))
             targets = self._unicast_targets(group)
             if targets is None:
                 self._broadcast(frame)
@@ -296,7 +325,17 @@ class GroupStreamRoot:
                     self.link.send_unicast(member, frame)
         group.deadline = now + self.config.frame_interval
         if not group.queue and self.config.frame_interval == 0:
-            self._poll(group, now)
+            self._poll_after(group, source, now)
+
+    def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
+        """The next POLL, at once; while the source still grows, not before ``follow_wait``."""
+        if not source.complete:
+            wait = self.config.follow_wait or 2 * self.config.reply_window_ms / 1000
+            if now < group.polled_at + wait:
+                group.queue = []
+                group.deadline = group.polled_at + wait
+                return
+        self._poll(group, now)
 
     def _unicast_targets(self, group: _Group) -> list[Hashable] | None:
         """Members still receiving, if few enough for unicast copies; None: broadcast."""
@@ -309,8 +348,8 @@ class GroupStreamRoot:
         return sorted(targets, key=repr)
 
     def _finish(self, group: _Group, complete: bool) -> None:
-        cmap = self._maps[group.artifact_id][1]
-        self._broadcast(encode(End(cmap.head.stream_id(), END_COMPLETE if complete else END_GAVE_UP)))
+        head = self._sources[group.artifact_id].head
+        self._broadcast(encode(End(head.stream_id(), END_COMPLETE if complete else END_GAVE_UP)))
         group.phase = _Phase.FINISHED
         self._active = None
         self.events.append(f"stream {group.artifact_name} finished complete={complete} rounds={group.round}")

@@ -133,6 +133,12 @@ class UpdateAgent:
         return self._job.state
 
     @property
+    def receiver(self) -> ChunkReceiver | None:
+        """The receive state of the stream being downloaded (a pipelining relay forwards what it
+        verified: firmware_proto.block_source.ReceiverSource); None when not receiving."""
+        return self._receiver
+
+    @property
     def running_artifact(self) -> str:
         info = bootmod.read_slot_info(self.flash, self.booted.slot)
         return info.artifact_name if info is not None else ""

@@ -11,13 +11,15 @@ Every method carries the image in datagrams of the same ``chunk`` payload bytes 
 uses (6LoWPAN-fragmented on 802.15.4, link ACK and retries per fragment for unicast), over the same
 tree and link losses. Frame counts are drawn per link from the loss model (seeded numpy negative
 binomial: attempts until success); completion time is the airtime of the busiest neighbourhood
-(every frame its members send or hear has to fit in one channel).
+(every frame its members send or hear has to fit in one channel); per node, the busiest
+neighbourhood on its path to the root (:func:`fluid_completion`). Energy: mesh_sim/energy.py, from
+the per-node tx/rx airtime kept here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
@@ -27,7 +29,15 @@ from .params import E2E_HEADER, REQUEST_BYTES
 from .radio import RadioProfile
 from .topology import Topology
 
-__all__ = ["DATA_HEADER", "BaselineResult", "busiest_neighbourhood", "lower_bound", "mupgrade", "unicast"]
+__all__ = [
+    "DATA_HEADER",
+    "BaselineResult",
+    "busiest_neighbourhood",
+    "fluid_completion",
+    "lower_bound",
+    "mupgrade",
+    "unicast",
+]
 
 DATA_HEADER = 14  # group-link DATA frame: magic, type, stream id (8), block (4); Mupgrade's is similar
 
@@ -38,20 +48,42 @@ class BaselineResult:
     bytes_on_air: int
     frames: int
     completion_s: float
-    energy_mj: float
     rounds: int = 1
+    tx_s: list[float] = field(default_factory=list, repr=False)  # per node: airtime sent
+    rx_s: list[float] = field(default_factory=list, repr=False)  # per node: airtime received
+    done_s: list[float] = field(default_factory=list, repr=False)  # per node: holds the image (fluid)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {
+            "name": self.name,
+            "bytes_on_air": self.bytes_on_air,
+            "frames": self.frames,
+            "completion_s": self.completion_s,
+            "rounds": self.rounds,
+        }
+
+
+def neighbourhood_loads(topo: Topology, airtime_per_node: list[float]) -> list[float]:
+    """Per node: the airtime it and its neighbours transmit (one shared channel)."""
+    return [
+        airtime_per_node[u] + sum(airtime_per_node[v] for v, _ in topo.adjacency[u]) for u in range(topo.n)
+    ]
 
 
 def busiest_neighbourhood(topo: Topology, airtime_per_node: list[float]) -> float:
     """Max over nodes of the airtime it and its neighbours transmit (one shared channel)."""
-    best = 0.0
-    for u in range(topo.n):
-        load = airtime_per_node[u] + sum(airtime_per_node[v] for v, _ in topo.adjacency[u])
-        best = max(best, load)
-    return best
+    return max(neighbourhood_loads(topo, airtime_per_node), default=0.0)
+
+
+def fluid_completion(topo: Topology, tree: MeshTree, airtime_per_node: list[float]) -> list[float]:
+    """Per node, in a baseline's fluid model: its data flows through every neighbourhood on its
+    path to the root, so it holds the image when the busiest of them has drained."""
+    load = neighbourhood_loads(topo, airtime_per_node)
+    out = [0.0] * topo.n
+    for v in tree.order:  # parents before children
+        p = tree.parent[v]
+        out[v] = max(load[v], out[p]) if p >= 0 else load[v]
+    return out
 
 
 class _Ledger:
@@ -81,13 +113,16 @@ class _Ledger:
         self.frames += attempts + sent
         self.bytes += round(attempts * (mean_frame + p.phy_overhead)) + sent * (p.ack_bytes + p.phy_overhead)
 
-    def result(self, name: str, rounds: int = 1) -> BaselineResult:
-        p = self.p
-        energy = (
-            sum(self.tx_air) * p.tx_current_ma * p.voltage + sum(self.rx_air) * p.rx_current_ma * p.voltage
-        )
+    def result(self, name: str, tree: MeshTree, rounds: int = 1) -> BaselineResult:
         return BaselineResult(
-            name, self.bytes, self.frames, busiest_neighbourhood(self.topo, self.tx_air), energy, rounds
+            name,
+            self.bytes,
+            self.frames,
+            busiest_neighbourhood(self.topo, self.tx_air),
+            rounds,
+            list(self.tx_air),
+            list(self.rx_air),
+            fluid_completion(self.topo, tree, self.tx_air),
         )
 
 
@@ -114,7 +149,7 @@ def unicast(
         for a, b in pairwise(path):
             ledger.link(b, a, frame, count, rng)  # data down
             ledger.link(a, b, request, math.ceil(count / per_req), rng)  # requests up
-    return ledger.result("unicast")
+    return ledger.result("unicast", tree)
 
 
 def mupgrade(
@@ -160,7 +195,7 @@ def mupgrade(
         next_send = round(to_send * union_fraction)
         unfinished = {v for v in unfinished if missed_at.get(v, 0)}
         to_send = next_send if unfinished else 0
-    return ledger.result("mupgrade", rounds)
+    return ledger.result("mupgrade", tree, rounds)
 
 
 def lower_bound(profile: RadioProfile, image_size: int, chunk: int, forwarders: int) -> dict[str, float]:

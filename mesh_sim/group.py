@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
+from firmware_proto.block_source import ReceiverSource
 from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type, relay_accepts
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
@@ -225,9 +226,9 @@ class GroupSim:
         agent.start(self.clock.now)
         if self.tree.parent[v] < 0 and self.tree.root_of[v] == v and node.root is None:
             node.root = self._root_core(v)
-        elif node.root is None:
-            relay = GroupRelay(node.flash, _Link(self, v), self.relay_config)
-            node.relay = relay if relay.load(booted.slot, self._maps) else None  # type: ignore[arg-type]
+        elif node.root is None:  # serves its committed image, or forwards while it downloads
+            node.relay = GroupRelay(node.flash, _Link(self, v), self.relay_config)
+            node.relay.load(booted.slot, self._maps)  # type: ignore[arg-type]
         self._pump(v)
         if v in self.learned and agent.state is AgentState.IDLE and node.final is None:
             self.learn(v)
@@ -350,9 +351,15 @@ class GroupSim:
                 node.reboot_deferred = False
                 self._reboot(v)
                 return
-        if node.relay is not None and node.relay.finished:
-            self.finished.extend(node.relay.finished)
-            node.relay.finished.clear()
+        relay = node.relay
+        if relay is not None and relay.finished:
+            self.finished.extend(relay.finished)
+            relay.finished.clear()
+            if node.reboot_deferred and not relay.busy:
+                self.clock.trace("deferred-reboot", v)
+                node.reboot_deferred = False
+                self._reboot(v)
+                return
         agent = node.agent
         while agent is not None and (todo := agent.actions()):
             for step in todo:
@@ -363,14 +370,20 @@ class GroupSim:
                 elif isinstance(step, FetchRange):
                     self._fallback_fetch(v, step, "", 0)
                 elif isinstance(step, Reboot):
-                    if node.root is not None and node.root_streaming:
-                        # a root that installs the update itself first ends its stream (one fetch
-                        # per deployment, not one per boot); the agent waits in REBOOTING
+                    if (node.root is not None and node.root_streaming) or (relay is not None and relay.busy):
+                        # a root (or a pipelining relay) that installs the update itself first ends
+                        # its stream (one fetch per deployment, not one per boot; children keep
+                        # their parent's rounds); the agent waits in REBOOTING
                         node.reboot_deferred = True
                         continue
                     self._reboot(v)
                     return
             agent = node.agent
+        if relay is not None and relay.head is None and agent is not None:
+            rec = agent.receiver  # pipelining: the relay forwards what this node verified
+            followed = relay.source.receiver if isinstance(relay.source, ReceiverSource) else None
+            if rec is not None and followed is not rec:
+                relay.follow(ReceiverSource(rec), self.clock.now)
         self._arm(v)
 
     def _root_fetch(self, v: int, action: FetchArtifact) -> None:

@@ -12,6 +12,7 @@ from firmware_proto import boot as bootmod
 from wire.chunk_map import leaves_per_page
 
 from . import baselines as bl
+from .energy import awake_until, node_energy
 from .result import RunResult
 from .sizing import default_chunk_size
 
@@ -50,7 +51,6 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
         "frames": stream_frames,
         "completion_s": round(max(finished) - start, 3) if finished else None,
         "busiest_neighbourhood_s": round(bl.busiest_neighbourhood(topo, radio.tx_time), 3),
-        "energy_mj": round(sum(radio.energy_mj(v) for v in range(n)), 1),
         "rounds": max(roots_rounds, default=0),
     }
     # baselines and the lower bound in frames use their own best datagram: the largest chunk that
@@ -102,23 +102,53 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
             "completion_s": [None if t is None else round(t - start, 3) for t in done],
             "bytes_tx": radio.bytes_tx,
             "frames_tx": radio.frames_tx,
-            "energy_mj": [round(radio.energy_mj(v), 2) for v in range(n)],
             "depth": tree.depth,
             "parent": tree.parent,
             "boots": [node.boots for node in gs.nodes],
         },
     }
+    # energy: radio states over one horizon for every method (mesh_sim/energy.py)
+    rel = [None if t is None else t - start for t in done]
+    last_air = [max(0.0, t - start) for t in radio.last_tx_end]
+    methods: list[bl.BaselineResult] = []
     if sc.baselines:
-        uni = bl.unicast(topo, tree, radio.profile, sc.image_size, best, seed)
-        mup = bl.mupgrade(topo, tree, radio.profile, sc.image_size, best, seed)
-        out["unicast"] = uni.as_dict()
-        out["mupgrade"] = mup.as_dict()
+        methods = [
+            bl.mupgrade(topo, tree, radio.profile, sc.image_size, best, seed),
+            bl.unicast(topo, tree, radio.profile, sc.image_size, best, seed),
+        ]
+    ends = [t for t in rel if t is not None] + [m.completion_s for m in methods]
+    horizon = max([*ends, *last_air, 0.0])
+    g_awake = [max(a, b) for a, b in zip(awake_until(tree, rel, horizon), last_air, strict=True)]
+    g_energy = node_energy(radio.profile, radio.tx_time, radio.rx_time, g_awake, horizon)
+    group["energy_mj"] = g_energy.sum_mj
+    group["energy_max_node_mj"] = g_energy.max_mj
+    group["energy_max_node"] = g_energy.max_node
+    out["energy_horizon_s"] = round(horizon, 3)
+    out["per_node"]["energy_mj"] = [round(e, 2) for e in g_energy.per_node_mj]
+    for m in methods:
+        awake = awake_until(tree, m.done_s, horizon)
+        e = node_energy(radio.profile, m.tx_s, m.rx_s, awake, horizon)
+        d = m.as_dict()
+        d["energy_mj"] = e.sum_mj
+        d["energy_max_node_mj"] = e.max_mj
+        d["energy_max_node"] = e.max_node
+        d["completion_per_node_s"] = [round(t, 3) for t in m.done_s]
+        out["mupgrade" if m.name == "mupgrade" else "unicast"] = d
+    if methods:
+        mup, uni = out["mupgrade"], out["unicast"]
         g = group["bytes_on_air"]
+        gc = group["completion_s"]
         out["ratios"] = {
-            "unicast_over_group": round(uni.bytes_on_air / g, 2),
-            "mupgrade_over_group": round(mup.bytes_on_air / g, 2),
+            "unicast_over_group": round(uni["bytes_on_air"] / g, 2),
+            "mupgrade_over_group": round(mup["bytes_on_air"] / g, 2),
             "group_over_lower_bound_payload": round(g / lb["payload_bytes"], 3),
             "group_over_lower_bound_frames": round(g / lb["frame_bytes_on_air"], 3),
+            "group_frames_over_lower_bound": round(group["frames"] / lb["frames"], 3),
+            "group_over_mupgrade_completion": None if gc is None else round(gc / mup["completion_s"], 3),
+            "group_over_mupgrade_energy": round(group["energy_mj"] / mup["energy_mj"], 3),
+            "group_over_mupgrade_energy_max_node": round(
+                group["energy_max_node_mj"] / mup["energy_max_node_mj"], 3
+            ),
         }
     return out
 

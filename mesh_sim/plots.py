@@ -1,5 +1,5 @@
 """PNG plots of a run (matplotlib, Agg backend): topology coloured by completion time, completion
-over time, bytes on air per node. matplotlib is optional: without it no PNG is written."""
+over time (every method), bytes on air per node. matplotlib is optional: without it no PNG is written."""
 
 from __future__ import annotations
 
@@ -53,14 +53,20 @@ def write_plots(summary: dict[str, Any], positions: list[tuple[float, float]], o
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    times = sorted(finite)
-    if times:
-        ax.step([0.0, *times], [0, *range(1, len(times) + 1)], where="post", label="group stream")
+    curves = [("group stream", finite)]
+    for key, label in (("mupgrade", "Mupgrade-style (fluid model)"), ("unicast", "unicast (fluid model)")):
+        if key in summary:
+            curves.append((label, summary[key].get("completion_per_node_s", [])))
+    for label, ends in curves:
+        times = sorted(ends)
+        if times:
+            ax.step([0.0, *times], [0, *range(1, len(times) + 1)], where="post", label=label)
+    ax.set_xscale("symlog", linthresh=10.0)
     ax.set_xlabel("seconds after the stream started")
     ax.set_ylabel("nodes installed")
     ax.set_title("completion over time")
     ax.axhline(summary["nodes"], color="0.7", ls="--", lw=0.8)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     paths.append(out_dir / "completion.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)

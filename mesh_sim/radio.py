@@ -6,7 +6,7 @@ distant parts of the mesh transmit in parallel. With ``collisions`` on, a frame 
 that is already receiving another (a hidden terminal) is lost there.
 
 Accounting is per node: frames and bytes on air (PHY overhead included), tx and rx airtime, and
-energy = (tx time × tx current + rx time × rx current) × supply voltage.
+when its last transmission ended (energy from radio states: mesh_sim/energy.py).
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ class Radio:
         self.bytes_tx = [0] * n
         self.tx_time = [0.0] * n
         self.rx_time = [0.0] * n
+        self.last_tx_end = [0.0] * n  # when each node's last transmission ended (energy: awake time)
         self.frames_lost = 0
         self.collided = 0
         # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done)
@@ -263,6 +264,7 @@ class Radio:
                 self.rx_time[dst] += attempts * frag_air
         end = now + air
         free[src] = end
+        self.last_tx_end[src] = end
         for nb in self._neighbours(src):
             if free[nb] < end:
                 free[nb] = end
@@ -431,9 +433,5 @@ class Radio:
         return t, True
 
     # -- totals -------------------------------------------------------------------------------
-    def energy_mj(self, node: int) -> float:
-        p = self.profile
-        return (self.tx_time[node] * p.tx_current_ma + self.rx_time[node] * p.rx_current_ma) * p.voltage
-
     def frames_for(self, payload: int, per_frame_payload: int) -> int:
         return max(1, math.ceil(payload / per_frame_payload))

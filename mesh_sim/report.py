@@ -39,16 +39,24 @@ def print_summary(s: dict[str, Any]) -> None:
         if key in s:
             rows.append((key, s[key]))
     print()
-    print(f"{'method':<14} {'bytes on air':>15} {'frames':>11} {'completion s':>13} {'energy J':>10}")
+    print(
+        f"{'method':<14} {'bytes on air':>15} {'frames':>11} {'completion s':>13} "
+        f"{'energy J':>10} {'max node J':>11}"
+    )
     for name, r in rows:
         print(
             f"{name:<14} {_fmt(r['bytes_on_air']):>15} {_fmt(r['frames']):>11} "
-            f"{_fmt(r['completion_s']):>13} {_fmt(r['energy_mj'] / 1000):>10}"
+            f"{_fmt(r['completion_s']):>13} {_fmt(r['energy_mj'] / 1000):>10} "
+            f"{_fmt(r['energy_max_node_mj'] / 1000):>11}"
         )
     lb = s["lower_bound"]
     print(
         f"{'lower bound':<14} {_fmt(int(lb['payload_bytes'])):>15} {_fmt(int(lb['frames'])):>11} "
-        f"{_fmt(lb['completion_s']):>13} {'':>10}   (image bytes × forwarders)"
+        f"{_fmt(lb['completion_s']):>13} {'':>10} {'':>11}   (image bytes × forwarders)"
+    )
+    print(
+        f"energy: radio states tx/rx/idle listening/sleep over {_fmt(s['energy_horizon_s'])} s for every "
+        "method (mesh_sim/energy.py)"
     )
     other = {k: v for k, v in s["bytes_by_kind"].items() if k in ("status", "control")}
     print(f"not compared (every method pays them): {other} bytes on air")
@@ -58,7 +66,13 @@ def print_summary(s: dict[str, Any]) -> None:
             f"\ngroup stream: {r['unicast_over_group']}× fewer bytes than unicast, "
             f"{r['mupgrade_over_group']}× fewer than Mupgrade-style, "
             f"{r['group_over_lower_bound_payload']}× the lower bound "
-            f"({r['group_over_lower_bound_frames']}× in whole frames on air)"
+            f"({r['group_over_lower_bound_frames']}× in whole frames on air, "
+            f"{r['group_frames_over_lower_bound']}× its frames)"
+        )
+        print(
+            f"vs Mupgrade-style: {r['group_over_mupgrade_completion']}× the completion time, "
+            f"{r['group_over_mupgrade_energy']}× the energy, "
+            f"{r['group_over_mupgrade_energy_max_node']}× the busiest node's energy"
         )
 
 

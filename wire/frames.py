@@ -235,11 +235,14 @@ def nack_bitmap(missing: list[int], max_bytes: int) -> tuple[int, bytes]:
     return base, bytes(bits)
 
 
+_SET_BITS = [tuple(b for b in range(8) if v & (0x80 >> b)) for v in range(256)]
+
+
 def missing_from_nack(nack: Nack) -> set[int]:
     out: set[int] = set()
+    base = nack.base
     for i, byte in enumerate(nack.bitmap):
         if byte:
-            for bit in range(8):
-                if byte & (0x80 >> bit):
-                    out.add(nack.base + i * 8 + bit)
+            first = base + i * 8
+            out.update(first + bit for bit in _SET_BITS[byte])
     return out

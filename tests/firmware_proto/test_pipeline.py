@@ -1,0 +1,111 @@
+"""Pipelined forwarding (issue 21): a relay forwards blocks it verified while it still downloads,
+and nothing else."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_proto.block_source import ImageSource, ReceiverSource
+from firmware_proto.chunk_receiver import ChunkReceiver
+from firmware_proto.group_forwarder import GroupRelay
+from firmware_proto.group_link import LinkOutbox
+from firmware_proto.group_stream import RootConfig
+from firmware_proto.testing.flash import MemoryFlash
+from wire.chunk_map import build_chunk_map
+from wire.frames import Data, Nack, Poll, Want, decode, encode, nack_bitmap
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+IMAGE = bytes((i * 7 + 3) % 251 for i in range(20_000))
+CHILD = "child"
+
+
+def _map():  # type: ignore[no-untyped-def]
+    return build_chunk_map(IMAGE, artifact_id="a1", artifact_name="fw-2", chunk_size=256, sequence=5, key=KEY)
+
+
+def _frames(out: LinkOutbox) -> list[object]:
+    return [decode(f) for _dst, f in out.drain()]
+
+
+def _run(relay: GroupRelay, t: float) -> float:
+    t2 = relay.next_timer()
+    assert t2 is not None
+    t = max(t, t2)
+    relay.handle_timer(t)
+    return t
+
+
+def _nack_all(relay: GroupRelay, sid: bytes, rnd: int, blocks: int, t: float) -> None:
+    base, bits = nack_bitmap(list(range(blocks)), 128)
+    relay.receive(encode(Nack(sid, rnd, 0, base, bits)), CHILD, t)
+
+
+def test_relay_forwards_only_what_it_verified_while_downloading() -> None:
+    cmap = _map()
+    head = cmap.head
+    sid = head.stream_id()
+    full = ImageSource(IMAGE, cmap)
+    flash = MemoryFlash(64 * 1024)
+    rec = ChunkReceiver.start(flash, 1, head)
+    # the node holds page 0 and its first 3 chunks; chunk 4 came tampered; page 1 not yet
+    assert rec.accept_block(0, full.payload(0)).accepted
+    for b in range(head.page_count, head.page_count + 3):
+        assert rec.accept_block(b, full.payload(b)).accepted
+    bad = head.page_count + 3
+    assert not rec.accept_block(bad, b"\x00" * 256).accepted
+    last = head.block_count - 1  # a chunk of a page not verified yet: parked, not held
+    assert head.page_count > 1 and (last - head.page_count) // head.leaves_per_page > 0
+    assert not rec.accept_block(last, full.payload(last)).accepted
+
+    out = LinkOutbox()
+    relay = GroupRelay(flash, out, RootConfig(collection_window=0.5, reply_window_ms=500))
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    t = _run(relay, 0.0)  # window closes: fetch waits for the node's download
+    assert relay.busy and out.drain() == []
+    relay.follow(ReceiverSource(rec), t)
+    t = _run(relay, t)  # HEAD + POLL from the blocks it holds
+    assert any(isinstance(f, Poll) for f in _frames(out))
+    _nack_all(relay, sid, 0, head.block_count, t)
+    t = _run(relay, t + 0.5)
+    data: list[Data] = []
+    for _ in range(20):
+        data += [f for f in _frames(out) if isinstance(f, Data)]
+        t = _run(relay, t)
+    held = [0, *range(head.page_count, head.page_count + 3)]
+    # nothing unverified (tampered, parked, a page not verified) went out
+    assert sorted({f.block for f in data}) == held
+    assert all(f.payload == full.payload(f.block) for f in data)
+    sent = [f.block for f in data]
+    # the download goes on: the next rounds forward the newly verified blocks, not the old ones
+    for b in range(head.block_count):
+        rec.accept_block(b, full.payload(b))
+    assert ReceiverSource(rec).complete
+    for _ in range(200):
+        frames = _frames(out)
+        polls = [f for f in frames if isinstance(f, Poll)]
+        sent += [f.block for f in frames if isinstance(f, Data)]
+        if polls:
+            missing = sorted(set(range(head.block_count)) - set(sent))
+            if not missing:
+                break
+            base, bits = nack_bitmap(missing, 128)
+            relay.receive(encode(Nack(sid, polls[-1].round, 0, base, bits)), CHILD, t)
+        t = _run(relay, t)
+    assert set(sent) == set(range(head.block_count))
+
+
+def test_forwarded_payloads_are_the_signed_blocks() -> None:
+    cmap = _map()
+    full = ImageSource(IMAGE, cmap)
+    flash = MemoryFlash(64 * 1024)
+    rec = ChunkReceiver.start(flash, 1, cmap.head)
+    for b in range(cmap.head.block_count):
+        assert rec.accept_block(b, full.payload(b)).accepted
+    src = ReceiverSource(rec)
+    assert src.complete
+    assert all(src.payload(b) == full.payload(b) for b in range(cmap.head.block_count))
+    # after a power cut the receiver restores its bitmap but not the pages' paths: pages are not
+    # held (never forwarded from a guess), chunks still are
+    again = ChunkReceiver(flash, 1, cmap.head, restore=True)
+    src2 = ReceiverSource(again)
+    assert not src2.holds(0) and src2.holds(cmap.head.page_count)
