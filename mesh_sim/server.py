@@ -83,10 +83,13 @@ def _ok(r: Response, *expected: int) -> Response:
 class ApiServer:
     """The product's handlers on a SQLite file in ``workdir`` (see the module docstring)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, vendor_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        """``vendor_key``: the vendor whose artifacts this server accepts (default: a new one;
+        two servers that exchange bundles share one)."""
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.new_event_loop()
-        self.vendor_key = ec.generate_private_key(ec.SECP256R1())
+        self.vendor_key = vendor_key or ec.generate_private_key(ec.SECP256R1())
         self.vendor_pem = workdir / "vendor-private.pem"
         self.vendor_pem.write_bytes(
             self.vendor_key.private_bytes(

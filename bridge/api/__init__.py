@@ -5,10 +5,11 @@ renders the :class:`Response`. ``ApiError(status, message)`` becomes
 ``{"error": message, "request_id": ...}`` on whichever path the request came in.
 """
 
-from ._artifacts import store_artifact
+from ._artifacts import store_artifact, store_staged_artifact
 from ._chunk_maps import deployment_public_key_pem
 from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
+from ._device_deployments import check_log, check_status, report_status, store_log
 from ._devauth import decommission_device, set_auth_status
 from ._fleet_stats import installation_facts
 from ._inventory import set_group
@@ -42,6 +43,8 @@ __all__ = [
     "abort_deployment",
     "block_range",
     "build_router",
+    "check_log",
+    "check_status",
     "create_deployment",
     "create_user",
     "decode_json",
@@ -55,6 +58,7 @@ __all__ = [
     "render_csv",
     "render_json",
     "render_page",
+    "report_status",
     "rollout_action",
     "rollout_tick",
     "rollout_ticker_service",
@@ -63,4 +67,6 @@ __all__ = [
     "set_group",
     "set_policy",
     "store_artifact",
+    "store_log",
+    "store_staged_artifact",
 ]

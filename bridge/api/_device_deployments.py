@@ -28,11 +28,15 @@ __all__ = [
     "DEVICE_STATUSES",
     "FINISHED",
     "artifact_link",
+    "check_log",
+    "check_status",
     "download_artifact",
     "next_deployment",
     "put_log",
     "put_status",
     "refresh_deployment",
+    "report_status",
+    "store_log",
 ]
 
 # what a device may report (mender deployments model/status.go)
@@ -273,44 +277,63 @@ async def put_status(ctx: ApiContext, req: Request) -> Response:
     auth = await require_device(ctx, req)
     body = req.json()
     status = body.get("status") if isinstance(body, dict) else None
-    if status not in DEVICE_STATUSES:
-        raise ApiError(400, f"invalid status {status!r}")
-    substate = body.get("substate")
-    limit = ctx.limits.substate_max
-    if substate is not None and (not isinstance(substate, str) or len(substate) > limit):
-        raise ApiError(400, f"substate must be a string of at most {limit} characters")
+    substate = body.get("substate") if isinstance(body, dict) else None
+    check_status(ctx, status, substate)
     async with ctx.store.read() as conn:
         seen = await _device_deployment(conn, req, auth)
     if seen.status == status and seen.substate == substate and status not in FINISHED:
         return Response(204)  # a repeated report (client retry) changes nothing
     async with ctx.store.transaction() as conn:
-        row = await _device_deployment(conn, req, auth)
-        if row.status in ("aborted", "decommissioned"):
-            if status == "failure":
-                return Response(204)  # the client's last word after it saw 409
-            raise ApiError(409, f"deployment {row.status}")
-        if row.status in FINISHED:
-            if row.status == status:
-                return Response(204)
-            raise ApiError(409, f"deployment already finished with {row.status}")
-        params = {"b_id": row.id, "b_status": status, "b_substate": substate}
-        if status == "failure" and await retry_device(conn, row.deployment_id, auth.device_id, row.id):
-            await refresh_deployment(conn, row.deployment_id)
-            return Response(204)  # a phased rollout's retry: pending again, offered by the next check-in
-        if status in FINISHED:
-            await conn.execute(_SET_FINAL_STATUS, {**params, "b_ts": now()})
-        else:
-            await conn.execute(_SET_STATUS, params)
-        await refresh_deployment(conn, row.deployment_id)
+        await report_status(conn, req.path_params["id"], auth.device_id, str(status), substate)
     return Response(204)
 
 
-async def put_log(ctx: ApiContext, req: Request) -> Response:
+def check_status(ctx: ApiContext, status: object, substate: object) -> None:
+    """What a device may report: one of :data:`DEVICE_STATUSES` and a bounded substate."""
+    if status not in DEVICE_STATUSES:
+        raise ApiError(400, f"invalid status {status!r}")
+    limit = ctx.limits.substate_max
+    if substate is not None and (not isinstance(substate, str) or len(substate) > limit):
+        raise ApiError(400, f"substate must be a string of at most {limit} characters")
+
+
+async def report_status(
+    conn: AsyncConnection, deployment_id: str, device_id: str, status: str, substate: str | None
+) -> bool:
+    """Service layer: land a device's status report (checked by :func:`check_status`) on its
+    deployment, as ``PUT .../deployments/{id}/status`` does; True when something changed.
+
+    The same report twice changes nothing; a finished deployment keeps its final status."""
+    row = (
+        await conn.execute(_DEVICE_DEPLOYMENT, {"b_deployment": deployment_id, "b_device": device_id})
+    ).first()
+    if row is None:
+        raise ApiError(404, "deployment not found for this device")
+    if row.status in ("aborted", "decommissioned"):
+        if status == "failure":
+            return False  # the client's last word after it saw 409
+        raise ApiError(409, f"deployment {row.status}")
+    if row.status in FINISHED:
+        if row.status == status:
+            return False
+        raise ApiError(409, f"deployment already finished with {row.status}")
+    if row.status == status and row.substate == substate:
+        return False
+    params = {"b_id": row.id, "b_status": status, "b_substate": substate}
+    if status == "failure" and await retry_device(conn, row.deployment_id, device_id, row.id):
+        await refresh_deployment(conn, row.deployment_id)
+        return True  # a phased rollout's retry: pending again, offered by the next check-in
+    if status in FINISHED:
+        await conn.execute(_SET_FINAL_STATUS, {**params, "b_ts": now()})
+    else:
+        await conn.execute(_SET_STATUS, params)
+    await refresh_deployment(conn, row.deployment_id)
+    return True
+
+
+def check_log(ctx: ApiContext, messages: object) -> list[dict[str, str]]:
+    """A deployment log as a device may send it (limits: docs/limits.md); the kept fields."""
     lim = ctx.limits
-    check_body_size(req.body, lim.log_body_max, "deployment log")
-    auth = await require_device(ctx, req)
-    body = req.json()
-    messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty array")
     if len(messages) > lim.log_max_messages:
@@ -329,9 +352,28 @@ async def put_log(ctx: ApiContext, req: Request) -> Response:
             raise ApiError(400, f"a log message is at most {lim.log_message_max} characters")
         # only the three fields are kept (what the management API shows)
         kept.append({"timestamp": m["timestamp"], "level": m["level"], "message": m["message"]})
+    return kept
+
+
+async def store_log(
+    conn: AsyncConnection, deployment_id: str, device_id: str, messages: list[dict[str, str]]
+) -> None:
+    """Service layer: keep a device's deployment log (checked by :func:`check_log`)."""
+    row = (
+        await conn.execute(_DEVICE_DEPLOYMENT, {"b_deployment": deployment_id, "b_device": device_id})
+    ).first()
+    if row is None:
+        raise ApiError(404, "deployment not found for this device")
+    await conn.execute(_SET_LOG, {"b_id": row.id, "b_log": messages})
+
+
+async def put_log(ctx: ApiContext, req: Request) -> Response:
+    check_body_size(req.body, ctx.limits.log_body_max, "deployment log")
+    auth = await require_device(ctx, req)
+    body = req.json()
+    kept = check_log(ctx, body.get("messages") if isinstance(body, dict) else None)
     async with ctx.store.transaction() as conn:
-        row = await _device_deployment(conn, req, auth)
-        await conn.execute(_SET_LOG, {"b_id": row.id, "b_log": kept})
+        await store_log(conn, req.path_params["id"], auth.device_id, kept)
     return Response(204)
 
 
