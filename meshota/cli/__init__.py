@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "sim": ("meshota.cli.sim", "sim_main", "simulate a mesh OTA scenario (metrics.json + PNG plots)"),
     "demo": ("meshota.cli.demo", "demo_main", "a whole signed mesh OTA on embedded defaults"),
+    "bundle": (
+        "meshota.cli.bundle",
+        "bundle_main",
+        "air-gapped sites: signed bundles export/verify/import, status back",
+    ),
     "telemetry": ("meshota.cli.telemetry", "telemetry_main", "show byte for byte what telemetry sends"),
     "collector": ("meshota.cli.collector", "collector_main", "receive telemetry, publish weekly totals"),
 }
