@@ -173,3 +173,42 @@ def resign(
 
 def past(days: int = 1) -> datetime:
     return (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
+
+
+def run_mesh(server: ApiServer, deployment_id: str, image: bytes, factory: bytes, nodes: int, seed: int) -> Any:
+    """The simulated mesh (meshota demo's) updating from ``server``'s deployment: every node
+    asks ``next``, the root fetches the artifact once and streams it; statuses go to ``server``."""
+    from mesh_sim.runner import ServerSide, run_scenario
+    from mesh_sim.scenario import parse_scenario
+    from mesh_sim.server import ApiDeviceService
+
+    offers = [server.next_deployment(v, "fw-1.0") for v in range(nodes)]
+    assert {o["id"] for o in offers} == {deployment_id}, offers
+    artifact_id = offers[0]["artifact"]["id"]
+    service = ApiDeviceService(server, artifact_id, "fw-2.0", offers[0]["artifact"]["source"]["uri"])
+    sc = parse_scenario(
+        {
+            "name": "bundle-site",
+            "seed": seed,
+            "topology": {"kind": "line", "nodes": nodes, "loss": 0.02},
+            "radio": {"profile": "wifi-mesh"},
+            "image": {"size": len(image), "seq": 1, "artifact": "fw-2.0"},
+            "collection": {"window": 5.0},
+        }
+    )
+    side = ServerSide(
+        service=service,
+        artifact_id=artifact_id,
+        deployment_id=deployment_id,
+        image=image,
+        factory_image=factory,
+        factory_name="fw-1.0",
+        image_ok=server.image_ok(),
+        map_key=server.chunk_map_public_key(),
+        factory_sequence=0,
+        on_status=service.report_status,
+        fetch_artifact=service.fetch_artifact,
+    )
+    result = run_scenario(sc, server_side=side)
+    assert not service.status_errors, service.status_errors
+    return result
