@@ -9,8 +9,8 @@ from ._artifacts import store_artifact, store_staged_artifact
 from ._chunk_maps import deployment_public_key_pem
 from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
-from ._device_deployments import check_log, check_status, report_status, store_log
 from ._devauth import decommission_device, set_auth_status
+from ._device_deployments import check_log, check_status, report_status, store_log
 from ._fleet_stats import installation_facts
 from ._inventory import set_group
 from ._json import decode_json

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tuf.ngclient import FetcherInterface
 from tuf.api.exceptions import DownloadHTTPError
+from tuf.ngclient import FetcherInterface
 
 from ._errors import BundleError
 
@@ -117,7 +117,9 @@ def _check_member(info: tarfile.TarInfo, limits: ArchiveLimits) -> str:
     if name.endswith(".root.json") and int(name.split("/")[1].split(".")[0]) > limits.max_root_rotations + 1:
         raise BundleError(f"archive member {name!r}: root versions above {limits.max_root_rotations + 1}")
     if info.size > limits.member_max(name):
-        raise BundleError(f"archive member {name} is {info.size} bytes, over its limit {limits.member_max(name)}")
+        raise BundleError(
+            f"archive member {name} is {info.size} bytes, over its limit {limits.member_max(name)}"
+        )
     return name
 
 
@@ -125,7 +127,7 @@ def open_archive(path: Path, limits: ArchiveLimits | None = None) -> ArchiveInde
     """Index ``path`` (headers only) and check every member; the caller closes the index."""
     limits = limits or ArchiveLimits()
     try:
-        tar = tarfile.open(path, mode="r:")  # uncompressed: members are found by seeking
+        tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - ArchiveIndex owns and closes it
     except FileNotFoundError:
         raise BundleError(f"no such bundle file: {path}") from None
     except (tarfile.TarError, OSError) as exc:

@@ -99,15 +99,24 @@ def check_bundle_manifest(m: dict[str, Any], lim: ManifestLimits | None = None) 
         _str(d.get("name"), f"deployment {key} name", lim.name_max)
         artifact = _str(d.get("artifact_name"), f"deployment {key} artifact_name", lim.name_max)
         if artifact not in names:
-            raise BundleError(f"deployment {key} names artifact {artifact!r}, which the bundle does not carry")
+            raise BundleError(
+                f"deployment {key} names artifact {artifact!r}, which the bundle does not carry"
+            )
         if not isinstance(d.get("force", False), bool):
             raise BundleError(f"deployment {key}: force must be a boolean")
         target = d.get("target")
         if not isinstance(target, dict):
             raise BundleError(f"deployment {key}: target must be an object")
         total = 0
-        for field, limit in (("groups", 1024), ("devices", lim.identity_max), ("device_types", 255), ("submeshes", 255)):
-            total += len(_strs(target.get(field, []), f"deployment {key} target.{field}", limit, lim.selectors_max))
+        for field, limit in (
+            ("groups", 1024),
+            ("devices", lim.identity_max),
+            ("device_types", 255),
+            ("submeshes", 255),
+        ):
+            total += len(
+                _strs(target.get(field, []), f"deployment {key} target.{field}", limit, lim.selectors_max)
+            )
         if total > lim.selectors_max:
             raise BundleError(f"deployment {key}: more than {lim.selectors_max} selectors")
         if not target.get("groups") and not target.get("devices"):
@@ -161,12 +170,16 @@ def check_status_manifest(m: dict[str, Any], lim: ManifestLimits | None = None) 
         log = r.get("log")
         if log is not None:
             if not isinstance(log, list) or len(log) > lim.log_messages_max:
-                raise BundleError(f"status.json: a log is an array of at most {lim.log_messages_max} messages")
+                raise BundleError(
+                    f"status.json: a log is an array of at most {lim.log_messages_max} messages"
+                )
             for msg in log:
                 if not isinstance(msg, dict):
                     raise BundleError("status.json: each log message is an object")
                 for k in ("timestamp", "level", "message"):
                     if not isinstance(msg.get(k), str) or len(msg[k]) > lim.log_field_max:
-                        raise BundleError(f"status.json: log message {k} must be a string of at most "
-                                          f"{lim.log_field_max} characters")
+                        raise BundleError(
+                            f"status.json: log message {k} must be a string of at most "
+                            f"{lim.log_field_max} characters"
+                        )
     return records

@@ -69,7 +69,7 @@ def parse_since(text: str, now: datetime | None = None) -> float:
     if text == "all":
         return 0.0
     try:
-        return (((now or datetime.now(UTC)) - parse_duration(text))).timestamp()
+        return ((now or datetime.now(UTC)) - parse_duration(text)).timestamp()
     except BundleUsageError:
         pass
     try:
@@ -109,14 +109,14 @@ def export_bundle(
 ) -> ExportResult:
     """Sign and write a deployment bundle (``meshota bundle export``)."""
 
-    async def contents() -> tuple[list[str], Any]:
+    async def contents() -> Any:
         async with open_ctx() as ctx:
             ids = list(deployment_ids)
             if artifact_names:
                 ids += await create_group_deployments(ctx, artifact_names, groups, name, force)
-            return ids, await export_contents(ctx, ids)
+            return await export_contents(ctx, ids)
 
-    ids, (artifacts, deployments, members) = run(contents())
+    artifacts, deployments, members = run(contents())
     when = datetime.now(UTC)
     until = expires if isinstance(expires, datetime) else when + expires
     bundle_id = new_bundle_id()
@@ -145,7 +145,7 @@ def verify_bundle(archive: Path, trust: Path, say: Say) -> str:
     with verify(archive, trust, report=say) as b:
         if b.kind == "deployment":
             check_bundle_manifest(b.manifest)
-            say(f"ok  bundle.json well-formed; mix-and-match: at most one artifact per device type and group")
+            say("ok  bundle.json well-formed; mix-and-match: at most one artifact per device type and group")
         else:
             check_status_manifest(b.manifest)
             say(f"ok  status.json well-formed: {len(b.manifest['statuses'])} status record(s)")

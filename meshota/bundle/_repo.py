@@ -32,7 +32,7 @@ from typing import IO
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import MetaFile, Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
 from ._errors import BundleError, BundleUsageError
@@ -64,7 +64,7 @@ def load_signers(directory: Path) -> dict[str, CryptoSigner]:
     signers: dict[str, CryptoSigner] = {}
     for pem in sorted(directory.glob("*.pem")):
         try:
-            signer = CryptoSigner(load_pem_private_key(pem.read_bytes(), None))  # type: ignore[arg-type]
+            signer = CryptoSigner(load_pem_private_key(pem.read_bytes(), None))
         except (ValueError, TypeError, OSError) as exc:
             raise BundleUsageError(f"cannot load key {pem}: {exc}") from None
         signers[signer.public_key.keyid] = signer
@@ -80,8 +80,13 @@ def _new_signers(directory: Path, count: int) -> list[CryptoSigner]:
     return out
 
 
-def _sign(md: Metadata[Root] | Metadata[Targets] | Metadata[Snapshot] | Metadata[Timestamp],
-          signers: dict[str, CryptoSigner], keyids: Sequence[str], threshold: int, what: str) -> None:
+def _sign(
+    md: Metadata[Root] | Metadata[Targets] | Metadata[Snapshot] | Metadata[Timestamp],
+    signers: dict[str, CryptoSigner],
+    keyids: Sequence[str],
+    threshold: int,
+    what: str,
+) -> None:
     usable = [signers[k] for k in keyids if k in signers]
     if len(usable) < threshold:
         raise BundleUsageError(
@@ -217,12 +222,13 @@ class SigningRepo:
         if root_threshold is not None:
             new.roles["root"].threshold = root_threshold
         if online_threshold is not None:
-            for role in ONLINE_ROLES:
-                new.roles[role].threshold = online_threshold
-        for name, role in new.roles.items():
-            if not 1 <= role.threshold <= len(role.keyids):
+            for role_name in ONLINE_ROLES:
+                new.roles[role_name].threshold = online_threshold
+        for role_name, spec in new.roles.items():
+            if not 1 <= spec.threshold <= len(spec.keyids):
                 raise BundleUsageError(
-                    f"role {name}: threshold {role.threshold} but {len(role.keyids)} key(s) after the rotation"
+                    f"role {role_name}: threshold {spec.threshold} but {len(spec.keyids)} key(s) "
+                    "after the rotation"
                 )
         keyids = list(dict.fromkeys([*old.roles["root"].keyids, *new.roles["root"].keyids]))
         usable = {k: signers[k] for k in keyids if k in signers}
@@ -277,7 +283,9 @@ class SigningRepo:
                 _sign(signed_targets, signers, role.keyids, role.threshold, "targets")
                 t_bytes = signed_targets.to_bytes(_SERIALIZER)
                 snapshot = Metadata(
-                    Snapshot(version=version, expires=expires, meta={"targets.json": _metafile(version, t_bytes)})
+                    Snapshot(
+                        version=version, expires=expires, meta={"targets.json": _metafile(version, t_bytes)}
+                    )
                 )
                 role = root.signed.roles["snapshot"]
                 _sign(snapshot, signers, role.keyids, role.threshold, "snapshot")
@@ -292,7 +300,9 @@ class SigningRepo:
                     _add_member(tar, BundleMember(f"metadata/{n}.root.json", data=data))
                 _add_member(tar, BundleMember("metadata/targets.json", data=t_bytes))
                 _add_member(tar, BundleMember("metadata/snapshot.json", data=s_bytes))
-                _add_member(tar, BundleMember("metadata/timestamp.json", data=timestamp.to_bytes(_SERIALIZER)))
+                _add_member(
+                    tar, BundleMember("metadata/timestamp.json", data=timestamp.to_bytes(_SERIALIZER))
+                )
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -331,7 +341,7 @@ def _add_member(tar: tarfile.TarFile, m: BundleMember) -> TargetFile:
     with m.path.open("rb") as fh:
         info.size = os.fstat(fh.fileno()).st_size
         reader = _HashingReader(fh)
-        tar.addfile(info, reader)  # type: ignore[arg-type]  # streamed: tarfile reads in chunks
+        tar.addfile(info, reader)  # streamed: tarfile reads it in chunks
     digest = reader.hash.hexdigest()
     if reader.length != info.size or (m.sha256 is not None and digest != m.sha256):
         raise BundleError(f"{m.path} changed or does not hash to {m.sha256} while it was exported")

@@ -109,7 +109,9 @@ async def export_contents(
                 raise BundleError(f"no deployment {dep_id} at this server")
             if row.status == "finished":
                 raise BundleError(f"deployment {dep_id} is finished; nothing to carry")
-            rows = list(await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.name == row.artifact_name)))
+            rows = list(
+                await conn.execute(sa.select(t.artifacts).where(t.artifacts.c.name == row.artifact_name))
+            )
             if not rows:
                 raise BundleError(f"deployment {dep_id}: no artifact named {row.artifact_name!r} here")
             types: set[str] = set()
@@ -136,7 +138,12 @@ async def export_contents(
                 .where(dd.c.deployment_id == dep_id)
                 .order_by(t.devices.c.id_data)
             )
-            target: dict[str, list[str]] = {"groups": [], "devices": [], "device_types": sorted(types), "submeshes": []}
+            target: dict[str, list[str]] = {
+                "groups": [],
+                "devices": [],
+                "device_types": sorted(types),
+                "submeshes": [],
+            }
             if row.group_name is not None:
                 target["groups"] = [row.group_name]
             else:
@@ -217,7 +224,9 @@ class ImportPlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return all(a.state != "new" for a in self.artifacts) and all(d.state != "new" for d in self.deployments)
+        return all(a.state != "new" for a in self.artifacts) and all(
+            d.state != "new" for d in self.deployments
+        )
 
     def lines(self) -> list[str]:
         out = [f"bundle {self.bundle_id} v{self.version}"]
@@ -232,11 +241,13 @@ class ImportPlan:
             elif d.state == "imported":
                 out.append(f"deployment {d.local_name!r}: already imported ({d.local_id})")
             elif d.state == "created":
-                out.append(f"deployment {d.local_name!r}: created ({d.local_id}) for {len(d.devices)} device(s)")
+                out.append(
+                    f"deployment {d.local_name!r}: created ({d.local_id}) for {len(d.devices)} device(s)"
+                )
             else:
                 out.append(
-                    f"deployment {d.local_name!r}: create for {len(d.devices)} device(s), artifact {d.artifact_name}"
-                    + (f", group {d.group}" if d.group else "")
+                    f"deployment {d.local_name!r}: create for {len(d.devices)} device(s), "
+                    f"artifact {d.artifact_name}" + (f", group {d.group}" if d.group else "")
                 )
                 if d.already_installed:
                     out.append(f"           {len(d.already_installed)} of them already run {d.artifact_name} "
@@ -249,16 +260,21 @@ class ImportPlan:
 async def _devices(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
     """Every device here: id -> identity, status, group, device_type, artifact_name, mesh_id."""
     out: dict[str, dict[str, Any]] = {}
-    for r in await conn.execute(sa.select(t.devices.c.id, t.devices.c.id_data, t.devices.c.status)):
-        out[r.id] = {"identity": r.id_data, "status": r.status}
+    for dev in await conn.execute(sa.select(t.devices.c.id, t.devices.c.id_data, t.devices.c.status)):
+        out[dev.id] = {"identity": dev.id_data, "status": dev.status}
     inv = t.inventory
-    wanted = [("system", "group"), ("inventory", "device_type"), ("inventory", "artifact_name"), ("inventory", "mesh_id")]
-    rows = await conn.execute(
+    wanted = [
+        ("system", "group"),
+        ("inventory", "device_type"),
+        ("inventory", "artifact_name"),
+        ("inventory", "mesh_id"),
+    ]
+    attributes = await conn.execute(
         sa.select(inv.c.device_id, inv.c.scope, inv.c.name, inv.c.value).where(
             sa.tuple_(inv.c.scope, inv.c.name).in_(wanted)
         )
     )
-    for r in rows:
+    for r in attributes:
         if r.device_id in out:
             out[r.device_id][r.name] = r.value
     return out
@@ -284,7 +300,9 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
             if same:
                 arts.append(PlannedArtifact(a["name"], a["path"], sha, a["size"], "present", same[0].id))
             elif clash:
-                reason = f"another artifact named {a['name']!r} for these device types is here ({clash[0].id})"
+                reason = (
+                    f"another artifact named {a['name']!r} for these device types is here ({clash[0].id})"
+                )
                 arts.append(PlannedArtifact(a["name"], a["path"], sha, a["size"], "refused", reason=reason))
             else:
                 arts.append(PlannedArtifact(a["name"], a["path"], sha, a["size"], "new"))
@@ -318,7 +336,9 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
             if d["artifact_name"] in refused_names:
                 plan.state, plan.reason = "refused", f"its artifact {d['artifact_name']!r} is refused"
                 continue
-            types = types_of[d["artifact_name"]] & set(target.get("device_types") or types_of[d["artifact_name"]])
+            types = types_of[d["artifact_name"]] & set(
+                target.get("device_types") or types_of[d["artifact_name"]]
+            )
             submeshes = set(target.get("submeshes", []))
             candidates: dict[str, str] = {}
             for identity in target.get("devices", []):
@@ -341,7 +361,9 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
                 elif submeshes and dev.get("mesh_id") not in submeshes:
                     plan.refused.append((identity, f"sub-mesh {dev.get('mesh_id')!r} is not targeted"))
                 elif (device_id, device_type) in claimed:
-                    plan.refused.append((identity, f"already targeted by deployment {claimed[(device_id, device_type)]}"))
+                    plan.refused.append(
+                        (identity, f"already targeted by deployment {claimed[(device_id, device_type)]}")
+                    )
                 else:
                     claimed[(device_id, device_type)] = d["key"]
                     plan.devices.append((device_id, identity))
@@ -352,7 +374,9 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
     return ImportPlan(m["id"], bundle.version, arts, deps)
 
 
-async def apply_import(ctx: ApiContext, bundle: VerifiedBundle, plan: ImportPlan, log: ImportLog) -> dict[str, Any]:
+async def apply_import(
+    ctx: ApiContext, bundle: VerifiedBundle, plan: ImportPlan, log: ImportLog
+) -> dict[str, Any]:
     """Relocate the new artifacts into the store and create the new deployments, all through the
     service layer; record it in ``log``. The caller writes the trust state after this returns."""
     record = log.bundles.setdefault(plan.bundle_id, {"deployments": {}, "artifacts": {}})

@@ -127,10 +127,15 @@ def verify(
     before = trusted_versions(trust_dir)
     index = open_archive(archive, limits)
     try:
-        say(f"ok  archive: {len(index.members)} members, regular files only, no links, all in the bundle layout")
+        say(
+            f"ok  archive: {len(index.members)} members, regular files only, no links, "
+            "all in the bundle layout"
+        )
         with tempfile.TemporaryDirectory(prefix="meshota-bundle-trust-") as tmp:
             work = Path(tmp) / "trust"
-            shutil.copytree(trust_dir, work, symlinks=True, ignore=shutil.ignore_patterns("imported.json", ".*"))
+            shutil.copytree(
+                trust_dir, work, symlinks=True, ignore=shutil.ignore_patterns("imported.json", ".*")
+            )
             targets_md = _refresh(index, work, limits, before, say)
             bundle = _check_members(index, targets_md, say)
             bundle.workdir, bundle.trust_dir = work, trust_dir
@@ -174,7 +179,9 @@ def _refresh(
     now = datetime.now(UTC)
     root = Metadata[Root].from_file(str(work / "root.json")).signed
     rotations = root.version - before["root"]
-    chain = f"v{before['root']} -> v{root.version} ({rotations} rotation(s))" if rotations else f"v{root.version}"
+    chain = (
+        f"v{before['root']} -> v{root.version} ({rotations} rotation(s))" if rotations else f"v{root.version}"
+    )
     say(f"ok  root {chain}: each step signed by a threshold of the old and the new root keys")
     for role, cls in (("timestamp", Timestamp), ("snapshot", Snapshot), ("targets", Targets)):
         signed = Metadata[cls].from_file(str(work / f"{role}.json")).signed  # type: ignore[valid-type]

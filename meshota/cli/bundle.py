@@ -31,7 +31,9 @@ def _parser() -> CliParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=CliParser)
     init = sub.add_parser("init", help="create a signing repository: root keys (offline) and online keys")
     init.add_argument("--repo", required=True, type=Path, metavar="DIR")
-    init.add_argument("--root-keys", required=True, type=Path, metavar="DIR", help="offline media for root keys")
+    init.add_argument(
+        "--root-keys", required=True, type=Path, metavar="DIR", help="offline media for root keys"
+    )
     init.add_argument("--root-key-count", type=int, default=1, metavar="N")
     init.add_argument("--root-threshold", type=int, default=1, metavar="T")
     init.add_argument("--online-key-count", type=int, default=1, metavar="N")
@@ -40,11 +42,15 @@ def _parser() -> CliParser:
     rot = sub.add_parser("rotate-root", help="write root N+1 (new root or online keys, revocations)")
     rot.add_argument("--repo", required=True, type=Path, metavar="DIR")
     rot.add_argument("--root-keys", required=True, type=Path, metavar="DIR")
-    rot.add_argument("--new-root-keys", type=int, default=0, metavar="N", help="replace the root keys with N new")
+    rot.add_argument(
+        "--new-root-keys", type=int, default=0, metavar="N", help="replace the root keys with N new"
+    )
     rot.add_argument("--root-threshold", type=int, default=None, metavar="T")
     rot.add_argument("--new-online-keys", type=int, default=0, metavar="N", help="replace the online keys")
     rot.add_argument("--online-threshold", type=int, default=None, metavar="T")
-    rot.add_argument("--revoke", action="append", default=[], metavar="KEYID", help="drop a key from every role")
+    rot.add_argument(
+        "--revoke", action="append", default=[], metavar="KEYID", help="drop a key from every role"
+    )
     rot.add_argument("--root-expires", default="365d", metavar="DURATION")
     pin = sub.add_parser("pin", help="trust a root (the first one, handed over out of band)")
     pin.add_argument("--trust", required=True, type=Path, metavar="DIR")
@@ -57,7 +63,9 @@ def _parser() -> CliParser:
     what.add_argument("--artifact", action="append", default=[], metavar="NAME")
     exp.add_argument("--target", action="append", default=[], metavar="GROUP", help="with --artifact")
     exp.add_argument("--name", default=None)
-    exp.add_argument("--force", action="store_true", help="with --artifact: install even if already installed")
+    exp.add_argument(
+        "--force", action="store_true", help="with --artifact: install even if already installed"
+    )
     exp.add_argument("--expires", required=True, metavar="DURATION", help="like 30d, 12h")
     exp.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
     ver = sub.add_parser("verify", help="check a bundle offline against the pinned root; print each check")
@@ -72,7 +80,9 @@ def _parser() -> CliParser:
     imp.add_argument("bundle", type=Path, metavar="FILE")
     sx = sub.add_parser("status-export", help="sign and write the statuses of imported deployments")
     _server_options(sx)
-    sx.add_argument("--trust", required=True, type=Path, metavar="DIR", help="where the bundles were imported")
+    sx.add_argument(
+        "--trust", required=True, type=Path, metavar="DIR", help="where the bundles were imported"
+    )
     sx.add_argument("--repo", required=True, type=Path, metavar="DIR", help="this site's signing repository")
     sx.add_argument("--site", required=True, metavar="NAME")
     sx.add_argument("--since", required=True, metavar="T", help="RFC 3339, a duration back (7d), or all")
@@ -130,7 +140,7 @@ def _open_ctx(args: Any) -> Any:
     return open_ctx
 
 
-def _run(args: Any) -> int:  # noqa: C901 - one branch per subcommand
+def _run(args: Any) -> int:
     from meshota import bundle as b
 
     say = print

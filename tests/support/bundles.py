@@ -145,7 +145,7 @@ def resign(
 ) -> Path:
     """Re-sign a bundle's snapshot (and timestamp over it) with the real online keys: an expired
     snapshot under a fresh timestamp, or a snapshot that names another bundle's targets."""
-    from tuf.api.metadata import MetaFile, Metadata, Snapshot, Targets, Timestamp
+    from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 
     signers = list(load_signers(online_keys).values())
     replace: dict[str, bytes | None] = {}
@@ -175,7 +175,9 @@ def past(days: int = 1) -> datetime:
     return (datetime.now(UTC) - timedelta(days=days)).replace(microsecond=0)
 
 
-def run_mesh(server: ApiServer, deployment_id: str, image: bytes, factory: bytes, nodes: int, seed: int) -> Any:
+def run_mesh(
+    server: ApiServer, deployment_id: str, image: bytes, factory: bytes, nodes: int, seed: int
+) -> Any:
     """The simulated mesh (meshota demo's) updating from ``server``'s deployment: every node
     asks ``next``, the root fetches the artifact once and streams it; statuses go to ``server``."""
     from mesh_sim.runner import ServerSide, run_scenario
