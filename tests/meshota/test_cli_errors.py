@@ -45,6 +45,7 @@ def bad_values(tmp: Path) -> dict[str, list[str]]:
         "demo": ["--nodes", "0"],
         "telemetry": ["show", "--config", str(tmp / "missing.toml"), "--data", str(tmp / "data")],
         "collector": ["--db", str(tmp / "c.db"), "--listen", "nowhere"],
+        "bundle": ["verify", "--trust", str(tmp / "no-trust"), str(tmp / "b.tar")],
     }
 
 
