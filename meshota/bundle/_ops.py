@@ -103,11 +103,13 @@ def export_bundle(
     deployment_ids: Sequence[str] = (),
     artifact_names: Sequence[str] = (),
     groups: Sequence[str] = (),
+    submeshes: Sequence[str] = (),
     name: str | None = None,
     force: bool = False,
     run: Run[Any] = asyncio.run,
 ) -> ExportResult:
-    """Sign and write a deployment bundle (``meshota bundle export``)."""
+    """Sign and write a deployment bundle (``meshota bundle export``); ``submeshes`` narrows
+    every deployment to devices whose ``mesh_id`` inventory attribute is one of them."""
 
     async def contents() -> Any:
         async with open_ctx() as ctx:
@@ -117,6 +119,8 @@ def export_bundle(
             return await export_contents(ctx, ids)
 
     artifacts, deployments, members = run(contents())
+    for d in deployments:
+        d["target"]["submeshes"] = sorted(set(submeshes))
     when = datetime.now(UTC)
     until = expires if isinstance(expires, datetime) else when + expires
     bundle_id = new_bundle_id()

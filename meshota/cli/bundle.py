@@ -62,6 +62,8 @@ def _parser() -> CliParser:
     what.add_argument("--deployment", action="append", default=[], metavar="ID")
     what.add_argument("--artifact", action="append", default=[], metavar="NAME")
     exp.add_argument("--target", action="append", default=[], metavar="GROUP", help="with --artifact")
+    exp.add_argument("--submesh", action="append", default=[], metavar="MESH_ID",
+                     help="only devices whose mesh_id inventory attribute is MESH_ID")  # fmt: skip
     exp.add_argument("--name", default=None)
     exp.add_argument(
         "--force", action="store_true", help="with --artifact: install even if already installed"
@@ -190,6 +192,7 @@ def _run(args: Any) -> int:
             deployment_ids=args.deployment,
             artifact_names=args.artifact,
             groups=args.target,
+            submeshes=args.submesh,
             name=args.name,
             force=args.force,
         )
