@@ -16,6 +16,7 @@ artifact's length and SHA-256 streamed from the archive.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -124,6 +125,17 @@ def verify(
     limits = limits or ArchiveLimits()
     if not (trust_dir / "root.json").exists():
         raise BundleUsageError(f"{trust_dir} pins no root (meshota bundle pin --trust {trust_dir} ROOT.json)")
+    with open(trust_dir / ".lock", "a+b") as lock:
+        # one verify/import per trust directory at a time: the state it accepts stays consistent
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with _verify_locked(archive, trust_dir, say, limits) as bundle:
+            yield bundle
+
+
+@contextlib.contextmanager
+def _verify_locked(
+    archive: Path, trust_dir: Path, say: Report, limits: ArchiveLimits
+) -> Iterator[VerifiedBundle]:
     before = trusted_versions(trust_dir)
     index = open_archive(archive, limits)
     try:

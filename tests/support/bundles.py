@@ -100,7 +100,12 @@ def counts(server: ApiServer) -> tuple[int, int, int]:
 
 
 def snapshot_dir(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    """Every file of a trust directory but its lock file."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def rewrite(
