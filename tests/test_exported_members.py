@@ -33,6 +33,7 @@ PACKAGES = [
     "firmware_proto",
     "firmware_proto.aio",
     "firmware_proto.testing",
+    "meshota.bundle",
 ]
 # public modules another helper is editing right now, with the names they define but do not
 # export yet; the lead removes an entry once its owner has merged

@@ -163,7 +163,7 @@ def check_status_manifest(m: dict[str, Any], lim: ManifestLimits | None = None) 
             raise BundleError("status.json: each status is an object")
         _str(r.get("deployment"), "status deployment", 64)
         _str(r.get("device"), "status device", lim.identity_max)
-        if r.get("status") not in _STATUSES:
+        if not isinstance(r.get("status"), str) or r["status"] not in _STATUSES:
             raise BundleError(f"status.json: unknown status {r.get('status')!r}")
         if r.get("substate") is not None:
             _str(r["substate"], "status substate", 200)
