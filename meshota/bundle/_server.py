@@ -76,8 +76,22 @@ async def create_group_deployments(
     """``export --artifact A... --target G...``: one deployment per artifact and group, created
     here through the service layer (their statuses come back with the status bundle)."""
     ids = []
+    artifact_names = list(dict.fromkeys(artifact_names))
     async with ctx.store.transaction() as conn:
-        for group in groups:
+        # mix-and-match before anything is created: two named artifacts may not share a device type
+        seen: dict[str, str] = {}
+        for artifact in artifact_names:
+            rows = await conn.execute(
+                sa.select(t.artifacts.c.device_types).where(t.artifacts.c.name == artifact)
+            )
+            for (types,) in rows:
+                for device_type in types:
+                    if seen.setdefault(device_type, artifact) != artifact:
+                        raise BundleError(
+                            f"mix-and-match: device type {device_type!r} would get two targets "
+                            f"({seen[device_type]!r} and {artifact!r})"
+                        )
+        for group in list(dict.fromkeys(groups)):
             members = await group_devices(conn, group)
             if not members:
                 raise BundleError(f"group {group!r} has no devices at this server (enrol them here first)")

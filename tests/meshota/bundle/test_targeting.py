@@ -7,6 +7,8 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from mesh_sim.server import ApiServer
 from meshota.bundle import SigningRepo, export_bundle, import_bundle, pin_root, status_export, status_import
 from tests.support.bundles import World
@@ -79,3 +81,18 @@ def res_deployment(world: World) -> str:
     """The deployment export --artifact/--target created at A (the newest one)."""
     r = world.a.call("GET", "/api/management/v1/deployments/deployments", token=world.a.user_token)
     return str(json.loads(r.body)[0]["id"])
+
+
+def test_export_refuses_two_artifacts_for_one_device_type(world: World, tmp_path: Path) -> None:
+    """--artifact fw-2.0 --artifact fw-3.0 for the same device type: refused before A creates any
+    deployment (the site would refuse the bundle as mix-and-match)."""
+    from mesh_sim.server import make_mender_artifact
+    from meshota.bundle import BundleError
+    from tests.support.bundles import counts
+
+    world.a.upload_artifact(make_mender_artifact(tmp_path, "fw-3.0", b"\x01" * 2048, world.a.vendor_pem))
+    before = counts(world.a)
+    with pytest.raises(BundleError, match="mix-and-match: device type 'meshota-sim'"):
+        export_bundle(world.ctx(world.a), world.repo, tmp_path / "two.tar", expires=timedelta(days=1),
+                      artifact_names=["fw-2.0", "fw-3.0"], groups=["rig-7"], run=world.a.run)  # fmt: skip
+    assert counts(world.a) == before and not (tmp_path / "two.tar").exists()
