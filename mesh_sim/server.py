@@ -83,9 +83,16 @@ def _ok(r: Response, *expected: int) -> Response:
 class ApiServer:
     """The product's handlers on a SQLite file in ``workdir`` (see the module docstring)."""
 
-    def __init__(self, workdir: Path, vendor_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        vendor_key: ec.EllipticCurvePrivateKey | None = None,
+        db_url: str | None = None,
+        db_schema: str | None = None,
+    ) -> None:
         """``vendor_key``: the vendor whose artifacts this server accepts (default: a new one;
-        two servers that exchange bundles share one)."""
+        two servers that exchange bundles share one). ``db_url``/``db_schema``: another store
+        than the SQLite file in ``workdir`` (PostgreSQL in tests)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.new_event_loop()
@@ -103,7 +110,7 @@ class ApiServer:
         )
         self.verify_key: VerifyKey = load_verify_key(public_pem)
         self.db_path = workdir / "meshota.sqlite"
-        self.store = Store.open(f"sqlite:///{self.db_path}")
+        self.store = Store.open(db_url or f"sqlite:///{self.db_path}", schema=db_schema)
         self.run(self.store.migrate())
         settings = Settings(verify_keys=(self.verify_key,), device_status_ttl=0.0)
         self.ctx = self.run(ApiContext.create(self.store, BlobStore(workdir / "artifacts"), settings))

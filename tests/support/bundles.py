@@ -69,9 +69,13 @@ class World:
         self.b.close()
 
 
-def make_world(base: Path, nodes: int = 3, image_size: int = 64 * 1024) -> World:
+def make_world(
+    base: Path, nodes: int = 3, image_size: int = 64 * 1024, b_db: tuple[str, str | None] | None = None
+) -> World:
+    """``b_db``: (URL, schema) of site B's store instead of a SQLite file (PostgreSQL)."""
     a = ApiServer(base / "A")
-    b = ApiServer(base / "B", vendor_key=a.vendor_key)
+    url, schema = b_db or (None, None)
+    b = ApiServer(base / "B", vendor_key=a.vendor_key, db_url=url, db_schema=schema)
     rng = random.Random(19)
     factory = make_mender_artifact(base, "fw-1.0", rng.randbytes(4096), a.vendor_pem)
     image = make_mender_artifact(base, "fw-2.0", rng.randbytes(image_size), a.vendor_pem)
