@@ -19,7 +19,7 @@ from ._policies import set_policy
 from ._public_stats import publish, render_csv, render_json, render_page
 from ._ranges import block_range
 from ._rollout_ticker import rollout_ticker_service, run_ticker
-from ._rollouts import rollout_action, rollout_tick
+from ._rollouts import RolloutSpec, parse_rollout, rollout_action, rollout_tick
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
 from ._services import AdapterServices, Batch, BatchFailed
@@ -37,6 +37,7 @@ __all__ = [
     "FileSlice",
     "Request",
     "Response",
+    "RolloutSpec",
     "Route",
     "Router",
     "Settings",
@@ -54,6 +55,7 @@ __all__ = [
     "group_devices",
     "installation_facts",
     "json_response",
+    "parse_rollout",
     "publish",
     "render_csv",
     "render_json",

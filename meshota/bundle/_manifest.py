@@ -122,8 +122,13 @@ def check_bundle_manifest(m: dict[str, Any], lim: ManifestLimits | None = None) 
         if not target.get("groups") and not target.get("devices"):
             raise BundleError(f"deployment {key}: target names no group and no device")
         phases = d.get("phases", [])
-        if not isinstance(phases, list) or phases:
-            raise BundleError(f"deployment {key}: phases are not supported by this server (must be empty)")
+        if not isinstance(phases, list) or len(phases) > 64 or not all(isinstance(p, dict) for p in phases):
+            raise BundleError(f"deployment {key}: phases must be an array of at most 64 objects")
+        if not isinstance(d.get("retries", 0), int) or isinstance(d.get("retries", 0), bool):
+            raise BundleError(f"deployment {key}: retries must be an integer")
+        for field in ("gates", "install"):
+            if d.get(field) is not None and not isinstance(d[field], dict):
+                raise BundleError(f"deployment {key}: {field} must be an object")
     check_mix_and_match(m)
 
 

@@ -170,14 +170,15 @@ def import_bundle(
         async def go() -> ImportPlan:
             async with open_ctx() as ctx:
                 plan = await plan_import(ctx, b, log)
-                if dry_run or plan.nothing_to_do:
+                if dry_run:
                     return plan
                 refused = [a for a in plan.artifacts if a.state == "refused"]
                 if refused:
                     raise BundleError(f"artifact {refused[0].name} refused: {refused[0].reason}")
                 if all(d.state == "refused" for d in plan.deployments):
                     raise BundleError(f"no deployment applies here: {plan.deployments[0].reason}")
-                await apply_import(ctx, b, plan, log)
+                if not plan.nothing_to_do:
+                    await apply_import(ctx, b, plan, log)
                 return plan
 
         plan: ImportPlan = run(go())

@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.api import (
     ApiContext,
     ApiError,
+    RolloutSpec,
     Settings,
     check_log,
     check_status,
     create_deployment,
     group_devices,
+    parse_rollout,
     report_status,
     store_log,
     store_staged_artifact,
 )
 from bridge.artifacts import BlobStore, VerifyKey
 from bridge.store import Store
+from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
 from ._errors import BundleError
@@ -162,17 +166,50 @@ async def export_contents(
                 target["groups"] = [row.group_name]
             else:
                 target["devices"] = [r.id_data for r in device_rows]
-            deployments.append(
-                {
-                    "key": dep_id,
-                    "name": row.name,
-                    "artifact_name": row.artifact_name,
-                    "force": bool(row.force_installation),
-                    "target": target,
-                    "phases": [],
-                }
-            )
+            entry: dict[str, Any] = {
+                "key": dep_id,
+                "name": row.name,
+                "artifact_name": row.artifact_name,
+                "force": bool(row.force_installation),
+                "target": target,
+                "phases": [],
+            }
+            entry.update(await _rollout_of(conn, dep_id))
+            deployments.append(entry)
     return list(artifacts.values()), deployments, members
+
+
+async def _rollout_of(conn: AsyncConnection, deployment_id: str) -> dict[str, Any]:
+    """A phased deployment's phases, retries, gates and install windows, in the shape of Mender's
+    NewDeployment body (what ``parse_rollout`` reads at the site); {} for a plain one."""
+    ro = rt.rollouts
+    row = (await conn.execute(sa.select(ro).where(ro.c.deployment_id == deployment_id))).first()
+    if row is None:
+        return {}
+    phases = []
+    for p in row.phases:
+        phase = {k: p[k] for k in ("batch_size", "group") if p.get(k) is not None}
+        if p.get("start_ts") is not None:
+            phase["start_ts"] = _rfc3339(p["start_ts"])
+        phases.append(phase)
+    out: dict[str, Any] = {"phases": phases, "retries": int(row.retries), "gates": dict(row.gates)}
+    if row.install is not None:
+        out["install"] = row.install
+    return out
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rollout_body(d: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if d.get("phases"):
+        body["phases"] = d["phases"]
+    for key in ("retries", "gates", "install"):
+        if d.get(key) not in (None, 0):
+            body[key] = d[key]
+    return body
 
 
 # -- what was imported -----------------------------------------------------------------------------
@@ -227,6 +264,7 @@ class PlannedDeployment:
     state: str = "new"  # "new", "imported", "refused"; after the import "created"
     local_id: str | None = None
     reason: str = ""
+    rollout: RolloutSpec | None = None  # phases, retries, gates, install windows (if any)
 
 
 @dataclass
@@ -258,11 +296,19 @@ class ImportPlan:
                 out.append(
                     f"deployment {d.local_name!r}: created ({d.local_id}) for {len(d.devices)} device(s)"
                 )
+                if d.rollout is not None:
+                    out.append(
+                        f"           phased: {len(d.rollout.phases)} phase(s), retries {d.rollout.retries}"
+                    )
             else:
                 out.append(
                     f"deployment {d.local_name!r}: create for {len(d.devices)} device(s), "
                     f"artifact {d.artifact_name}" + (f", group {d.group}" if d.group else "")
                 )
+                if d.rollout is not None:
+                    out.append(
+                        f"           phased: {len(d.rollout.phases)} phase(s), retries {d.rollout.retries}"
+                    )
                 if d.already_installed:
                     out.append(f"           {len(d.already_installed)} of them already run {d.artifact_name} "
                                "(settled as already-installed when they ask)")  # fmt: skip
@@ -385,6 +431,18 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
                         plan.already_installed.append(device_id)
             if not plan.devices:
                 plan.state, plan.reason = "refused", "no device here is targeted"
+                continue
+            try:  # the server's own parser: the site's limits and rules for phases
+                plan.rollout = parse_rollout(_rollout_body(d))
+            except ApiError as exc:
+                plan.state, plan.reason = "refused", f"rollout: {exc.message}"
+                continue
+            phase_groups = [p["group"] for p in plan.rollout.phases] if plan.rollout else []
+            if phase_groups and phase_groups[-1] is not None:
+                outside = [i for i, _ in plan.devices if devices[i].get("group") not in phase_groups]
+                if outside:
+                    plan.state = "refused"
+                    plan.reason = f"rollout: {len(outside)} device(s) are in none of the phases' groups"
     return ImportPlan(m["id"], bundle.version, arts, deps)
 
 
@@ -430,6 +488,8 @@ async def apply_import(
                     device_ids=[i for i, _ in d.devices],
                     group=d.group,
                     force=d.force,
+                    rollout=d.rollout,
+                    wall_clock=ctx.clock(),
                 )
                 record["deployments"][d.key] = d.local_id
     except ApiError as exc:
