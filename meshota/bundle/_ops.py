@@ -28,12 +28,14 @@ from ._server import (
     ImportPlan,
     Landing,
     apply_import,
+    audit_export,
     collect_statuses,
     create_group_deployments,
     export_contents,
     land_statuses,
     new_bundle_id,
     plan_import,
+    principal_for,
 )
 from ._verify import verify
 
@@ -106,6 +108,7 @@ def export_bundle(
     submeshes: Sequence[str] = (),
     name: str | None = None,
     force: bool = False,
+    org: str | None = None,
     run: Run[Any] = asyncio.run,
 ) -> ExportResult:
     """Sign and write a deployment bundle (``meshota bundle export``); ``submeshes`` narrows
@@ -113,10 +116,11 @@ def export_bundle(
 
     async def contents() -> Any:
         async with open_ctx() as ctx:
+            by = await principal_for(ctx, org)
             ids = list(deployment_ids)
             if artifact_names:
-                ids += await create_group_deployments(ctx, artifact_names, groups, name, force)
-            return await export_contents(ctx, ids)
+                ids += await create_group_deployments(ctx, by, artifact_names, groups, name, force)
+            return await export_contents(ctx, by, ids)
 
     artifacts, deployments, members = run(contents())
     for d in deployments:
@@ -141,6 +145,18 @@ def export_bundle(
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
         members = [BundleMember("bundle.json", data=data), *members]
         repo.write_bundle(out, members, versions=versions, expires=until.replace(microsecond=0))
+
+    async def audit() -> None:
+        async with open_ctx() as ctx:
+            change = {
+                "version": version,
+                "deployments": [d["key"] for d in deployments],
+                "artifacts": [a["digest"] for a in artifacts],
+                "expires": manifest["expires"],
+            }
+            await audit_export(ctx, await principal_for(ctx, org), bundle_id, change)
+
+    run(audit())
     return ExportResult(bundle_id, version, len(artifacts), len(deployments), out)
 
 
@@ -157,7 +173,14 @@ def verify_bundle(archive: Path, trust: Path, say: Say) -> str:
 
 
 def import_bundle(
-    archive: Path, trust: Path, open_ctx: OpenCtx, *, dry_run: bool, say: Say, run: Run[Any] = asyncio.run
+    archive: Path,
+    trust: Path,
+    open_ctx: OpenCtx,
+    *,
+    dry_run: bool,
+    say: Say,
+    org: str | None = None,
+    run: Run[Any] = asyncio.run,
 ) -> ImportPlan:
     """Verify, plan, and (unless ``dry_run``) relocate artifacts and create deployments."""
     with verify(archive, trust, report=say) as b:
@@ -169,7 +192,8 @@ def import_bundle(
 
         async def go() -> ImportPlan:
             async with open_ctx() as ctx:
-                plan = await plan_import(ctx, b, log)
+                by = await principal_for(ctx, org)
+                plan = await plan_import(ctx, by, b, log)
                 if dry_run:
                     return plan
                 refused = [a for a in plan.artifacts if a.state == "refused"]
@@ -178,7 +202,7 @@ def import_bundle(
                 if all(d.state == "refused" for d in plan.deployments):
                     raise BundleError(f"no deployment applies here: {plan.deployments[0].reason}")
                 if not plan.nothing_to_do:
-                    await apply_import(ctx, b, plan, log)
+                    await apply_import(ctx, by, b, plan, log)
                 return plan
 
         plan: ImportPlan = run(go())
@@ -196,6 +220,7 @@ def status_export(
     site: str,
     since: float,
     expires: timedelta | datetime,
+    org: str | None = None,
     run: Run[Any] = asyncio.run,
 ) -> tuple[int, int]:
     """Sign and write the statuses of imported deployments (``status-export``): (version, count)."""
@@ -203,7 +228,7 @@ def status_export(
 
     async def collect() -> list[dict[str, Any]]:
         async with open_ctx() as ctx:
-            return await collect_statuses(ctx, log, since)
+            return await collect_statuses(ctx, await principal_for(ctx, org), log, since)
 
     records = run(collect())
     when = datetime.now(UTC)
@@ -227,7 +252,13 @@ def status_export(
 
 
 def status_import(
-    archive: Path, trust: Path, open_ctx: OpenCtx, *, say: Say, run: Run[Any] = asyncio.run
+    archive: Path,
+    trust: Path,
+    open_ctx: OpenCtx,
+    *,
+    say: Say,
+    org: str | None = None,
+    run: Run[Any] = asyncio.run,
 ) -> Landing:
     """Verify a status bundle against the site's pinned root and land its statuses."""
     with verify(archive, trust, report=say) as b:
@@ -238,7 +269,10 @@ def status_import(
 
         async def go() -> Landing:
             async with open_ctx() as ctx:
-                return await land_statuses(ctx, records)
+                source: dict[str, Any] = {
+                    k: b.manifest[k] for k in ("id", "site", "version") if k in b.manifest
+                }
+                return await land_statuses(ctx, await principal_for(ctx, org), records, source)
 
         landing: Landing = run(go())
         b.accept()

@@ -1,11 +1,15 @@
 """The thin adapter between bundles and the server: reads what to export, plans and applies an
 import, collects and lands statuses.
 
-Every write goes through the service functions the HTTP handlers use (``bridge.api``):
-``store_staged_artifact`` (the upload's checks: vendor signature, limits, name conflicts),
-``create_deployment``, ``report_status`` + ``store_log`` (what ``PUT .../status`` and
-``PUT .../log`` do). Reads are plain SELECTs. What was imported from which bundle is kept next
-to the trust state, in ``imported.json`` of the trust directory (:class:`ImportLog`).
+Everything runs as a principal (``by``: the operator of one organisation, as ``meshota admin``)
+through the service layer (``ctx.gov``, bridge/service): every read in a ``gov.read`` and every
+write in a ``gov.unit`` (the one permission check, the organisation's tenant scope, one
+transaction, audit entries in it), calling the functions the HTTP handlers call:
+``store_staged_artifact`` (the upload's checks: vendor signature, limits, name conflicts; audited
+``artifact.upload``), ``create_deployment`` (audited ``deployment.create`` with the bundle),
+``report_status`` + ``store_log`` (what ``PUT .../status`` and ``PUT .../log`` do; audited
+``bundle.status_import``). What was imported from which bundle is kept next to the trust state, in
+``imported.json`` of the trust directory (:class:`ImportLog`).
 """
 
 from __future__ import annotations
@@ -38,23 +42,27 @@ from bridge.api import (
     store_staged_artifact,
 )
 from bridge.artifacts import BlobStore, VerifyKey
-from bridge.store import Store
+from bridge.service import Denied, Principal, operator, org_by_name
+from bridge.store import DEFAULT_ORG_ID, Store
 from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
-from ._errors import BundleError
+from ._errors import BundleError, BundleUsageError
 from ._repo import BundleMember
 from ._verify import VerifiedBundle
 
 __all__ = [
+    "DEFAULT_OPERATOR",
     "ImportLog",
     "ImportPlan",
     "create_group_deployments",
     "export_contents",
+    "principal_for",
     "server_context",
 ]
 
 _CHUNK = 1 << 20
+DEFAULT_OPERATOR = operator(DEFAULT_ORG_ID, "meshota-bundle")
 _REPORTABLE = {"downloading", "installing", "rebooting", "success", "failure", "already-installed",
                "pause_before_installing", "pause_before_rebooting", "pause_before_committing"}  # fmt: skip
 
@@ -73,15 +81,33 @@ async def server_context(
         await store.close()
 
 
+async def principal_for(ctx: ApiContext, org: str | None) -> Principal:
+    """The operator of organisation ``org`` (by name; None: the default one), as ``meshota admin``."""
+    if org is None:
+        return DEFAULT_OPERATOR
+    try:
+        async with ctx.store.read() as conn:  # organisations are installation-wide
+            found = await org_by_name(conn, org)
+    except Denied as exc:
+        raise BundleUsageError(f"bad --org value {org!r}: {exc}") from None
+    return operator(found.id, "meshota-bundle")
+
+
 # -- export ---------------------------------------------------------------------------------------
 async def create_group_deployments(
-    ctx: ApiContext, artifact_names: Sequence[str], groups: Sequence[str], name: str | None, force: bool
+    ctx: ApiContext,
+    by: Principal,
+    artifact_names: Sequence[str],
+    groups: Sequence[str],
+    name: str | None,
+    force: bool,
 ) -> list[str]:
     """``export --artifact A... --target G...``: one deployment per artifact and group, created
     here through the service layer (their statuses come back with the status bundle)."""
     ids = []
     artifact_names = list(dict.fromkeys(artifact_names))
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(by, "deployments:manage", groups=list(groups)) as uow:
+        conn = uow.conn
         # mix-and-match before anything is created: two named artifacts may not share a device type
         seen: dict[str, str] = {}
         for artifact in artifact_names:
@@ -100,27 +126,36 @@ async def create_group_deployments(
             if not members:
                 raise BundleError(f"group {group!r} has no devices at this server (enrol them here first)")
             for artifact in artifact_names:
-                ids.append(
-                    await create_deployment(
-                        conn,
-                        name=name or f"{artifact} to {group}",
-                        artifact_name=artifact,
-                        device_ids=members,
-                        group=group,
-                        force=force,
-                    )
+                dep_name = name or f"{artifact} to {group}"
+                dep_id = await create_deployment(
+                    conn,
+                    name=dep_name,
+                    artifact_name=artifact,
+                    device_ids=members,
+                    group=group,
+                    force=force,
+                    wall_clock=ctx.clock(),
                 )
+                change = {
+                    "name": dep_name,
+                    "artifact_name": artifact,
+                    "group": group,
+                    "devices": len(members),
+                }
+                await uow.audit("deployment.create", "deployment", dep_id, {**change, "via": "bundle export"})
+                ids.append(dep_id)
     return ids
 
 
 async def export_contents(
-    ctx: ApiContext, deployment_ids: Sequence[str]
+    ctx: ApiContext, by: Principal, deployment_ids: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[BundleMember]]:
     """The manifest's artifacts and deployments for these deployments, and the files to carry."""
     artifacts: dict[str, dict[str, Any]] = {}
     deployments = []
     members: list[BundleMember] = []
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(by, "deployments:read") as uow:
+        conn = uow.conn
         for dep_id in deployment_ids:
             row = (await conn.execute(sa.select(t.deployments).where(t.deployments.c.id == dep_id))).first()
             if row is None:
@@ -210,6 +245,12 @@ def _rollout_body(d: dict[str, Any]) -> dict[str, Any]:
         if d.get(key) not in (None, 0):
             body[key] = d[key]
     return body
+
+
+async def audit_export(ctx: ApiContext, by: Principal, bundle_id: str, change: dict[str, Any]) -> None:
+    """``bundle.export``: who signed which deployments into which bundle (its own unit)."""
+    async with ctx.gov.unit(by, "deployments:read") as uow:
+        await uow.audit("bundle.export", "bundle", bundle_id, change)
 
 
 # -- what was imported -----------------------------------------------------------------------------
@@ -344,13 +385,14 @@ def local_name(name: str, bundle_id: str) -> str:
     return f"{name} (bundle {bundle_id[:8]})"[:255]
 
 
-async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -> ImportPlan:
+async def plan_import(ctx: ApiContext, by: Principal, bundle: VerifiedBundle, log: ImportLog) -> ImportPlan:
     """What importing ``bundle`` would do here; reads only."""
     m = bundle.manifest
     done = log.bundles.get(m["id"], {})
     types_of: dict[str, set[str]] = {}
     arts = []
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(by, "deployments:read") as uow:
+        conn = uow.conn
         for a in m["artifacts"]:
             sha = a["digest"][7:]
             types_of.setdefault(a["name"], set()).update(a["device_types"])
@@ -447,7 +489,7 @@ async def plan_import(ctx: ApiContext, bundle: VerifiedBundle, log: ImportLog) -
 
 
 async def apply_import(
-    ctx: ApiContext, bundle: VerifiedBundle, plan: ImportPlan, log: ImportLog
+    ctx: ApiContext, by: Principal, bundle: VerifiedBundle, plan: ImportPlan, log: ImportLog
 ) -> dict[str, Any]:
     """Relocate the new artifacts into the store and create the new deployments, all through the
     service layer; record it in ``log``. The caller writes the trust state after this returns."""
@@ -469,13 +511,16 @@ async def apply_import(
                 except Exception as exc:
                     raise BundleError(f"{a.path} changed while it was imported: {exc}") from None
             try:
-                a.local_id = await store_staged_artifact(ctx, staged, description)
+                a.local_id = await store_staged_artifact(ctx, staged, description, by=by)
             except ApiError as exc:
                 raise BundleError(f"artifact {a.name} refused by the server: {exc.message}") from None
+            except Denied as exc:
+                raise BundleError(f"{by.name} may not upload artifacts here: {exc}") from None
         a.state = "relocated"
         record["artifacts"][a.path] = a.local_id
     try:
-        async with ctx.store.transaction() as conn:
+        async with ctx.gov.unit(by, "deployments:manage") as uow:
+            conn = uow.conn
             for d in plan.deployments:
                 if d.state != "new":
                     if d.local_id is not None:
@@ -491,9 +536,14 @@ async def apply_import(
                     rollout=d.rollout,
                     wall_clock=ctx.clock(),
                 )
+                change = {"name": d.local_name, "artifact_name": d.artifact_name, "devices": len(d.devices),
+                          "bundle": plan.bundle_id, "version": plan.version, "source": d.key}  # fmt: skip
+                await uow.audit("deployment.create", "deployment", d.local_id, change)
                 record["deployments"][d.key] = d.local_id
     except ApiError as exc:
         raise BundleError(f"deployment refused by the server: {exc.message}") from None
+    except Denied as exc:
+        raise BundleError(f"{by.name} may not create deployments here: {exc}") from None
     for d in plan.deployments:
         if d.state == "new":
             d.state = "created"
@@ -502,11 +552,14 @@ async def apply_import(
 
 
 # -- statuses -------------------------------------------------------------------------------------
-async def collect_statuses(ctx: ApiContext, log: ImportLog, since: float) -> list[dict[str, Any]]:
+async def collect_statuses(
+    ctx: ApiContext, by: Principal, log: ImportLog, since: float
+) -> list[dict[str, Any]]:
     """Every device's status in the deployments imported from bundles, changed since ``since``."""
     dd = t.device_deployments
     out = []
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(by, "deployments:read") as uow:
+        conn = uow.conn
         for bundle_id, record in sorted(log.bundles.items()):
             for key, local_id in sorted(record.get("deployments", {}).items()):
                 rows = await conn.execute(
@@ -549,10 +602,14 @@ class Landing:
         return text
 
 
-async def land_statuses(ctx: ApiContext, records: list[dict[str, Any]]) -> Landing:
-    """Land each status (and log) as the device would have reported it online."""
+async def land_statuses(
+    ctx: ApiContext, by: Principal, records: list[dict[str, Any]], source: dict[str, Any]
+) -> Landing:
+    """Land each status (and log) as the device would have reported it online; one audit entry
+    (``bundle.status_import``: the site, its status bundle's version, the counts)."""
     result = Landing()
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(by, "deployments:manage") as uow:
+        conn = uow.conn
         ids = {r.id_data: r.id for r in await conn.execute(sa.select(t.devices.c.id, t.devices.c.id_data))}
         for rec in records:
             device_id = ids.get(rec["device"])
@@ -581,6 +638,9 @@ async def land_statuses(ctx: ApiContext, records: list[dict[str, Any]]) -> Landi
                 result.landed += 1
             else:
                 result.unchanged += 1
+        change = {**source, "landed": result.landed, "unchanged": result.unchanged, "logs": result.logs,
+                  "pending": result.pending, "refused": len(result.refused)}  # fmt: skip
+        await uow.audit("bundle.status_import", "bundle", str(source.get("id", "")), change)
     return result
 
 

@@ -1,5 +1,8 @@
 """``meshota bundle``: signed, expiring bundles for air-gapped sites (docs/bundles.md).
 
+Commands that touch a server act as the operator principal of one organisation (``--org``,
+default the default one) through the service layer: permission check, tenant scope, audit.
+
 Exit codes: 0 ok; 1 refused (verification failed, the import or status landing was refused;
 one line ``meshota bundle <cmd>: refused: <reason>``, nothing imported); 2 usage or
 configuration error (``meshota bundle <cmd>: error: <message naming the bad value>``).
@@ -24,6 +27,12 @@ def _server_options(p: CliParser) -> None:
     p.add_argument("--db", required=True, metavar="URL", help="the server's database")
     p.add_argument("--db-schema", default=None, metavar="NAME", help=_SCHEMA_HELP)
     p.add_argument("--artifacts", required=True, type=Path, metavar="DIR", help="the server's artifact store")
+    p.add_argument(
+        "--org",
+        default=None,
+        metavar="NAME",
+        help="act as this organisation's operator (default: the default one)",
+    )
 
 
 def _parser() -> CliParser:
@@ -195,6 +204,7 @@ def _run(args: Any) -> int:
             submeshes=args.submesh,
             name=args.name,
             force=args.force,
+            org=args.org,
         )
         say(
             f"bundle {res.bundle_id} v{res.version}: {res.artifacts} artifact(s), {res.deployments} "
@@ -202,7 +212,9 @@ def _run(args: Any) -> int:
         )
         return 0
     if args.command == "import":
-        plan = b.import_bundle(args.bundle, args.trust, _open_ctx(args), dry_run=args.dry_run, say=say)
+        plan = b.import_bundle(
+            args.bundle, args.trust, _open_ctx(args), dry_run=args.dry_run, say=say, org=args.org
+        )
         say("")
         for line in plan.lines():
             say(line)
@@ -220,11 +232,12 @@ def _run(args: Any) -> int:
             site=args.site,
             since=b.parse_since(args.since),
             expires=b.parse_duration(args.expires),
+            org=args.org,
         )
         say(f"status bundle v{version}: {count} status record(s) -> {args.output}")
         return 0
     if args.command == "status-import":
-        landing = b.status_import(args.bundle, args.trust, _open_ctx(args), say=say)
+        landing = b.status_import(args.bundle, args.trust, _open_ctx(args), say=say, org=args.org)
         say(landing.line())
         return 0
     raise b.BundleUsageError(f"unknown command {args.command!r}")
