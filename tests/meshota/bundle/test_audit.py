@@ -74,6 +74,6 @@ def test_an_observer_may_not_import(world: World) -> None:
             assert plan.deployments[0].state == "new"
             await apply_import(world.b.ctx, observer, b, plan, log)
 
-        with pytest.raises(BundleError, match="observer may not (upload artifacts|create deployments)"):
+        with pytest.raises(BundleError, match=r"observer may not (upload artifacts|create deployments)"):
             world.b.run(go())
     assert counts(world.b) == before
