@@ -96,6 +96,7 @@ def set_up(work: Path, size: int, nodes: int) -> dict[str, str]:
     from bridge.api import store_staged_artifact
     from bridge.artifacts import Limits
     from mesh_sim.server import ApiServer
+    from meshota.bundle._server import DEFAULT_OPERATOR
 
     a = ApiServer(work / "A")
     b = ApiServer(work / "B", vendor_key=a.vendor_key)
@@ -107,7 +108,7 @@ def set_up(work: Path, size: int, nodes: int) -> dict[str, str]:
         async def upload() -> str:
             with a.ctx.blobs.staging() as staged:
                 await asyncio.to_thread(shutil.copyfile, artifact, staged)
-                return await store_staged_artifact(a.ctx, staged, "benchmark firmware")
+                return await store_staged_artifact(a.ctx, staged, "benchmark firmware", by=DEFAULT_OPERATOR)
 
         assert Limits().payload_size >= size
         a.run(upload())

@@ -16,28 +16,17 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-from bridge.api import ApiContext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import BundleError, BundleUsageError
 from ._manifest import BUNDLE_SCHEMA, STATUS_SCHEMA, check_bundle_manifest, check_status_manifest
 from ._repo import BundleMember, SigningRepo
-from ._server import (
-    ImportLog,
-    ImportPlan,
-    Landing,
-    apply_import,
-    audit_export,
-    collect_statuses,
-    create_group_deployments,
-    export_contents,
-    land_statuses,
-    new_bundle_id,
-    plan_import,
-    principal_for,
-)
 from ._verify import verify
+
+if TYPE_CHECKING:  # the server (bridge) loads only for commands that open one: verify stays small
+    from bridge.api import ApiContext
+
+    from ._server import ImportPlan, Landing
 
 __all__ = [
     "ExportResult",
@@ -51,7 +40,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-OpenCtx = Callable[[], AbstractAsyncContextManager[ApiContext]]
+OpenCtx = Callable[[], AbstractAsyncContextManager["ApiContext"]]
 Run = Callable[[Coroutine[Any, Any, T]], T]
 Say = Callable[[str], None]
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhd])")
@@ -113,6 +102,7 @@ def export_bundle(
 ) -> ExportResult:
     """Sign and write a deployment bundle (``meshota bundle export``); ``submeshes`` narrows
     every deployment to devices whose ``mesh_id`` inventory attribute is one of them."""
+    from ._server import audit_export, create_group_deployments, export_contents, new_bundle_id, principal_for
 
     async def contents() -> Any:
         async with open_ctx() as ctx:
@@ -183,6 +173,8 @@ def import_bundle(
     run: Run[Any] = asyncio.run,
 ) -> ImportPlan:
     """Verify, plan, and (unless ``dry_run``) relocate artifacts and create deployments."""
+    from ._server import ImportLog, apply_import, plan_import, principal_for
+
     with verify(archive, trust, report=say) as b:
         if b.kind != "deployment":
             raise BundleError("this is a status bundle: use meshota bundle status-import")
@@ -224,6 +216,8 @@ def status_export(
     run: Run[Any] = asyncio.run,
 ) -> tuple[int, int]:
     """Sign and write the statuses of imported deployments (``status-export``): (version, count)."""
+    from ._server import ImportLog, collect_statuses, new_bundle_id, principal_for
+
     log = ImportLog.load(trust)
 
     async def collect() -> list[dict[str, Any]]:
@@ -261,6 +255,8 @@ def status_import(
     run: Run[Any] = asyncio.run,
 ) -> Landing:
     """Verify a status bundle against the site's pinned root and land its statuses."""
+    from ._server import land_statuses, principal_for
+
     with verify(archive, trust, report=say) as b:
         if b.kind != "status":
             raise BundleError("this is a deployment bundle: use meshota bundle import")

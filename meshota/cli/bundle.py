@@ -107,18 +107,21 @@ def _parser() -> CliParser:
 
 
 def bundle_main(argv: Sequence[str]) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from bridge.store import StoreConfigError, normalize_url
     from meshota.bundle import BundleError, BundleUsageError
 
     args = _parser().parse_args(list(argv))
     prog = f"meshota bundle {args.command}"
-    if hasattr(args, "db"):
+    store_errors: tuple[type[BaseException], ...] = ()
+    if hasattr(args, "db"):  # the server's code loads only for the commands that open it
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from bridge.store import StoreConfigError, normalize_url
+
         try:
             normalize_url(args.db)
         except StoreConfigError as exc:
             return usage_error(prog, f"bad --db value: {exc}")
+        store_errors = (StoreConfigError, SQLAlchemyError)
     try:
         return _run(args)
     except BundleUsageError as exc:
@@ -126,9 +129,9 @@ def bundle_main(argv: Sequence[str]) -> int:
     except BundleError as exc:
         print(f"{prog}: refused: {exc.message}", file=sys.stderr)
         return 1
-    except StoreConfigError as exc:
-        return usage_error(prog, f"bad --db value: {exc}")
-    except (SQLAlchemyError, OSError) as exc:
+    except store_errors as exc:
+        return usage_error(prog, f"{exc.__class__.__name__}: {exc}")
+    except OSError as exc:
         return usage_error(prog, f"{exc.__class__.__name__}: {exc}")
 
 

@@ -164,3 +164,17 @@ def test_usage_errors_are_one_line_exit_2(argv: list[str], text: str, tmp_path: 
     r = meshota(*[a.format(tmp=tmp_path) for a in argv])
     refused(r, 2, text)
     assert r.stderr.startswith("meshota bundle "), r.stderr
+
+
+def test_signing_and_verifying_load_no_server_code() -> None:
+    """verify runs on an offline laptop: meshota.bundle and its verify path import no bridge."""
+    code = (
+        "import sys, meshota.bundle, meshota.cli.bundle\n"
+        "from meshota.bundle import verify, SigningRepo, pin_root\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'bridge', 'sqlalchemy', 'mbedtls'}))\n"
+        "meshota.bundle.ImportLog\n"
+        "print('bridge' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.split("\n")[:2] == ["[]", "True"], (r.stdout, r.stderr)
