@@ -57,6 +57,7 @@ from wire.frames import (
     NACK_DONE,
     NACK_NEED_HEAD,
     NO_STREAM,
+    Coded,
     Data,
     End,
     FrameError,
@@ -68,6 +69,7 @@ from wire.frames import (
     encode,
     missing_from_nack,
     nack_bitmap,
+    xor_blocks,
 )
 from wire.install_policy import InstallPolicy, PolicyError
 
@@ -381,6 +383,8 @@ class UpdateAgent:
         self._last_progress = now
         if isinstance(frame, Data):
             self._on_block(frame.block, frame.payload, now)
+        elif isinstance(frame, Coded):
+            self._on_coded(frame, now)
         elif isinstance(frame, Poll):
             self._plan_nack(frame, sender, now)
         elif isinstance(frame, Nack):
@@ -435,6 +439,21 @@ class UpdateAgent:
         if self._receiver.complete:
             self._send_done(0)
             self._verify_and_install(now)
+
+    def _on_coded(self, frame: Coded, now: float) -> None:
+        """Coded repair (SPEC.md §3.1): holding all blocks of it but one recovers that one, which
+        is then checked like any DATA payload."""
+        rec = self._receiver
+        if rec is None or any(b >= rec.head.block_count for b in frame.blocks):
+            return
+        lacking = [b for b in frame.blocks if b not in rec.bitmap]
+        if len(lacking) != 1:
+            return
+        others = [rec.block_payload(b) for b in frame.blocks if b != lacking[0]]
+        if any(p is None for p in others):
+            return  # a page whose path a power cut forgot
+        data = xor_blocks([frame.payload, *[p for p in others if p is not None]])
+        self._on_block(lacking[0], data[: rec.block_length(lacking[0])], now)
 
     def _send_done(self, round_: int) -> None:
         self.link.send_broadcast(encode(Nack(self._stream_id, round_, NACK_DONE, 0, b"")))
