@@ -32,7 +32,7 @@ import hashlib
 import random
 import struct
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
@@ -68,7 +68,7 @@ from wire.frames import (
     decode,
     encode,
     missing_from_nack,
-    nack_bitmap,
+    nack_covers,
     xor_blocks,
 )
 from wire.install_policy import InstallPolicy, PolicyError
@@ -96,7 +96,7 @@ AWAITING_CONSENT = "awaiting consent"
 class _PendingNack:
     at: float
     frame: Nack
-    missing: set[int] = field(default_factory=set)
+    missing: set[int] | None = None  # every missing block, only when the bitmap had to be cut
 
 
 class UpdateAgent:
@@ -461,15 +461,18 @@ class UpdateAgent:
     def _plan_nack(self, poll: Poll, root: Hashable, now: float) -> None:
         if self._receiver is None or poll.stream_id != self._stream_id:
             frame = Nack(poll.stream_id, poll.round, NACK_NEED_HEAD, 0, b"")
-            missing: set[int] = set()
+            missing: set[int] | None = None
         elif self._receiver.complete:
             self._send_done(poll.round)
             return
         else:
-            blocks = self._receiver.missing()
-            base, bits = nack_bitmap(blocks, self.config.nack_max_bytes)
+            bitmap = self._receiver.bitmap
+            base, bits = bitmap.nack(self.config.nack_max_bytes)
             frame = Nack(poll.stream_id, poll.round, 0, base, bits)
-            missing = set(blocks)
+            cut = len(bits) >= self.config.nack_max_bytes and bitmap.size - bitmap.count > bin(
+                int.from_bytes(bits, "big")
+            ).count("1")
+            missing = set(self._receiver.missing()) if cut else None
         delay = self.rng.uniform(0, poll.reply_window_ms / 1000 * 0.8)
         self._nack = _PendingNack(now + delay, frame, missing)
 
@@ -479,7 +482,12 @@ class UpdateAgent:
         if mine is None or other.round != mine.frame.round or other.stream_id != mine.frame.stream_id:
             return
         if other.flags & NACK_NEED_HEAD or (
-            not mine.frame.flags & NACK_NEED_HEAD and mine.missing <= missing_from_nack(other)
+            not mine.frame.flags & NACK_NEED_HEAD
+            and (
+                nack_covers(other, mine.frame)
+                if mine.missing is None
+                else mine.missing <= missing_from_nack(other)
+            )
         ):
             self._nack = None
             self.events.append("nack suppressed")

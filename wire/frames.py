@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "missing_from_nack",
     "nack_bitmap",
+    "nack_covers",
     "xor_blocks",
 ]
 
@@ -283,6 +284,17 @@ def nack_bitmap(missing: list[int], max_bytes: int) -> tuple[int, bytes]:
 
 
 _SET_BITS = [tuple(b for b in range(8) if v & (0x80 >> b)) for v in range(256)]
+
+
+def nack_covers(other: Nack, mine: Nack) -> bool:
+    """Every block ``mine``'s bitmap lists, ``other``'s lists too (bitmaps compared as integers,
+    MSB first, both shifted so that the same bit is the same block)."""
+    end_o = other.base + 8 * len(other.bitmap)
+    end_m = mine.base + 8 * len(mine.bitmap)
+    hi = max(end_o, end_m)
+    vo = int.from_bytes(other.bitmap, "big") << (hi - end_o)
+    vm = int.from_bytes(mine.bitmap, "big") << (hi - end_m)
+    return not vm & ~vo
 
 
 def missing_from_nack(nack: Nack) -> set[int]:
