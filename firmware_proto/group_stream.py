@@ -235,6 +235,8 @@ class GroupStreamRoot:
 
     # -- timers ------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        if not self._groups:  # a relay nobody asked yet (called after every frame by drivers)
+            return None
         times: list[float] = []
         for group in self._groups.values():
             if group.phase is _Phase.WINDOW:
