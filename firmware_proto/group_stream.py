@@ -378,7 +378,7 @@ class GroupStreamRoot:
     def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
         """The next POLL, at once; while the source still grows, not before ``follow_wait``."""
         if not source.complete:
-            wait = self.config.follow_wait or 2 * self.config.reply_window_ms / 1000
+            wait = self.config.follow_wait or 4 * self.config.reply_window_ms / 1000
             if now < group.polled_at + wait:
                 group.queue = []
                 group.deadline = group.polled_at + wait
