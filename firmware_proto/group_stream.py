@@ -73,7 +73,7 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
-    # a relay forwarding while it downloads: least seconds between its POLLs (0: two reply windows)
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: four reply windows)
     follow_wait: float = 0.0
     # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
     # CODED frame (their XOR); 0 or 1: plain DATA only
