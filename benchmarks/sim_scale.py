@@ -4,17 +4,25 @@
     .venv/bin/python benchmarks/sim_scale.py --big      # also 10,000 nodes (minutes)
 
 Wall time for N nodes × 256 KiB (random geometric mesh, 5 % loss, control plane on the real MQTT-SN
-objects, group stream, baselines), then the 100-node multi-hop efficiency table: group stream vs
-unicast (target ≥ 10×), vs Mupgrade-style (≥ 2×), vs the lower bound (≤ 1.3×), all in the same run.
+objects, group stream, baselines), then the 100-node multi-hop efficiency table on both radio
+profiles (issue 21): bytes, frames, completion time and energy (sum and busiest node) of every
+method, and each target (vs Mupgrade-style: ≥ 2× fewer bytes, ≤ 0.7× completion, ≤ 0.8× energy;
+vs unicast ≥ 10× WiFi / ≥ 8× 802.15.4; group/lower bound in frames ≤ 1.3×), met or not.
+
+    .venv/bin/python benchmarks/sim_scale.py --efficiency   # the efficiency table only
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import tomllib
+from pathlib import Path
 
 from mesh_sim.runner import run_scenario
 from mesh_sim.scenario import parse_scenario
+
+TABLE = Path(__file__).resolve().parent.parent / "mesh_sim" / "scenarios" / "random-100-multihop.toml"
 
 
 def scenario(nodes: int, profile: str, loss: object, seed: int = 1) -> dict[str, object]:
@@ -33,9 +41,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--big", action="store_true", help="also run 10,000 nodes")
     ap.add_argument("--profile", default="wifi-mesh", choices=("wifi-mesh", "802.15.4"))
+    ap.add_argument("--efficiency", action="store_true", help="only the 100-node efficiency table")
     args = ap.parse_args()
+    if args.efficiency:
+        efficiency()
+        return
     sizes = [100, 1000] + ([10_000] if args.big else [])
-    targets = {1000: 30.0, 10_000: 300.0}
+    targets = {1000: 30.0, 10_000: 120.0}
     print(f"scale: random geometric mesh, {args.profile}, 256 KiB image, 5 % loss")
     print(f"{'nodes':>7} {'wall s':>8} {'target s':>9} {'virtual s':>10} {'installed':>10} {'events/s':>10}")
     for n in sizes:
@@ -49,24 +61,52 @@ def main() -> None:
             f"{s['installed']:>10} {res.clock.events_run / wall:>10.0f}"
         )
     print()
-    print("efficiency, 100 nodes multi-hop (random geometric, loss 2-8 %), same topology and seed:")
-    hdr = (
-        f"{'profile':<10} {'depth':>5} {'unicast/group':>14} {'mupgrade/group':>15} "
-        f"{'group/LB':>9} {'group/LB frames':>16}"
-    )
-    print(hdr)
-    for profile in ("802.15.4", "wifi-mesh"):
-        s = run_scenario(parse_scenario(scenario(100, profile, [0.02, 0.08]))).summary
-        r = s["ratios"]
-        print(
-            f"{profile:<10} {s['max_depth']:>5} {r['unicast_over_group']:>13.1f}× "
-            f"{r['mupgrade_over_group']:>14.2f}× "
-            f"{r['group_over_lower_bound_payload']:>8.2f}× {r['group_over_lower_bound_frames']:>15.2f}×"
-        )
+    efficiency()
+
+
+def efficiency() -> None:
+    """Every target of issue 21 from one run per radio profile (same topology, seed and losses)."""
+    print("efficiency, 100 nodes multi-hop (random geometric, mean degree 8, loss 2-8 %, seed 1),")
     print(
-        "targets: unicast/group >= 10, mupgrade/group >= 2, group/LB <= 1.3 "
-        "(LB = image bytes × forwarders; 'frames' = the same image in whole frames on air)"
+        "every method on the same topology, tree, losses and seed; energy: radio states, mesh_sim/energy.py"
     )
+    for profile in ("802.15.4", "wifi-mesh"):
+        sc = tomllib.loads(TABLE.read_text())  # meshota sim mesh_sim/scenarios/random-100-multihop.toml
+        sc["radio"]["profile"] = profile
+        s = run_scenario(parse_scenario(sc)).summary
+        print(
+            f"\n{profile}: depth {s['max_depth']}, {s['forwarders']} forwarders, "
+            f"{s['installed']}/100 installed"
+        )
+        print(
+            f"  {'method':<13} {'bytes on air':>13} {'frames':>10} {'completion s':>13} "
+            f"{'energy J':>9} {'max node J':>11}"
+        )
+        for key in ("group_stream", "mupgrade", "unicast"):
+            r = s[key]
+            print(
+                f"  {r['name']:<13} {r['bytes_on_air']:>13,} {r['frames']:>10,} {r['completion_s']:>13.1f} "
+                f"{r['energy_mj'] / 1000:>9.1f} {r['energy_max_node_mj'] / 1000:>11.2f}"
+            )
+        lb = s["lower_bound"]
+        print(
+            f"  {'lower bound':<13} {int(lb['payload_bytes']):>13,} {int(lb['frames']):>10,} "
+            f"{lb['completion_s']:>13.1f}"
+        )
+        r = s["ratios"]
+        uni_target = 10.0 if profile == "wifi-mesh" else 8.0
+        rows = [
+            ("Mupgrade/group bytes", r["mupgrade_over_group"], ">=", 2.0),
+            ("unicast/group bytes", r["unicast_over_group"], ">=", uni_target),
+            ("group/lower bound, frames", r["group_frames_over_lower_bound"], "<=", 1.3),
+            ("group/lower bound, bytes in whole frames", r["group_over_lower_bound_frames"], "<=", 1.3),
+            ("group/Mupgrade completion", r["group_over_mupgrade_completion"], "<=", 0.7),
+            ("group/Mupgrade energy (sum)", r["group_over_mupgrade_energy"], "<=", 0.8),
+            ("group/Mupgrade energy (max node)", r["group_over_mupgrade_energy_max_node"], "<=", 0.8),
+        ]
+        for name, value, op, target in rows:
+            met = value >= target if op == ">=" else value <= target
+            print(f"  {name:<42} {value:>7.3f}×  target {op} {target}  {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -100,12 +100,7 @@ class ReceiverSource:
         )
 
     def payload(self, block: int) -> bytes:
-        rec = self.receiver
-        head = rec.head
-        if block < head.page_count:
-            page = rec.page_payload(block)
-            if page is None:
-                raise KeyError(block)
-            return page
-        chunk = block - head.page_count
-        return rec.flash.read_slot(rec.slot, chunk * head.chunk_size, head.chunk_length(chunk))
+        data = self.receiver.block_payload(block)
+        if data is None:
+            raise KeyError(block)
+        return data

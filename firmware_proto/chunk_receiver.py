@@ -145,5 +145,21 @@ class ChunkReceiver:
         count = self.head.page_leaf_count(page)
         return bytes(self.leaves[first * HASH_LEN : (first + count) * HASH_LEN]) + path
 
+    def block_payload(self, block: int) -> bytes | None:
+        """A held block's DATA payload (a chunk read back from the slot); None if not held."""
+        if block not in self.bitmap:
+            return None
+        head = self.head
+        if block < head.page_count:
+            return self.page_payload(block)
+        chunk = block - head.page_count
+        return self.flash.read_slot(self.slot, chunk * head.chunk_size, head.chunk_length(chunk))
+
+    def block_length(self, block: int) -> int:
+        head = self.head
+        if block < head.page_count:
+            return (head.page_leaf_count(block) + head.tree_depth) * HASH_LEN
+        return head.chunk_length(block - head.page_count)
+
     def image(self) -> bytes:
         return self.flash.read_slot(self.slot, 0, self.head.artifact_size)

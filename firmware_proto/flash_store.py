@@ -134,5 +134,22 @@ class ChunkBitmap:
             out.pop()
         return out
 
+    def nack(self, max_bytes: int) -> tuple[int, bytes]:
+        """``wire.frames.nack_bitmap(self.missing(), max_bytes)``, computed on the bits as one
+        integer (MSB first, as the bitmap itself) without listing the missing blocks."""
+        nbits = len(self._bits) * 8
+        held = int.from_bytes(self._bits, "big") | ((1 << (nbits - self.size)) - 1)  # padding: held
+        miss = ~held & ((1 << nbits) - 1)
+        if not miss:
+            return 0, b""
+        base = nbits - miss.bit_length()
+        last = nbits - (miss & -miss).bit_length()
+        span = min(last - base + 1, max_bytes * 8)
+        width = (span + 7) // 8 * 8
+        shift = nbits - base - width
+        window = miss >> shift if shift >= 0 else miss << -shift
+        window &= ((1 << width) - 1) ^ ((1 << (width - span)) - 1)  # only the first span bits
+        return base, window.to_bytes(width // 8, "big")
+
     def to_bytes(self) -> bytes:
         return bytes(self._bits)

@@ -35,10 +35,12 @@ from firmware_proto.block_source import BlockSource, ImageSource
 from firmware_proto.group_link import GroupLink
 from wire.chunk_map import ChunkMap, ChunkMapError, MapHead
 from wire.frames import (
+    CODED_MAX_BLOCKS,
     END_COMPLETE,
     END_GAVE_UP,
     NACK_DONE,
     NACK_NEED_HEAD,
+    Coded,
     Data,
     End,
     FrameError,
@@ -49,9 +51,12 @@ from wire.frames import (
     decode,
     encode,
     missing_from_nack,
+    xor_blocks,
 )
 
-__all__ = ["FetchArtifact", "GroupStreamRoot", "RootConfig", "StreamFinished"]
+__all__ = ["NACK_FULL_BYTES", "FetchArtifact", "GroupStreamRoot", "RootConfig", "StreamFinished"]
+
+NACK_FULL_BYTES = 128  # a NACK bitmap this long may have been cut (SPEC.md §3.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +73,11 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
-    # a relay forwarding while it downloads: least seconds between its POLLs (0: two reply windows)
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: four reply windows)
     follow_wait: float = 0.0
+    # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
+    # CODED frame (their XOR); 0 or 1: plain DATA only
+    coded_max: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,8 @@ class _Group:
     deadline: float = 0.0
     need_head: bool = False
     wanted: set[int] = field(default_factory=set)
-    queue: list[int] = field(default_factory=list)
+    queue: list[int | tuple[int, ...]] = field(default_factory=list)  # DATA block or CODED blocks
+    asks: dict[Hashable, tuple[set[int], int]] = field(default_factory=dict)  # this round's NACKs
     follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
     polled_at: float = 0.0
 
@@ -179,10 +188,16 @@ class GroupStreamRoot:
             return
         if nack.flags & NACK_NEED_HEAD:
             group.need_head = True
+            group.asks[sender] = (set(), 0)  # everything
+            return
         missing = missing_from_nack(nack)
         if missing and max(missing) >= head.block_count:
             missing = {b for b in missing if b < head.block_count}
         group.wanted |= missing
+        # a bitmap of NACK_FULL_BYTES or more may have been cut: blocks past it may be missing too
+        limit = nack.base + 8 * len(nack.bitmap) if len(nack.bitmap) >= NACK_FULL_BYTES else head.block_count
+        old = group.asks.get(sender)
+        group.asks[sender] = (missing | old[0], min(limit, old[1])) if old else (missing, limit)
 
     def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
         try:
@@ -220,6 +235,8 @@ class GroupStreamRoot:
 
     # -- timers ------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
+        if not self._groups:  # a relay nobody asked yet (called after every frame by drivers)
+            return None
         times: list[float] = []
         for group in self._groups.values():
             if group.phase is _Phase.WINDOW:
@@ -261,6 +278,7 @@ class GroupStreamRoot:
         group.need_head = False
         group.polled_at = now
         group.wanted = set()
+        group.asks = {}
         self._broadcast(self._head_frame(head))
         self._broadcast(encode(Poll(head.stream_id(), group.round, self.config.reply_window_ms)))
         group.deadline = now + self.config.reply_window_ms / 1000
@@ -279,7 +297,7 @@ class GroupStreamRoot:
             group.quiet = 0
             if group.need_head:
                 self._broadcast(self._head_frame(head))
-            group.queue = source.held_of(group.wanted)
+            group.queue = self._plan(group, source.held_of(group.wanted))
             group.phase = _Phase.SENDING
             group.deadline = now
             self._send_some(group, now)
@@ -301,7 +319,7 @@ class GroupStreamRoot:
             self._broadcast(self._head_frame(head))
         # pages (low indexes) before the chunks they verify; a source that lost a page's path
         # (power cut) does not hold it
-        group.queue = source.held_of(group.wanted)
+        group.queue = self._plan(group, source.held_of(group.wanted))
         group.phase = _Phase.SENDING
         group.deadline = now
         self._send_some(group, now)
@@ -313,8 +331,11 @@ class GroupStreamRoot:
             if not group.queue:
                 self._poll_after(group, source, now)
                 return
-            block = group.queue.pop(0)
-            frame = encode(Data(sid, block, source.payload(block)))
+            item = group.queue.pop(0)
+            if isinstance(item, int):
+                frame = encode(Data(sid, item, source.payload(item)))
+            else:
+                frame = encode(Coded(sid, item, xor_blocks([source.payload(b) for b in item])))
             targets = self._unicast_targets(group)
             if targets is None:
                 self._broadcast(frame)
@@ -327,10 +348,37 @@ class GroupStreamRoot:
         if not group.queue and self.config.frame_interval == 0:
             self._poll_after(group, source, now)
 
+    def _plan(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...]]:
+        """Coded repair (SPEC.md §3.1): chunks whose askers are pairwise disjoint share one CODED
+        frame, so each asker holds every other chunk in it and recovers its own. A node whose
+        NACK was suppressed misses only what one overheard NACK listed, so it is covered too."""
+        k = min(self.config.coded_max, CODED_MAX_BLOCKS)
+        if k < 2 or not group.asks or self._unicast_targets(group) is not None:
+            return list(blocks)
+        pages = self._sources[group.artifact_id].head.page_count
+        asks = list(group.asks.items())
+        combos: list[tuple[list[int], set[Hashable]]] = []
+        out: list[list[int]] = []
+        for b in blocks:
+            if b < pages:  # pages go as DATA (a node without a page's path cannot rebuild it)
+                out.append([b])
+                continue
+            needers = {s for s, (miss, limit) in asks if b in miss or b >= limit}
+            for combo, who in combos[-16:]:
+                if len(combo) < k and who.isdisjoint(needers):
+                    combo.append(b)
+                    who |= needers
+                    break
+            else:
+                combo = [b]
+                combos.append((combo, needers))
+                out.append(combo)
+        return [c[0] if len(c) == 1 else tuple(c) for c in out]
+
     def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
         """The next POLL, at once; while the source still grows, not before ``follow_wait``."""
         if not source.complete:
-            wait = self.config.follow_wait or 2 * self.config.reply_window_ms / 1000
+            wait = self.config.follow_wait or 4 * self.config.reply_window_ms / 1000
             if now < group.polled_at + wait:
                 group.queue = []
                 group.deadline = group.polled_at + wait

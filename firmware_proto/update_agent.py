@@ -32,7 +32,7 @@ import hashlib
 import random
 import struct
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
@@ -57,6 +57,7 @@ from wire.frames import (
     NACK_DONE,
     NACK_NEED_HEAD,
     NO_STREAM,
+    Coded,
     Data,
     End,
     FrameError,
@@ -67,7 +68,8 @@ from wire.frames import (
     decode,
     encode,
     missing_from_nack,
-    nack_bitmap,
+    nack_covers,
+    xor_blocks,
 )
 from wire.install_policy import InstallPolicy, PolicyError
 
@@ -94,7 +96,7 @@ AWAITING_CONSENT = "awaiting consent"
 class _PendingNack:
     at: float
     frame: Nack
-    missing: set[int] = field(default_factory=set)
+    missing: set[int] | None = None  # every missing block, only when the bitmap had to be cut
 
 
 class UpdateAgent:
@@ -381,6 +383,8 @@ class UpdateAgent:
         self._last_progress = now
         if isinstance(frame, Data):
             self._on_block(frame.block, frame.payload, now)
+        elif isinstance(frame, Coded):
+            self._on_coded(frame, now)
         elif isinstance(frame, Poll):
             self._plan_nack(frame, sender, now)
         elif isinstance(frame, Nack):
@@ -436,21 +440,39 @@ class UpdateAgent:
             self._send_done(0)
             self._verify_and_install(now)
 
+    def _on_coded(self, frame: Coded, now: float) -> None:
+        """Coded repair (SPEC.md §3.1): holding all blocks of it but one recovers that one, which
+        is then checked like any DATA payload."""
+        rec = self._receiver
+        if rec is None or any(b >= rec.head.block_count for b in frame.blocks):
+            return
+        lacking = [b for b in frame.blocks if b not in rec.bitmap]
+        if len(lacking) != 1:
+            return
+        others = [rec.block_payload(b) for b in frame.blocks if b != lacking[0]]
+        if any(p is None for p in others):
+            return  # a page whose path a power cut forgot
+        data = xor_blocks([frame.payload, *[p for p in others if p is not None]])
+        self._on_block(lacking[0], data[: rec.block_length(lacking[0])], now)
+
     def _send_done(self, round_: int) -> None:
         self.link.send_broadcast(encode(Nack(self._stream_id, round_, NACK_DONE, 0, b"")))
 
     def _plan_nack(self, poll: Poll, root: Hashable, now: float) -> None:
         if self._receiver is None or poll.stream_id != self._stream_id:
             frame = Nack(poll.stream_id, poll.round, NACK_NEED_HEAD, 0, b"")
-            missing: set[int] = set()
+            missing: set[int] | None = None
         elif self._receiver.complete:
             self._send_done(poll.round)
             return
         else:
-            blocks = self._receiver.missing()
-            base, bits = nack_bitmap(blocks, self.config.nack_max_bytes)
+            bitmap = self._receiver.bitmap
+            base, bits = bitmap.nack(self.config.nack_max_bytes)
             frame = Nack(poll.stream_id, poll.round, 0, base, bits)
-            missing = set(blocks)
+            cut = len(bits) >= self.config.nack_max_bytes and bitmap.size - bitmap.count > bin(
+                int.from_bytes(bits, "big")
+            ).count("1")
+            missing = set(self._receiver.missing()) if cut else None
         delay = self.rng.uniform(0, poll.reply_window_ms / 1000 * 0.8)
         self._nack = _PendingNack(now + delay, frame, missing)
 
@@ -460,7 +482,12 @@ class UpdateAgent:
         if mine is None or other.round != mine.frame.round or other.stream_id != mine.frame.stream_id:
             return
         if other.flags & NACK_NEED_HEAD or (
-            not mine.frame.flags & NACK_NEED_HEAD and mine.missing <= missing_from_nack(other)
+            not mine.frame.flags & NACK_NEED_HEAD
+            and (
+                nack_covers(other, mine.frame)
+                if mine.missing is None
+                else mine.missing <= missing_from_nack(other)
+            )
         ):
             self._nack = None
             self.events.append("nack suppressed")

@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_DATA, T_NACK, T_WANT, FrameError, decode
+from wire.frames import T_CODED, T_DATA, T_NACK, T_WANT, FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -51,8 +51,13 @@ from .radio import BROADCAST, Radio
 
 __all__ = ["GroupSim"]
 
-_KIND = {T_DATA: "data", T_WANT: "feedback", T_NACK: "feedback"}
+_KIND = {T_DATA: "data", T_CODED: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
+_FEEDBACK = frozenset({T_WANT, T_NACK})
+
+
+def _nobody(_s: Hashable) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -263,7 +268,8 @@ class GroupSim:
         def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
             return s == receiver or (isinstance(s, int) and parent[s] == receiver)
 
-        if relay_accepts(kind, sender, is_child):
+        # (the rules only ask who is a child for WANT/NACK, a sibling for NACK: no closure per DATA)
+        if kind in _FEEDBACK and relay_accepts(kind, sender, is_child):
             core = node.root if node.root is not None else node.relay
             if core is not None:
                 core.receive(frame, sender, now)
@@ -272,7 +278,8 @@ class GroupSim:
         # an agent that has not asked for the update yet ignores the group link (UpdateAgent.receive)
         if agent is not None and (sender != receiver or node.root is not None) and agent.state > _LEARNED:
             cell = self._cell(receiver)
-            if agent_accepts(kind, sender, cell, lambda s: isinstance(s, int) and self._cell(s) == cell):
+            sibling = (lambda s: isinstance(s, int) and self._cell(s) == cell) if kind == T_NACK else _nobody
+            if agent_accepts(kind, sender, cell, sibling):
                 agent.receive(frame, sender, now)
                 touched = True
         if touched:  # nothing ran: no new actions, no timer moved

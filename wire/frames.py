@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from wire.errors import WireError
 
 __all__ = [
+    "CODED_MAX_BLOCKS",
     "END_COMPLETE",
     "END_GAVE_UP",
     "FRAME_MAGIC",
     "NACK_DONE",
     "NACK_NEED_HEAD",
     "NO_STREAM",
+    "Coded",
     "Data",
     "End",
     "Frame",
@@ -33,10 +35,13 @@ __all__ = [
     "encode",
     "missing_from_nack",
     "nack_bitmap",
+    "nack_covers",
+    "xor_blocks",
 ]
 
 FRAME_MAGIC = 0x4F
-T_WANT, T_HEAD, T_DATA, T_POLL, T_NACK, T_END = 1, 2, 3, 4, 5, 6
+T_WANT, T_HEAD, T_DATA, T_POLL, T_NACK, T_END, T_CODED = 1, 2, 3, 4, 5, 6, 7
+CODED_MAX_BLOCKS = 8
 NACK_NEED_HEAD = 0x01
 NACK_DONE = 0x02
 END_COMPLETE = 1
@@ -101,7 +106,26 @@ class End:
     reason: int
 
 
-Frame = Want | Head | Data | Poll | Nack | End
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """Repair: the XOR of the payloads of 2..8 distinct blocks (SPEC.md §3.1); a node that holds
+    all but one of them recovers that one."""
+
+    stream_id: bytes
+    blocks: tuple[int, ...]
+    payload: bytes
+
+
+Frame = Want | Head | Data | Poll | Nack | End | Coded
+
+
+def xor_blocks(payloads: list[bytes]) -> bytes:
+    """XOR of ``payloads``, each zero-padded to the longest (SPEC.md §3.1)."""
+    size = max(len(p) for p in payloads)
+    acc = int.from_bytes(payloads[0].ljust(size, b"\0"), "big")
+    for p in payloads[1:]:
+        acc ^= int.from_bytes(p.ljust(size, b"\0"), "big")
+    return acc.to_bytes(size, "big")
 
 
 def _str8(value: str) -> bytes:
@@ -152,7 +176,23 @@ def encode(frame: Frame) -> bytes:
             + struct.pack(">HBI", frame.round, frame.flags, frame.base)
             + frame.bitmap
         )
+    if isinstance(frame, Coded):
+        _check_coded(frame.blocks)
+        return (
+            bytes([FRAME_MAGIC, T_CODED])
+            + _sid(frame.stream_id)
+            + bytes([len(frame.blocks)])
+            + b"".join(struct.pack(">I", b) for b in frame.blocks)
+            + frame.payload
+        )
     return bytes([FRAME_MAGIC, T_END]) + _sid(frame.stream_id) + bytes([frame.reason])
+
+
+def _check_coded(blocks: tuple[int, ...]) -> None:
+    if not 2 <= len(blocks) <= CODED_MAX_BLOCKS:
+        raise FrameError(f"CODED combines 2..{CODED_MAX_BLOCKS} blocks")
+    if len(set(blocks)) != len(blocks):
+        raise FrameError("CODED block indexes repeat")
 
 
 _last_decoded: tuple[bytes | None, Frame | None] = (None, None)  # (bytes object, its frame): see decode
@@ -213,6 +253,14 @@ def _decode(data: bytes) -> Frame:
             if len(body) != 1:
                 raise FrameError("END has a wrong length")
             return End(sid, body[0])
+        if kind == T_CODED:
+            count = body[0]
+            blocks = struct.unpack_from(f">{count}I", body, 1)
+            _check_coded(blocks)
+            payload = body[1 + 4 * count :]
+            if not payload:
+                raise FrameError("CODED without a payload")
+            return Coded(sid, blocks, payload)
     except (struct.error, IndexError):
         raise FrameError(f"frame type {kind} truncated") from None
     except UnicodeDecodeError:
@@ -236,6 +284,17 @@ def nack_bitmap(missing: list[int], max_bytes: int) -> tuple[int, bytes]:
 
 
 _SET_BITS = [tuple(b for b in range(8) if v & (0x80 >> b)) for v in range(256)]
+
+
+def nack_covers(other: Nack, mine: Nack) -> bool:
+    """Every block ``mine``'s bitmap lists, ``other``'s lists too (bitmaps compared as integers,
+    MSB first, both shifted so that the same bit is the same block)."""
+    end_o = other.base + 8 * len(other.bitmap)
+    end_m = mine.base + 8 * len(mine.bitmap)
+    hi = max(end_o, end_m)
+    vo = int.from_bytes(other.bitmap, "big") << (hi - end_o)
+    vm = int.from_bytes(mine.bitmap, "big") << (hi - end_m)
+    return not vm & ~vo
 
 
 def missing_from_nack(nack: Nack) -> set[int]:
