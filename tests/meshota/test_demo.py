@@ -38,7 +38,11 @@ def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
         r"counting  the root counted (\d+) devices .*repeated reports\): (.*); after the week", out
     )
     assert counted is not None and counted.group(1) == str(nodes + 1), out
-    assert counted.group(2) == f"demo-firmware-1.0/meshota-sim/age 1: {nodes + 1}", out
+    # a device reports within the first seconds of the week (2 s spread in the demo) with the
+    # version it runs at that moment: before or after its install, depending on timing
+    cells = dict(c.rsplit(": ", 1) for c in counted.group(2).split(", "))
+    assert set(cells) <= {f"demo-firmware-{v}/meshota-sim/age 1" for v in ("1.0", "2.0")}, out
+    assert sum(int(n) for n in cells.values()) == nodes + 1, out
     rows = re.findall(
         r"^(node-\d\d) +([0-9a-f]{8}) +(\S+) +(\d+)  slot 1: demo-firmware-2.0, signature ok$", out, re.M
     )
