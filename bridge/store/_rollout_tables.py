@@ -25,11 +25,16 @@ device_configs = Table(
     Column("deployment_id", String(36), nullable=True),
     Column("reported_ts", Float, nullable=True),
     Column("updated_ts", Float, nullable=True),
+    # the organisation (migration 0008; bridge/store/_tenancy.py scopes every statement)
+    Column("tenant_id", String(36), nullable=False, server_default="default"),
 )
 
 fleet_policies = Table(
     "fleet_policies",
     metadata,
+    # each organisation has its fleet policy and its groups' (migration 0008 rebuilt the table with
+    # the organisation in the key; bridge/store/_tenancy.py scopes every statement)
+    Column("tenant_id", String(36), primary_key=True),
     Column("scope", String(16), primary_key=True),
     Column("name", String(255), primary_key=True),
     # {"windows": [...], "time_zone": "...", "consent": "..."} (wire/install_policy.py)
@@ -54,6 +59,8 @@ rollouts = Table(
     Column("reason", Text, nullable=True),
     Column("updated_ts", Float, nullable=False),
     Column("paused_ts", Float, nullable=True),
+    # the organisation (migration 0008; bridge/store/_tenancy.py scopes every statement)
+    Column("tenant_id", String(36), nullable=False, server_default="default"),
 )
 
 rollout_devices = Table(
@@ -69,4 +76,6 @@ rollout_devices = Table(
     Column("phase", Integer, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Index("ix_rollout_devices_device", "device_id"),
+    # the organisation (migration 0008; bridge/store/_tenancy.py scopes every statement)
+    Column("tenant_id", String(36), nullable=False, server_default="default"),
 )
