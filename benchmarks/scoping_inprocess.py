@@ -85,6 +85,7 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> None:
                 identity=identity,
             )
         )
+        assert r.status == 200, (r.status, r.body)
         dep = json.loads(r.body)["id"]
         status = f"/api/devices/v1/deployments/device/deployments/{dep}/status"
         body = b'{"status":"downloading"}'

@@ -156,7 +156,7 @@ _VISITORS: dict[str, Any] = {
 
 
 def _survey(stmt: Any) -> tuple[bool, bool]:
-    """(touches a tenant table?, needs the full rewrite: a nested SELECT or an outer join?)"""
+    """(touches a tenant table?, needs the full rewrite: a SELECT nested in it?)"""
     touches = nested = False
     for element in visitors.iterate(stmt):
         if is_tenant_table(element):
@@ -188,9 +188,9 @@ def _scoped(stmt: Any) -> Any:
         # the general case (cloning the whole tree costs ~0.5 ms; memoized per statement object)
         result = visitors.cloned_traverse(stmt, {}, _VISITORS)
     elif isinstance(stmt, Select):
-        # one level, inner joins only: every tenant table's criterion in WHERE is equivalent
-        crits = [c for c in map(_criterion, _tables_of(stmt.get_final_froms())) if c is not None]
-        result = stmt.where(*crits)
+        # one level: each tenant table's criterion in WHERE; the right side of an outer join may
+        # be absent (NULL-extended), so there the criterion also lets NULL through
+        result = stmt.where(*_join_criteria(stmt.get_final_froms()))
     else:
         crit = _criterion(stmt.table)
         result = stmt.where(crit) if crit is not None else stmt
@@ -199,12 +199,19 @@ def _scoped(stmt: Any) -> Any:
     return result
 
 
-def _tables_of(froms: Any) -> Iterator[Any]:
+def _join_criteria(froms: Any, optional: bool = False) -> list[Any]:
+    """WHERE criteria for every tenant table in ``froms`` (joins built by ``Select.join`` exist
+    only here, in ``get_final_froms()``, not in the statement's tree)."""
+    out: list[Any] = []
     for from_ in froms:
         if isinstance(from_, Join):
-            yield from _tables_of((from_.left, from_.right))
-        else:
-            yield from_
+            out += _join_criteria((from_.left,), optional)
+            out += _join_criteria((from_.right,), optional or from_.isouter or from_.full)
+            continue
+        crit = _criterion(from_)
+        if crit is not None:
+            out.append(sa.or_(crit, from_.c[TENANT_COLUMN].is_(None)) if optional else crit)
+    return out
 
 
 def _names_tenant(stmt: Insert) -> bool:

@@ -106,3 +106,6 @@ def test_the_scope_is_in_the_sql() -> None:
     assert "devices.tenant_id" not in str(sa.select(D.c.id))
     nested = str(_scoped(sa.select(INV.c.name).where(INV.c.device_id.in_(sa.select(D.c.id)))))
     assert nested.count(":meshota_tenant") == 2
+    # Select.join(isouter=True) builds its join only at compile time: the right side may be NULL
+    outer = str(_scoped(sa.select(D.c.id, INV.c.name).join(INV, INV.c.device_id == D.c.id, isouter=True)))
+    assert "inventory.tenant_id = :meshota_tenant OR inventory.tenant_id IS NULL" in outer
