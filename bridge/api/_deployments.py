@@ -285,7 +285,7 @@ async def _hidden(uow: UnitOfWork) -> Any | None:
     return sa.select(dd.c.deployment_id).where(dd.c.device_id.not_in(sorted(visible))).distinct()
 
 
-async def _check_deployment(uow: UnitOfWork, deployment_id: str) -> None:
+async def check_deployment(uow: UnitOfWork, deployment_id: str) -> None:
     hidden = await _hidden(uow)
     if hidden is not None:
         found = await uow.conn.execute(hidden.where(t.device_deployments.c.deployment_id == deployment_id))
@@ -327,7 +327,7 @@ async def mgmt_deployment(ctx: ApiContext, req: Request) -> Response:
     p = await require_user(ctx, req)
     async with ctx.gov.read(p, "deployments:read") as uow:
         conn = uow.conn
-        await _check_deployment(uow, req.path_params["id"])
+        await check_deployment(uow, req.path_params["id"])
         return json_response(200, await _deployment_json(conn, await _get(conn, req.path_params["id"])))
 
 
@@ -336,7 +336,7 @@ async def mgmt_statistics(ctx: ApiContext, req: Request) -> Response:
     dd = t.device_deployments
     async with ctx.gov.read(p, "deployments:read") as uow:
         conn = uow.conn
-        await _check_deployment(uow, req.path_params["id"])
+        await check_deployment(uow, req.path_params["id"])
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd.c.status, sa.func.count())
@@ -353,7 +353,7 @@ async def mgmt_deployment_devices(ctx: ApiContext, req: Request) -> Response:
     dd = t.device_deployments
     async with ctx.gov.read(p, "deployments:read") as uow:
         conn = uow.conn
-        await _check_deployment(uow, req.path_params["id"])
+        await check_deployment(uow, req.path_params["id"])
         await _get(conn, req.path_params["id"])
         rows = await conn.execute(
             sa.select(dd).where(dd.c.deployment_id == req.path_params["id"]).order_by(dd.c.device_id)
@@ -401,7 +401,7 @@ async def mgmt_abort(ctx: ApiContext, req: Request) -> Response:
     if not isinstance(body, dict) or body.get("status") != "aborted":
         raise ApiError(400, 'body must be {"status": "aborted"}')
     async with ctx.gov.unit(p, "deployments:manage") as uow:
-        await _check_deployment(uow, req.path_params["id"])
+        await check_deployment(uow, req.path_params["id"])
         await abort_deployment(uow.conn, req.path_params["id"])
         await uow.audit("deployment.abort", "deployment", req.path_params["id"])
     return Response(204)

@@ -22,6 +22,7 @@ from bridge.store import tables as t
 from ._auth import require_device, require_user
 from ._context import ApiContext, now
 from ._limits import ApiLimits, check_body_size
+from ._scope import check_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
 
@@ -88,9 +89,11 @@ async def device_put_config(ctx: ApiContext, req: Request) -> Response:
 
 # -- management API ------------------------------------------------------------------------------
 async def mgmt_get_config(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     device_id = req.path_params["id"]
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "devices:read") as uow:
+        conn = uow.conn
+        await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)
         row = await _row(conn, device_id)
     out: dict[str, Any] = {"id": device_id, "configured": {}, "reported": {}}
@@ -107,17 +110,20 @@ async def mgmt_get_config(ctx: ApiContext, req: Request) -> Response:
 
 async def mgmt_set_config(ctx: ApiContext, req: Request) -> Response:
     check_body_size(req.body, ctx.limits.config_body_max, "configuration")
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     configured = _config(req.json(), ctx.limits)
     device_id = req.path_params["id"]
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        conn = uow.conn
+        await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)
         await _upsert(conn, device_id, configured=configured, updated_ts=now())
+        await uow.audit("device.configure", "device", device_id, {"keys": sorted(configured)[:50]})
     return Response(204)
 
 
 async def mgmt_deploy_config(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     body = req.json()
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -129,10 +135,13 @@ async def mgmt_deploy_config(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(400, "update_control_map must be an object")
     device_id = req.path_params["id"]
     deployment_id = str(uuid.uuid4())
-    async with ctx.store.transaction() as conn:
+    async with ctx.gov.unit(p, "devices:manage") as uow:
+        conn = uow.conn
+        await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)
         row = await _row(conn, device_id)
         if row is None or not row.configured:
             raise ApiError(400, "the device has no configuration to deploy")
         await _upsert(conn, device_id, deployment_id=deployment_id, updated_ts=now())
+        await uow.audit("device.configure_deploy", "device", device_id, {"deployment_id": deployment_id})
     return json_response(200, {"deployment_id": deployment_id})

@@ -96,9 +96,10 @@ def _scope(req: Request) -> tuple[str, str]:
 
 
 async def mgmt_get_policy(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     scope, name = _scope(req)
-    async with ctx.store.read() as conn:
+    async with ctx.gov.read(p, "deployments:read", groups=[name] if scope == "group" else None) as uow:
+        conn = uow.conn
         row = (await conn.execute(sa.select(_P).where(_P.c.scope == scope, _P.c.name == name))).first()
     if row is None:
         return json_response(200, {"install": None, "checkin_interval": None})
@@ -106,23 +107,27 @@ async def mgmt_get_policy(ctx: ApiContext, req: Request) -> Response:
 
 
 async def mgmt_put_policy(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     scope, name = _scope(req)
     body = req.json()
     if not isinstance(body, dict) or set(body) - {"install", "checkin_interval"}:
         raise ApiError(400, 'body must be {"install": {...} | null, "checkin_interval": seconds | null}')
     install = parse_install(body.get("install"))
     checkin = _checkin(body.get("checkin_interval"))
-    async with ctx.store.transaction() as conn:
-        await set_policy(conn, scope, name, install, checkin)
+    # a group's policy: a group-limited role only on its own groups; the fleet's: unlimited only
+    async with ctx.gov.unit(p, "deployments:manage", groups=[name] if scope == "group" else ()) as uow:
+        await set_policy(uow.conn, scope, name, install, checkin)
+        await uow.audit("policy.set", scope, name, {"install": install, "checkin_interval": checkin})
     return Response(204)
 
 
 async def mgmt_delete_group_policy(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    p = await require_user(ctx, req)
     scope, name = _scope(req)
-    async with ctx.store.transaction() as conn:
-        await conn.execute(sa.delete(_P).where(_P.c.scope == scope, _P.c.name == name))
+    async with ctx.gov.unit(p, "deployments:manage", groups=[name] if scope == "group" else ()) as uow:
+        result = await uow.conn.execute(sa.delete(_P).where(_P.c.scope == scope, _P.c.name == name))
+        if result.rowcount:
+            await uow.audit("policy.delete", scope, name)
     return Response(204)
 
 

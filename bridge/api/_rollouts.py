@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store import Store
+from bridge.store import Store, cross_tenant, tenant_scope
 from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
@@ -335,23 +335,25 @@ async def rollout_tick(store: Store, ts: float) -> list[tuple[str, str]]:
     """One pass of the rollout ticker over every active rollout: ``[(deployment id, event)]``.
 
     Each rollout moves in its own transaction, so one bad row cannot hold the others back."""
-    async with store.read() as conn:
-        ids = list(
-            (
+    # an installation-wide job: it finds every organisation's active rollouts, and moves each
+    # in its own organisation's scope
+    with cross_tenant():
+        async with store.read() as conn:
+            active = list(
                 await conn.execute(
-                    sa.select(_R.c.deployment_id)
+                    sa.select(_R.c.deployment_id, _R.c.tenant_id)
                     .where(_R.c.state.in_(("scheduled", "running")))
                     .order_by(_R.c.deployment_id)
                 )
-            ).scalars()
-        )
+            )
     events: list[tuple[str, str]] = []
-    for dep_id in ids:
-        async with store.transaction() as conn:
-            row = (await conn.execute(sa.select(_R).where(_R.c.deployment_id == dep_id))).first()
-            if row is None:
-                continue
-            event = await _step(conn, row, ts)
+    for dep_id, tenant in active:
+        with tenant_scope(tenant):
+            async with store.transaction() as conn:
+                row = (await conn.execute(sa.select(_R).where(_R.c.deployment_id == dep_id))).first()
+                if row is None:
+                    continue
+                event = await _step(conn, row, ts)
         if event is not None:
             events.append((dep_id, event))
     return events
@@ -424,19 +426,26 @@ async def rollout_json(conn: AsyncConnection, deployment_id: str) -> dict[str, A
 
 
 async def mgmt_rollout(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
-    async with ctx.store.read() as conn:
-        body = await rollout_json(conn, req.path_params["id"])
+    from ._deployments import check_deployment  # late: _deployments imports this module
+
+    p = await require_user(ctx, req)
+    async with ctx.gov.read(p, "deployments:read") as uow:
+        await check_deployment(uow, req.path_params["id"])
+        body = await rollout_json(uow.conn, req.path_params["id"])
     if body is None:
         raise ApiError(404, "no phased rollout with this deployment id")
     return json_response(200, body)
 
 
 async def mgmt_rollout_action(ctx: ApiContext, req: Request) -> Response:
-    await require_user(ctx, req)
+    from ._deployments import check_deployment  # late: _deployments imports this module
+
+    p = await require_user(ctx, req)
     action = req.path_params["action"]
     if action not in ACTIONS:
         raise ApiError(400, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
-    async with ctx.store.transaction() as conn:
-        state = await rollout_action(conn, req.path_params["id"], action, now())
+    async with ctx.gov.unit(p, "deployments:manage") as uow:
+        await check_deployment(uow, req.path_params["id"])
+        state = await rollout_action(uow.conn, req.path_params["id"], action, now())
+        await uow.audit(f"rollout.{action}", "deployment", req.path_params["id"], {"state": state})
     return json_response(200, {"state": state})

@@ -36,7 +36,7 @@ __all__ = [
 
 metadata = MetaData()
 
-# The server default only fills the rows that existed before organisations (migration 0006,
+# The server default only fills the rows that existed before organisations (migration 0007,
 # which adds the column without rewriting tables); every insert names its tenant, added by the
 # tenancy hook (bridge/store/_tenancy.py), which also refuses one without a tenant in scope.
 _WAVE1_ORG = "default"
@@ -56,7 +56,7 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("created_ts", Float, nullable=False),
     Column("updated_ts", Float, nullable=False),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -76,7 +76,7 @@ devices = Table(
     # (docs/mqtt_bridge.md, "Token binding")
     Column("transport_id", String(64), nullable=True),
     Index("ix_devices_transport_id", "transport_id", unique=True),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -92,7 +92,7 @@ auth_sets = Table(
     # device's transport_id when this auth set is accepted
     Column("transport_id", String(64), nullable=True),
     UniqueConstraint("device_id", "pubkey", name="uq_auth_sets_device_pubkey"),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -110,7 +110,7 @@ inventory = Table(
     Column("value", JSON, nullable=False),
     Column("description", Text, nullable=True),
     Column("updated_ts", Float, nullable=False),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -130,7 +130,7 @@ artifacts = Table(
     Column("clears_provides", JSON, nullable=False),
     Column("updates", JSON, nullable=False),
     Column("modified_ts", Float, nullable=False),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -146,7 +146,7 @@ deployments = Table(
     Column("device_count", Integer, nullable=False),
     Column("created_ts", Float, nullable=False, index=True),
     Column("finished_ts", Float, nullable=True),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )
 
@@ -170,6 +170,6 @@ device_deployments = Table(
     Column("started_ts", Float, nullable=True),
     Column("finished_ts", Float, nullable=True),
     UniqueConstraint("deployment_id", "device_id", name="uq_device_deployments_dep_dev"),
-    # last: migration 0006 added it to the existing tables
+    # last: migration 0007 added it to the existing tables
     Column("tenant_id", String(36), nullable=False, server_default=_WAVE1_ORG),
 )

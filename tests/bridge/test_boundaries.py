@@ -65,6 +65,7 @@ CROSS_TENANT_OK = {
     "api/_device_deployments.py",  # a signed download link names one artifact id; it carries no token
     "api/_useradm.py",  # login: user names are unique across organisations and find the organisation
     "api/_fleet_stats.py",  # installation telemetry counts every organisation's nodes
+    "api/_rollouts.py",  # the rollout ticker finds every organisation's rollouts, steps each in its own
     "store/_engine.py",  # migrations
 }
 

@@ -46,9 +46,10 @@ from bridge.api import (
 )
 from bridge.api._auth import PAT_CLAIM, TENANT_CLAIM
 from bridge.api._crypto import issue_token
+from bridge.api._rollouts import parse_rollout
 from bridge.artifacts import BlobStore
 from bridge.service import BUILTIN_ROLES, GROUP_SCOPED, create_org, operator
-from bridge.store import DEFAULT_ORG_ID, Store, cross_tenant, gov_tables, tables, tenant_scope
+from bridge.store import DEFAULT_ORG_ID, Store, cross_tenant, gov_tables, rollout_tables, tables, tenant_scope
 from bridge.store._tenancy import reset_tenant, set_tenant
 from tests.support.mender import make_artifact
 
@@ -140,12 +141,16 @@ async def _populate(store: Store, ctx: ApiContext, org: Org, art_fw: bytes, art_
         org.art = await store_artifact(ctx, art_fw, "fw", by=op)
         org.art_del = await store_artifact(ctx, art_del, "unused", by=op)
         async with store.transaction() as conn:
+            phased = parse_rollout({"retries": 1})  # a one-phase rollout: the rollout routes have one
             org.dep_in = await create_deployment(
-                conn, name="in", artifact_name="fw-1", device_ids=[org.dev_in]
+                conn, name="in", artifact_name="fw-1", device_ids=[org.dev_in], rollout=phased
             )
             org.dep_out = await create_deployment(
-                conn, name="out", artifact_name="fw-1", device_ids=[org.dev_out]
+                conn, name="out", artifact_name="fw-1", device_ids=[org.dev_out], rollout=phased
             )
+            for dev in (org.dev_in, org.dev_out):
+                config = {"device_id": dev, "configured": {"k": "v"}, "reported": {}, "updated_ts": 1.0}
+                await conn.execute(sa.insert(rollout_tables.device_configs).values(**config))
             log = [{"timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": "hello"}]
             await conn.execute(sa.update(tables.device_deployments).values(log=log))
             org.filter_id = str(uuid.uuid4())
@@ -227,6 +232,7 @@ class Spec:
     unlimited_only: bool = False  # beyond a group-limited role (a new device is in no group)
     creates_token: bool = False
     reads: bool = False  # a POST that only reads (search)
+    no_other: bool = False  # the target is a name (a group's policy), not another organisation's object
 
 
 def _org(w: World, target: str) -> Org:
@@ -499,6 +505,61 @@ SPEC: dict[tuple[str, str], Spec] = {
 }
 
 
+MM = "/api/meshota/v1/management"
+DCFG = "/api/management/v1/deviceconfig/configurations/device"
+SPEC.update(
+    {
+        ("GET", f"{MM}/rollouts/{{id}}"): Spec(
+            "deployments:read",
+            lambda w, t, c: ("GET", f"{MM}/rollouts/{_dep(w, t)}", None),
+            device_scoped=True,
+        ),
+        ("POST", f"{MM}/rollouts/{{id}}/{{action}}"): Spec(
+            "deployments:manage",
+            lambda w, t, c: ("POST", f"{MM}/rollouts/{_dep(w, t)}/pause", None),
+            device_scoped=True,
+        ),
+        ("GET", f"{MM}/policies/tenant"): Spec(
+            "deployments:read", lambda w, t, c: ("GET", f"{MM}/policies/tenant", None), collection=True
+        ),
+        ("PUT", f"{MM}/policies/tenant"): Spec(
+            "deployments:manage",
+            lambda w, t, c: ("PUT", f"{MM}/policies/tenant", {"checkin_interval": 600}),
+            collection=True,
+            unlimited_only=True,
+        ),
+        ("GET", f"{MM}/policies/groups/{{name}}"): Spec(
+            "deployments:read",
+            lambda w, t, c: ("GET", f"{MM}/policies/groups/{_group(w, t)}", None),
+            device_scoped=True,
+            no_other=True,
+        ),
+        ("PUT", f"{MM}/policies/groups/{{name}}"): Spec(
+            "deployments:manage",
+            lambda w, t, c: ("PUT", f"{MM}/policies/groups/{_group(w, t)}", {"checkin_interval": 600}),
+            device_scoped=True,
+            no_other=True,
+        ),
+        ("DELETE", f"{MM}/policies/groups/{{name}}"): Spec(
+            "deployments:manage",
+            lambda w, t, c: ("DELETE", f"{MM}/policies/groups/{_group(w, t)}", None),
+            device_scoped=True,
+            no_other=True,
+            reads=True,  # nothing to delete: no audit entry
+        ),
+        ("GET", f"{DCFG}/{{id}}"): Spec(
+            "devices:read", lambda w, t, c: ("GET", f"{DCFG}/{_dev(w, t)}", None), device_scoped=True
+        ),
+        ("PUT", f"{DCFG}/{{id}}"): Spec(
+            "devices:manage", lambda w, t, c: ("PUT", f"{DCFG}/{_dev(w, t)}", {"k": "w"}), device_scoped=True
+        ),
+        ("POST", f"{DCFG}/{{id}}/deploy"): Spec(
+            "devices:manage", lambda w, t, c: ("POST", f"{DCFG}/{_dev(w, t)}/deploy", {}), device_scoped=True
+        ),
+    }
+)
+
+
 def test_the_spec_covers_every_management_route() -> None:
     routes = {
         (r.method, r.pattern)
@@ -514,6 +575,8 @@ def _cells() -> Iterator[tuple[tuple[str, str], str, str]]:
         targets = (
             ("all",) if spec.collection else ("in", "out", "other") if spec.device_scoped else ("in", "other")
         )
+        if spec.no_other:
+            targets = tuple(t for t in targets if t != "other")
         for role, _, _ in ROLES:
             for caller in (role, f"{role}+pat"):
                 for target in targets:

@@ -1,4 +1,4 @@
-"""Migration 0006 (governance) on a real wave-1 database: one built by migrations 0001-0004
+"""Migration 0007 (governance) on a real wave-1 database: one built by migrations 0001-0004
 and filled with the rows wave-1 code wrote, then upgraded. Every row lands in the default
 organisation, wave-1 users keep every permission, and the server works on the result (login
 with the wave-1 password hash, the device and its deployment visible). Runs on SQLite (a file)
@@ -90,7 +90,7 @@ def test_wave1_database_upgrades_into_the_default_organisation(db: Db, tmp_path:
                     for statement in WAVE1_ROWS:
                         names = [k for k in params if f":{k}" in statement]
                         await conn.execute(sa.text(statement), {k: params[k] for k in names})
-            await store.migrate()  # 0005 (fleet_mesh_seen), 0006 (governance)
+            await store.migrate()  # 0005 (fleet_mesh_seen), 0006 (rollouts), 0007 (governance), 0008
             with cross_tenant():
                 async with store.read() as conn:
                     for name in TENANT_TABLES:
