@@ -117,7 +117,8 @@ async def mgmt_put_policy(ctx: ApiContext, req: Request) -> Response:
     # a group's policy: a group-limited role only on its own groups; the fleet's: unlimited only
     async with ctx.gov.unit(p, "deployments:manage", groups=[name] if scope == "group" else ()) as uow:
         await set_policy(uow.conn, scope, name, install, checkin)
-        await uow.audit("policy.set", scope, name, {"install": install, "checkin_interval": checkin})
+        rule = install.to_json() if install is not None else None
+        await uow.audit("policy.set", scope, name, {"install": rule, "checkin_interval": checkin})
     return Response(204)
 
 
