@@ -31,7 +31,11 @@ NO_TRANSPORT = {
 }
 MAX_LINES = 650
 # modules allowed over MAX_LINES, each with the reason (none today); path -> reason
-LONG_OK: dict[str, str] = {}
+LONG_OK: dict[str, str] = {
+    "firmware_proto/update_agent.py": "one persisted state machine (SPEC.md §4): every transition, its "
+    "flash records and the install gate read together; the state table, job record and actions are "
+    "already apart in update_state.py",
+}
 
 
 @dataclass(frozen=True)
