@@ -29,6 +29,7 @@ from bridge.mqtt._adapter import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.mqtt._bulk import SealedRecordService
 from bridge.mqtt._dedupe import ReplyCache
 from bridge.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, encode_user_properties
+from bridge.observe import process_metrics
 from wire.envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,
@@ -135,6 +136,13 @@ class MqttBridge:
         self._queue: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
         self._group_task: asyncio.Task[None] | None = None
         self._reply_props = encode_user_properties([(BRIDGE_PROPERTY, config.client_id)])
+        self.metrics = process_metrics()
+        self._unexport = [
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._queue), "group_queue"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._backlog), "backlog"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._outbox), "unacked_replies"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: self._active, "running"),
+        ]
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -176,6 +184,8 @@ class MqttBridge:
         for task in list(self._workers):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for unexport in self._unexport:
+            unexport()
 
     def _filters(self) -> list[str]:
         filters = [API_TOPIC_PREFIX + "#", BULK_TOPIC]
@@ -277,6 +287,7 @@ class MqttBridge:
         is_new, cached = self.cache.begin(who.device, rid, payload, asyncio.get_running_loop().time())
         if not is_new:
             self.stats.duplicates += 1
+            self.metrics.duplicates.labels("memory").inc()
             if cached is not None:
                 self._publish(response_topic(who.device, rid), cached)
             return None
@@ -346,8 +357,11 @@ class MqttBridge:
                     outcomes.append(await self._outcome(topic, payload, who))
                     if shared.failed:
                         break
+            self.metrics.group_commits.inc()
+            self.metrics.group_size.observe(len(todo))
             if shared.failed:
                 self.stats.group_fallbacks += 1
+                self.metrics.group_fallbacks.inc()
                 outcomes = []
         if not outcomes:
             outcomes = [await self._outcome(topic, payload, who) for who, _, topic, payload in todo]
