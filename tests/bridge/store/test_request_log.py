@@ -73,7 +73,9 @@ def test_prune_deletes_only_expired_rows(db: Db) -> None:
                 await rl.claim([(K2, D1)], 1090.0)
             assert await rl.prune(1150.0) == 1
             async with store.read() as conn:
-                left = (await conn.execute(sa.select(sa.func.count()).select_from(t.metadata.tables["request_log"])))
+                left = await conn.execute(
+                    sa.select(sa.func.count()).select_from(t.metadata.tables["request_log"])
+                )
                 assert left.scalar() == 1
         finally:
             await store.close()
@@ -96,8 +98,12 @@ def test_two_workers_racing_for_one_request_run_it_once(db: Db) -> None:
                 a_claimed = asyncio.Event()
                 release = asyncio.Event()
 
-                async def worker_a(key: bytes = key, claimed: asyncio.Event = a_claimed,
-                                   go: asyncio.Event = release, commits: bool = a_commits) -> None:
+                async def worker_a(
+                    key: bytes = key,
+                    claimed: asyncio.Event = a_claimed,
+                    go: asyncio.Event = release,
+                    commits: bool = a_commits,
+                ) -> None:
                     async with a_store.batch() as batch:
                         assert (await a.claim([(key, D1)], time.time()))[0].new
                         claimed.set()
