@@ -387,9 +387,9 @@ class MqttBridge:
         outcomes: list[_Outcome] | None = None
         if len(todo) > 1 or self.config.request_log:
             outcomes = await self._run_together(todo)
+            self.metrics.group_size.observe(len(todo))  # requests per transaction, 1 included
             if len(todo) > 1:
                 self.metrics.group_commits.inc()
-                self.metrics.group_size.observe(len(todo))
                 self.stats.groups += 1
             if outcomes is None and len(todo) > 1:
                 self.stats.group_fallbacks += 1

@@ -97,7 +97,10 @@ class Metrics:
             "meshota_group_commits", "transactions that ran several MQTT requests (group commit)", registry=r
         )
         self.group_size = Histogram(
-            "meshota_group_commit_size", "requests per group commit", buckets=_GROUP_BUCKETS, registry=r
+            "meshota_group_commit_size",
+            "requests per transaction of the MQTT bridge (1: alone)",
+            buckets=_GROUP_BUCKETS,
+            registry=r,
         )
         self.group_fallbacks = Counter(
             "meshota_group_fallbacks", "group commits rolled back and run request by request", registry=r
