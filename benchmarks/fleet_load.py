@@ -382,6 +382,11 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
                 for u in urls
             ]
             wpids = [p.pid for p, _ in workers]
+            # idle cost of the workers (keep-alives, LISTEN, lock polling, timers): subtracted below,
+            # so that adding a process is not counted as per-request cost
+            i0 = cpu_of(wpids)
+            time.sleep(args.idle)
+            idle_rate = (cpu_of(wpids) - i0) / args.idle  # CPU s per s, all workers
             c0 = (cpu_of(wpids), cpu_of(gw_pids), cpu_seconds(broker.proc.pid), cpu_of(postgres_pids()))
             with LockSampler(args.db) as locks:
                 results = Loader.ask_all(
@@ -422,6 +427,8 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
                     "retries": sum(r["retries"] for r in results),
                     "server_dups": sum(b[2] - a[2] for a, b in zip(m0, m1, strict=True)),
                     "cpu": [(b - a) / max(requests, 1) * 1000 for a, b in zip(c0, c1, strict=True)],
+                    "net": (c1[0] - c0[0] - idle_rate * elapsed) / max(requests, 1) * 1000,
+                    "idle": idle_rate * 1000 / n,
                     "per_tx": in_tx / txs if txs else 0.0,
                     "split": handled,
                     "locks": (
@@ -468,9 +475,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], connected: int)
     print(
         "workers  req/s   p50 ms   p99 ms  failed        dup(client/server)  "
         "CPU ms/req: workers  gw   broker  pg"
-        "   req/tx  ratio  ratio/tx  lock-wait samples  split"
+        "   req/tx  ratio  net  ratio  idle  lock-wait samples  split"
     )
-    base_tx = rows[0]["cpu"][0] * rows[0]["per_tx"] or 1.0
+    base_net = rows[0]["net"] or 1.0
     for r in rows:
         cw, cg, cb, cp = r["cpu"]
         failed = f"{r['failures']}/{r['requests']} ({100 * r['failures'] / max(r['requests'], 1):.2f} %)"
@@ -478,7 +485,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], connected: int)
             f"{r['workers']:>7}  {r['rate']:5.0f}  {r['p50']:7.1f}  {r['p99']:7.1f}  {failed:<19}"
             f"{r['stale']}/{r['server_dups']:<16} {cw:7.2f}  {cg:5.2f}  {cb:5.2f}  {cp:5.2f}"
             f"  {r['per_tx']:6.2f}"
-            f"  {cw / base:5.2f}  {cw * r['per_tx'] / base_tx:7.2f}  {r['locks'][1]}/{r['locks'][0]} "
+            f"  {cw / base:5.2f}  {r['net']:4.2f}  {r['net'] / base_net:5.2f}  {r['idle']:4.1f}"
+            f"  {r['locks'][1]}/{r['locks'][0]} "
             f"(max {r['locks'][2]} ungranted)  {[int(x) for x in r['split']]}"
         )
         if r["failures"]:
@@ -486,9 +494,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], connected: int)
         if r["skipped"]:
             print(f"         cycles not started (every device busy): {r['skipped']}")
     print(
-        "ratio: a row's worker CPU per request / the 1-worker row's (same run); ratio/tx: the same per "
-        "transaction (CPU per request x requests per transaction), which a fixed offered rate spreads "
-        "over more, smaller group commits as workers are added"
+        "ratio: a row's worker CPU per request / the 1-worker row's (same run); net: the same with the "
+        "workers' idle CPU (ms per s per worker, measured just before) subtracted; req/tx: requests per "
+        "bridge transaction (group commit): at a fixed offered rate more workers commit smaller groups"
     )
 
 
@@ -501,6 +509,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="measured time per worker count")
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     p.add_argument("--timeout", type=float, default=10.0, help="device: seconds before re-sending a request")
+    p.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured per worker count")
     p.add_argument("--netns", action="store_true", help="gateways in network namespaces over veth pairs")
     args = p.parse_args()
     if not args.db.startswith("postgresql"):
