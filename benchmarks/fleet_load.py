@@ -389,8 +389,9 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
             idle_rate = (cpu_of(wpids) - i0) / args.idle  # CPU s per s, all workers
             c0 = (cpu_of(wpids), cpu_of(gw_pids), cpu_seconds(broker.proc.pid), cpu_of(postgres_pids()))
             with LockSampler(args.db) as locks:
+                offered = args.rate * n if args.scale_rate else args.rate
                 results = Loader.ask_all(
-                    loaders, {"cmd": "run", "seconds": args.seconds, "rate": args.rate / len(loaders)}
+                    loaders, {"cmd": "run", "seconds": args.seconds, "rate": offered / len(loaders)}
                 )
             c1 = (cpu_of(wpids), cpu_of(gw_pids), cpu_seconds(broker.proc.pid), cpu_of(postgres_pids()))
             m1 = [
@@ -411,6 +412,7 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
             rows.append(
                 {
                     "workers": n,
+                    "offered": offered,
                     "requests": requests,
                     "rate": requests / elapsed,
                     "p50": percentiles(lat)[0] / 1000 if lat else 0.0,
@@ -467,13 +469,13 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], connected: int) -> None:
     print(
         f"\ndevices={args.devices} (sessions {connected}) loaders={args.loaders} "
-        f"offered={args.rate:.0f} req/s "
+        f"offered={args.rate:.0f} req/s{' per worker' if args.scale_rate else ''} "
         f"for {args.seconds:.0f} s per worker count; 2 gateways (aggregating), mosquitto, PostgreSQL "
         f"{'(gateways in network namespaces)' if args.netns else '(loopback)'}"
     )
     base = rows[0]["cpu"][0] or 1.0
     print(
-        "workers  req/s   p50 ms   p99 ms  failed        dup(client/server)  "
+        "workers  offered/req/s  p50 ms   p99 ms  failed        dup(client/server)  "
         "CPU ms/req: workers  gw   broker  pg"
         "   req/tx  ratio  net  ratio  idle  lock-wait samples  split"
     )
@@ -482,7 +484,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], connected: int)
         cw, cg, cb, cp = r["cpu"]
         failed = f"{r['failures']}/{r['requests']} ({100 * r['failures'] / max(r['requests'], 1):.2f} %)"
         print(
-            f"{r['workers']:>7}  {r['rate']:5.0f}  {r['p50']:7.1f}  {r['p99']:7.1f}  {failed:<19}"
+            f"{r['workers']:>7}  {r['offered']:4.0f}/{r['rate']:4.0f}  {r['p50']:7.1f}  {r['p99']:7.1f}"
+            f"  {failed:<19}"
             f"{r['stale']}/{r['server_dups']:<16} {cw:7.2f}  {cg:5.2f}  {cb:5.2f}  {cp:5.2f}"
             f"  {r['per_tx']:6.2f}"
             f"  {cw / base:5.2f}  {r['net']:4.2f}  {r['net'] / base_net:5.2f}  {r['idle']:4.1f}"
@@ -509,6 +512,11 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="measured time per worker count")
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     p.add_argument("--timeout", type=float, default=10.0, help="device: seconds before re-sending a request")
+    p.add_argument(
+        "--scale-rate",
+        action="store_true",
+        help="offer --rate per worker (n workers: n x rate): equal load per worker in every row",
+    )
     p.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured per worker count")
     p.add_argument("--netns", action="store_true", help="gateways in network namespaces over veth pairs")
     args = p.parse_args()
