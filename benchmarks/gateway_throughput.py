@@ -288,15 +288,21 @@ def main() -> int:
             us = f"{cpu[(qos, path)]:.1f}" if path != "raw" else "-"
             print(f"{qos:>3} {total:>7} {path:>8} {rate:>9.0f} {total - n:>6} {ratio:>7.2f} {us:>14}")
     q1_new, q1_old = cpu[(1, "mqtt5")], cpu[(1, "aiomqtt")]
-    print(f"\nQoS 1 gateway CPU per message: {q1_new:.1f} us (target <= 70), baseline (aiomqtt link, "
-          f"same run) {q1_old:.1f} us: ratio {q1_new / q1_old:.2f}")
-    print(f"idle RSS of meshota gateway (VmRSS, MiB): {gateways['mqtt5'].idle_rss:.1f} UDP only, "
-          f"{dtls_rss:.1f} with DTLS on (target <= 25), "
-          f"UDP only with the aiomqtt link {gateways['aiomqtt'].idle_rss:.1f}")
+    print(
+        f"\nQoS 1 gateway CPU per message: {q1_new:.1f} us (target <= 70), baseline (aiomqtt link, "
+        f"same run) {q1_old:.1f} us: ratio {q1_new / q1_old:.2f}"
+    )
+    print(
+        f"idle RSS of meshota gateway (VmRSS, MiB): {gateways['mqtt5'].idle_rss:.1f} UDP only, "
+        f"{dtls_rss:.1f} with DTLS on (target <= 25), "
+        f"UDP only with the aiomqtt link {gateways['aiomqtt'].idle_rss:.1f}"
+    )
     for link, lines in logs.items():
         pending = sum("pending publish calls" in line for line in lines)
-        print(f"gateway log ({link}): {len(lines)} lines, {pending} 'pending publish calls' warnings"
-              + (f"; first: {lines[0]}" if lines else ""))
+        print(
+            f"gateway log ({link}): {len(lines)} lines, {pending} 'pending publish calls' warnings"
+            + (f"; first: {lines[0]}" if lines else "")
+        )
     q0 = rows[0][2]["mqtt5"][1] / rows[0][2]["raw"][1] if rows[0][2]["raw"][1] else 0.0
     print(f"QoS 0 ratio {q0:.2f} (target >= 0.50): {'MET' if q0 >= 0.5 else 'NOT MET'}")
     return 0

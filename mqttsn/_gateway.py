@@ -34,7 +34,7 @@ from ._gateway_events import (
 )
 from ._gateway_lifecycle import GatewayLifecycle
 from ._gateway_session import BrokerReceipt, GatewaySession, OutboundMessage, SessionState
-from ._topics import topic_matches, validate_filter, validate_topic_name
+from ._topics import validate_filter, validate_topic_name
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -385,10 +385,9 @@ class Gateway(GatewayLifecycle):
         receipt = BrokerReceipt(conn, ack) if ack is not None and qos > 0 else None
         if conn is GATEWAY_CONN:
             targets: dict[Hashable, int] = {}
-            for name, subs in self._agg_subs.items():
-                if topic_matches(name, topic):
-                    for key, sub_qos in subs.items():
-                        targets[key] = max(targets.get(key, -1), sub_qos)
+            for name in self._agg_matching(topic):
+                for key, sub_qos in self._agg_subs[name].items():
+                    targets[key] = max(targets.get(key, -1), sub_qos)
             sessions = [
                 (s, min(qos, q)) for k, q in targets.items() if (s := self._by_conn.get(k)) is not None
             ]

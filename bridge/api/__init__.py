@@ -22,7 +22,7 @@ from ._rollout_ticker import rollout_ticker_service, run_ticker
 from ._rollouts import RolloutSpec, parse_rollout, rollout_action, rollout_tick
 from ._routes import ROUTES, build_router
 from ._routing import Route, Router
-from ._services import AdapterServices, Batch, BatchFailed
+from ._services import AdapterServices, Batch, BatchFailed, Claim
 from ._types import ApiError, FileSlice, Request, Response, error_response, json_response
 from ._useradm import create_user
 
@@ -34,6 +34,7 @@ __all__ = [
     "ApiLimits",
     "Batch",
     "BatchFailed",
+    "Claim",
     "FileSlice",
     "Request",
     "Response",

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from bridge.artifacts import BlobStore, Limits, VerifyKey
 from bridge.service import Governance
-from bridge.store import Store
+from bridge.store import DEVICE_CHANNEL, Listener, Store
 from bridge.store import tables as t
 
-from ._device_status import DeviceStatusCache
+from ._device_status import DeviceStatusCache, invalidate_all_devices, invalidate_device
 from ._limits import ApiLimits
 from ._throttle import TokenBuckets, WorkGate
 
@@ -77,7 +77,11 @@ class ApiContext:
 
     @classmethod
     async def create(cls, store: Store, blobs: BlobStore, settings: Settings) -> ApiContext:
-        return cls(store, blobs, await load_secret(store), settings)
+        """The context; on PostgreSQL it also LISTENs for device changes other processes commit
+        (until ``store.close()``), so a decommissioned device's token is refused here at once."""
+        ctx = cls(store, blobs, await load_secret(store), settings)
+        await Listener(store, DEVICE_CHANNEL, invalidate_device, invalidate_all_devices).start()
+        return ctx
 
 
 async def load_secret(store: Store) -> bytes:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.service import tenant_of_device
-from bridge.store import DEFAULT_ORG_ID, after_commit, current_tenant, tenant_scope
+from bridge.store import DEFAULT_ORG_ID, DEVICE_CHANNEL, after_commit, current_tenant, notify, tenant_scope
 from bridge.store import tables as t
 
 from ._auth import TENANT_CLAIM, TRANSPORT_CLAIM, require_user
@@ -321,6 +321,7 @@ async def _accept(conn: AsyncConnection, device_id: str, aid: str, ts: float) ->
 async def _refresh_device_status(conn: AsyncConnection, device_id: str, ts: float) -> None:
     """Recompute the device's status from its auth sets; every auth-set change ends here."""
     after_commit(conn, lambda: invalidate_device(device_id))
+    await notify(conn, DEVICE_CHANNEL, device_id)  # every other worker's cache, at commit
     statuses = set(
         (
             await conn.execute(sa.select(t.auth_sets.c.status).where(t.auth_sets.c.device_id == device_id))
@@ -364,6 +365,7 @@ async def decommission_device(conn: AsyncConnection, device_id: str) -> None:
     if found.rowcount == 0:
         raise ApiError(404, f"device {device_id} not found")
     after_commit(conn, lambda: invalidate_device(device_id))
+    await notify(conn, DEVICE_CHANNEL, device_id)
     await conn.execute(sa.delete(t.auth_sets).where(t.auth_sets.c.device_id == device_id))
     await conn.execute(sa.delete(t.inventory).where(t.inventory.c.device_id == device_id))
     ts = now()

@@ -4,15 +4,17 @@ The token's signature proves who the device is; the cache answers "is that auth 
 accepted?". Entries live ``ttl`` seconds. Every change of an auth set's status (accept,
 reject, decommission, delete) calls :func:`invalidate_device` after its commit, which clears
 the entry in every cache of this process and bumps a generation counter, so a lookup that
-read the database before the change cannot put a stale entry back. Other processes writing
-the same database (``meshota admin``, a second server) are bounded by the TTL.
+read the database before the change cannot put a stale entry back. Other processes on the same
+PostgreSQL database (more bridge workers, ``meshota admin``) are told by ``NOTIFY`` when the change
+commits (:class:`bridge.store.Listener`, started by :meth:`ApiContext.create`); a process that
+missed notifications (lost its LISTEN connection) clears everything; SQLite: the TTL bounds them.
 """
 
 from __future__ import annotations
 
 import weakref
 
-__all__ = ["DeviceStatusCache", "invalidate_device"]
+__all__ = ["DeviceStatusCache", "invalidate_all_devices", "invalidate_device"]
 
 _CACHES: weakref.WeakSet[DeviceStatusCache] = weakref.WeakSet()
 
@@ -56,3 +58,9 @@ def invalidate_device(device_id: str) -> None:
     """Forget ``device_id`` in every cache of this process (call after the change committed)."""
     for cache in list(_CACHES):
         cache.invalidate(device_id)
+
+
+def invalidate_all_devices() -> None:
+    """Forget every device in every cache of this process (notifications may have been missed)."""
+    for cache in list(_CACHES):
+        cache.clear()

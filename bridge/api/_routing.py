@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Route(Generic[C]):
 @dataclass(frozen=True, slots=True)
 class _Compiled(Generic[C]):
     method: str
+    pattern: str
     regex: re.Pattern[str]
     handler: Handler[C]
     streaming: bool
@@ -79,6 +81,7 @@ class Router(Generic[C]):
         self._routes = [
             _Compiled(
                 r.method,
+                r.pattern,
                 r.compile(),
                 r.handler,
                 r.streaming,
@@ -86,6 +89,9 @@ class Router(Generic[C]):
             )
             for r in routes
         ]
+        # called once per handled request: (route pattern or "unmatched", method, status,
+        # transport "http" | "mqtt" (a stamped identity), seconds); bridge.observe's metrics
+        self.observers: list[Callable[[str, str, int, str, float], None]] = []
 
     def _match(self, method: str, path: str) -> tuple[_Compiled[C] | None, dict[str, str], list[str]]:
         allowed: list[str] = []
@@ -108,6 +114,18 @@ class Router(Generic[C]):
         return route.limit, route.streaming
 
     async def handle(self, request: Request) -> Response:
+        if not self.observers:
+            return await self._handle(request)
+        began = time.perf_counter()
+        label = ["unmatched"]
+        response = await self._handle(request, label)
+        seconds = time.perf_counter() - began
+        transport = "http" if request.identity is None else "mqtt"
+        for observe in self.observers:
+            observe(label[0], request.method, response.status, transport, seconds)
+        return response
+
+    async def _handle(self, request: Request, label: list[str] | None = None) -> Response:
         rid = request.request_id or uuid.uuid4().hex
         if not request.request_id:
             request = dataclasses.replace(request, request_id=rid)
@@ -122,6 +140,8 @@ class Router(Generic[C]):
                 resp.headers.append(("Allow", ", ".join(sorted(set(allowed)))))
                 return resp
             return error_response(404, f"no such resource: {request.path[:200]}", rid)
+        if label is not None:
+            label[0] = route.pattern
         request = dataclasses.replace(request, path_params=params)
         # no organisation until the handler authenticates the caller (which sets it); cleared
         # after the request, so requests sharing one task (MQTT group commit) never share one

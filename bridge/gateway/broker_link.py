@@ -133,6 +133,11 @@ class BrokerLink:
             password=self.password,
         )
 
+    def gateway_connected(self) -> bool:
+        """The gateway's own connection is up (its ``/readyz``)."""
+        conn = self._conns.get(GATEWAY_CONN)
+        return conn is not None and conn.ready.is_set() and not conn.closing
+
     async def start(self) -> None:
         """Open the gateway's own connection; raises Mqtt5Error if the broker is unreachable."""
         conn = _Connection(GATEWAY_CONN)

@@ -144,6 +144,11 @@ class GatewayServer:
         self._flush_pending = False
         self.loop = asyncio.get_event_loop()
 
+    def broker_ready(self) -> bool:
+        """``/readyz``: the gateway's own broker connection is up."""
+        ready = getattr(self.link, "gateway_connected", None)
+        return bool(ready()) if ready is not None else True
+
     def attach(self, transport: PeerTransport) -> None:
         """Route the Gateway's datagrams for ``transport.peer_type`` peers to ``transport``."""
         self._transports[transport.peer_type] = transport

@@ -11,7 +11,8 @@ on to staging on disk), every other body is read whole, at most its (small) limi
 
 Probes, answered before the routing table (no auth, no body): ``GET /healthz`` is 200 while the
 process serves HTTP at all (also while starting); ``GET /readyz`` is 200 once the store answers a
-query, 503 before startup finished or when the store is unreachable.
+query, 503 before startup finished or when the store is unreachable. ``GET /metrics`` is the
+process's Prometheus metrics (bridge/observe) when the app was given ``metrics``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host", "content-length"})
 _LENGTH = re.compile(r"[0-9]{1,19}")
 _CHUNK = 64 * 1024
-_PROBES = frozenset({"/healthz", "/readyz"})
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class _BodyTooLarge(Exception):
@@ -60,8 +61,10 @@ class HttpAdapter:
         *,
         max_body: int = 1 << 30,
         ready: Callable[[], Awaitable[bool]] | None = None,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
     ) -> None:
         self._startup = startup
+        self._metrics = metrics
         self._shutdown = shutdown
         self._ready = ready
         self.max_body = max_body
@@ -92,6 +95,11 @@ class HttpAdapter:
                 return
 
     async def _probe(self, path: str) -> Response:
+        if path == "/metrics":
+            if self._metrics is None:
+                return error_response(404, "no metrics in this process", uuid.uuid4().hex)
+            body, ctype = self._metrics()
+            return Response(200, [("Content-Type", ctype)], body)
         if path == "/healthz":
             return Response(200, [("Content-Type", "application/json")], b'{"status":"alive"}')
         ok = self.router is not None

@@ -13,6 +13,7 @@ import uvicorn
 
 from bridge.api import ApiContext, Router, Settings, build_router
 from bridge.artifacts import BlobStore
+from bridge.observe import CONTENT_TYPE, process_metrics
 from bridge.store import Store
 
 from ._app import ASGIApp, HttpAdapter
@@ -41,6 +42,7 @@ class ServerConfig:
 def create_app(config: ServerConfig) -> HttpAdapter:
     """The ASGI app; the store opens (and migrates) in the serving event loop at startup."""
     app: HttpAdapter
+    metrics = process_metrics()
 
     async def startup() -> Router[ApiContext]:
         state = app.state
@@ -53,6 +55,7 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         ctx = await ApiContext.create(store, blobs, config.settings)
         state["ctx"] = ctx
         router = build_router(ctx)
+        router.observers.append(metrics.observe_request)
         state["stops"] = [await service(router) for service in config.services]
         return router
 
@@ -69,7 +72,13 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         await store.ping()
         return True
 
-    app = HttpAdapter(startup, shutdown, max_body=config.settings.max_body, ready=ready)
+    app = HttpAdapter(
+        startup,
+        shutdown,
+        max_body=config.settings.max_body,
+        ready=ready,
+        metrics=lambda: (metrics.render(), CONTENT_TYPE),
+    )
     return app
 
 

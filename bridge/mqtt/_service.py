@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.api import AdapterServices, Router
+from bridge.api import AdapterServices, Claim, Router
 from bridge.mqtt._adapter import BridgePolicy, MqttApiAdapter, StampedIdentity
 from bridge.mqtt._bulk import SealedRecordService
 from bridge.mqtt._dedupe import ReplyCache
 from bridge.mqtt5 import ConnectOptions, Mqtt5Client, Mqtt5Error, PublishIn, encode_user_properties
+from bridge.observe import process_metrics
 from wire.envelope import (
     API_TOPIC_PREFIX,
     BULK_TOPIC,
@@ -71,9 +72,24 @@ class MqttBridgeConfig:
     session_expiry: int = 3600
     reconnect_delay: float = 0.2
     max_reconnect_delay: float = 5.0
+    # the request log in the database (bridge.store.RequestLog): a redelivery that reaches another
+    # worker is answered with the first worker's reply, never run twice; rows live this long (s)
+    request_log: bool = True
+    request_log_ttl: float = 600.0
     # on stop: seconds to answer the requests already acknowledged to the broker (the rest stay
     # unacknowledged with the broker, redelivered to the persistent session on the next connect)
     drain_on_stop: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Duplicate:
+    """A request another worker answered already (its request-log row); ``reply``: its answer."""
+
+    reply: bytes | None
+
+
+_Outcome = tuple[str, bytes] | Exception | None | _Duplicate
+_Admitted = tuple["StampedIdentity", str, str, bytes]  # identity, request id, topic, payload
 
 
 @dataclass(slots=True)
@@ -113,7 +129,7 @@ class MqttBridge:
         self.router = router
         # the store operations this adapter needs (group commit, sealed-record state); None when
         # the router is not built on an ApiContext (then: no grouping, no sealed records)
-        self.services = AdapterServices.of(router)
+        self.services = AdapterServices.of(router, request_log_ttl=config.request_log_ttl)
         self.records: SealedRecordService | None = None
         if self.services is not None:
             self.records = SealedRecordService(router, self.services, record_keys or {})
@@ -135,11 +151,23 @@ class MqttBridge:
         self._queue: deque[tuple[str, bytes, list[tuple[str, str]]]] = deque()
         self._group_task: asyncio.Task[None] | None = None
         self._reply_props = encode_user_properties([(BRIDGE_PROPERTY, config.client_id)])
+        self.metrics = process_metrics()
+        self._unexport = [
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._queue), "group_queue"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._backlog), "backlog"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: len(self._outbox), "unacked_replies"),
+            self.metrics.gauge_source("meshota_queue_depth", lambda: self._active, "running"),
+        ]
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, timeout: float = 30.0) -> MqttBridge:
         self._runner = asyncio.create_task(self._run(), name="mqtt-bridge")
+        if self.services is not None and self.config.request_log:
+            # every worker runs it; the one holding its lock prunes the request log
+            prune = asyncio.create_task(self.services.prune_job().run(), name="request-log-prune")
+            self._workers.add(prune)
+            prune.add_done_callback(self._workers.discard)
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait(
             {ready, self._runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -176,6 +204,8 @@ class MqttBridge:
         for task in list(self._workers):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for unexport in self._unexport:
+            unexport()
 
     def _filters(self) -> list[str]:
         filters = [API_TOPIC_PREFIX + "#", BULK_TOPIC]
@@ -277,14 +307,23 @@ class MqttBridge:
         is_new, cached = self.cache.begin(who.device, rid, payload, asyncio.get_running_loop().time())
         if not is_new:
             self.stats.duplicates += 1
+            self.metrics.duplicates.labels("memory").inc()
             if cached is not None:
                 self._publish(response_topic(who.device, rid), cached)
             return None
         return who, rid
 
-    def _complete(
-        self, who: StampedIdentity, rid: str, outcome: tuple[str, bytes] | Exception | None
-    ) -> None:
+    def _complete(self, who: StampedIdentity, rid: str, outcome: _Outcome) -> None:
+        if isinstance(outcome, _Duplicate):
+            # another worker answered it (its request-log row): the same reply, not run again
+            self.stats.duplicates += 1
+            self.metrics.duplicates.labels("database").inc()
+            if outcome.reply is None:
+                self.cache.forget(who.device, rid)
+                return
+            self.cache.finish(who.device, rid, outcome.reply, asyncio.get_running_loop().time())
+            self._publish(response_topic(who.device, rid), outcome.reply)
+            return
         if isinstance(outcome, Exception):
             self.cache.forget(who.device, rid)
             log.error("request %s from %s failed", rid, who.device, exc_info=outcome)
@@ -304,6 +343,9 @@ class MqttBridge:
             return exc
 
     async def _dispatch(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
+        if self.services is not None and topic != BULK_TOPIC:
+            await self._run_group([(topic, payload, pairs)])  # its own transaction, logged
+            return
         admitted = await self._admit(topic, payload, pairs)
         if admitted is not None:
             self._complete(*admitted, await self._outcome(topic, payload, admitted[0]))
@@ -326,10 +368,14 @@ class MqttBridge:
         """Group commit: the group's requests run in arrival order in ONE transaction
         (:meth:`bridge.api.AdapterServices.group_commit`), and their replies leave only after it committed.
 
-        A request whose handler fails after it may have written (e.g. a 409 raised inside its
-        transaction) fails the group: nothing of it is kept and every request of the group runs
-        again on its own, as it would without grouping. Same handlers, same answers; what is
-        saved is a transaction (connection, BEGIN, COMMIT, writer lock) per request.
+        The same transaction claims each request in the request log and stores its reply
+        (:class:`bridge.store.RequestLog`): a request another worker already answered is
+        answered with that worker's reply and not run; one another worker is running right now
+        waits for its commit. A request whose handler fails after it may have written (e.g. a
+        409 raised inside its transaction) fails the group: nothing of it is kept and every
+        request of the group runs again on its own, as it would without grouping. Same
+        handlers, same answers; what is saved is a transaction (connection, BEGIN, COMMIT,
+        writer lock) per request.
         """
         todo: list[tuple[StampedIdentity, str, str, bytes]] = []
         for topic, payload, pairs in group:
@@ -338,22 +384,75 @@ class MqttBridge:
                 todo.append((*admitted, topic, payload))
         if not todo:
             return
-        assert self.services is not None
-        outcomes: list[tuple[str, bytes] | Exception | None] = []
-        if len(todo) > 1:
-            async with self.services.group_commit() as shared:
-                for who, _, topic, payload in todo:
-                    outcomes.append(await self._outcome(topic, payload, who))
-                    if shared.failed:
-                        break
-            if shared.failed:
+        outcomes: list[_Outcome] | None = None
+        if len(todo) > 1 or self.config.request_log:
+            outcomes = await self._run_together(todo)
+            self.metrics.group_size.observe(len(todo))  # requests per transaction, 1 included
+            if len(todo) > 1:
+                self.metrics.group_commits.inc()
+                self.stats.groups += 1
+            if outcomes is None and len(todo) > 1:
                 self.stats.group_fallbacks += 1
-                outcomes = []
-        if not outcomes:
-            outcomes = [await self._outcome(topic, payload, who) for who, _, topic, payload in todo]
-        self.stats.groups += 1
+                self.metrics.group_fallbacks.inc()
+        if outcomes is None:
+            outcomes = [await self._run_alone(who, rid, topic, payload) for who, rid, topic, payload in todo]
         for (who, rid, _, _), outcome in zip(todo, outcomes, strict=True):
             self._complete(who, rid, outcome)
+
+    async def _run_together(self, todo: list[_Admitted]) -> list[_Outcome] | None:
+        """Run ``todo`` in one transaction; None when it failed (then nothing of it was kept)."""
+        assert self.services is not None
+        logged = self.config.request_log
+        outcomes: list[_Outcome] = []
+        async with self.services.group_commit() as shared:
+            try:
+                if logged:
+                    keys = [(w.device, rid, ReplyCache.digest(p)) for w, rid, _, p in todo]
+                    claims = await self.services.claim_requests(keys)
+                else:
+                    claims = [Claim(True, None)] * len(todo)
+                replies: list[tuple[str, str, bytes]] = []
+                for (who, rid, topic, payload), claim in zip(todo, claims, strict=True):
+                    if not claim.new:
+                        outcomes.append(_Duplicate(claim.reply))
+                        continue
+                    outcome = await self._outcome(topic, payload, who)
+                    if shared.failed:
+                        break
+                    outcomes.append(outcome)
+                    if logged and isinstance(outcome, tuple):
+                        replies.append((who.device, rid, outcome[1]))
+                if logged and not shared.failed:
+                    await self.services.record_replies(replies)
+            except Exception:  # the log's statements failed (connection lost, deadlock victim)
+                log.warning("group of %d requests rolled back", len(todo), exc_info=True)
+                shared.failed = True
+        return None if shared.failed else outcomes
+
+    async def _run_alone(self, who: StampedIdentity, rid: str, topic: str, payload: bytes) -> _Outcome:
+        """One request after its group failed: in a transaction of its own with its log entry;
+        if it fails inside that (its handler's error after a write), it runs once more without
+        (its own transactions; that is how an error such as a 409 is answered) and only then is
+        its reply logged, in a transaction of its own."""
+        if self.services is None:
+            return await self._outcome(topic, payload, who)
+        outcomes = await self._run_together([(who, rid, topic, payload)])
+        if outcomes is not None:
+            return outcomes[0]
+        outcome = await self._outcome(topic, payload, who)
+        if not self.config.request_log or not isinstance(outcome, tuple):
+            return outcome
+        try:
+            async with self.services.group_commit():
+                digest = ReplyCache.digest(payload)
+                claim = (await self.services.claim_requests([(who.device, rid, digest)]))[0]
+                if claim.new:
+                    await self.services.record_replies([(who.device, rid, outcome[1])])
+                else:
+                    return _Duplicate(claim.reply)
+        except Exception:
+            log.warning("reply of %s from %s not logged", rid, who.device, exc_info=True)
+        return outcome
 
     async def _answer(self, topic: str, payload: bytes, who: StampedIdentity) -> tuple[str, bytes] | None:
         if topic == BULK_TOPIC:

@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import functools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,11 @@ class Store:
         self.schema = schema
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock() if self.is_sqlite else None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``stop`` at :meth:`close` (a LISTEN connection: bridge/store/_coordination.py)."""
+        self._closers.append(stop)
 
     @staticmethod
     def check_schema(url: str, schema: str) -> None:
@@ -195,6 +200,9 @@ class Store:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        for stop in reversed(self._closers):
+            await stop()
+        self._closers.clear()
         await self.engine.dispose()
 
 

@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meshota: error: unknown command {args[0]!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module, func, _ = entry
-    if argv is None and args[0] == "gateway" and "ssl" not in sys.modules and "aiomqtt" not in args:
+    no_ssl = "aiomqtt" not in args and not any(a == "--metrics" or a.startswith("--metrics=") for a in args)
+    if argv is None and args[0] == "gateway" and "ssl" not in sys.modules and no_ssl:
         # A gateway process speaks plain MQTT to its broker (mqtt:// only) and DTLS through
         # mbedTLS: Python's ssl (OpenSSL, ~5 MB of RSS asyncio would load at import) is never
         # used, so asyncio runs without it. Only for a real process (argv None), never in-process,
-        # and not for the aiomqtt baseline link (--broker-client aiomqtt), which imports ssl.
+        # and not for the aiomqtt baseline link (--broker-client aiomqtt) nor with --metrics:
+        # both import ssl (prometheus-client's exposition module does).
         sys.modules["ssl"] = None  # type: ignore[assignment]
         if any(a == "--dtls" or a.startswith("--dtls=") for a in args):
             _bare_package("mbedtls")

@@ -29,6 +29,8 @@ log = logging.getLogger("meshota.gateway")
 if TYPE_CHECKING:
     from bridge.gateway.dtls_admission import HandshakeLimits
     from bridge.gateway.dtls_listener import DtlsListener
+    from bridge.gateway.udp import GatewayServer
+    from bridge.observe import Metrics
     from wire.dtls_credentials import DtlsServerConfig
 
 __all__ = [
@@ -164,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="broker link implementation; aiomqtt is the former one (acks on receipt), kept as "
         "a benchmark baseline only",
     )
+    ap.add_argument(
+        "--metrics", metavar="H:P", default=None,
+        help="serve /healthz, /readyz and Prometheus /metrics on this TCP address (default: none)",
+    )  # fmt: skip
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
@@ -421,11 +427,26 @@ async def _serve(
         except OSError as exc:
             await server.close()
             return usage_error("meshota gateway", f"--dtls {args.dtls}: {exc.strerror}")
+    probe = None
+    if args.metrics:
+        from bridge.observe import ProbeServer
+
+        metrics = _export_gateway(server, listener)
+        host, port = parse_hostport(args.metrics, "--metrics")
+        try:
+            probe = await ProbeServer(metrics, ready=server.broker_ready, host=host, port=port).start()
+        except OSError as exc:
+            if listener is not None:
+                await listener.close()
+            await server.close()
+            return usage_error("meshota gateway", f"--metrics {args.metrics}: {exc.strerror}")
     ends = []
     if udp is not None:
         ends.append(f"udp {format_address(*server.address)}")
     if listener is not None:
         ends.append(f"dtls {format_address(*listener.address)}")
+    if probe is not None:
+        ends.append(f"metrics http://{format_address(*probe.address)}/metrics")
     print(f"meshota gateway: {', '.join(ends)} -> {args.broker} ({config.mode})", flush=True)
     _release_startup_memory()
     stop = asyncio.Event()
@@ -456,6 +477,8 @@ async def _serve(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, reload_psk)
     await stop.wait()
+    if probe is not None:
+        await probe.close()
     if listener is not None:
         await listener.close()
     await server.close()
@@ -473,6 +496,19 @@ def _release_startup_memory() -> None:
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
+
+
+def _export_gateway(server: GatewayServer, listener: DtlsListener | None) -> Metrics:
+    """The gateway's gauges, read at scrape time from the objects that hold them."""
+    from bridge.observe import process_metrics
+
+    metrics = process_metrics()
+    metrics.gauge_source("meshota_mqttsn_sessions", lambda: len(server.gateway.sessions()))
+    if listener is not None:
+        dtls = listener.front.server
+        metrics.gauge_source("meshota_dtls_sessions", lambda: dtls.session_count - dtls.handshake_count)
+        metrics.gauge_source("meshota_dtls_handshakes", lambda: dtls.handshake_count)
+    return metrics
 
 
 def gateway_main(argv: list[str]) -> int:

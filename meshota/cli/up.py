@@ -45,13 +45,18 @@ def up_main(argv: Sequence[str]) -> int:
     p.add_argument("--data", type=Path, default=Path("meshota-data"), metavar="DIR",
                    help="data directory (default ./meshota-data)")  # fmt: skip
     p.add_argument("--broker", default=None, metavar="mqtt://H:P", help="use this broker, run none")
+    p.add_argument("--role", choices=("all", "gateway", "bridge"), default=None,
+                   help="what this process runs (overrides [node] role; docs/deployment.md)")  # fmt: skip
     p.add_argument("--print-config", action="store_true", help="print the effective configuration, exit")
     args = p.parse_args(list(argv))
     try:
-        config = load_config(args.config, args.data)
+        overrides: dict[str, dict[str, str]] = {}
         if args.broker is not None:
             parse_broker_url(args.broker)
-            config.values["broker"]["url"] = args.broker
+            overrides["broker"] = {"url": args.broker}
+        if args.role is not None:
+            overrides["node"] = {"role": args.role}
+        config = load_config(args.config, args.data, overrides)
     except ConfigError as exc:
         return usage_error(PROG, str(exc))
     if args.print_config:

@@ -90,7 +90,29 @@ def _user(value: str) -> str | None:
     return None
 
 
+def _name(value: str) -> str | None:
+    if value and (len(value) > 40 or not all(c.isalnum() or c in "-_." for c in value)):
+        return f"{value!r} must be at most 40 letters, digits, '-', '_' or '.'"
+    return None
+
+
 KEYS: dict[str, dict[str, Key]] = {
+    "node": {  # several hosts: docs/deployment.md
+        "role": Key(
+            str,
+            "all",
+            "all | gateway | bridge: what this process runs (gateway, bridge: several hosts, "
+            "external broker)",
+            _one_of("all", "gateway", "bridge"),
+        ),
+        "name": Key(str, "", "this node in MQTT client ids (empty: the host name; role all: none)", _name),
+        "share_group": Key(
+            str, "meshota", "role bridge: MQTT 5 shared subscription group the bridge workers split", _name
+        ),
+        "metrics": Key(
+            str, "", "role gateway/all: the gateway's /healthz /readyz /metrics H:P (empty: none)", _address
+        ),
+    },
     "http": {
         "listen": Key(str, "127.0.0.1:8080", "HTTP API (Mender device and management API) H:P", _address),
         "public_url": Key(str, "", "base URL put into artifact download links (empty: the request's host)"),
@@ -215,8 +237,11 @@ def _merge(values: dict[str, dict[str, Any]], doc: dict[str, Any], where: str) -
             values[section][key] = value
 
 
-def load_config(path: Path | None, data: Path) -> UpConfig:
-    """Defaults, then ``path`` (TOML) over them; paths resolved under ``data``."""
+def load_config(
+    path: Path | None, data: Path, overrides: dict[str, dict[str, Any]] | None = None
+) -> UpConfig:
+    """Defaults, then ``path`` (TOML) over them, then ``overrides`` (command-line options, already
+    checked); paths resolved under ``data``."""
     values = {s: {k: spec.default for k, spec in keys.items()} for s, keys in KEYS.items()}
     if path is not None:
         where = path.name
@@ -234,6 +259,8 @@ def load_config(path: Path | None, data: Path) -> UpConfig:
         where_checks = where
     else:
         where_checks = "defaults"
+    for section, table in (overrides or {}).items():
+        values[section].update(table)
     _cross_check(values, where_checks)
     return resolve(UpConfig(data, values))
 
@@ -250,6 +277,13 @@ def _cross_check(values: dict[str, dict[str, Any]], where: str) -> None:
         raise ConfigError(f"{where}: broker.listen must be set when broker.url is empty")
     if values["database"]["schema"] and not values["database"]["url"].startswith("postgresql"):
         raise ConfigError(f"{where}: database.schema is for PostgreSQL only")
+    role = values["node"]["role"]
+    if role != "all" and not broker["url"]:
+        raise ConfigError(f"{where}: node.role = {role!r} needs broker.url (the broker all nodes share)")
+    if role == "bridge" and not values["database"]["url"].startswith("postgresql"):
+        raise ConfigError(
+            f"{where}: node.role = 'bridge' needs database.url = postgresql://... (the workers share it)"
+        )
     if values["supervisor"]["restart_backoff_max"] < values["supervisor"]["restart_backoff"]:
         raise ConfigError(f"{where}: supervisor.restart_backoff_max must be >= supervisor.restart_backoff")
 

@@ -166,7 +166,7 @@ def prepare(config: UpConfig) -> Prepared:
         gateway_file, bridge_password = _private_broker(data, users)
     marker = data / ".initialized"
     first = not marker.exists()
-    if first:
+    if first and config.get("node", "role") != "gateway":  # a gateway has no database
         _first_start(config, notes)
         marker.write_text("meshota up: first start completed\n")
     return Prepared(gateway_file, bridge_password, first, notes)

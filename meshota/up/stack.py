@@ -94,6 +94,19 @@ def _mosquitto(config: UpConfig, addr: Addresses) -> dict[str, Any]:
             "ready": {"tcp": [_connect_host(host), port]}}  # fmt: skip
 
 
+def node_name(config: UpConfig) -> str:
+    """The suffix of this node's MQTT client ids: empty for role all (one of each), else
+    ``node.name`` or the host name (client ids must differ between the hosts of one broker)."""
+    if config.get("node", "role") == "all":
+        return str(config.get("node", "name"))
+    return str(config.get("node", "name") or socket.gethostname().split(".")[0][:40])
+
+
+def _client_id(base: str, config: UpConfig) -> str:
+    name = node_name(config)
+    return f"{base}-{name}" if name else base
+
+
 def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, Any]:
     host, port = addr.http
     broker_url = "mqtt://" + format_address(_connect_host(addr.broker[0]), addr.broker[1])
@@ -103,9 +116,11 @@ def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, 
         "--db", config.get("database", "url"),
         "--artifacts", config.get("artifacts", "dir"),
         "--broker", broker_url,
-        "--bridge-client-id", "meshota-bridge",
+        "--bridge-client-id", _client_id("meshota-bridge", config),
         "--log-level", config.get("log", "level"),
     )  # fmt: skip
+    if config.get("node", "role") == "bridge" and config.get("node", "share_group"):
+        argv += ["--share-group", config.get("node", "share_group")]
     env: dict[str, str] = {}
     if prepared.bridge_password is not None:
         argv += ["--broker-username", config.get("broker", "bridge_user")]
@@ -134,6 +149,10 @@ def _server(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, 
 def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str, Any]:
     broker_url = "mqtt://" + format_address(_connect_host(addr.broker[0]), addr.broker[1])
     argv = _meshota("gateway", "--broker", broker_url, "--mode", config.get("gateway", "mode"))
+    if node_name(config):
+        argv += ["--client-id", _client_id("meshota-gateway", config)]
+    if config.get("node", "metrics"):
+        argv += ["--metrics", config.get("node", "metrics")]
     if addr.udp is not None:
         argv += ["--udp", format_address(*addr.udp)]
     if addr.dtls is not None:
@@ -150,16 +169,22 @@ def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str,
 
 def build_plan(config: UpConfig, prepared: Prepared, addr: Addresses, began: float) -> dict[str, Any]:
     """Everything the runner needs: children, addresses to publish, supervisor settings."""
+    role = config.get("node", "role")
     children = [] if config.get("broker", "url") else [_mosquitto(config, addr)]
-    children += [_server(config, addr, prepared), _gateway(config, addr, prepared)]
+    if role in ("all", "bridge"):
+        children.append(_server(config, addr, prepared))
+    if role in ("all", "gateway"):
+        children.append(_gateway(config, addr, prepared))
     scheme = "https" if config.get("http", "tls_cert") else "http"
+    serves_http = role in ("all", "bridge")
     addresses: dict[str, Any] = {
-        "http": f"{scheme}://{format_address(*addr.http)}",
+        "role": role,
+        "http": f"{scheme}://{format_address(*addr.http)}" if serves_http else None,
         "broker": f"mqtt://{format_address(*addr.broker)}",
-        "udp": format_address(*addr.udp) if addr.udp else None,
-        "dtls": format_address(*addr.dtls) if addr.dtls else None,
+        "udp": format_address(*addr.udp) if addr.udp and role != "bridge" else None,
+        "dtls": format_address(*addr.dtls) if addr.dtls and role != "bridge" else None,
         "admin_user": config.get("admin", "username"),
-        "psk_file": config.get("gateway", "psk_file") if addr.dtls else None,
+        "psk_file": config.get("gateway", "psk_file") if addr.dtls and role != "bridge" else None,
     }
     sup = config.values["supervisor"]
     return {

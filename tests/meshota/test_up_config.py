@@ -39,6 +39,15 @@ def run_up(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, li
         ('[http]\ntls_cert = "c.pem"\n', "http.tls_cert and http.tls_key go together"),
         ("http = 1\n", "meshota.toml: http must be a table"),
         ("[http\n", "meshota.toml: not valid TOML"),
+        ('[node]\nrole = "worker"\n', "node.role: 'worker' is not one of all, gateway, bridge"),
+        ('[node]\nrole = "gateway"\n', "node.role = 'gateway' needs broker.url"),
+        (
+            '[node]\nrole = "bridge"\n[broker]\nurl = "mqtt://b:1883"\n',
+            "node.role = 'bridge' needs database.url",
+        ),
+        ('[node]\nname = "a b"\n', "node.name: 'a b' must be at most 40 letters"),
+        ('[node]\nmetrics = "x"\n', "node.metrics: expected HOST:PORT"),
+        ('[node]\nrolle = "bridge"\n', "unknown key node.rolle"),
     ],
 )
 def test_bad_config_is_one_line_exit_2(
@@ -199,3 +208,34 @@ def test_in_process_server_is_supervised_like_a_child(tmp_path: Path) -> None:
     broken.start = lambda: InProcessServer(["--http", "nohost", "--db", "sqlite://", "--artifacts", "x"], {})
     with pytest.raises(RuntimeError, match=r"server exited at start \(exit status 2\)"):
         bad.wait_ready([bad.start(broken)], time.monotonic() + 30)
+
+
+def test_roles_plan_only_their_children(tmp_path: Path) -> None:
+    """role bridge: the server alone, on a shared subscription with a client id of its own; role
+    gateway: the gateway alone with its metrics listener; all: everything, as before."""
+    from meshota.up.datadir import Prepared
+    from meshota.up.stack import build_plan, pick_addresses
+
+    base = {"broker": {"url": "mqtt://10.0.0.5:1883"}, "database": {"url": "postgresql://u@db/meshota"}}
+    plans = {}
+    for role in ("all", "bridge", "gateway"):
+        overrides = {**base, "node": {"role": role, "name": "h1", "metrics": "127.0.0.1:0"}}
+        config = load_config(None, tmp_path / role, overrides)
+        plans[role] = build_plan(config, Prepared(None, None, False, []), pick_addresses(config), 0.0)
+    names = {role: [c["name"] for c in plan["children"]] for role, plan in plans.items()}
+    assert names == {"all": ["server", "gateway"], "bridge": ["server"], "gateway": ["gateway"]}
+    server = plans["bridge"]["children"][0]["argv"]
+    assert server[server.index("--share-group") + 1] == "meshota"
+    assert server[server.index("--bridge-client-id") + 1] == "meshota-bridge-h1"
+    assert "--share-group" not in plans["all"]["children"][0]["argv"]
+    gateway = plans["gateway"]["children"][0]["argv"]
+    assert gateway[gateway.index("--client-id") + 1] == "meshota-gateway-h1"
+    assert gateway[gateway.index("--metrics") + 1] == "127.0.0.1:0"
+    assert plans["gateway"]["addresses"]["http"] is None and plans["bridge"]["addresses"]["udp"] is None
+
+
+def test_role_option_overrides_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "meshota.toml"
+    path.write_text('[broker]\nurl = "mqtt://b:1883"\n')
+    code, _, out = run_up(["--config", str(path), "--role", "gateway", "--print-config"], capsys)
+    assert code == 0 and 'role = "gateway"' in out
