@@ -282,7 +282,7 @@ class RolloutSim:
 
     # -- the ticker ---------------------------------------------------------------------------------
     def _tick(self) -> None:
-        events = self.server.run(rollout_tick(self.server.store, EPOCH + self.clock.now))
+        events = self.server.run(rollout_tick(self.server.ctx.gov, EPOCH + self.clock.now))
         for _, event in events:
             self.result.events.append((self.clock.now, event))
             self.clock.trace("tick", event)

@@ -91,7 +91,7 @@ async def device_put_config(ctx: ApiContext, req: Request) -> Response:
 async def mgmt_get_config(ctx: ApiContext, req: Request) -> Response:
     p = await require_user(ctx, req)
     device_id = req.path_params["id"]
-    async with ctx.gov.read(p, "devices:read") as uow:
+    async with ctx.gov.read(p, "deviceconfig:read") as uow:
         conn = uow.conn
         await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)
@@ -113,7 +113,7 @@ async def mgmt_set_config(ctx: ApiContext, req: Request) -> Response:
     p = await require_user(ctx, req)
     configured = _config(req.json(), ctx.limits)
     device_id = req.path_params["id"]
-    async with ctx.gov.unit(p, "devices:manage") as uow:
+    async with ctx.gov.unit(p, "deviceconfig:manage") as uow:
         conn = uow.conn
         await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)
@@ -135,7 +135,7 @@ async def mgmt_deploy_config(ctx: ApiContext, req: Request) -> Response:
         raise ApiError(400, "update_control_map must be an object")
     device_id = req.path_params["id"]
     deployment_id = str(uuid.uuid4())
-    async with ctx.gov.unit(p, "devices:manage") as uow:
+    async with ctx.gov.unit(p, "deviceconfig:manage") as uow:
         conn = uow.conn
         await check_devices(uow, [device_id])
         await _device_exists(conn, device_id)

@@ -1,11 +1,13 @@
 """The rollout ticker: one job that moves every phased rollout on (:func:`rollout_tick`).
 
 :func:`rollout_ticker_service` is a server service (``meshota server``/``meshota up`` start it;
-``--rollout-tick 0`` turns it off). Each pass is one :func:`rollout_tick` over the store at
-``ctx.clock()``; a failing pass is logged once per distinct error and retried on the next tick.
-Several server processes: every step re-reads its rollout inside its own transaction and writes
-what that state implies, so two tickers racing open the same phase, never two; scale-out
-(issue 20) runs it as a ``SingletonJob`` so one process ticks.
+``--rollout-tick 0`` turns it off). Each pass is one :func:`rollout_tick` at ``ctx.clock()``
+(every organisation's rollouts, each in its own organisation's unit of work, audited as the
+``system`` principal ``rollout-ticker``); a failing pass is logged once per distinct error and
+retried on the next tick. Several server processes: the service runs the ticker as a
+:class:`bridge.store.SingletonJob` (PostgreSQL advisory lock, ``flock`` on SQLite), so one
+process ticks and another takes over when it dies; even two racing tickers would be safe, as
+every step re-reads its rollout inside its own transaction and writes what that state implies.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from bridge.store import SingletonJob
 
 from ._context import ApiContext
 from ._rollouts import rollout_tick
@@ -32,7 +36,7 @@ async def run_ticker(
     last_error = ""
     while True:
         try:
-            for deployment_id, event in await rollout_tick(ctx.store, ctx.clock()):
+            for deployment_id, event in await rollout_tick(ctx.gov, ctx.clock()):
                 log.info("rollout %s: %s", deployment_id, event)
             last_error = ""
         except asyncio.CancelledError:
@@ -50,7 +54,10 @@ def rollout_ticker_service(
     async def start(router: Router[Any]) -> Callable[[], Awaitable[None]]:
         ctx = router.context
         assert isinstance(ctx, ApiContext)
-        task = asyncio.create_task(run_ticker(ctx, interval))
+        job = SingletonJob(
+            ctx.store, "rollout-ticker", lambda: run_ticker(ctx, interval), retry=max(1.0, interval)
+        )
+        task = asyncio.create_task(job.run(), name="rollout-ticker")
 
         async def stop() -> None:
             task.cancel()

@@ -28,7 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store import Store, cross_tenant, tenant_scope
+from bridge.service import Governance, system
+from bridge.store import cross_tenant
 from bridge.store import rollout_tables as rt
 from bridge.store import tables as t
 
@@ -331,29 +332,65 @@ async def _step(conn: AsyncConnection, row: Any, ts: float) -> str | None:
     return f"phase {current + 2} opened"
 
 
-async def rollout_tick(store: Store, ts: float) -> list[tuple[str, str]]:
-    """One pass of the rollout ticker over every active rollout: ``[(deployment id, event)]``.
+# what the ticker writes as, in each organisation: only what moving a rollout on needs
+TICKER = "rollout-ticker"
+TICKER_PERMISSIONS = ("deployments:read", "deployments:manage")
+_DUE = (
+    sa.select(_R.c.deployment_id, _R.c.tenant_id)
+    .where(_R.c.state.in_(("scheduled", "running")))
+    .order_by(_R.c.tenant_id, _R.c.deployment_id)
+)
 
-    Each rollout moves in its own transaction, so one bad row cannot hold the others back."""
-    # an installation-wide job: it finds every organisation's active rollouts, and moves each
-    # in its own organisation's scope
-    with cross_tenant():
-        async with store.read() as conn:
-            active = list(
-                await conn.execute(
-                    sa.select(_R.c.deployment_id, _R.c.tenant_id)
-                    .where(_R.c.state.in_(("scheduled", "running")))
-                    .order_by(_R.c.deployment_id)
-                )
-            )
+
+def _audit_action(event: str) -> str:
+    if event.startswith("phase "):
+        return "rollout.phase_open"
+    return {
+        "started": "rollout.start",
+        "paused": "rollout.pause",
+        "aborted": "rollout.abort",
+        "awaiting_approval": "rollout.await_approval",
+        "done": "rollout.done",
+    }[event]
+
+
+async def rollout_tick(gov: Governance, ts: float) -> list[tuple[str, str]]:
+    """One pass of the rollout ticker over every organisation's active rollouts:
+    ``[(deployment id, event)]``.
+
+    Only the listing crosses organisations; each rollout then moves in its own unit of work, in
+    its organisation's scope, as the ``system`` principal ``rollout-ticker`` of that organisation
+    (``deployments:manage``), with an audit entry for what it changed (phase opened, paused,
+    aborted, ...). One transaction per rollout, so one bad row cannot hold the others back."""
+    with cross_tenant():  # the list only: which rollouts are due, and whose they are
+        async with gov.store.read() as conn:
+            due = [(r.deployment_id, r.tenant_id) for r in await conn.execute(_DUE)]
     events: list[tuple[str, str]] = []
-    for dep_id, tenant in active:
-        with tenant_scope(tenant):
-            async with store.transaction() as conn:
-                row = (await conn.execute(sa.select(_R).where(_R.c.deployment_id == dep_id))).first()
-                if row is None:
-                    continue
-                event = await _step(conn, row, ts)
+    for dep_id, tenant_id in due:
+        async with gov.unit(system(tenant_id, TICKER, TICKER_PERMISSIONS), "deployments:manage") as uow:
+            row = (await uow.conn.execute(sa.select(_R).where(_R.c.deployment_id == dep_id))).first()
+            if row is None:
+                continue
+            event = await _step(uow.conn, row, ts)
+            if event is not None:
+                state = (
+                    await uow.conn.execute(
+                        sa.select(_R.c.state, _R.c.current_phase, _R.c.reason).where(
+                            _R.c.deployment_id == dep_id
+                        )
+                    )
+                ).one()
+                await uow.audit(
+                    _audit_action(event),
+                    "deployment",
+                    dep_id,
+                    {
+                        "event": event,
+                        "state": state.state,
+                        "phase": int(state.current_phase) + 1,
+                        "reason": state.reason,
+                    },
+                )
         if event is not None:
             events.append((dep_id, event))
     return events

@@ -9,7 +9,7 @@ bundle import and the UI all call through it; none checks permissions on its own
 from ._audit import GENESIS, AuditBreak, entry_hash, verify_chain
 from ._orgs import Organization, create_org, map_identity, org_by_name, tenant_of_device
 from ._permissions import BUILTIN_ROLES, GROUP_SCOPED, PERMISSIONS, Denied, Grant, Principal, Role, authorize
-from ._units import Governance, UnitOfWork, operator
+from ._units import Governance, UnitOfWork, operator, system
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -30,6 +30,7 @@ __all__ = [
     "map_identity",
     "operator",
     "org_by_name",
+    "system",
     "tenant_of_device",
     "verify_chain",
 ]

@@ -29,7 +29,9 @@ PERMISSIONS: Mapping[str, str] = {
     "artifacts:upload": "upload artifacts",
     "artifacts:delete": "delete artifacts",
     "deployments:read": "list and show deployments, statistics, device logs",
-    "deployments:manage": "create and abort deployments",
+    "deployments:manage": "create and abort deployments, act on phased rollouts, set fleet/group policies",
+    "deviceconfig:read": "show a device's configured and reported configuration",
+    "deviceconfig:manage": "set and deploy a device's configuration",
     "users:read": "list users and roles",
     "users:manage": "create and delete users, roles, role assignments",
     "tokens:manage": "create and revoke one's own personal access tokens",
@@ -37,7 +39,16 @@ PERMISSIONS: Mapping[str, str] = {
 }
 
 # permissions that apply to devices and so can be limited to device groups
-GROUP_SCOPED = frozenset({"devices:read", "devices:manage", "deployments:read", "deployments:manage"})
+GROUP_SCOPED = frozenset(
+    {
+        "devices:read",
+        "devices:manage",
+        "deployments:read",
+        "deployments:manage",
+        "deviceconfig:read",
+        "deviceconfig:manage",
+    }
+)
 
 
 class Denied(Exception):
@@ -72,14 +83,22 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         _role("RBAC_ROLE_PERMIT_ALL", "Admin: every permission", PERMISSIONS),
         _role(
             "RBAC_ROLE_RELEASE_MANAGER",
-            "Release manager: artifacts and deployments",
-            (*_READ, "artifacts:upload", "artifacts:delete", "deployments:manage", "tokens:manage"),
+            "Release manager: artifacts, deployments, rollouts, policies, device configuration",
+            (
+                *_READ,
+                "artifacts:upload",
+                "artifacts:delete",
+                "deployments:manage",
+                "deviceconfig:read",
+                "deviceconfig:manage",
+                "tokens:manage",
+            ),
         ),
         _role("RBAC_ROLE_OBSERVER", "Read-only: devices, artifacts, deployments", _READ),
         _role(
             "RBAC_ROLE_SUPPORT",
-            "Support: devices and their groups, read deployments and the audit log",
-            (*_READ, "devices:manage", "audit:read"),
+            "Support: devices and their groups, read deployments, configuration and the audit log",
+            (*_READ, "devices:manage", "deviceconfig:read", "audit:read"),
         ),
         _role(
             "RBAC_ROLE_CI",
@@ -93,7 +112,8 @@ BUILTIN_ROLES: Mapping[str, Role] = {
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who acts: ``kind`` is ``user``, ``token`` (a personal access token), ``operator`` (meshota
-    admin) or ``device``; ``tenant_id`` the organisation every statement is scoped to."""
+    admin), ``system`` (a server job: the rollout ticker) or ``device``; ``tenant_id`` the
+    organisation every statement is scoped to."""
 
     kind: str
     id: str

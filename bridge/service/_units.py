@@ -21,14 +21,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.store import Store, tenant_scope
 
 from ._audit import append_entry
-from ._permissions import BUILTIN_ROLES, Grant, Principal, authorize
+from ._permissions import BUILTIN_ROLES, PERMISSIONS, Grant, Principal, Role, authorize
 
-__all__ = ["Governance", "UnitOfWork", "operator"]
+__all__ = ["Governance", "UnitOfWork", "operator", "system"]
 
 
 def operator(tenant_id: str, name: str = "meshota-admin") -> Principal:
     """``meshota admin``: the operator principal, with every permission in one organisation."""
     return Principal.of("operator", name, name, tenant_id, (BUILTIN_ROLES["RBAC_ROLE_PERMIT_ALL"],))
+
+
+def system(tenant_id: str, name: str, permissions: Iterable[str]) -> Principal:
+    """A server job (the rollout ticker) acting in one organisation, with only the permissions it
+    needs; audited as actor type ``system``."""
+    perms = frozenset(permissions)
+    assert perms <= PERMISSIONS.keys(), perms - PERMISSIONS.keys()
+    role = Role(f"system:{name}", f"server job {name}", perms, builtin=True)
+    return Principal.of("system", name, name, tenant_id, (role,))
 
 
 @dataclass(slots=True)

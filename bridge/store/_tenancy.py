@@ -135,8 +135,37 @@ def _visit_join(join: Join) -> None:
         join.onclause = sa.and_(join.onclause, crit) if join.onclause is not None else crit
 
 
+def _outer(flags: Any) -> bool:
+    return bool(flags.get("isouter") or flags.get("full"))
+
+
+def _scope_setup_joins(select: Select[Any]) -> list[Any]:
+    """``select(...).join(t, on)`` keeps its joins in ``_setup_joins`` (no Join object until
+    compiled, so the ``join`` visitor never sees them): each joined tenant table's criterion goes
+    into its ON clause (an outer join stays outer). Returns WHERE criteria for inner joins
+    without an ON clause (the foreign key's, made at compile time)."""
+    where: list[Any] = []
+    joins = []
+    changed = False
+    for target, onclause, from_, flags in select._setup_joins:
+        crit = _criterion(target) if isinstance(target, FromClause) else None
+        if crit is not None:
+            if onclause is not None:
+                onclause = sa.and_(onclause, crit)  # type: ignore[arg-type]
+                changed = True
+            elif _outer(flags):
+                raise TenantScopeError(f"an outer join to {target} needs an explicit ON clause")
+            else:
+                where.append(crit)
+        joins.append((target, onclause, from_, flags))
+    if changed:
+        select._setup_joins = tuple(joins)
+    return where
+
+
 def _visit_select(select: Select[Any]) -> None:
-    where = _scope_froms(select.get_final_froms())
+    where = _scope_setup_joins(select) if select._setup_joins else []
+    where += _scope_froms(select.get_final_froms())
     if where:
         select._where_criteria += tuple(where)
 
@@ -156,13 +185,16 @@ _VISITORS: dict[str, Any] = {
 
 
 def _survey(stmt: Any) -> tuple[bool, bool]:
-    """(touches a tenant table?, needs the full rewrite: a SELECT nested in it?)"""
+    """(touches a tenant table?, needs the full rewrite: a SELECT nested in it, or an outer join
+    made by ``Select.join`` — its criterion belongs in the ON clause, see _scope_setup_joins)"""
     touches = nested = False
     for element in visitors.iterate(stmt):
         if is_tenant_table(element):
             touches = True
-        elif (isinstance(element, Select) and element is not stmt) or (
-            isinstance(element, Join) and element.isouter
+        elif (
+            (isinstance(element, Select) and element is not stmt)
+            or (isinstance(element, Join) and element.isouter)
+            or (isinstance(element, Select) and any(_outer(j[3]) for j in element._setup_joins))
         ):
             nested = True
     return touches, nested

@@ -72,17 +72,17 @@ def test_gates_walk_and_pause(db: Db, tmp_path: Path) -> None:
             async with ctx.store.read() as conn:
                 body = await rollout_json(conn, dep)
             assert body is not None and [p["device_count"] for p in body["phases"]] == [2, 8, 10]
-            assert await rollout_tick(ctx.store, T0) == []  # phase 1 not done yet
+            assert await rollout_tick(ctx.gov, T0) == []  # phase 1 not done yet
             await _finish(ctx, dep, ids[:2], "success")  # listed order: the first two are phase 1
-            assert await rollout_tick(ctx.store, T0) == [(dep, "phase 2 opened")]
+            assert await rollout_tick(ctx.gov, T0) == [(dep, "phase 2 opened")]
             await _finish(ctx, dep, ids[2:3], "failure")
-            assert await rollout_tick(ctx.store, T0) == []  # one failure: under error_count 2
+            assert await rollout_tick(ctx.gov, T0) == []  # one failure: under error_count 2
             await _finish(ctx, dep, ids[3:4], "failure")
-            assert await rollout_tick(ctx.store, T0) == [(dep, "paused")]
-            assert await rollout_tick(ctx.store, T0) == []  # a paused rollout stays paused
+            assert await rollout_tick(ctx.gov, T0) == [(dep, "paused")]
+            assert await rollout_tick(ctx.gov, T0) == []  # a paused rollout stays paused
             async with ctx.store.transaction() as conn:
                 assert await rollout_action(conn, dep, "resume", T0) == "running"
-            assert await rollout_tick(ctx.store, T0) == [(dep, "paused")]  # the gate still holds
+            assert await rollout_tick(ctx.gov, T0) == [(dep, "paused")]  # the gate still holds
             async with ctx.store.transaction() as conn:
                 assert await rollout_action(conn, dep, "abort", T0) == "aborted"
                 with pytest.raises(ApiError) as err:
@@ -118,8 +118,8 @@ def test_group_phases_scheduled_start_and_retries(db: Db, tmp_path: Path) -> Non
                 body = await rollout_json(conn, dep)
             assert body is not None and body["state"] == "scheduled"
             assert [p["device_count"] for p in body["phases"]] == [3, 3]
-            assert await rollout_tick(ctx.store, T0) == []  # before start_ts
-            assert await rollout_tick(ctx.store, T0 + 20) == [(dep, "started")]
+            assert await rollout_tick(ctx.gov, T0) == []  # before start_ts
+            assert await rollout_tick(ctx.gov, T0 + 20) == [(dep, "started")]
             dd = tables.device_deployments
             async with ctx.store.transaction() as conn:
                 row = (
@@ -149,7 +149,7 @@ def test_menders_abort_ends_the_rollout(db: Db, tmp_path: Path) -> None:
             async with ctx.store.read() as conn:
                 body = await rollout_json(conn, dep)
             assert body is not None and body["state"] == "aborted" and body["reason"] == "deployment aborted"
-            assert await rollout_tick(ctx.store, T0) == []
+            assert await rollout_tick(ctx.gov, T0) == []
         finally:
             await ctx.store.close()
 

@@ -548,13 +548,17 @@ SPEC.update(
             reads=True,  # nothing to delete: no audit entry
         ),
         ("GET", f"{DCFG}/{{id}}"): Spec(
-            "devices:read", lambda w, t, c: ("GET", f"{DCFG}/{_dev(w, t)}", None), device_scoped=True
+            "deviceconfig:read", lambda w, t, c: ("GET", f"{DCFG}/{_dev(w, t)}", None), device_scoped=True
         ),
         ("PUT", f"{DCFG}/{{id}}"): Spec(
-            "devices:manage", lambda w, t, c: ("PUT", f"{DCFG}/{_dev(w, t)}", {"k": "w"}), device_scoped=True
+            "deviceconfig:manage",
+            lambda w, t, c: ("PUT", f"{DCFG}/{_dev(w, t)}", {"k": "w"}),
+            device_scoped=True,
         ),
         ("POST", f"{DCFG}/{{id}}/deploy"): Spec(
-            "devices:manage", lambda w, t, c: ("POST", f"{DCFG}/{_dev(w, t)}/deploy", {}), device_scoped=True
+            "deviceconfig:manage",
+            lambda w, t, c: ("POST", f"{DCFG}/{_dev(w, t)}/deploy", {}),
+            device_scoped=True,
         ),
     }
 )
@@ -646,6 +650,13 @@ async def _counts(conn: Any) -> dict[str, int]:
                 tuple(await conn.execute(sa.select(tables.inventory.c.device_id, tables.inventory.c.value)))
             )
             out["custom"] = hash(tuple(str(r) for r in await conn.execute(sa.select(gov_tables.roles))))
+            # issue 16's state: a rollout paused, a policy or a configuration replaced in place
+            for table in (
+                rollout_tables.rollouts,
+                rollout_tables.fleet_policies,
+                rollout_tables.device_configs,
+            ):
+                out[f"{table.name}:rows"] = hash(tuple(str(r) for r in await conn.execute(sa.select(table))))
             return out
 
 

@@ -106,6 +106,42 @@ def test_the_scope_is_in_the_sql() -> None:
     assert "devices.tenant_id" not in str(sa.select(D.c.id))
     nested = str(_scoped(sa.select(INV.c.name).where(INV.c.device_id.in_(sa.select(D.c.id)))))
     assert nested.count(":meshota_tenant") == 2
-    # Select.join(isouter=True) builds its join only at compile time: the right side may be NULL
+    # Select.join(isouter=True) builds its join only at compile time: the criterion joins its ON
     outer = str(_scoped(sa.select(D.c.id, INV.c.name).join(INV, INV.c.device_id == D.c.id, isouter=True)))
-    assert "inventory.tenant_id = :meshota_tenant OR inventory.tenant_id IS NULL" in outer
+    assert "ON inventory.device_id = devices.id AND inventory.tenant_id = :meshota_tenant" in outer
+    assert "WHERE devices.tenant_id = :meshota_tenant" in outer
+
+
+def test_select_join_outer_stays_outer_and_nested_joins_are_scoped(db: Db) -> None:
+    """``select(...).join(t, on, isouter=True)`` keeps its joins in ``_setup_joins`` (no Join
+    object in the tree): the tenant criterion goes into their ON clauses, so a row whose only
+    match belongs to another organisation comes back NULL-extended (a WHERE criterion, even a
+    NULL-tolerant one, drops it); and a subquery's ``.join()`` right side is scoped too."""
+
+    async def run() -> None:
+        store = Store.open(db.url, schema=db.schema)
+        try:
+            await store.migrate()
+            with tenant_scope("org-a"):
+                async with store.transaction() as conn:
+                    await _device(conn, "a1", "g")
+                    await conn.execute(sa.delete(INV).where(INV.c.device_id == "a1"))  # no group
+            with tenant_scope("org-b"):
+                async with store.transaction() as conn:
+                    await _device(conn, "b1", "g")
+            # a1 has no inventory row; b1's inventory row (org B) names a1 as if it were its own
+            with cross_tenant():
+                async with store.transaction() as conn:
+                    await conn.execute(sa.update(INV).where(INV.c.device_id == "b1").values(device_id="a1"))
+            outer = sa.select(D.c.id, INV.c.value).join(INV, INV.c.device_id == D.c.id, isouter=True)
+            inner_in_sub = sa.select(D.c.id).where(
+                D.c.id.in_(sa.select(D.c.id).join(INV, INV.c.device_id == D.c.id))
+            )
+            with tenant_scope("org-a"):
+                async with store.read() as conn:
+                    assert [tuple(r) for r in await conn.execute(outer)] == [("a1", None)]
+                    assert list(await conn.execute(inner_in_sub)) == []
+        finally:
+            await store.close()
+
+    asyncio.run(run())
