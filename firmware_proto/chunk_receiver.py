@@ -37,6 +37,9 @@ class BlockResult:
     reason: str = ""
 
 
+_DUPLICATE = BlockResult(False, "duplicate")  # frozen: one object for the most common answer
+
+
 class ChunkReceiver:
     def __init__(self, flash: FlashStore, slot: int, head: MapHead, *, restore: bool = False) -> None:
         self.flash = flash
@@ -85,7 +88,7 @@ class ChunkReceiver:
         if not 0 <= block < head.block_count:
             return BlockResult(False, "block index out of range")
         if block in self.bitmap:
-            return BlockResult(False, "duplicate")
+            return _DUPLICATE
         if block < head.page_count:
             return self._accept_page(block, payload)
         chunk = block - head.page_count

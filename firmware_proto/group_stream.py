@@ -237,15 +237,20 @@ class GroupStreamRoot:
     def next_timer(self) -> float | None:
         if not self._groups:  # a relay nobody asked yet (called after every frame by drivers)
             return None
-        times: list[float] = []
+        best: float | None = None  # no list: this runs after every frame
         for group in self._groups.values():
-            if group.phase is _Phase.WINDOW:
-                times.append(group.window_end)
-            elif group.phase is _Phase.READY and self._active is None:
+            phase = group.phase
+            if phase is _Phase.WINDOW:
+                t = group.window_end
+            elif phase is _Phase.READY and self._active is None:
                 return group.window_end  # start at once
-            elif group.phase in (_Phase.POLLING, _Phase.SENDING):
-                times.append(group.deadline)
-        return min(times, default=None)
+            elif phase is _Phase.POLLING or phase is _Phase.SENDING:
+                t = group.deadline
+            else:
+                continue
+            if best is None or t < best:
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         for group in self._groups.values():

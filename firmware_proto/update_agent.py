@@ -361,27 +361,34 @@ class UpdateAgent:
         self._next_want = now + self.config.want_interval
 
     # -- group link ----------------------------------------------------------------------------
-    def receive(self, data: bytes, sender: Hashable, now: float) -> None:
+    def receive(self, data: bytes, sender: Hashable, now: float) -> bool:
+        """One group-link frame. False: it changed nothing a driver acts on (no new action, no
+        timer earlier than before; a timer that moved later may fire early, harmlessly), so a
+        driver may skip :meth:`actions` and :meth:`next_timer` for it; True: call them."""
         if self._job.state is _S.IDLE or self._job.state is _S.LEARNED:
-            return
+            return False
         try:
             frame = decode(data)
         except FrameError as exc:
             self.events.append(f"frame dropped: {exc}")
-            return
+            return True
         if self._job.state not in (_S.REQUESTED, _S.RECEIVING):
             if isinstance(frame, Poll) and frame.stream_id == self._stream_id != NO_STREAM:
                 self._send_done(frame.round)  # still tell the root I hold everything
-            return
+                return True
+            return False
         if isinstance(frame, Head):
             self._on_head(frame.head, now)
-            return
+            return True
         if self._stream_id == NO_STREAM or frame.stream_id != self._stream_id:
             if isinstance(frame, Poll) and self._receiver is None:  # tell that root I need its head
                 self._plan_nack(frame, sender, now)
-            return
+            return True
         self._last_progress = now
         if isinstance(frame, Data):
+            rec = self._receiver
+            if rec is not None and frame.block in rec.bitmap and not rec.complete:
+                return False  # a duplicate (the most common frame on a mesh): progress only
             self._on_block(frame.block, frame.payload, now)
         elif isinstance(frame, Coded):
             self._on_coded(frame, now)
@@ -395,6 +402,7 @@ class UpdateAgent:
                 self._send_want(now)
             else:
                 self._start_fallback(now, "root ended the stream")
+        return True
 
     def _accept_head(self, head_bytes: bytes) -> MapHead | None:
         try:

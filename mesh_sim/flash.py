@@ -23,7 +23,7 @@ class SharedSlotFlash:
         self.writes = 0
 
     def _check(self, slot: int, offset: int, length: int) -> None:
-        if slot not in range(SLOT_COUNT) or offset < 0 or length < 0 or offset + length > self.slot_size:
+        if not 0 <= slot < SLOT_COUNT or offset < 0 or length < 0 or offset + length > self.slot_size:
             raise ValueError(f"slot access out of range: slot {slot} [{offset}, {offset + length})")
 
     def read_record(self, name: str) -> bytes | None:
@@ -45,7 +45,9 @@ class SharedSlotFlash:
         self._check(slot, offset, len(data))
         self.writes += 1
         pieces = self._slots[slot]
-        data = self._pool.setdefault(bytes(data), bytes(data)) if len(data) >= 64 else bytes(data)
+        data = bytes(data)  # (the same object when it is bytes already)
+        if len(data) >= 64:
+            data = self._pool.setdefault(data, data)
         pieces.pop(offset, None)  # re-insert: later writes are pasted last
         pieces[offset] = data
 

@@ -261,27 +261,29 @@ class GroupSim:
             return
         # the product's routing rules (firmware_proto.group_forwarder), as a node's firmware runs them
         kind = frame_type(frame)
-        parent = self.tree.parent
         now = self.clock.now
         touched = False
-
-        def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
-            return s == receiver or (isinstance(s, int) and parent[s] == receiver)
-
+        parent = self.tree.parent
         # (the rules only ask who is a child for WANT/NACK, a sibling for NACK: no closure per DATA)
-        if kind in _FEEDBACK and relay_accepts(kind, sender, is_child):
-            core = node.root if node.root is not None else node.relay
-            if core is not None:
-                core.receive(frame, sender, now)
-                touched = True
+        if kind in _FEEDBACK:
+
+            def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
+                return s == receiver or (isinstance(s, int) and parent[s] == receiver)
+
+            if relay_accepts(kind, sender, is_child):
+                core = node.root if node.root is not None else node.relay
+                if core is not None:
+                    core.receive(frame, sender, now)
+                    touched = True
         agent = node.agent
         # an agent that has not asked for the update yet ignores the group link (UpdateAgent.receive)
         if agent is not None and (sender != receiver or node.root is not None) and agent.state > _LEARNED:
-            cell = self._cell(receiver)
+            cell = parent[receiver]  # self._cell, inlined (per reception)
+            if cell < 0:
+                cell = receiver
             sibling = (lambda s: isinstance(s, int) and self._cell(s) == cell) if kind == T_NACK else _nobody
-            if agent_accepts(kind, sender, cell, sibling):
-                agent.receive(frame, sender, now)
-                touched = True
+            if agent_accepts(kind, sender, cell, sibling) and agent.receive(frame, sender, now):
+                touched = True  # (False: a duplicate or ignored frame, no action, no earlier timer)
         if touched:  # nothing ran: no new actions, no timer moved
             self._pump(receiver)
 

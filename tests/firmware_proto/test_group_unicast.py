@@ -111,3 +111,27 @@ def test_decode_and_leaf_hash_memos_follow_the_bytes() -> None:
     first = leaf_hash(bytes(chunk))
     chunk[0] = 0
     assert leaf_hash(bytes(chunk)) != first
+
+
+def test_receive_says_when_a_driver_may_skip_actions_and_timers() -> None:
+    sid = CMAP.head.stream_id()
+    agent, out = _agent()
+    page = encode(Data(sid, 0, CMAP.page_payloads()[0]))
+    chunk = encode(Data(sid, CMAP.head.page_count, IMAGE[:512]))
+    assert agent.receive(page, "root", 1.0) is True  # a new block: the driver runs actions/timers
+    assert agent.receive(chunk, "root", 1.1) is True
+    assert agent.chunks_verified == 1
+    agent.actions()
+    out.drain()
+    before = agent.next_timer()
+    assert before is not None
+    assert agent.receive(chunk, "root", 2.0) is False  # a duplicate: nothing for the driver to do
+    assert agent.receive(page, "root", 2.5) is False
+    assert agent.chunks_verified == 1 and not agent.actions() and not out.drain()
+    after = agent.next_timer()
+    assert after is not None and after >= before  # progress only: no timer moved earlier
+    flash = MemoryFlash(8192)
+    install_initial_image(flash, b"old" * 100, "v1", 1)
+    cfg = AgentConfig(map_key=SERVER_KEY.public_key(), image_ok=lambda _: True)
+    idle = UpdateAgent(flash, LinkOutbox(), cfg, random.Random(1), bootmod.boot(flash))
+    assert idle.receive(page, "root", 1.0) is False  # never asked: the group link is ignored
