@@ -12,6 +12,8 @@ need_apt=()
 command -v mender-artifact >/dev/null 2>&1 || need_apt+=(mender-artifact)
 command -v mender-cli >/dev/null 2>&1 || need_apt+=(mender-cli)
 command -v mender >/dev/null 2>&1 || [ -x /usr/bin/mender ] || need_apt+=(mender-client)
+# the admin UI's browser tests drive Debian's chromium through Playwright (no browser download)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -10,6 +10,7 @@ from . import _device_deployments as ddep
 from . import _deviceconfig as dcfg
 from . import _filters as filters
 from . import _fleet_stats as fleet
+from . import _fleet_summary as summary
 from . import _inventory as inv
 from . import _policies as pol
 from . import _roles as roles
@@ -72,6 +73,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_get_policy),
     Route("PUT", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_put_policy),
     Route("DELETE", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_delete_group_policy),
+    # -- meshota management extension: aggregates for the admin UI (bridge/ui) ------------------
+    Route("GET", "/api/meshota/v1/management/fleet/summary", summary.mgmt_fleet_summary),
+    Route("GET", "/api/meshota/v1/management/devices/{id}/deployments", summary.mgmt_device_deployments),
+    Route("GET", "/api/meshota/v1/management/mesh", summary.mgmt_mesh),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),

@@ -37,7 +37,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # headers a handler may look at; everything else stays in the adapter
-_KEPT = frozenset({"authorization", "content-type", "x-men-signature", "range", "host", "content-length"})
+_KEPT = frozenset(
+    {"authorization", "content-type", "x-men-signature", "range", "host", "content-length"}
+    | {"cookie", "x-csrf-token"}  # the admin UI's session cookie and its upload's CSRF token (bridge/ui)
+)
 _LENGTH = re.compile(r"[0-9]{1,19}")
 _CHUNK = 64 * 1024
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -69,6 +72,8 @@ class HttpAdapter:
         self._ready = ready
         self.max_body = max_body
         self.router: Router[Any] | None = None
+        # the admin UI's router (bridge/ui), for paths under /ui/; set by startup when served
+        self.ui: Router[Any] | None = None
         self.state: dict[str, Any] = {}  # whatever startup wants to keep (store, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,6 +124,12 @@ class HttpAdapter:
         if self.router is None:
             await _send(send, error_response(503, "server is starting", rid))
             return
+        router = self.router
+        if self.ui is not None and (scope["path"] == "/ui" or scope["path"].startswith("/ui/")):
+            if scope["path"] == "/ui":
+                await _send(send, Response(308, [("Location", "/ui/")]))
+                return
+            router = self.ui
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
@@ -126,7 +137,7 @@ class HttpAdapter:
                 headers[name] = raw_value.decode("latin-1")
         body = b""
         body_stream: AsyncIterator[bytes] | None = None
-        limit, streaming = self.router.intake(scope["method"], scope["path"])
+        limit, streaming = router.intake(scope["method"], scope["path"])
         limit = min(limit, self.max_body)
         declared = headers.pop("content-length", None)
         if declared is not None:
@@ -158,7 +169,7 @@ class HttpAdapter:
             body_stream=body_stream,
             client=_client_host(scope),
         )
-        response = await self.router.handle(request)
+        response = await router.handle(request)
         await _send(send, response, head=scope["method"] == "HEAD")
 
     async def _stream_body(self, receive: Receive, limit: int) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ from bridge.api import ApiContext, Router, Settings, build_router
 from bridge.artifacts import BlobStore
 from bridge.observe import CONTENT_TYPE, process_metrics
 from bridge.store import Store
+from bridge.ui import build_ui
 
 from ._app import ASGIApp, HttpAdapter
 
@@ -37,6 +38,7 @@ class ServerConfig:
     settings: Settings = field(default_factory=Settings)
     services: tuple[Service, ...] = ()
     access_log: bool = False  # a log line per request is measurable load; off unless asked
+    ui: bool = True  # the admin UI under /ui/ (bridge/ui, docs/ui.md)
 
 
 def create_app(config: ServerConfig) -> HttpAdapter:
@@ -56,6 +58,8 @@ def create_app(config: ServerConfig) -> HttpAdapter:
         state["ctx"] = ctx
         router = build_router(ctx)
         router.observers.append(metrics.observe_request)
+        if config.ui:
+            app.ui = build_ui(router)
         state["stops"] = [await service(router) for service in config.services]
         return router
 
