@@ -207,6 +207,7 @@ class Ui:
     # -- pages ----------------------------------------------------------------------------------
     def render(self, name: str, session: Session | None, http_status: int = 200, **values: Any) -> Response:
         template = self.env.get_template(name)
+        values.setdefault("nav", "")
         page = template.render(session=session, msg=values.pop("msg", None), **values)
         return html_response(page, http_status)
 
