@@ -121,7 +121,7 @@ class Ui:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,  # every value is escaped unless a template says otherwise (none does)
-            undefined=jinja2.StrictUndefined,
+            undefined=jinja2.ChainableUndefined,  # an API field left out renders empty, never a 500
             trim_blocks=True,
             lstrip_blocks=True,
         )

@@ -35,7 +35,11 @@
         status.textContent = "Upload refused: " + message;  // textContent: never parsed as HTML
       });
       xhr.addEventListener("error", function () { status.textContent = "Upload failed: network error"; });
-      xhr.send(new FormData(upload));
+      // the API wants the 'artifact' part last (it streams the file to disk as it arrives)
+      var data = new FormData();
+      data.append("description", document.getElementById("artifact-desc").value);
+      data.append("artifact", document.getElementById("artifact-file").files[0]);
+      xhr.send(data);
     });
   }
 
