@@ -194,13 +194,12 @@ def main() -> None:
                 rows.append(
                     (name, ms, size, "+".join(p.rsplit("/", 1)[-1] for p, _ in baseline), base_ms, base_size)
                 )
-            print(
-                f"\n{'page':<15} {'server ms':>10} {'bytes':>8}   {'JSON baseline':<24} {'ms':>8} {'bytes':>8} {'ratio':>6}"
-            )
+            head = ("page", "server ms", "bytes", "JSON baseline", "ms", "bytes", "ratio")
+            print("\n{:<15} {:>10} {:>8}   {:<24} {:>8} {:>8} {:>6}".format(*head))
             for name, ms, size, base, base_ms, base_size in rows:
-                print(
-                    f"{name:<15} {ms:>10.1f} {size:>8}   {base:<24} {base_ms:>8.1f} {base_size:>8} {ms / base_ms:>6.2f}"
-                )
+                ratio = ms / base_ms
+                cells = (name, ms, size, base, base_ms, base_size, ratio)
+                print("{:<15} {:>10.1f} {:>8}   {:<24} {:>8.1f} {:>8} {:>6.2f}".format(*cells))
             if not args.no_browser:
                 _browser(server.url, [p for _, p, _ in pages], args.repeat)
 
@@ -216,9 +215,8 @@ def _browser(url: str, paths: list[str], repeat: int) -> None:
         page.get_by_label("Password").fill(ADMIN[1])
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/ui/")
-        print(
-            f"\n{'chromium':<26} {'first paint ms':>15} {'load ms':>9}   (median of {repeat}, logged in, cache warm)"
-        )
+        note = f"(median of {repeat}, logged in, cache warm)"
+        print(f"\n{'chromium':<26} {'first paint ms':>15} {'load ms':>9}   {note}")
         for path in paths:
             fcp, load = [], []
             for _ in range(repeat):
