@@ -547,6 +547,16 @@ SPEC.update(
             no_other=True,
             reads=True,  # nothing to delete: no audit entry
         ),
+        # aggregates for the admin UI (bridge/api/_fleet_summary.py)
+        ("GET", f"{MM}/fleet/summary"): Spec(
+            "devices:read", lambda w, t, c: ("GET", f"{MM}/fleet/summary", None), collection=True
+        ),
+        ("GET", f"{MM}/mesh"): Spec("devices:read", lambda w, t, c: ("GET", f"{MM}/mesh", None), collection=True),
+        ("GET", f"{MM}/devices/{{id}}/deployments"): Spec(
+            "deployments:read",
+            lambda w, t, c: ("GET", f"{MM}/devices/{_dev(w, t)}/deployments", None),
+            device_scoped=True,
+        ),
         ("GET", f"{DCFG}/{{id}}"): Spec(
             "deviceconfig:read", lambda w, t, c: ("GET", f"{DCFG}/{_dev(w, t)}", None), device_scoped=True
         ),
