@@ -148,6 +148,8 @@ def test_up_life_of_a_data_directory(up: UpProcess, tmp_path: Path) -> None:
     assert set(up.addresses) >= {"http", "broker", "udp", "dtls", "admin_user", "psk_file"}
     assert httpx.get(f"{up.addresses['http']}/healthz").status_code == 200
     assert httpx.get(f"{up.addresses['http']}/readyz").status_code == 200
+    login_page = httpx.get(f"{up.addresses['http']}/ui/login")  # the admin UI on the API port (docs/ui.md)
+    assert login_page.status_code == 200 and 'name="password"' in login_page.text
     for pid in (up.child_pid("server"), up.child_pid("gateway")):  # no secret in any argv
         argv = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert ADMIN_PASSWORD.encode() not in argv

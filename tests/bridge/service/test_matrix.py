@@ -551,7 +551,9 @@ SPEC.update(
         ("GET", f"{MM}/fleet/summary"): Spec(
             "devices:read", lambda w, t, c: ("GET", f"{MM}/fleet/summary", None), collection=True
         ),
-        ("GET", f"{MM}/mesh"): Spec("devices:read", lambda w, t, c: ("GET", f"{MM}/mesh", None), collection=True),
+        ("GET", f"{MM}/mesh"): Spec(
+            "devices:read", lambda w, t, c: ("GET", f"{MM}/mesh", None), collection=True
+        ),
         ("GET", f"{MM}/devices/{{id}}/deployments"): Spec(
             "deployments:read",
             lambda w, t, c: ("GET", f"{MM}/devices/{_dev(w, t)}/deployments", None),
