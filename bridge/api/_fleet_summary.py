@@ -17,6 +17,7 @@ docs/group-ota.md) and a node's progress is its device deployment status.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +36,15 @@ __all__ = ["mgmt_device_deployments", "mgmt_fleet_summary", "mgmt_mesh"]
 _D, _I, _DD, _DEP = t.devices, t.inventory, t.device_deployments, t.deployments
 _TOP = 20
 _MESH_NODES = 200  # nodes listed per sub-mesh (counts cover them all)
+
+
+def _json_text(raw: object) -> str:
+    """An inventory value's JSON text as shown: a string as itself, anything else as JSON."""
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        return str(raw)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _scoped(stmt: Any, column: Any, visible: set[str] | None) -> Any:
@@ -63,16 +73,20 @@ async def mgmt_fleet_summary(ctx: ApiContext, req: Request) -> Response:
                 )
             )
         ).scalar_one()
+        # grouped by the JSON text (PostgreSQL's json type has no equality), decoded here
+        as_text = sa.cast(_I.c.value, sa.Text)
         version_q = _scoped(
-            sa.select(_I.c.value, sa.func.count()).where(
+            sa.select(as_text, sa.func.count()).where(
                 _I.c.scope == "inventory", _I.c.name == "artifact_name"
             ),
             _I.c.device_id,
             visible,
-        ).group_by(_I.c.value)
-        versions = sorted(
-            ((str(v), n) for v, n in await conn.execute(version_q)), key=lambda x: (-x[1], x[0])
-        )
+        ).group_by(as_text)
+        counted: dict[str, int] = {}
+        for v, n in await conn.execute(version_q):
+            name = _json_text(v)
+            counted[name] = counted.get(name, 0) + n
+        versions = sorted(counted.items(), key=lambda x: (-x[1], x[0]))
         failed_q = _scoped(
             sa.select(sa.func.count()).where(
                 _DD.c.status == "failure", _DD.c.finished_ts >= now() - 7 * 86400

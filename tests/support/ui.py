@@ -81,7 +81,7 @@ class Device:
     mac: str
 
 
-def _auth(url: str, key: Any, mac: str, tenant: str) -> httpx.Response:
+def auth_request(url: str, key: Any, mac: str, tenant: str) -> httpx.Response:
     body, sig = auth_body(key, mac, tenant)
     return httpx.post(
         f"{url}{DEV}/authentication/auth_requests",
@@ -108,7 +108,7 @@ def add_devices(
         mac = f"{prefix}{uuid.uuid4().hex[:12]}"
         key = device_key("ecdsa")
         keys[mac] = key
-        assert _auth(fleet.url, key, mac, tenant).status_code == 401  # pending
+        assert auth_request(fleet.url, key, mac, tenant).status_code == 401  # pending
     out = []
     with fleet.api(admin) as api:
         pending = []
@@ -125,7 +125,7 @@ def add_devices(
             aid = d["auth_sets"][0]["id"]
             r = api.put(f"{DEVAUTH}/{d['id']}/auth/{aid}/status", json={"status": "accepted"})
             assert r.status_code == 204, r.text
-            login = _auth(fleet.url, key, mac, tenant)
+            login = auth_request(fleet.url, key, mac, tenant)
             assert login.status_code == 200, login.text
             dev = Device(d["id"], login.text, mac)
             report_inventory(fleet.url, dev, {"device_type": "test-device", "artifact_name": artifact_name})
