@@ -39,7 +39,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # headers a handler may look at; everything else stays in the adapter
 _KEPT = frozenset(
     {"authorization", "content-type", "x-men-signature", "range", "host", "content-length"}
-    | {"cookie", "x-csrf-token"}  # the admin UI's session cookie and its upload's CSRF token (bridge/ui)
+    | {"cookie", "x-csrf-token", "origin"}  # the admin UI's session cookie, CSRF token, origin check
 )
 _LENGTH = re.compile(r"[0-9]{1,19}")
 _CHUNK = 64 * 1024

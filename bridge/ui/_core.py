@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import jinja2
 
@@ -29,7 +29,7 @@ from bridge.api import ApiContext, ApiError, Request, Response, Router
 from bridge.api._auth import require_user
 from bridge.service import PERMISSIONS, Denied, Principal, authorize
 
-__all__ = ["COOKIE", "Session", "Ui", "UiError", "form_of", "html_response", "redirect"]
+__all__ = ["COOKIE", "Session", "Ui", "UiError", "check_origin", "form_of", "html_response", "redirect"]
 
 COOKIE = "meshota_ui"
 _HERE = Path(__file__).parent
@@ -90,6 +90,18 @@ def form_of(req: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "malformed form") from None
     return {k: v[0] for k, v in parsed.items()}
+
+
+def check_origin(req: Request) -> None:
+    """A POST whose browser names another site as its origin is refused (403), the login form's
+    included (it has no session to carry a CSRF token). The host is compared, not the scheme: a
+    TLS-terminating proxy in front changes the scheme the server sees."""
+    origin = req.headers.get("origin")
+    if origin is None:
+        return  # not a browser, or an old one: the CSRF token and SameSite still apply
+    host = req.base_url.partition("://")[2]
+    if origin == "null" or urlsplit(origin).netloc != host:
+        raise ApiError(403, "cross-site request refused")
 
 
 def cookie_value(req: Request, name: str = COOKIE) -> str | None:
@@ -153,6 +165,7 @@ class Ui:
         return Session(token, principal, self.csrf_of(token), frozenset(can), req)
 
     def check_csrf(self, session: Session, value: str | None) -> None:
+        check_origin(session.request)
         if value is None or not hmac.compare_digest(value, session.csrf):
             raise ApiError(403, "missing or wrong CSRF token: reload the page and try again")
 

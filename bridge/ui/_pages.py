@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from bridge.api import ApiError, Request, Response
 
-from ._core import COOKIE, Session, Ui, UiError, form_of, html_response, redirect
+from ._core import COOKIE, Session, Ui, UiError, check_origin, form_of, html_response, redirect
 
 __all__ = ["action", "login_form", "login_submit", "logout", "static", "view"]
 
@@ -81,7 +81,11 @@ async def login_form(ui: Ui, req: Request) -> Response:
 
 async def login_submit(ui: Ui, req: Request) -> Response:
     """useradm's login route with the form's name and password; its JWT becomes the cookie."""
-    form = form_of(req)
+    try:
+        check_origin(req)
+        form = form_of(req)
+    except ApiError as exc:
+        return ui.error_page(None, exc.status, exc.message)
     email, password = form.get("email", ""), form.get("password", "")
     basic = base64.b64encode(f"{email}:{password}".encode()).decode()
     login = Request(

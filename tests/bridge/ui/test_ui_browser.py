@@ -57,17 +57,25 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-def _login(browser: object, url: str, user: tuple[str, str], shot: str | None = None) -> object:
+def _login(
+    browser: object, url: str, user: tuple[str, str], shot: str | None = None, *, keyboard: bool = False
+) -> object:
     context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     page = context.new_page()
     page.goto("/ui/")
     assert "/ui/login" in page.url
     if shot:
         page.screenshot(path=SHOTS / shot, full_page=True)
-    page.get_by_label("User name").fill(user[0])
-    page.get_by_label("Password").fill(user[1])
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r".*/ui/$"))
+    if keyboard:  # the name field has the focus; Tab to the password, Enter submits
+        page.keyboard.type(user[0])
+        page.keyboard.press("Tab")
+        page.keyboard.type(user[1])
+        page.keyboard.press("Enter")
+    else:
+        page.get_by_label("User name").fill(user[0])
+        page.get_by_label("Password").fill(user[1])
+        page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"^[^?]*/ui/$"))
     return page
 
 
@@ -172,7 +180,15 @@ def test_release_scenario(fleet: UiFleet, browser: object, tmp_path: Path) -> No
 
 
 def test_read_only_user_and_other_organisation(fleet: UiFleet, browser: object) -> None:
-    page = _login(browser, fleet.url, OBSERVER)
+    page = _login(browser, fleet.url, OBSERVER, keyboard=True)
+    # keyboard: the first Tab reaches the skip link, the next ones the navigation, Enter follows
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Devices"
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/ui/devices$"))
     for path, name in (
         ("/ui/", "20-readonly-dashboard.png"),
         ("/ui/devices", "21-readonly-devices.png"),

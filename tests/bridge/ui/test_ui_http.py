@@ -202,3 +202,32 @@ def test_the_csv_export_and_static_assets(fleet: UiFleet, tmp_path: Path) -> Non
         assert r.text.startswith("seq,time,") and "device.auth_status" in r.text
         js = ui.get("/ui/static/ui.js")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+
+
+def test_a_post_from_another_origin_is_refused_login_included(fleet: UiFleet, devices: list[Device]) -> None:
+    evil = {"Origin": "http://evil.example"}
+    with httpx.Client(base_url=fleet.url, follow_redirects=False) as anon:
+        r = anon.post("/ui/login", data={"email": ADMIN[0], "password": ADMIN[1]}, headers=evil)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+        same = {"Origin": fleet.url}
+        assert (
+            anon.post("/ui/login", data={"email": ADMIN[0], "password": ADMIN[1]}, headers=same).status_code
+            == 303
+        )
+    with ui_login(fleet.url, ADMIN) as ui:
+        page = ui.get(f"/ui/devices/{devices[2].id}").text
+        data = {"group": "moved-by-evil", "csrf": csrf_of(page)}
+        r = ui.post(f"/ui/devices/{devices[2].id}/group", data=data, headers=evil)
+        assert r.status_code == 403 and "cross-site" in r.text
+        assert "moved-by-evil" not in ui.get(f"/ui/devices/{devices[2].id}").text
+
+
+def test_the_ui_can_be_left_out(tmp_path: Path) -> None:
+    from bridge.http import BackgroundServer, ServerConfig
+
+    config = ServerConfig(
+        db_url=f"sqlite:///{tmp_path / 'x.sqlite'}", artifacts_dir=tmp_path / "a", port=0, ui=False
+    )
+    with BackgroundServer(config) as server:
+        assert httpx.get(f"{server.url}/ui/login").status_code == 404
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
