@@ -22,6 +22,7 @@ from bridge.api import create_user
 from bridge.store import DEFAULT_ORG_ID, gov_tables, tables, tenant_scope
 from firmware_proto.aio.device_mqttsn import MqttSnDevice
 from firmware_proto.aio.dtls_node import DtlsUdpClient
+from firmware_proto.aio.mqttsn_udp import RequestRefused
 from firmware_proto.dtls_client import PskClientConfig
 from tests.support.mqtt import StampingCaller
 from tests.support.mqtt_stack import ServerSide, gateway_side, server_side
@@ -131,6 +132,16 @@ async def _nodes(side: ServerSide, mgmt_a: httpx.Client) -> dict[str, str]:
                 assert await dev.authenticate() == 200
                 assert await dev.put_inventory([{"name": "device_type", "value": "t"}]) == 200
                 tokens[n] = dev.token
+            # no node names an organisation's topic itself: the gateway refuses the SUBSCRIBE and
+            # drops the PUBLISH (node-d's gateway user may write A's topics: the broker would not stop it)
+            with pytest.raises(RequestRefused):
+                await clients["node-a"].subscribe(f"/mender/t/{A}/responses/node-a/#", qos=1)
+            raw = RequestEnvelope(
+                "raw1", "PATCH", tokens["node-d"], "application/json", b'[{"name":"r","value":1}]'
+            )
+            await clients["node-d"].publish(_api(A, INVENTORY), raw.encode(), qos=1)
+            assert await devs["node-d"].put_inventory([{"name": "after", "value": "raw"}]) == 200
+            assert "raw1" not in {rid for *_, rid in side.seen}
         finally:
             for n in PSKS:
                 await devs[n].__aexit__(None, None, None)
