@@ -15,6 +15,11 @@ one individual PUBLISH per request vs one sealed record in a root's batch.
 (issue 15): two stacks in the same run (each its own mosquitto, database and ``meshota server
 --broker``: the real server and benchmarks/_unscoped_server.py), the same MQTT device cycles
 alternating between them in ABBA order; prints server CPU per request of each and the ratio.
+
+``--compare-tenant-topics``: what organisations' topics cost (docs/topics.md, "Organisations"):
+two stacks of the real server in the same run, one with its devices in the default organisation
+on ``/mender/api/...``, one with them in an organisation (``meshota admin create-org``) on
+``/mender/t/{org}/api/...``, answered on ``/mender/t/{org}/responses/...``; ABBA as above.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from wire.sealed import (  # noqa: E402
     open_record,
     seal_record,
 )
+from wire.tenant_topics import tenant_topic  # noqa: E402
 
 _PASSED = {"x-men-signature": "x-men-signature", "range": "range"}
 
@@ -85,7 +91,7 @@ class LeanMqttLink:
     async def connect(cls, port: int, client_id: str) -> LeanMqttLink:
         link = cls()
         link.client, _ = await Mqtt5Client.connect("127.0.0.1", port, ConnectOptions(client_id), link._reply)
-        await link.client.subscribe([("/mender/responses/#", 1)])
+        await link.client.subscribe([("/mender/responses/#", 1), ("/mender/t/+/responses/#", 1)])
         return link
 
     def _reply(self, message: PublishIn) -> None:
@@ -112,8 +118,9 @@ class MqttConnection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, link: LeanMqttLink, device: str) -> None:
+    def __init__(self, link: LeanMqttLink, device: str, tenant: str | None = None) -> None:
         self.link, self.device = link, device
+        self.tenant = tenant  # an organisation's topics (wire/tenant_topics.py); None: the default
 
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
@@ -131,8 +138,8 @@ class MqttConnection:
         rid = f"b{next(self._ids)}"
         env = RequestEnvelope(rid, method, token, ctype, body, {}, extra)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.link.waiting[f"/mender/responses/{self.device}/{rid}"] = fut
-        self.link.publish(request_topic(path), env.encode(), self.device)
+        self.link.waiting[tenant_topic(f"/mender/responses/{self.device}/{rid}", self.tenant)] = fut
+        self.link.publish(tenant_topic(request_topic(path), self.tenant), env.encode(), self.device)
         reply = ResponseEnvelope.decode(await asyncio.wait_for(fut, 60))
         return reply.status, reply.body
 
@@ -454,14 +461,21 @@ def run(args: argparse.Namespace, tmp: Path, dbargs: list[str]) -> int:
     return 0
 
 
-async def compare_async(args: argparse.Namespace, stacks: dict[str, tuple[str, int, int]], tmp: Path) -> None:
-    """``stacks``: variant -> (HTTP url, broker port, server pid)."""
+async def compare_async(
+    args: argparse.Namespace,
+    stacks: dict[str, tuple[str, int, int]],
+    tmp: Path,
+    tenants: dict[str, str] | None = None,
+) -> None:
+    """``stacks``: variant -> (HTTP url, broker port, server pid); ``tenants``: variant -> the
+    organisation whose topics its devices use."""
     devices: dict[str, list[api_http.Device]] = {}
     links: list[LeanMqttLink] = []
     for variant, (url, broker_port, _pid) in stacks.items():
         link = await LeanMqttLink.connect(broker_port, f"bench-gw-{variant}")
         links.append(link)
-        devices[variant] = [api_http.Device(4096 + i, MqttConnection(link, f"node-{i:04d}"))  # type: ignore[arg-type]
+        org = (tenants or {}).get(variant)
+        devices[variant] = [api_http.Device(4096 + i, MqttConnection(link, f"node-{i:04d}", org))  # type: ignore[arg-type]
                             for i in range(args.devices)]  # fmt: skip
         async with httpx.AsyncClient(base_url=url, timeout=60) as c:
             await api_http.prepare(c, devices[variant], tmp)
@@ -483,14 +497,37 @@ async def compare_async(args: argparse.Namespace, stacks: dict[str, tuple[str, i
     per = {v: t[2] / t[0] * 1e6 for v, t in totals.items()}
     for v, (n, secs, _cpu) in totals.items():
         print(f"  {v:<9} requests={n:<6.0f} {n / secs:6.0f} req/s  server CPU {per[v]:6.0f} us/request")
+    if tenants:
+        extra = per["org-topics"] / per["default"] - 1
+        print(f"organisation topics: {extra * 100:+.1f} % server CPU per request (target <= +5 %)")
+        return
     extra = per["scoped"] / per["unscoped"] - 1
     print(f"permission checks + tenant scoping: {extra * 100:+.1f} % server CPU per request (target <= +5 %)")
+
+
+def _bench_org(dbargs: list[str]) -> str:
+    """An organisation with the benchmark's admin in it (before start_server's default one); its id."""
+    import contextlib
+    import io
+
+    from meshota.cli.server import admin_main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert admin_main(["create-org", *dbargs, "bench-org"]) == 0
+    org = out.getvalue().split(": id ", 1)[1].split()[0]
+    os.environ["MESHOTA_BENCH_ADMIN_PASSWORD"] = api_http.ADMIN[1]
+    user = ["--username", api_http.ADMIN[0], "--password-env", "MESHOTA_BENCH_ADMIN_PASSWORD"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert admin_main(["create-user", *dbargs, "--org", "bench-org", *user]) == 0
+    return org
 
 
 def run_compare(args: argparse.Namespace, dbs: dict[str, tuple[Path, list[str]]]) -> int:
     servers: list[subprocess.Popen[bytes]] = []
     brokers = []
     stacks: dict[str, tuple[str, int, int]] = {}
+    tenants = {"org-topics": _bench_org(dbs["org-topics"][1])} if "org-topics" in dbs else None
     try:
         for variant, (tmp, dbargs) in dbs.items():
             broker = start_mosquitto(tmp / "mosquitto")
@@ -502,7 +539,7 @@ def run_compare(args: argparse.Namespace, dbs: dict[str, tuple[Path, list[str]]]
                 return 1
             servers.append(started[0])
             stacks[variant] = (started[1], broker.port, started[0].pid)
-        asyncio.run(compare_async(args, stacks, dbs["scoped"][0]))
+        asyncio.run(compare_async(args, stacks, next(iter(dbs.values()))[0], tenants))
     finally:
         for server in servers:
             server.terminate()
@@ -526,7 +563,12 @@ def main() -> int:
     p.add_argument("--mqtt-connections", type=int, default=1, help="broker connections the devices share")
     p.add_argument("--compare-scoping", action="store_true",
                    help="server CPU/request with vs without permission checks + tenant scoping")  # fmt: skip
+    p.add_argument("--compare-tenant-topics", action="store_true",
+                   help="server CPU/request: an organisation's devices on its topics vs default")  # fmt: skip
     args = p.parse_args()
+    if args.compare_tenant_topics:
+        with api_http.bench_database(args.db) as a, api_http.bench_database(args.db) as b:
+            return run_compare(args, {"default": a, "org-topics": b})
     if args.compare_scoping:
         with api_http.bench_database(args.db) as a, api_http.bench_database(args.db) as b:
             return run_compare(args, {"scoped": a, "unscoped": b})

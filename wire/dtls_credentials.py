@@ -2,13 +2,17 @@
 
 PSK provisioning file (``--psk-file``)::
 
-    # one device per line: identity,hexkey   ('#' starts a comment; blank lines are ignored)
+    # one device per line: identity,hexkey[,organisation]   ('#' starts a comment; blank lines are ignored)
     node-0001,000102030405060708090a0b0c0d0e0f
     node-0002,f0e1d2c3b4a5968778695a4b3c2d1e0f   # trailing comments are fine
+    node-0003,00112233445566778899aabbccddeeff,5f0c2a7e-4b8e-4c1e-9d3a-0b6f1c2d3e4f
 
 The identity IS the device id the gateway stamps on that node's traffic, so it follows the
 MQTT-SN ClientId rule: 1-23 printable ASCII characters, no spaces or commas. Keys are 1-32 bytes
-(mbedTLS' PSK limit), written as an even number of hex digits. Every problem raises
+(mbedTLS' PSK limit), written as an even number of hex digits. The optional third column is the
+organisation id the node belongs to (docs/governance.md): the gateway moves that node's device-API
+traffic onto the organisation's topics (:mod:`wire.tenant_topics`); without it, or with
+``default``, the node is in the default organisation. Every problem raises
 :class:`CredentialsError` naming the file, the line and the bad value.
 
 Certificates: ECDSA P-256. The gateway has its certificate + key; client certificates must chain
@@ -26,6 +30,7 @@ from pathlib import Path
 from mbedtls import pk, x509
 
 from wire.errors import WireError
+from wire.tenant_topics import DEFAULT_TENANT, TenantTopicError, check_tenant
 
 __all__ = [
     "MAX_PSK_BYTES",
@@ -35,6 +40,8 @@ __all__ = [
     "PskLookup",
     "device_id_from_subject",
     "load_psk_file",
+    "load_psk_tenants",
+    "parse_psk_tenants",
     "parse_psk_text",
 ]
 
@@ -55,18 +62,20 @@ def _check_device_id(value: str, where: str) -> str:
     return value
 
 
-def parse_psk_text(text: str, source: str = "<psk>") -> dict[str, bytes]:
-    """Parse provisioning lines ``identity,hexkey`` into ``{identity: key}``."""
-    keys: dict[str, bytes] = {}
+def _psk_lines(text: str, source: str) -> Iterator[tuple[str, str, bytes, str]]:
+    """(where, identity, key, organisation id) per provisioning line."""
+    seen: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         where = f"{source}:{number}"
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 2:
-            raise CredentialsError(f"{where}: expected 'identity,hexkey', got {line!r}")
-        identity, hexkey = parts
+        if len(parts) not in (2, 3):
+            raise CredentialsError(
+                f"{where}: expected 'identity,hexkey' or 'identity,hexkey,organisation', got {line!r}"
+            )
+        identity, hexkey = parts[0], parts[1]
         _check_device_id(identity, where)
         try:
             key = bytes.fromhex(hexkey)
@@ -76,10 +85,36 @@ def parse_psk_text(text: str, source: str = "<psk>") -> dict[str, bytes]:
             raise CredentialsError(
                 f"{where}: key for {identity!r} is {len(key)} bytes, expected 1-{MAX_PSK_BYTES}"
             )
-        if identity in keys:
+        if identity in seen:
             raise CredentialsError(f"{where}: identity {identity!r} is listed twice")
-        keys[identity] = key
-    return keys
+        seen.add(identity)
+        tenant = parts[2] if len(parts) == 3 else DEFAULT_TENANT
+        if tenant != DEFAULT_TENANT:
+            try:
+                check_tenant(tenant)
+            except TenantTopicError as exc:
+                raise CredentialsError(f"{where}: {exc}") from None
+        yield where, identity, key, tenant
+
+
+def parse_psk_text(text: str, source: str = "<psk>") -> dict[str, bytes]:
+    """Parse provisioning lines ``identity,hexkey[,organisation]`` into ``{identity: key}``."""
+    return {identity: key for _, identity, key, _ in _psk_lines(text, source)}
+
+
+def parse_psk_tenants(text: str, source: str = "<psk>") -> dict[str, str]:
+    """``{identity: organisation id}`` for the lines that name an organisation other than the
+    default one (every other identity is in the default organisation)."""
+    return {identity: t for _, identity, _, t in _psk_lines(text, source) if t != DEFAULT_TENANT}
+
+
+def load_psk_tenants(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The organisation column of a PSK provisioning file (see :func:`parse_psk_tenants`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialsError(f"PSK file {str(path)!r} cannot be read: {exc}") from None
+    return parse_psk_tenants(text, str(path))
 
 
 def load_psk_file(path: str | os.PathLike[str]) -> dict[str, bytes]:

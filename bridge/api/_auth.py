@@ -81,6 +81,9 @@ async def require_device(ctx: ApiContext, request: Request) -> DeviceAuth:
         # issued without a transport identity (over HTTP): one device never acts as another
         raise ApiError(403, "token does not belong to this transport identity")
     tenant = str(claims.get(TENANT_CLAIM) or DEFAULT_ORG_ID)
+    if request.transport_tenant is not None and request.transport_tenant != tenant:
+        # e.g. organisation B's gateway relaying a token of organisation A: never acted on
+        raise ApiError(403, "token belongs to another organisation than this transport's")
     set_tenant(tenant)
     cache = ctx.device_status
     ts = now()

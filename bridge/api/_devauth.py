@@ -79,7 +79,7 @@ async def auth_requests(ctx: ApiContext, req: Request) -> Response:
     async with ctx.store.read() as conn:
         # the organisation: the tenant token (mender.conf TenantToken), else the transport
         # identity's mapping, else the default one; everything after runs scoped to it
-        tenant = await tenant_of_device(conn, tenant_token.strip(), tid)
+        tenant = await tenant_of_device(conn, tenant_token.strip(), tid, req.transport_tenant)
         with tenant_scope(tenant):
             known = await _known_auth_set(conn, id_data, pubkey)
     with tenant_scope(tenant):

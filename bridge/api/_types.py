@@ -35,6 +35,10 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     identity: str | None = None
+    # the organisation the transport vouches for (MQTT: the topic's organisation, which the
+    # broker ACL ties to the gateway's credentials); None over HTTP. A device token or an auth
+    # request naming another organisation is refused (403)
+    transport_tenant: str | None = None
     base_url: str = ""
     request_id: str = ""
     path_params: Mapping[str, str] = field(default_factory=dict)

@@ -13,6 +13,16 @@ again when the same client id resumes the session (clean start off): per node in
 mode (a node connecting with CleanSession=0), the gateway's own id (``--client-id``) in
 aggregating mode, whose session outlives the connection by ``session_expiry`` seconds.
 
+Organisations (docs/topics.md, "Organisations"): ``tenant_of`` maps a verified transport
+identity to its organisation id (the PSK file's third column). A node of an organisation other
+than the default one keeps its node-visible topics; on the broker its device-API topics are the
+organisation's (:mod:`wire.tenant_topics`): requests and batches are published, response filters
+subscribed, under ``/mender/t/{organisation}/``, and what arrives there is handed to the gateway
+under the node-visible name again. Its transparent connection logs in as the organisation's
+broker user (``tenant_passwords``: user = organisation id), so the broker's ACL keeps it on its
+organisation's topics and its own client id. No node may name ``/mender/t/...`` itself: such a
+publish is dropped and such a subscribe refused, whatever its organisation.
+
 No task per message: a publish is queued on the session and leaves with everything else queued
 in that event-loop turn in one write; the broker's PUBACK answers the gateway from
 ``data_received``.
@@ -24,7 +34,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +50,7 @@ from mqttsn import (
     BrokerUnsubscribe,
 )
 from wire.envelope import DEVICE_PROPERTY, VERIFIED_PROPERTY  # stamped on every forwarded PUBLISH
+from wire.tenant_topics import DEFAULT_TENANT, is_tenant_topic, split_tenant_topic, tenant_topic
 
 __all__ = ["BrokerAnswers", "BrokerLink", "stamp_properties"]
 
@@ -72,10 +83,11 @@ class BrokerAnswers:
 
 
 class _Connection:
-    __slots__ = ("client", "closing", "inflight", "key", "pending", "ready", "tokens")
+    __slots__ = ("client", "closing", "inflight", "key", "pending", "ready", "tenant", "tokens")
 
-    def __init__(self, key: Hashable) -> None:
+    def __init__(self, key: Hashable, tenant: str | None = None) -> None:
         self.key = key
+        self.tenant = tenant  # the node's organisation (None: the default one, or no node)
         self.client: Mqtt5Client | None = None
         self.ready = asyncio.Event()
         self.closing = False
@@ -98,6 +110,8 @@ class BrokerLink:
         max_connecting: int = 64,
         session_expiry: int = 0,
         persistent: bool = False,
+        tenant_of: Callable[[str], str | None] | None = None,
+        tenant_passwords: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -120,6 +134,16 @@ class BrokerLink:
         self.in_flight = 0  # QoS 1/2 publishes sent and not yet confirmed
         self._last: _Connection | None = None  # the connection used last (backpressure hint)
         self._closed = False
+        # verified identity -> organisation id (None / "default": the default organisation)
+        self.tenant_of = tenant_of
+        self.tenant_passwords = tenant_passwords or {}
+        self._warned_tenants: set[str] = set()
+
+    def _tenant(self, identity: str | None) -> str | None:
+        if identity is None or self.tenant_of is None:
+            return None
+        tenant = self.tenant_of(identity)
+        return None if tenant in (None, DEFAULT_TENANT) else tenant
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -168,7 +192,12 @@ class BrokerLink:
         key = conn.key
 
         def on_message(m: PublishIn) -> None:
-            self.answers.message(key, m.topic, m.payload, m.qos, m.retain, (conn, m.mid) if m.qos else None)
+            topic = m.topic
+            if is_tenant_topic(topic):  # an organisation's response: the node-visible name
+                split = split_tenant_topic(topic)
+                if split is not None:
+                    topic = split[1]
+            self.answers.message(key, topic, m.payload, m.qos, m.retain, (conn, m.mid) if m.qos else None)
 
         def on_published(mid: int, reason: int) -> None:
             token = conn.tokens.pop(mid, None)
@@ -254,8 +283,20 @@ class BrokerLink:
             conn.pending.append(a)
             return
         props = stamp_properties(a.device, a.verified) if a.device is not None else b"\x00"
+        topic = a.topic
+        if is_tenant_topic(topic):
+            # the gateway alone puts a node's traffic under an organisation
+            log.warning("publish on %s by %r dropped: /mender/t/ is the gateway's to choose", topic, a.conn)
+            if a.token is not None:  # answered as delivered (QoS 0 semantics): never retried
+                asyncio.get_running_loop().call_soon(self.answers.published, a.conn, a.token)
+            return
+        tenant = conn.tenant
+        if conn.key is GATEWAY_CONN:  # QoS -1 (and aggregating mode): the stamp's organisation
+            tenant = self._tenant(a.device if a.verified else None)
+        if tenant is not None:
+            topic = tenant_topic(topic, tenant)
         try:
-            mid = client.publish(a.topic, a.payload, a.qos, props, a.retain)
+            mid = client.publish(topic, a.payload, a.qos, props, a.retain)
         except (Mqtt5Error, ValueError) as exc:
             log.warning("broker publish on %r failed: %s (topic %s)", a.conn, exc, a.topic)
             return
@@ -272,18 +313,33 @@ class BrokerLink:
         will = None
         if a.will is not None:
             will = Will(a.will.topic, a.will.message, a.will.qos, a.will.retain)
+        tenant = self._tenant(a.identity)
+        username, password = self.username, self.password
+        if tenant is not None:
+            if will is not None:
+                will = Will(tenant_topic(will.topic, tenant), will.payload, will.qos, will.retain)
+            if tenant in self.tenant_passwords:  # the broker ACL: user = organisation id
+                username, password = tenant, self.tenant_passwords[tenant]
+            elif tenant not in self._warned_tenants:
+                self._warned_tenants.add(tenant)
+                log.warning(
+                    "no broker password for organisation %s (--tenant-credentials): its nodes connect "
+                    "as %r and the broker ACL will not deliver their responses",
+                    tenant,
+                    self.username,
+                )
         options = ConnectOptions(
             a.client_id,
             keepalive=self.keepalive,
             clean_start=a.clean_session,
             session_expiry=0 if a.clean_session else _SESSION_FOREVER,
-            username=self.username,
-            password=self.password,
+            username=username,
+            password=password,
             will=will,
         )
         if a.conn in self._conns:
             self._disconnect(a.conn)
-        conn = _Connection(a.conn)
+        conn = _Connection(a.conn, tenant)
         self._conns[a.conn] = conn
         async with self._connecting:
             if self._conns.get(a.conn) is not conn:  # the session ended while waiting its turn
@@ -306,11 +362,14 @@ class BrokerLink:
     async def _subscribe(self, a: BrokerSubscribe) -> None:
         conn = self._conns.get(a.conn)
         granted = 0x80
+        if is_tenant_topic(a.topic_filter):  # only the gateway puts a node under an organisation
+            log.warning("subscribe %s on %r refused: /mender/t/ is the gateway's", a.topic_filter, a.conn)
+            conn = None
         if conn is not None:
             try:
                 await conn.ready.wait()
                 assert conn.client is not None
-                (granted,) = await conn.client.subscribe([(a.topic_filter, a.qos)])
+                (granted,) = await conn.client.subscribe([(tenant_topic(a.topic_filter, conn.tenant), a.qos)])
             except Mqtt5Error as exc:
                 (log.debug if conn.closing else log.warning)(
                     "subscribe %s on %r failed: %s", a.topic_filter, a.conn, exc
@@ -324,7 +383,7 @@ class BrokerLink:
             try:
                 await conn.ready.wait()
                 assert conn.client is not None
-                await conn.client.unsubscribe([a.topic_filter])
+                await conn.client.unsubscribe([tenant_topic(a.topic_filter, conn.tenant)])
             except Mqtt5Error as exc:  # a connection closed meanwhile needs no unsubscribe
                 (log.debug if conn.closing else log.warning)(
                     "unsubscribe %s on %r failed: %s", a.topic_filter, a.conn, exc

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,6 +98,8 @@ class GatewayServer:
         client_id: str = "meshota-gateway",
         session_expiry: int = 86400,
         broker_client: str = "mqtt5",
+        tenant_of: Callable[[str], str | None] | None = None,
+        tenant_passwords: Mapping[str, str] | None = None,
     ) -> None:
         self.gateway = Gateway(config)
         # drop/refusal warnings: first of a kind at once, then one summary line per interval
@@ -134,6 +136,9 @@ class GatewayServer:
             persistent=config.mode == "aggregating",
             session_expiry=session_expiry,
         )
+        if tenant_of is not None:  # organisations (docs/topics.md): identity -> organisation id
+            self.link.tenant_of = tenant_of
+            self.link.tenant_passwords = tenant_passwords or {}
         self._sock: socket.socket | None = None
         self._reading = False
         self._timer: asyncio.TimerHandle | None = None

@@ -2,7 +2,11 @@
 
 The very same :class:`bridge.api.Router` as the HTTP adapter; no handler knows which adapter
 called it. The device id comes only from the identity the gateway stamped on the PUBLISH (MQTT 5
-user property), never from the topic or the payload.
+user property), never from the topic or the payload. The organisation comes from the topic
+(``/mender/t/{organisation}/...``, else the default one; wire/tenant_topics.py), which only
+credentials of that organisation (or the installation's gateway) may publish on: the request
+carries it as ``transport_tenant`` and a device token or auth request of another organisation is
+refused (403) before anything is read or written; the reply goes to that organisation's topic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from wire.envelope import (
     check_request_id,
     response_topic,
 )
+from wire.tenant_topics import DEFAULT_TENANT, tenant_topic
 
 __all__ = ["BridgePolicy", "MqttApiAdapter", "Reply", "StampedIdentity"]
 
@@ -64,6 +69,16 @@ class BridgePolicy:
 class StampedIdentity:
     device: str
     verified: bool
+    tenant: str = DEFAULT_TENANT  # the organisation of the topic it came on
+
+    @property
+    def key(self) -> str:
+        """The device, qualified by its organisation (dedupe and request-log keys): the same
+        identity in two organisations is two devices."""
+        return self.device if self.tenant == DEFAULT_TENANT else f"{self.tenant}/{self.device}"
+
+    def reply_topic(self, request_id: str) -> str:
+        return tenant_topic(response_topic(self.device, request_id), self.tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +109,8 @@ class MqttApiAdapter:
             return None
 
     async def handle(self, topic: str, payload: bytes, who: StampedIdentity) -> Reply | None:
-        """The reply to publish, or None when nobody can be answered (no request id)."""
+        """The reply to publish, or None when nobody can be answered (no request id).
+        ``topic``: the node-visible topic (its organisation is ``who.tenant``)."""
         path = api_path_of(topic)
         try:
             env = RequestEnvelope.decode(payload)
@@ -122,7 +138,7 @@ class MqttApiAdapter:
             await self.bind_token(who.device, response.body.decode("ascii", "replace"))
         body = await read_body(response)
         return Reply(
-            response_topic(who.device, env.request_id),
+            who.reply_topic(env.request_id),
             encode_response(response, body),
             env.request_id,
             response.status,
@@ -144,6 +160,7 @@ class MqttApiAdapter:
             # meshota.tid claim) to it, every token-checked handler compares it with that claim
             # (docs/mqtt_bridge.md, "Token binding"); unverified stamps got here only when allowed
             identity=who.device,
+            transport_tenant=who.tenant,
             base_url=self.policy.base_url,
             request_id=env.request_id,
         )
@@ -158,7 +175,7 @@ class MqttApiAdapter:
     def _error(self, who: StampedIdentity, rid: str, status: int, message: str) -> Reply:
         log.info("refused request %s from %s: %d %s", rid, who.device, status, message)
         response = error_response(status, message, rid)
-        return Reply(response_topic(who.device, rid), encode_response(response, response.body), rid, status)
+        return Reply(who.reply_topic(rid), encode_response(response, response.body), rid, status)
 
 
 async def read_body(response: Response) -> bytes:

@@ -88,8 +88,9 @@ class SealedRecordService:
 
     # --- batches --------------------------------------------------------------------------------
 
-    async def handle_batch(self, payload: bytes) -> tuple[str | None, bytes]:
-        """(batch id or None, encoded BulkReply)."""
+    async def handle_batch(self, payload: bytes, tenant: str | None = None) -> tuple[str | None, bytes]:
+        """(batch id or None, encoded BulkReply). ``tenant``: the organisation of the topic the
+        batch came on; a record whose device's token is of another one is answered 403."""
         try:
             batch = BulkRequest.decode(payload, max_records=self.max_records)
         except EnvelopeError as exc:
@@ -112,29 +113,35 @@ class SealedRecordService:
             tried = list(entries)
             async with self.services.group_commit() as shared:
                 with contextlib.suppress(BatchFailed):  # e.g. a replay-window race lost to another bridge
-                    await self._records(per_device, tried, stop_on=shared)
+                    await self._records(per_device, tried, stop_on=shared, tenant=tenant)
             if shared.failed:
                 log.info("bulk %s: a record failed inside the group commit; running them one by one",
                          batch.batch_id)  # fmt: skip
-                await self._records(per_device, entries)
+                await self._records(per_device, entries, tenant=tenant)
             else:
                 entries = tried
         return batch.batch_id, BulkReply(200, entries).encode()
 
     async def _records(
-        self, per_device: dict[str, list[_Opened]], entries: list[bytes | int], stop_on: Batch | None = None
+        self,
+        per_device: dict[str, list[_Opened]],
+        entries: list[bytes | int],
+        stop_on: Batch | None = None,
+        tenant: str | None = None,
     ) -> None:
         seqs = {device: [o.seq for o in ops] for device, ops in per_device.items()}
         fresh, tokens = await self.state.accept_batch(seqs)
         if stop_on is not None:  # one task, one shared connection: records in order
             for device, opened in per_device.items():
-                await self._device_records(device, opened, fresh[device], tokens[device], entries, stop_on)
+                await self._device_records(
+                    device, opened, fresh[device], tokens[device], entries, stop_on, tenant
+                )
                 if stop_on.failed:
                     return
             return
         await asyncio.gather(
             *(
-                self._device_records(device, opened, fresh[device], tokens[device], entries)
+                self._device_records(device, opened, fresh[device], tokens[device], entries, None, tenant)
                 for device, opened in per_device.items()
             )
         )
@@ -147,6 +154,7 @@ class SealedRecordService:
         token: str | None,
         entries: list[bytes | int],
         stop_on: Batch | None = None,
+        tenant: str | None = None,
     ) -> None:
         for record, ok in zip(opened, fresh, strict=True):
             if stop_on is not None and stop_on.failed:
@@ -160,13 +168,13 @@ class SealedRecordService:
             except SealedRecordError:
                 entries[record.index] = BulkError.MALFORMED
                 continue
-            status, reply_body = await self._run(device, token, op, arg, body)
+            status, reply_body = await self._run(device, token, op, arg, body, tenant)
             entries[record.index] = seal_record(
                 record.key, record.seq, encode_reply(status, reply_body), direction=TO_NODE
             )
 
     async def _run(
-        self, device: str, token: str | None, op: RecordOp, arg: str, body: object
+        self, device: str, token: str | None, op: RecordOp, arg: str, body: object, tenant: str | None = None
     ) -> tuple[int, bytes]:
         if token is None:
             return 401, b'{"error":"no token bound: authenticate over your own session first"}'
@@ -181,6 +189,7 @@ class SealedRecordService:
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
             body=body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode(),
             identity=device,  # the bound token was issued over this identity's own session
+            transport_tenant=tenant,  # the batch's topic's organisation: another's record -> 403
         )
         response = await self.router.handle(request)
         return response.status, await read_body(response)

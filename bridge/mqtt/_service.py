@@ -1,7 +1,8 @@
 """The MQTT bridge driver: one MQTT 5 connection (bridge.mqtt5.Mqtt5Client), reconnects, answers exactly once.
 
-- subscribes ``/mender/api/#`` and ``/mender/bulk/v1`` at QoS 1, as ``$share/<group>/...``
-  when a share group is configured (several bridges then split the load);
+- subscribes ``/mender/api/#`` and ``/mender/bulk/v1`` at QoS 1, and the organisations' copies
+  ``/mender/t/+/api/#``, ``/mender/t/+/bulk/v1`` (wire/tenant_topics.py), as
+  ``$share/<group>/...`` when a share group is configured (several bridges then split the load);
 - a persistent session (clean start off, session expiry ``session_expiry`` s): requests that
   arrive while the bridge reconnects wait in the broker;
 - the client is :class:`bridge.mqtt5.Mqtt5Client` (one read parses every packet it brought, one
@@ -35,9 +36,9 @@ from wire.envelope import (
     BULK_TOPIC,
     DEVICE_PROPERTY,
     VERIFIED_PROPERTY,
-    response_topic,
 )
 from wire.sealed import RecordKey
+from wire.tenant_topics import TENANT_TOPIC_PREFIX, split_tenant_topic
 
 __all__ = [
     "BridgeStats",
@@ -103,8 +104,13 @@ class BridgeStats:
     group_fallbacks: int = 0
 
 
-def stamped_identity_of(pairs: list[tuple[str, str]]) -> StampedIdentity | None:
-    """The identity in a PUBLISH's user properties; None when there is none (or two disagree)."""
+def _is_bulk(topic: str) -> bool:
+    return topic == BULK_TOPIC or (topic.startswith(TENANT_TOPIC_PREFIX) and topic.endswith("/bulk/v1"))
+
+
+def stamped_identity_of(pairs: list[tuple[str, str]], tenant: str = "default") -> StampedIdentity | None:
+    """The identity in a PUBLISH's user properties; None when there is none (or two disagree).
+    ``tenant``: the organisation of the topic it came on."""
     device = verified = None
     for name, value in pairs:
         if name == DEVICE_PROPERTY:
@@ -115,7 +121,7 @@ def stamped_identity_of(pairs: list[tuple[str, str]]) -> StampedIdentity | None:
             verified = value
     if not device or any(c in device for c in "/+#\x00"):
         return None
-    return StampedIdentity(device, verified == "1")
+    return StampedIdentity(device, verified == "1", tenant)
 
 
 class MqttBridge:
@@ -208,7 +214,12 @@ class MqttBridge:
             unexport()
 
     def _filters(self) -> list[str]:
-        filters = [API_TOPIC_PREFIX + "#", BULK_TOPIC]
+        filters = [
+            API_TOPIC_PREFIX + "#",
+            BULK_TOPIC,
+            TENANT_TOPIC_PREFIX + "+/api/#",
+            TENANT_TOPIC_PREFIX + "+/bulk/v1",
+        ]
         if self.config.share_group:
             filters = [f"$share/{self.config.share_group}/{f}" for f in filters]
         return filters
@@ -265,7 +276,7 @@ class MqttBridge:
             log.exception("dropped a message on %s", message.topic)
 
     def _accept(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
-        if self.services is not None and self.config.group_max > 1 and topic != BULK_TOPIC:
+        if self.services is not None and self.config.group_max > 1 and not _is_bulk(topic):
             self._queue.append((topic, payload, pairs))
             if self._group_task is None:
                 self._group_task = asyncio.create_task(self._groups())
@@ -295,7 +306,12 @@ class MqttBridge:
         self, topic: str, payload: bytes, pairs: list[tuple[str, str]]
     ) -> tuple[StampedIdentity, str] | None:
         """(identity, request id) of a request to run now; None when it is answered or dropped."""
-        who = stamped_identity_of(pairs)
+        split = split_tenant_topic(topic)
+        if split is None:
+            self.stats.ignored += 1
+            log.warning("ignored %s: not an organisation's device-API topic", topic)
+            return None
+        who = stamped_identity_of(pairs, split[0])
         if who is None:
             self.stats.ignored += 1
             log.warning("ignored %s: no device identity stamped by a gateway", topic)
@@ -304,12 +320,12 @@ class MqttBridge:
         if rid is None:
             await self._answer(topic, payload, who)  # the adapter logs and drops it
             return None
-        is_new, cached = self.cache.begin(who.device, rid, payload, asyncio.get_running_loop().time())
+        is_new, cached = self.cache.begin(who.key, rid, payload, asyncio.get_running_loop().time())
         if not is_new:
             self.stats.duplicates += 1
             self.metrics.duplicates.labels("memory").inc()
             if cached is not None:
-                self._publish(response_topic(who.device, rid), cached)
+                self._publish(who.reply_topic(rid), cached)
             return None
         return who, rid
 
@@ -319,19 +335,19 @@ class MqttBridge:
             self.stats.duplicates += 1
             self.metrics.duplicates.labels("database").inc()
             if outcome.reply is None:
-                self.cache.forget(who.device, rid)
+                self.cache.forget(who.key, rid)
                 return
-            self.cache.finish(who.device, rid, outcome.reply, asyncio.get_running_loop().time())
-            self._publish(response_topic(who.device, rid), outcome.reply)
+            self.cache.finish(who.key, rid, outcome.reply, asyncio.get_running_loop().time())
+            self._publish(who.reply_topic(rid), outcome.reply)
             return
         if isinstance(outcome, Exception):
-            self.cache.forget(who.device, rid)
-            log.error("request %s from %s failed", rid, who.device, exc_info=outcome)
+            self.cache.forget(who.key, rid)
+            log.error("request %s from %s failed", rid, who.key, exc_info=outcome)
             return
         if outcome is None:
-            self.cache.forget(who.device, rid)
+            self.cache.forget(who.key, rid)
             return
-        self.cache.finish(who.device, rid, outcome[1], asyncio.get_running_loop().time())
+        self.cache.finish(who.key, rid, outcome[1], asyncio.get_running_loop().time())
         self._publish(*outcome)
 
     async def _outcome(
@@ -343,7 +359,7 @@ class MqttBridge:
             return exc
 
     async def _dispatch(self, topic: str, payload: bytes, pairs: list[tuple[str, str]]) -> None:
-        if self.services is not None and topic != BULK_TOPIC:
+        if self.services is not None and not _is_bulk(topic):
             await self._run_group([(topic, payload, pairs)])  # its own transaction, logged
             return
         admitted = await self._admit(topic, payload, pairs)
@@ -407,7 +423,7 @@ class MqttBridge:
         async with self.services.group_commit() as shared:
             try:
                 if logged:
-                    keys = [(w.device, rid, ReplyCache.digest(p)) for w, rid, _, p in todo]
+                    keys = [(w.key, rid, ReplyCache.digest(p)) for w, rid, _, p in todo]
                     claims = await self.services.claim_requests(keys)
                 else:
                     claims = [Claim(True, None)] * len(todo)
@@ -421,7 +437,7 @@ class MqttBridge:
                         break
                     outcomes.append(outcome)
                     if logged and isinstance(outcome, tuple):
-                        replies.append((who.device, rid, outcome[1]))
+                        replies.append((who.key, rid, outcome[1]))
                 if logged and not shared.failed:
                     await self.services.record_replies(replies)
             except Exception:  # the log's statements failed (connection lost, deadlock victim)
@@ -445,9 +461,9 @@ class MqttBridge:
         try:
             async with self.services.group_commit():
                 digest = ReplyCache.digest(payload)
-                claim = (await self.services.claim_requests([(who.device, rid, digest)]))[0]
+                claim = (await self.services.claim_requests([(who.key, rid, digest)]))[0]
                 if claim.new:
-                    await self.services.record_replies([(who.device, rid, outcome[1])])
+                    await self.services.record_replies([(who.key, rid, outcome[1])])
                 else:
                     return _Duplicate(claim.reply)
         except Exception:
@@ -455,16 +471,18 @@ class MqttBridge:
         return outcome
 
     async def _answer(self, topic: str, payload: bytes, who: StampedIdentity) -> tuple[str, bytes] | None:
-        if topic == BULK_TOPIC:
+        split = split_tenant_topic(topic)
+        visible = split[1] if split is not None else topic  # _admit dropped the others
+        if visible == BULK_TOPIC:
             if self.records is None:
                 return None
             if self.config.policy.require_verified and not who.verified:
                 log.info("bulk batch from unverified %s refused", who.device)
                 return None
-            batch_id, reply = await self.records.handle_batch(payload)
+            batch_id, reply = await self.records.handle_batch(payload, tenant=who.tenant)
             self.stats.batches += 1
-            return None if batch_id is None else (response_topic(who.device, batch_id), reply)
-        answer = await self.adapter.handle(topic, payload, who)
+            return None if batch_id is None else (who.reply_topic(batch_id), reply)
+        answer = await self.adapter.handle(visible, payload, who)
         if answer is None:
             return None
         self.stats.handled += 1

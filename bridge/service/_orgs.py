@@ -71,9 +71,14 @@ async def map_identity(conn: AsyncConnection, identity: str, org_id: str) -> Non
     await conn.execute(sa.insert(g.identity_map).values(identity=identity, org_id=org_id))
 
 
-async def tenant_of_device(conn: AsyncConnection, tenant_token: str, identity: str | None) -> str:
+async def tenant_of_device(
+    conn: AsyncConnection, tenant_token: str, identity: str | None, transport_tenant: str | None = None
+) -> str:
     """The organisation a device's auth request enrols into (401 for an unknown tenant token;
-    403 when the token and the transport identity's mapping disagree)."""
+    403 when the token and the transport identity's mapping disagree). ``transport_tenant``:
+    the organisation the transport vouches for (the MQTT topic's, docs/topics.md); when given,
+    the result must be it (a token or mapping naming another one: 403), and with neither a
+    token nor a mapping it is the answer."""
     by_token = by_identity = None
     if tenant_token:
         row = (await conn.execute(_BY_TOKEN, {"b_digest": token_digest(tenant_token)})).first()
@@ -85,4 +90,9 @@ async def tenant_of_device(conn: AsyncConnection, tenant_token: str, identity: s
         by_identity = row.org_id if row is not None else None
     if by_token is not None and by_identity is not None and by_token != by_identity:
         raise Denied("the tenant token names another organisation than this transport identity's", 403)
-    return by_token or by_identity or DEFAULT_ORG_ID
+    chosen = by_token or by_identity
+    if transport_tenant is not None:
+        if chosen is not None and chosen != transport_tenant:
+            raise Denied("the device's organisation is not the one of this transport (topic)", 403)
+        return transport_tenant
+    return chosen or DEFAULT_ORG_ID

@@ -27,14 +27,22 @@ def broker_config_main(argv: Sequence[str]) -> int:
         metavar="RULE",
         help="extra gateway rule, e.g. 'readwrite meshota/#' (repeatable)",
     )
+    p.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="ORG_ID",
+        help="an organisation (id from 'meshota admin create-org'): a broker user of that name "
+        "confined to its topics; passwords in DIR/tenant-credentials (repeatable)",
+    )
     p.add_argument("--acl-only", action="store_true", help="print the ACL to stdout, write nothing")
     args = p.parse_args(list(argv))
     users = BrokerUsers(args.gateway_user, args.bridge_user)
     try:
         if args.acl_only:
-            sys.stdout.write(broker_acl(users, args.gateway_topic))
+            sys.stdout.write(broker_acl(users, args.gateway_topic, args.tenant))
             return 0
-        write_broker_config(args.out, users, gateway_topics=args.gateway_topic)
+        write_broker_config(args.out, users, gateway_topics=args.gateway_topic, tenants=args.tenant)
     except BrokerConfigError as exc:
         return usage_error(PROG, str(exc))
     except OSError as exc:

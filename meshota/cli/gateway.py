@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--udp", metavar="H:P", help="plain UDP address to listen on")
     ap.add_argument("--dtls", metavar="H:P", help="DTLS 1.2 address to listen on (direct and relayed)")
     ap.add_argument(
-        "--psk-file", metavar="FILE", help="DTLS PSK provisioning file: lines 'identity,hexkey'"
+        "--psk-file", metavar="FILE",
+        help="DTLS PSK provisioning file: lines 'identity,hexkey[,organisation id]'",
+    )
+    ap.add_argument(
+        "--tenant-credentials", metavar="FILE",
+        help="broker passwords of organisations, lines 'organisation id:password' (meshota "
+        "broker-config --tenant writes it): their nodes' connections log in as their organisation",
     )
     ap.add_argument("--cert", metavar="FILE", help="gateway certificate (PEM, ECDSA P-256) for DTLS")
     ap.add_argument("--key", metavar="FILE", help="private key of --cert (PEM)")
@@ -307,6 +313,7 @@ class DtlsOptions:
     idle_timeout: float
     handshake_timeout: float = 15.0
     limits: HandshakeLimits | None = None
+    tenants: dict[str, str] = field(default_factory=dict)  # identity -> organisation id (PSK file)
 
 
 def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
@@ -339,12 +346,15 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         CredentialsError,
         DtlsServerConfig,
         load_psk_file,
+        load_psk_tenants,
     )
 
     psk = certificate = None
+    tenants: dict[str, str] = {}
     try:
         if args.psk_file:
             psk = load_psk_file(args.psk_file)
+            tenants = load_psk_tenants(args.psk_file)
         if some_cert:
             certificate = CertificateCredentials.from_files(args.cert, args.key, args.ca)
     except CredentialsError as exc:
@@ -365,11 +375,28 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
             burst=max(1, round(2 * args.dtls_handshake_rate)),
             known_peers=args.max_dtls_sessions,
         ),
+        tenants,
     )
 
 
+def load_tenant_passwords(args: argparse.Namespace) -> dict[str, str]:
+    """--tenant-credentials: organisation id -> broker password."""
+    if not args.tenant_credentials:
+        return {}
+    from meshota.broker_config import BrokerConfigError, read_tenant_credentials
+
+    try:
+        return read_tenant_credentials(Path(args.tenant_credentials))
+    except BrokerConfigError as exc:
+        raise ConfigError(f"--tenant-credentials: {exc}") from None
+
+
 async def _serve(
-    args: argparse.Namespace, config: GatewayConfig, dtls: DtlsOptions | None, password: str | None
+    args: argparse.Namespace,
+    config: GatewayConfig,
+    dtls: DtlsOptions | None,
+    password: str | None,
+    tenant_passwords: dict[str, str] | None = None,
 ) -> int:
     # DTLS (mbedTLS, ~6 MB of RSS) is imported only when --dtls asks for it
     from bridge.gateway.udp import GatewayServer, MulticastError
@@ -383,6 +410,8 @@ async def _serve(
         # keyless clients never use an identity of the PSK file (kept current on SIGHUP)
         psk_ids.update(dtls.credentials.psk)
         config.protected_client_id = psk_ids.__contains__
+    # organisations: the PSK file's third column (kept current on SIGHUP); docs/topics.md
+    tenants: dict[str, str] = dict(dtls.tenants) if dtls is not None else {}
     server = GatewayServer(
         config,
         broker,
@@ -395,6 +424,8 @@ async def _serve(
         client_id=args.client_id,
         session_expiry=args.session_expiry,
         broker_client=args.broker_client,
+        tenant_of=tenants.get,
+        tenant_passwords=tenant_passwords or {},
     )
     listener: DtlsListener | None = None
     if dtls is not None:
@@ -460,14 +491,17 @@ async def _serve(
         def reload_psk() -> None:
             """SIGHUP: read --psk-file again (as mosquitto does its password file); a device whose
             line is gone or changed loses its session at once; a bad file keeps the old table."""
-            from wire.dtls_credentials import CredentialsError, load_psk_file
+            from wire.dtls_credentials import CredentialsError, load_psk_file, load_psk_tenants
 
             try:
                 keys = load_psk_file(args.psk_file)
+                new_tenants = load_psk_tenants(args.psk_file)
             except CredentialsError as exc:
                 log.error("SIGHUP: --psk-file not reloaded, old keys kept: %s", exc)
                 return
             closed = dtls_listener.replace_psk(keys)
+            tenants.clear()  # new broker connections take the new organisation
+            tenants.update(new_tenants)
             if config.protected_client_id is not None:
                 psk_ids.clear()
                 psk_ids.update(keys)
@@ -529,6 +563,7 @@ def gateway_main(argv: list[str]) -> int:
         dtls = load_dtls_options(args)
         check_udp_identities(args, dtls)
         password = load_broker_password(args)
+        tenant_passwords = load_tenant_passwords(args)
     except ConfigError as exc:
         return usage_error("meshota gateway", str(exc))
-    return asyncio.run(_serve(args, config, dtls, password))
+    return asyncio.run(_serve(args, config, dtls, password, tenant_passwords))

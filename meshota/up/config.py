@@ -84,6 +84,17 @@ def _http_url(value: str) -> str | None:
 TELEMETRY_URL = "https://stats.meshota.org/api/v1/report"
 
 
+def _tenants(value: list[str]) -> str | None:
+    from wire.tenant_topics import TenantTopicError, check_tenant
+
+    for tenant in value:
+        try:
+            check_tenant(tenant)
+        except TenantTopicError as exc:
+            return str(exc)
+    return None
+
+
 def _user(value: str) -> str | None:
     if not value or any(c.isspace() for c in value):
         return f"{value!r} must be non-empty, without spaces"
@@ -137,6 +148,15 @@ KEYS: dict[str, dict[str, Key]] = {
         ),
         "bridge_password_file": Key(
             str, "", "external broker: file holding the bridge user's password (private: generated)"
+        ),
+        "tenants": Key(
+            list,
+            [],
+            "organisation ids with broker users of their own (private broker; docs/topics.md)",
+            _tenants,
+        ),
+        "tenant_credentials_file": Key(
+            str, "", "external broker: the gateway's 'organisation id:password' file (private: generated)"
         ),
     },
     "gateway": {

@@ -47,6 +47,7 @@ class Prepared:
     bridge_password: str | None
     first_start: bool
     notes: list[str] = field(default_factory=list)
+    tenant_credentials_file: Path | None = None  # the gateway's --tenant-credentials
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -66,7 +67,7 @@ def _read_secret_file(path: str, key: str) -> str:
     return text
 
 
-def _private_broker(data: Path, users: BrokerUsers) -> tuple[Path, str]:
+def _private_broker(data: Path, users: BrokerUsers, tenants: list[str]) -> tuple[Path, str]:
     broker = data / "broker"
     creds = broker / "credentials"
     known: dict[str, str] = {}
@@ -75,9 +76,9 @@ def _private_broker(data: Path, users: BrokerUsers) -> tuple[Path, str]:
             user, sep, password = line.partition(":")
             if sep:
                 known[user] = password
-    passwords = {u: known[u] for u in (users.gateway, users.bridge) if u in known}
+    passwords = {u: known[u] for u in (users.gateway, users.bridge, *tenants) if u in known}
     try:
-        chosen = write_broker_config(broker, users, passwords)
+        chosen = write_broker_config(broker, users, passwords, tenants=tenants)
     except BrokerConfigError as exc:
         raise ConfigError(f"broker: {exc}") from None
     (broker / "db").mkdir(exist_ok=True)
@@ -163,10 +164,17 @@ def prepare(config: UpConfig) -> Prepared:
         if gateway_file is not None:
             _read_secret_file(gw, "broker.gateway_password_file")
     else:
-        gateway_file, bridge_password = _private_broker(data, users)
+        gateway_file, bridge_password = _private_broker(data, users, config.get("broker", "tenants"))
     marker = data / ".initialized"
     first = not marker.exists()
     if first and config.get("node", "role") != "gateway":  # a gateway has no database
         _first_start(config, notes)
         marker.write_text("meshota up: first start completed\n")
-    return Prepared(gateway_file, bridge_password, first, notes)
+    tenant_file: Path | None = None  # organisations' broker passwords, for the gateway
+    given = config.get("broker", "tenant_credentials_file")
+    if config.get("broker", "url") and given:
+        _read_secret_file(given, "broker.tenant_credentials_file")
+        tenant_file = Path(given)
+    elif not config.get("broker", "url") and config.get("broker", "tenants"):
+        tenant_file = data / "broker" / "tenant-credentials"
+    return Prepared(gateway_file, bridge_password, first, notes, tenant_file)

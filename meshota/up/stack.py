@@ -162,6 +162,8 @@ def _gateway(config: UpConfig, addr: Addresses, prepared: Prepared) -> dict[str,
     if prepared.gateway_password_file is not None:
         argv += ["--broker-username", config.get("broker", "gateway_user")]
         argv += ["--broker-password-file", str(prepared.gateway_password_file)]
+    if prepared.tenant_credentials_file is not None:  # organisations' broker users (docs/topics.md)
+        argv += ["--tenant-credentials", str(prepared.tenant_credentials_file)]
     if config.get("log", "level") != "warning":
         argv.append("-v" if config.get("log", "level") == "info" else "-vv")
     return {"name": "gateway", "argv": argv, "env": {}, "ready": {"line": "meshota gateway: "}}

@@ -21,7 +21,13 @@ def files(tmp_path: Path) -> dict[str, str]:
     good.write_text("node-1,00112233445566778899aabbccddeeff  # a comment\n")
     bad = tmp_path / "bad.psk"
     bad.write_text("node-1,0011\nnode-2,zz\n")
+    org = tmp_path / "org.psk"
+    org.write_text("node-1,0011,org-a\nnode-2,0022\nnode-3,0033,a/b\n")
+    creds = tmp_path / "tenants"
+    creds.write_text("org-a\n")
     return {
+        "org": str(org),
+        "creds": str(creds),
         "good": str(good),
         "bad": str(bad),
         "missing": str(tmp_path / "nope.psk"),
@@ -49,6 +55,9 @@ CASES = [
     ([*_PSK, "--dtls-handshakes-per-relay", "0"], "--dtls-handshakes-per-relay"),
     ([*_PSK, "--dtls-handshake-rate", "inf"], "--dtls-handshake-rate"),
     ([*_PSK, "--dtls-handshake-timeout", "nan"], "--dtls-handshake-timeout"),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{org}"], "org.psk:3: bad organisation id 'a/b'"),
+    ([*_PSK, "--tenant-credentials", "{creds}"], "--tenant-credentials: "),
+    ([*_PSK, "--tenant-credentials", "{missing}"], "--tenant-credentials: cannot read"),
 ]
 
 
@@ -88,6 +97,16 @@ def test_good_options_load_psk_and_certificate(files: dict[str, str]) -> None:
     assert opts.credentials.psk == {"node-1": bytes.fromhex("00112233445566778899aabbccddeeff")}
     assert opts.credentials.certificate is not None
     assert load_dtls_options(build_parser().parse_args([*BROKER, "--udp", "127.0.0.1:0"])) is None
+
+
+def test_psk_file_names_organisations(tmp_path: Path) -> None:
+    psk = tmp_path / "psk.txt"
+    psk.write_text("node-1,0011,org-a\nnode-2,0022\nnode-3,0033,default\n")
+    opts = load_dtls_options(
+        build_parser().parse_args([*BROKER, "--dtls", "127.0.0.1:0", "--psk-file", str(psk)])
+    )
+    assert opts is not None and opts.tenants == {"node-1": "org-a"}
+    assert set(opts.credentials.psk or {}) == {"node-1", "node-2", "node-3"}
 
 
 def test_half_open_budget_options(files: dict[str, str]) -> None:

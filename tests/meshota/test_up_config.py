@@ -239,3 +239,29 @@ def test_role_option_overrides_the_file(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text('[broker]\nurl = "mqtt://b:1883"\n')
     code, _, out = run_up(["--config", str(path), "--role", "gateway", "--print-config"], capsys)
     assert code == 0 and 'role = "gateway"' in out
+
+
+def test_plan_organisations_get_broker_users_and_the_gateway_their_passwords(tmp_path: Path) -> None:
+    from meshota.addresses import ConfigError
+    from meshota.broker_config import read_tenant_credentials
+    from meshota.up.datadir import prepare
+    from meshota.up.stack import build_plan, pick_addresses
+
+    org = "5f0c2a7e-4b8e-4c1e-9d3a-0b6f1c2d3e4f"
+    conf = tmp_path / "meshota.toml"
+    conf.write_text(f'[broker]\nlisten = "127.0.0.1:0"\ntenants = ["{org}"]\n[gateway]\nudp = ""\n')
+    config = load_config(conf, tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".initialized").write_text("")  # skip the first start's admin runs here
+    prepared = prepare(config)
+    broker = tmp_path / "d" / "broker"
+    assert f"user {org}" in (broker / "acl").read_text()
+    assert set(read_tenant_credentials(broker / "tenant-credentials")) == {org}
+    plan = build_plan(config, prepared, pick_addresses(config), time.time())
+    gateway = next(c for c in plan["children"] if c["name"] == "gateway")["argv"]
+    assert gateway[gateway.index("--tenant-credentials") + 1] == str(broker / "tenant-credentials")
+    password = read_tenant_credentials(broker / "tenant-credentials")[org]
+    assert prepare(config) and read_tenant_credentials(broker / "tenant-credentials")[org] == password  # kept
+    conf.write_text('[broker]\ntenants = ["default"]\n')
+    with pytest.raises(ConfigError, match=r"broker\.tenants: organisation id 'default' has no topics"):
+        load_config(conf, tmp_path / "d")

@@ -45,6 +45,7 @@ class ServerSide:
     gateway_user: str
     gateway_password: str
     seen: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
+    creds: dict[str, str] = field(default_factory=dict)  # every broker user's password
 
     def accept_pending(self) -> list[str]:
         """Accept every pending device; their Mender ids."""
@@ -86,10 +87,16 @@ def _recording(service: Any, seen: list[tuple[str, str, str | None, str | None]]
 
 @contextmanager
 def server_side(
-    tmp: Path, psks: dict[str, bytes], *, block_size: int = 512, public_stats: bool = False
+    tmp: Path,
+    psks: dict[str, bytes],
+    *,
+    block_size: int = 512,
+    public_stats: bool = False,
+    tenants: tuple[str, ...] = (),
 ) -> Iterator[ServerSide]:
+    """``tenants``: organisation ids with broker users of their own (meshota broker-config --tenant)."""
     users = BrokerUsers()
-    creds = write_broker_config(tmp / "broker")
+    creds = write_broker_config(tmp / "broker", tenants=tenants)
     # mosquitto started as root drops to user "mosquitto", which cannot read a 0600 file in tmp
     conf = (tmp / "broker" / "meshota.conf").read_text() + ("user root\n" if os.geteuid() == 0 else "")
     broker = start_test_mosquitto(tmp / "mosquitto", extra_conf=conf)
@@ -123,7 +130,7 @@ def server_side(
         token = httpx.post(f"{url}/api/management/v1/useradm/auth/login", auth=ADMIN, timeout=30).text
         mgmt = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         try:
-            yield ServerSide(broker, server, mgmt, url, users.gateway, creds[users.gateway], seen)
+            yield ServerSide(broker, server, mgmt, url, users.gateway, creds[users.gateway], seen, creds)
         finally:
             mgmt.close()
     finally:
@@ -144,16 +151,23 @@ class GatewaySide:
 
 @asynccontextmanager
 async def gateway_side(
-    side: ServerSide, psks: dict[str, bytes], config: GatewayConfig | None = None
+    side: ServerSide,
+    psks: dict[str, bytes],
+    config: GatewayConfig | None = None,
+    *,
+    tenants: dict[str, str] | None = None,
 ) -> AsyncIterator[GatewaySide]:
     """The real gateway (transparent mode, the gateway's broker credentials), a DTLS PSK listener
-    and a relay in front of it."""
+    and a relay in front of it. ``tenants``: identity -> organisation id (the PSK file's third
+    column); those nodes log in with their organisation's password from ``side.creds``."""
     gateway = GatewayServer(
         config or GatewayConfig(),
         (side.broker.host, side.broker.port),
         None,
         broker_username=side.gateway_user,
         broker_password=side.gateway_password,
+        tenant_of=tenants.get if tenants is not None else None,
+        tenant_passwords={t: side.creds[t] for t in (tenants or {}).values() if t in side.creds},
     )
     listener = DtlsListener(gateway, DtlsServer(DtlsServerConfig(psk=psks)), ("127.0.0.1", 0))
     await gateway.start()

@@ -33,7 +33,8 @@ def test_psk_file_format(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("node-1\n", "psk:1: expected 'identity,hexkey'"),
-        ("node-1,00,11\n", "expected 'identity,hexkey'"),
+        ("node-1,00,11,22\n", "or 'identity,hexkey,organisation'"),
+        ("node-1,00,a/b\n", "bad organisation id"),
         ("node-1,zz\n", "not hex: 'zz'"),
         ("node-1,abc\n", "not hex: 'abc'"),
         ("node-1," + "00" * 33 + "\n", "33 bytes"),
