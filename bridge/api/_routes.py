@@ -12,6 +12,7 @@ from . import _filters as filters
 from . import _fleet_stats as fleet
 from . import _inventory as inv
 from . import _policies as pol
+from . import _remote_access as remote
 from . import _roles as roles
 from . import _rollouts as roll
 from . import _useradm as users
@@ -72,6 +73,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_get_policy),
     Route("PUT", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_put_policy),
     Route("DELETE", "/api/meshota/v1/management/policies/groups/{name}", pol.mgmt_delete_group_policy),
+    # -- meshota management extension: remote access grants (docs/remote_access.md) -----------
+    Route("GET", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_get_grant),
+    Route("PUT", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_put_grant),
+    Route("DELETE", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_revoke_grant),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),

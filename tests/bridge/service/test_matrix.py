@@ -560,6 +560,22 @@ SPEC.update(
             lambda w, t, c: ("POST", f"{DCFG}/{_dev(w, t)}/deploy", {}),
             device_scoped=True,
         ),
+        ("GET", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "devices:read",
+            lambda w, t, c: ("GET", f"{MM}/remote_access/devices/{_dev(w, t)}", None),
+            device_scoped=True,
+        ),
+        ("PUT", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "remoteaccess:grant",
+            lambda w, t, c: ("PUT", f"{MM}/remote_access/devices/{_dev(w, t)}", {"duration": 60}),
+            device_scoped=True,
+        ),
+        ("DELETE", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "remoteaccess:grant",
+            lambda w, t, c: ("DELETE", f"{MM}/remote_access/devices/{_dev(w, t)}", None),
+            device_scoped=True,
+            reads=True,  # nothing to revoke: no audit entry
+        ),
     }
 )
 
