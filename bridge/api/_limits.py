@@ -62,6 +62,8 @@ class ApiLimits:
     remote_sessions_max: int = 200  # open user sessions per process
     remote_user_message_max: int = 8 * 1024  # user -> device message (fits mender-connect's read limit)
     remote_device_message_max: int = 256 * 1024  # device -> user message
+    remote_commands_pending: int = 8  # diagnostics commands waiting for one node
+    remote_result_max: int = 8 * 1024  # a node's answer to a diagnostics command
     remote_recheck: float = 5.0  # seconds between re-reads of a session's grant (revocation delay)
 
 

@@ -29,6 +29,7 @@ from ._types import ApiError, Request, Response, json_response
 __all__ = [
     "GRANTABLE",
     "SessionTicket",
+    "grant_row",
     "grant_state",
     "mgmt_get_grant",
     "mgmt_put_grant",
@@ -38,7 +39,9 @@ __all__ = [
 ]
 
 _G = g.remote_grants
-GRANTABLE = ("shell", "filetransfer")  # port forwarding and mender-client control are never relayed
+# what an owner may grant; port forwarding and mender-client control are never relayed;
+# "diagnostics" is the MQTT-SN nodes' bounded set (bridge/api/_remote_diag.py)
+GRANTABLE = ("shell", "filetransfer", "diagnostics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,11 @@ def _out(row: Any, now: float) -> dict[str, Any]:
         "protocols": list(row.protocols),
         "active": row.expires_ts > now,
     }
+
+
+async def grant_row(conn: Any, device_id: str) -> Any:
+    """The device's grant row (expired or not), or None."""
+    return await _grant(conn, device_id)
 
 
 async def _grant(conn: Any, device_id: str) -> Any:

@@ -18,6 +18,7 @@ __all__ = [
     "audit_log",
     "identity_map",
     "organizations",
+    "remote_commands",
     "remote_grants",
     "roles",
     "saved_filters",
@@ -128,4 +129,24 @@ remote_grants = Table(
     Column("granted_ts", Float, nullable=False),
     Column("expires_ts", Float, nullable=False),
     Column("protocols", JSON, nullable=False),  # ["shell", "filetransfer"] or a subset
+)
+
+# MQTT-SN nodes' bounded remote diagnostics (ping, logs, reboot) under the same grant rules: a
+# user queues a command, the node fetches it through the device API while the grant is in force
+# and answers it
+remote_commands = Table(
+    "remote_commands",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("command", String(16), nullable=False),  # ping, logs, reboot
+    Column("args", JSON, nullable=False),
+    Column("issued_by", String(255), nullable=False),
+    Column("issued_ts", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, sent, done, refused, expired
+    Column("result", JSON, nullable=True),
+    Column("sent_ts", Float, nullable=True),
+    Column("done_ts", Float, nullable=True),
+    Index("ix_remote_commands_device", "device_id", "issued_ts"),
 )
