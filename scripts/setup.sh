@@ -14,6 +14,9 @@ command -v mender-cli >/dev/null 2>&1 || need_apt+=(mender-cli)
 command -v mender >/dev/null 2>&1 || [ -x /usr/bin/mender ] || need_apt+=(mender-client)
 # the admin UI's browser tests drive Debian's chromium through Playwright (no browser download)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# remote access: the real mender-connect 2.1 (deviceconnect), on a private D-Bus system bus
+command -v mender-connect >/dev/null 2>&1 || need_apt+=(mender-connect)
+command -v dbus-daemon >/dev/null 2>&1 || need_apt+=(dbus-daemon)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -11,6 +11,7 @@ from ._context import ApiContext, Settings
 from ._deployments import abort_deployment, create_deployment, group_devices
 from ._devauth import decommission_device, set_auth_status
 from ._device_deployments import check_log, check_status, report_status, store_log
+from ._deviceconnect import is_websocket_route, serve_websocket
 from ._fleet_stats import installation_facts
 from ._inventory import set_group
 from ._json import decode_json
@@ -55,6 +56,7 @@ __all__ = [
     "error_response",
     "group_devices",
     "installation_facts",
+    "is_websocket_route",
     "json_response",
     "parse_rollout",
     "publish",
@@ -66,6 +68,7 @@ __all__ = [
     "rollout_tick",
     "rollout_ticker_service",
     "run_ticker",
+    "serve_websocket",
     "set_auth_status",
     "set_group",
     "set_policy",

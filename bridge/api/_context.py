@@ -16,6 +16,7 @@ from bridge.store import tables as t
 
 from ._device_status import DeviceStatusCache, invalidate_all_devices, invalidate_device
 from ._limits import ApiLimits
+from ._remote_hub import RemoteHub
 from ._throttle import TokenBuckets, WorkGate
 
 __all__ = ["ApiContext", "Settings", "now"]
@@ -60,9 +61,12 @@ class ApiContext:
     passwords: WorkGate = field(init=False)
     # the service layer: every management operation's permission check, tenant scope and audit
     gov: Governance = field(init=False)
+    # remote access: this process's connected mender-connect links and user sessions
+    remote: RemoteHub = field(init=False)
 
     def __post_init__(self) -> None:
         self.gov = Governance(self.store)
+        self.remote = RemoteHub(self.settings.limits)
         self.device_status.ttl = self.settings.device_status_ttl
         lim = self.settings.limits
         self.logins_by_user = TokenBuckets(lim.login_user_burst, lim.login_user_refill, lim.login_state_max)

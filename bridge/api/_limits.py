@@ -55,6 +55,16 @@ class ApiLimits:
     config_max_keys: int = 100  # key-value pairs in one configuration
     config_key_max: int = 255  # characters of a key
     config_value_max: int = 4096  # characters of a value
+    # -- remote access (deviceconnect, docs/remote_access.md) -------------------------------------
+    remote_grant_max: float = 24 * 3600.0  # the longest time box an owner may grant at once
+    remote_devices_max: int = 10_000  # connected mender-connect links per process
+    remote_sessions_per_device: int = 4  # open user sessions on one device
+    remote_sessions_max: int = 200  # open user sessions per process
+    remote_user_message_max: int = 8 * 1024  # user -> device message (fits mender-connect's read limit)
+    remote_device_message_max: int = 256 * 1024  # device -> user message
+    remote_commands_pending: int = 8  # diagnostics commands waiting for one node
+    remote_result_max: int = 8 * 1024  # a node's answer to a diagnostics command
+    remote_recheck: float = 5.0  # seconds between re-reads of a session's grant (revocation delay)
 
 
 def check_body_size(body: bytes, limit: int, what: str) -> None:

@@ -13,6 +13,8 @@ from . import _fleet_stats as fleet
 from . import _fleet_summary as summary
 from . import _inventory as inv
 from . import _policies as pol
+from . import _remote_access as remote
+from . import _remote_diag as diag
 from . import _roles as roles
 from . import _rollouts as roll
 from . import _useradm as users
@@ -57,6 +59,8 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
     Route("POST", "/api/meshota/v1/devices/fleet_counts", fleet.fleet_counts),  # a root's count record
+    Route("GET", "/api/meshota/v1/devices/diagnostics/next", diag.device_next),  # remote diagnostics
+    Route("PUT", "/api/meshota/v1/devices/diagnostics/{id}", diag.device_answer),
     Route("GET", f"{_DEV}/deviceconfig/configuration", dcfg.device_get_config),
     Route("PUT", f"{_DEV}/deviceconfig/configuration", dcfg.device_put_config),
     # -- public, read-only, no authentication: the fleet's statistics (off by default) --------
@@ -77,6 +81,12 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", "/api/meshota/v1/management/fleet/summary", summary.mgmt_fleet_summary),
     Route("GET", "/api/meshota/v1/management/devices/{id}/deployments", summary.mgmt_device_deployments),
     Route("GET", "/api/meshota/v1/management/mesh", summary.mgmt_mesh),
+    # -- meshota management extension: remote access grants (docs/remote_access.md) -----------
+    Route("GET", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_get_grant),
+    Route("PUT", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_put_grant),
+    Route("DELETE", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_revoke_grant),
+    Route("POST", "/api/meshota/v1/management/remote_access/devices/{id}/diagnostics", diag.mgmt_issue),
+    Route("GET", "/api/meshota/v1/management/remote_access/devices/{id}/diagnostics", diag.mgmt_commands),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),

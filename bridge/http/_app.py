@@ -18,6 +18,7 @@ process's Prometheus metrics (bridge/observe) when the app was given ``metrics``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -25,7 +26,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from bridge.api import ApiError, Request, Response, Router, error_response
+from bridge.api import (
+    ApiError,
+    Request,
+    Response,
+    Router,
+    error_response,
+    is_websocket_route,
+    serve_websocket,
+)
 
 __all__ = ["ASGIApp", "HttpAdapter"]
 
@@ -81,6 +90,8 @@ class HttpAdapter:
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -172,6 +183,65 @@ class HttpAdapter:
         response = await router.handle(request)
         await _send(send, response, head=scope["method"] == "HEAD")
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """deviceconnect (remote access): refusals are HTTP error responses before the handshake
+        (ASGI's websocket.http.response), everything after it binary messages."""
+        rid = uuid.uuid4().hex
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if self.router is None or not is_websocket_route(scope["path"]):
+            starting = self.router is None
+            status, message = (503, "server is starting") if starting else (404, "no such websocket route")
+            await _refuse(send, scope, error_response(status, message, rid))
+            return
+        headers = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name in _KEPT:
+                headers[name] = raw_value.decode("latin-1")
+        host = headers.get("host") or _server_host(scope)
+        request = Request(
+            method="GET",
+            path=scope["path"],
+            query=parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            headers=headers,
+            base_url=f"{scope.get('scheme', 'ws')}://{host}",
+            request_id=rid,
+            client=_client_host(scope),
+        )
+        peer = _WebSocketPeer(send)
+
+        async def accept() -> None:
+            await send({"type": "websocket.accept"})
+            peer.accepted = True
+
+        async def messages() -> AsyncIterator[bytes]:
+            while not peer.closed:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    peer.closed = True
+                    return
+                data = message.get("bytes")
+                if data is None:
+                    data = (message.get("text") or "").encode()
+                yield data
+
+        try:
+            await serve_websocket(self.router.context, request, accept, messages(), peer)
+        except ApiError as exc:
+            if not peer.accepted:
+                await _refuse(send, scope, error_response(exc.status, exc.message, rid, exc.headers))
+                return
+            await peer.close(1008, exc.message[:120])
+        except Exception:
+            log.exception("websocket %s failed", scope["path"][:200])
+            if not peer.accepted:
+                await _refuse(send, scope, error_response(500, "internal error", rid))
+            else:
+                await peer.close(1011, "internal error")
+        finally:
+            await peer.close(1000, "")
+
     async def _stream_body(self, receive: Receive, limit: int) -> AsyncIterator[bytes]:
         """The request body chunk by chunk; the size limit is enforced as it arrives."""
         size = 0
@@ -203,6 +273,38 @@ class HttpAdapter:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+class _WebSocketPeer:
+    """The ASGI websocket as a deviceconnect peer (bridge.api._remote_hub.Peer)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.accepted = False
+        self.closed = False
+
+    async def send(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionError("websocket closed")
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed or not self.accepted:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):  # already gone: nothing to tell
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def _refuse(send: Send, scope: Scope, response: Response) -> None:
+    """An HTTP response instead of the websocket handshake (or a bare close without the extension)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "websocket.http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": response.body})
 
 
 def _client_host(scope: Scope) -> str | None:

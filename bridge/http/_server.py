@@ -97,6 +97,11 @@ def _uvicorn_config(config: ServerConfig, app: Any, port: int) -> uvicorn.Config
         # "auto" picks httptools and uvloop when installed (both are measurably faster)
         http="auto",
         loop="auto",
+        # websockets (deviceconnect): wsproto, pure Python; messages are capped per route again
+        ws="wsproto",
+        ws_max_size=1 << 20,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
         backlog=2048,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,

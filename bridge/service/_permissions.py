@@ -36,6 +36,8 @@ PERMISSIONS: Mapping[str, str] = {
     "users:manage": "create and delete users, roles, role assignments",
     "tokens:manage": "create and revoke one's own personal access tokens",
     "audit:read": "read and export the audit log",
+    "remoteaccess:grant": "the device owner's switch: grant (time-boxed) or revoke remote access to a device",
+    "remoteaccess:use": "open remote shell and file-transfer sessions on devices whose owner granted it",
 }
 
 # permissions that apply to devices and so can be limited to device groups
@@ -47,6 +49,8 @@ GROUP_SCOPED = frozenset(
         "deployments:manage",
         "deviceconfig:read",
         "deviceconfig:manage",
+        "remoteaccess:grant",
+        "remoteaccess:use",
     }
 )
 
@@ -97,8 +101,14 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         _role("RBAC_ROLE_OBSERVER", "Read-only: devices, artifacts, deployments", _READ),
         _role(
             "RBAC_ROLE_SUPPORT",
-            "Support: devices and their groups, read deployments, configuration and the audit log",
-            (*_READ, "devices:manage", "deviceconfig:read", "audit:read"),
+            "Support: devices and their groups, read deployments, configuration and the audit log; "
+            "remote sessions where the owner granted them",
+            (*_READ, "devices:manage", "deviceconfig:read", "audit:read", "remoteaccess:use"),
+        ),
+        _role(
+            "RBAC_ROLE_DEVICE_OWNER",
+            "Device owner: sees devices, grants or revokes time-boxed remote access to them",
+            ("devices:read", "remoteaccess:grant"),
         ),
         _role(
             "RBAC_ROLE_CI",

@@ -1,4 +1,5 @@
-"""Governance tables (issue 15): organisations, roles, tokens, saved filters, the audit log.
+"""Governance tables (issue 15): organisations, roles, tokens, saved filters, the audit log;
+remote-access grants (issue 16).
 
 ``organizations`` and ``identity_map`` are installation-wide (the lookups that *find* a tenant:
 a tenant token at enrolment, a PSK/certificate identity at the gateway); every other table here
@@ -17,6 +18,8 @@ __all__ = [
     "audit_log",
     "identity_map",
     "organizations",
+    "remote_commands",
+    "remote_grants",
     "roles",
     "saved_filters",
     "user_roles",
@@ -113,4 +116,37 @@ audit_heads = Table(
     Column("tenant_id", String(36), primary_key=True),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# remote access (issue 16, docs/remote_access.md): OFF unless the device's owner granted it, for a
+# time box; one row per device (a new grant replaces the old one, a revoke deletes it)
+remote_grants = Table(
+    "remote_grants",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("granted_by", String(255), nullable=False),  # the owner's name (user e-mail)
+    Column("granted_ts", Float, nullable=False),
+    Column("expires_ts", Float, nullable=False),
+    Column("protocols", JSON, nullable=False),  # ["shell", "filetransfer"] or a subset
+)
+
+# MQTT-SN nodes' bounded remote diagnostics (ping, logs, reboot) under the same grant rules: a
+# user queues a command, the node fetches it through the device API while the grant is in force
+# and answers it
+remote_commands = Table(
+    "remote_commands",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("command", String(16), nullable=False),  # ping, logs, reboot
+    Column("args", JSON, nullable=False),
+    Column("issued_by", String(255), nullable=False),
+    Column("issued_ts", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, sent, done, refused, expired
+    Column("result", JSON, nullable=True),
+    Column("sent_ts", Float, nullable=True),
+    Column("done_ts", Float, nullable=True),
+    Index("ix_remote_commands_device", "device_id", "issued_ts"),
 )

@@ -151,6 +151,10 @@ async def _populate(store: Store, ctx: ApiContext, org: Org, art_fw: bytes, art_
             for dev in (org.dev_in, org.dev_out):
                 config = {"device_id": dev, "configured": {"k": "v"}, "reported": {}, "updated_ts": 1.0}
                 await conn.execute(sa.insert(rollout_tables.device_configs).values(**config))
+                # the owner's remote-access grant, so that the diagnostics routes have one to act under
+                grant = {"device_id": dev, "granted_by": "owner", "granted_ts": 1.0, "expires_ts": 4e9}
+                grant["protocols"] = ["diagnostics", "filetransfer", "shell"]
+                await conn.execute(sa.insert(gov_tables.remote_grants).values(**grant))
             log = [{"timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": "hello"}]
             await conn.execute(sa.update(tables.device_deployments).values(log=log))
             org.filter_id = str(uuid.uuid4())
@@ -570,6 +574,35 @@ SPEC.update(
         ("POST", f"{DCFG}/{{id}}/deploy"): Spec(
             "deviceconfig:manage",
             lambda w, t, c: ("POST", f"{DCFG}/{_dev(w, t)}/deploy", {}),
+            device_scoped=True,
+        ),
+        ("GET", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "devices:read",
+            lambda w, t, c: ("GET", f"{MM}/remote_access/devices/{_dev(w, t)}", None),
+            device_scoped=True,
+        ),
+        ("PUT", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "remoteaccess:grant",
+            lambda w, t, c: ("PUT", f"{MM}/remote_access/devices/{_dev(w, t)}", {"duration": 60}),
+            device_scoped=True,
+        ),
+        ("DELETE", f"{MM}/remote_access/devices/{{id}}"): Spec(
+            "remoteaccess:grant",
+            lambda w, t, c: ("DELETE", f"{MM}/remote_access/devices/{_dev(w, t)}", None),
+            device_scoped=True,
+        ),
+        ("POST", f"{MM}/remote_access/devices/{{id}}/diagnostics"): Spec(
+            "remoteaccess:use",
+            lambda w, t, c: (
+                "POST",
+                f"{MM}/remote_access/devices/{_dev(w, t)}/diagnostics",
+                {"command": "ping"},
+            ),
+            device_scoped=True,
+        ),
+        ("GET", f"{MM}/remote_access/devices/{{id}}/diagnostics"): Spec(
+            "remoteaccess:use",
+            lambda w, t, c: ("GET", f"{MM}/remote_access/devices/{_dev(w, t)}/diagnostics", None),
             device_scoped=True,
         ),
     }
