@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import select
 import struct
 import subprocess
 import threading
@@ -407,3 +409,50 @@ def test_mender_cli_cp_through_the_http_file_routes(remote: dict[str, Any], tmp_
     assert changes[2]["bytes_to_device"] > 70_000 and changes[1]["bytes_to_user"] > 70_000
     assert changes[0]["end_reason"].startswith("failed: on the device")
     assert all(e["actor"]["email"] == SUPPORT[0] for e in entries)
+
+
+def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
+    """The real mender-cli 1.9 ``terminal`` (in a pseudo-terminal, as a user runs it) reaches
+    the real mender-connect's shell through the session websocket once the owner granted it."""
+    server: BackgroundServer = remote["server"]
+    host: DeviceHost = remote["host"]
+    device: str = remote["device"]
+    wait_for("mender-connect's link", lambda: connected(server, device), host=host)
+
+    def terminal() -> tuple[int, str]:
+        master, slave = pty.openpty()
+        argv = [require_binary("mender-cli"), "--server", server.url, "--token-value", remote["support"]]
+        proc = subprocess.Popen([*argv, "terminal", device], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 30
+        sent = False
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:
+                        break
+                if not sent and b"$" in seen:
+                    os.write(master, b"echo term-$((20+22))\r")
+                    sent = True
+                if b"term-42" in seen:
+                    os.write(master, b"exit\r")
+                    sent = True
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        return proc.returncode, seen.decode("utf-8", "replace")
+
+    code, out = terminal()
+    assert code != 0 and "term-42" not in out, out  # no grant: refused
+    owner = {"Authorization": f"Bearer {remote['owner']}"}
+    r = httpx.put(f"{server.url}{MM}/{device}", json={"duration": 600, "protocols": ["shell"]}, headers=owner)
+    assert r.status_code == 200, r.text
+    code, out = terminal()
+    assert "term-42" in out, out
