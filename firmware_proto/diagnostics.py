@@ -105,7 +105,7 @@ class Diagnostics:
         args: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
         if not self.enabled:
             return self._answer(cid, "refused", {"reason": "remote diagnostics are off on this device"})
-        if command not in self.allowed:
+        if not isinstance(command, str) or command not in self.allowed:
             return self._answer(cid, "refused", {"reason": f"command {str(command)[:16]!r} not allowed here"})
         if command == "ping":
             return self._answer(cid, "done", {"uptime": round(now - self.boot_ts, 3)})

@@ -34,7 +34,7 @@ from ._remote_hub import CLOSE_DEVICE_GONE, CLOSE_GRANT_ENDED, Peer, UserSession
 from ._remote_proto import PROTO_CONTROL, ProtoMsg, encode_msg
 from ._types import ApiError, Request
 
-__all__ = ["DEVICE_CONNECT", "USER_CONNECT", "is_websocket_route", "serve_websocket"]
+__all__ = ["DEVICE_CONNECT", "USER_CONNECT", "is_websocket_route", "serve_websocket", "watch_grant"]
 
 log = logging.getLogger(__name__)
 DEVICE_CONNECT = "/api/devices/v1/deviceconnect/connect"
@@ -77,7 +77,7 @@ async def _serve_device(
 ) -> None:
     auth = await require_device(ctx, request)
     hub = ctx.remote
-    link, old = hub.attach(auth.device_id, auth.tenant_id, peer)
+    link, old = hub.attach(auth.device_id, auth.tenant_id, peer, ctx.clock())
     await accept()
     if old is not None:  # the device reconnected: its previous link and sessions are gone
         for session in hub.detach(old):
@@ -111,7 +111,7 @@ async def _serve_user(
     try:
         await accept()
         pump = asyncio.create_task(_pump(ctx, session, messages))
-        watch = asyncio.create_task(_watch(ctx, session))
+        watch = asyncio.create_task(watch_grant(ctx, session))
         ended = asyncio.create_task(session.ended.wait())
         done, pending = await asyncio.wait({pump, watch, ended}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -142,7 +142,7 @@ def _pack(doc: dict[str, object]) -> bytes:
     return bytes(msgpack.packb(doc, use_bin_type=True))
 
 
-async def _watch(ctx: ApiContext, session: UserSession) -> None:
+async def watch_grant(ctx: ApiContext, session: UserSession) -> None:
     """Cut the session when the grant ends: at its expiry, or at a re-read that finds it revoked."""
     expires: float | None = session.ticket.expires
     recheck = ctx.limits.remote_recheck

@@ -78,6 +78,7 @@ class DeviceLink:
     device_id: str
     tenant_id: str
     peer: Peer
+    connected: float = 0.0
     sessions: dict[str, UserSession] = field(default_factory=dict)
     dropped: int = 0  # device messages naming no open session
 
@@ -90,12 +91,14 @@ class RemoteHub:
         self._seq = 0
 
     # -- devices -----------------------------------------------------------------------------
-    def attach(self, device_id: str, tenant_id: str, peer: Peer) -> tuple[DeviceLink, DeviceLink | None]:
+    def attach(
+        self, device_id: str, tenant_id: str, peer: Peer, now: float = 0.0
+    ) -> tuple[DeviceLink, DeviceLink | None]:
         """Register a device's link; returns (it, the link it replaces — the caller closes that)."""
         old = self.devices.get(device_id)
         if old is None and len(self.devices) >= self.limits.remote_devices_max:
             raise ApiError(503, "too many connected devices in this server process")
-        link = DeviceLink(device_id, tenant_id, peer)
+        link = DeviceLink(device_id, tenant_id, peer, now)
         self.devices[device_id] = link
         return link, old
 
@@ -112,7 +115,10 @@ class RemoteHub:
             link.dropped += 1
             return
         session.bytes_to_user += len(data)
-        await session.peer.send(data)
+        try:
+            await session.peer.send(data)
+        except Exception:  # the user's side is gone or overflowing: that session ends, the link stays
+            await self.end(session, "user unreachable")
 
     # -- user sessions ---------------------------------------------------------------------------
     def open(self, ticket: SessionTicket, peer: Peer, tenant_id: str, now: float) -> UserSession:

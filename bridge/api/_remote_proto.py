@@ -9,6 +9,7 @@ bodies pass through untouched, except the server's own control messages.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,17 +56,26 @@ class ProtoMsg:
 
 
 def encode_msg(msg: ProtoMsg) -> bytes:
-    hdr: dict[str, Any] = {"proto": msg.proto}
+    """The message as a Go peer marshals it: absent fields omitted, integer ``props`` values as
+    int64 (``0xd3``), which mender-connect's file transfer insists on for ``offset``."""
+    hdr = [_pack("proto") + _pack(msg.proto)]
     if msg.typ:
-        hdr["typ"] = msg.typ
+        hdr.append(_pack("typ") + _pack(msg.typ))
     if msg.sid:
-        hdr["sid"] = msg.sid
+        hdr.append(_pack("sid") + _pack(msg.sid))
     if msg.props:
-        hdr["props"] = msg.props
-    doc: dict[str, Any] = {"hdr": hdr}
+        props = [_pack(k) + _pack_value(v) for k, v in msg.props.items()]
+        hdr.append(_pack("props") + _map_header(len(props)) + b"".join(props))
+    top = [_pack("hdr") + _map_header(len(hdr)) + b"".join(hdr)]
     if msg.body:
-        doc["body"] = msg.body
-    return bytes(msgpack.packb(doc, use_bin_type=True))
+        top.append(_pack("body") + _pack(msg.body))
+    return _map_header(len(top)) + b"".join(top)
+
+
+def _pack_value(value: object) -> bytes:
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return b"\xd3" + struct.pack(">q", value)
+    return _pack(value)
 
 
 def decode_msg(data: bytes, max_size: int) -> ProtoMsg:

@@ -15,6 +15,7 @@ from . import _inventory as inv
 from . import _policies as pol
 from . import _remote_access as remote
 from . import _remote_diag as diag
+from . import _remote_files as rfiles
 from . import _roles as roles
 from . import _rollouts as roll
 from . import _useradm as users
@@ -32,6 +33,7 @@ _INV = "/api/management/v1/inventory"
 _DEVCONF = "/api/management/v1/deviceconfig/configurations/device"
 _INV2 = "/api/management/v2/inventory"
 _USERADM = "/api/management/v1/useradm"
+_DEVCONNECT = "/api/management/v1/deviceconnect/devices"
 
 
 async def _chunk_map(ctx: ApiContext, req: Request) -> Response:
@@ -87,6 +89,10 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("DELETE", "/api/meshota/v1/management/remote_access/devices/{id}", remote.mgmt_revoke_grant),
     Route("POST", "/api/meshota/v1/management/remote_access/devices/{id}/diagnostics", diag.mgmt_issue),
     Route("GET", "/api/meshota/v1/management/remote_access/devices/{id}/diagnostics", diag.mgmt_commands),
+    # -- deviceconnect (Mender's HTTP side of it; the websockets: _deviceconnect.py) ------------
+    Route("GET", f"{_DEVCONNECT}/{{id}}", rfiles.mgmt_connection),
+    Route("GET", f"{_DEVCONNECT}/{{id}}/download", rfiles.mgmt_download),
+    Route("PUT", f"{_DEVCONNECT}/{{id}}/upload", rfiles.mgmt_upload, max_body=rfiles.UPLOAD_BODY_MAX),
     # -- useradm ----------------------------------------------------------------------------
     Route("POST", "/api/management/v1/useradm/auth/login", users.login),
     Route("GET", "/api/management/v1/useradm/users", users.mgmt_users),

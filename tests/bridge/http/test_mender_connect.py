@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -191,7 +195,7 @@ def test_refused_without_grant_then_shell_and_files_with_one(remote: dict[str, A
     owner = {"Authorization": f"Bearer {remote['owner']}"}
     r = httpx.put(f"{server.url}{MM}/{device}", json={"duration": 600}, headers=owner, timeout=30)
     assert r.status_code == 200, r.text
-    assert r.json()["active"] is True and r.json()["protocols"] == ["filetransfer", "shell"]
+    assert r.json()["active"] is True and r.json()["protocols"] == ["diagnostics", "filetransfer", "shell"]
 
     # 2. with the grant: a shell
     async def shell() -> bytes:
@@ -339,3 +343,116 @@ def test_session_cut_when_grant_expires_or_is_revoked(remote: dict[str, Any]) ->
     )
     assert json.loads(entries[0]["change"])["end_reason"] == "remote-access grant revoked"
     assert server.context.remote.session_count == 0
+
+
+def test_mender_cli_cp_through_the_http_file_routes(remote: dict[str, Any], tmp_path: Path) -> None:
+    """The real mender-cli 1.9 ``cp`` (PUT .../upload, GET .../download) against the real
+    mender-connect: refused without a grant, byte-exact with one."""
+    server: BackgroundServer = remote["server"]
+    api: httpx.Client = remote["api"]
+    host: DeviceHost = remote["host"]
+    device: str = remote["device"]
+    wait_for("mender-connect's link", lambda: connected(server, device), host=host)
+    support = {"Authorization": f"Bearer {remote['support']}"}
+    state = httpx.get(f"{server.url}/api/management/v1/deviceconnect/devices/{device}", headers=support)
+    assert state.status_code == 200 and state.json()["status"] == "connected", state.text
+
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(70_000))  # 18 chunks: more than one ack window of mender-connect's
+    local.chmod(0o640)
+    remote_path = str(remote["share"] / "via-cli.bin")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [
+            require_binary("mender-cli"),
+            "--server",
+            server.url,
+            "--token-value",
+            remote["support"],
+            *args,
+        ]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    refused = cli("cp", str(local), f"{device}:{remote_path}")
+    assert refused.returncode != 0 and "not granted" in refused.stdout + refused.stderr, refused
+    assert not Path(remote_path).exists()
+
+    owner = {"Authorization": f"Bearer {remote['owner']}"}
+    r = httpx.put(
+        f"{server.url}{MM}/{device}", json={"duration": 600, "protocols": ["filetransfer"]}, headers=owner
+    )
+    assert r.status_code == 200, r.text
+    up = cli("cp", str(local), f"{device}:{remote_path}")
+    assert up.returncode == 0, up
+    assert Path(remote_path).read_bytes() == local.read_bytes()
+    assert Path(remote_path).stat().st_mode & 0o777 == 0o640
+    back = tmp_path / "back.bin"
+    down = cli("cp", f"{device}:{remote_path}", str(back))
+    assert down.returncode == 0, down
+    assert back.read_bytes() == local.read_bytes()
+
+    # a missing file is a 404 with the device's reason; the grant does not cover the shell
+    r = httpx.get(
+        f"{server.url}/api/management/v1/deviceconnect/devices/{device}/download",
+        params={"path": str(remote["share"] / "missing")},
+        headers=support,
+        timeout=60,
+    )
+    assert r.status_code == 404 and "no such file" in r.json()["error"].lower(), r.text
+
+    entries = wait_for(
+        "three audited transfers",
+        lambda: len(audit_sessions(api, device)) == 3 and audit_sessions(api, device),
+    )
+    changes = [json.loads(e["change"]) for e in entries]
+    assert [c["direction"] for c in changes] == ["download", "download", "upload"]  # newest first
+    assert changes[2]["bytes_to_device"] > 70_000 and changes[1]["bytes_to_user"] > 70_000
+    assert changes[0]["end_reason"].startswith("failed: on the device")
+    assert all(e["actor"]["email"] == SUPPORT[0] for e in entries)
+
+
+def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
+    """The real mender-cli 1.9 ``terminal`` (in a pseudo-terminal, as a user runs it) reaches
+    the real mender-connect's shell through the session websocket once the owner granted it."""
+    server: BackgroundServer = remote["server"]
+    host: DeviceHost = remote["host"]
+    device: str = remote["device"]
+    wait_for("mender-connect's link", lambda: connected(server, device), host=host)
+
+    def terminal() -> tuple[int, str]:
+        master, slave = pty.openpty()
+        argv = [require_binary("mender-cli"), "--server", server.url, "--token-value", remote["support"]]
+        proc = subprocess.Popen([*argv, "terminal", device], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 30
+        sent = False
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:
+                        break
+                if not sent and b"$" in seen:
+                    os.write(master, b"echo term-$((20+22))\r")
+                    sent = True
+                if b"term-42" in seen:
+                    os.write(master, b"exit\r")
+                    sent = True
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        return proc.returncode, seen.decode("utf-8", "replace")
+
+    code, out = terminal()
+    assert code != 0 and "term-42" not in out, out  # no grant: refused
+    owner = {"Authorization": f"Bearer {remote['owner']}"}
+    r = httpx.put(f"{server.url}{MM}/{device}", json={"duration": 600, "protocols": ["shell"]}, headers=owner)
+    assert r.status_code == 200, r.text
+    code, out = terminal()
+    assert "term-42" in out, out

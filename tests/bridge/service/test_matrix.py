@@ -237,6 +237,7 @@ class Spec:
     creates_token: bool = False
     reads: bool = False  # a POST that only reads (search)
     no_other: bool = False  # the target is a name (a group's policy), not another organisation's object
+    allowed_status: int | None = None  # when allowed: this status instead of 2xx (e.g. 409 no device link)
 
 
 def _org(w: World, target: str) -> Org:
@@ -511,6 +512,7 @@ SPEC: dict[tuple[str, str], Spec] = {
 
 MM = "/api/meshota/v1/management"
 DCFG = "/api/management/v1/deviceconfig/configurations/device"
+DCON = "/api/management/v1/deviceconnect/devices"
 SPEC.update(
     {
         ("GET", f"{MM}/rollouts/{{id}}"): Spec(
@@ -599,6 +601,22 @@ SPEC.update(
                 {"command": "ping"},
             ),
             device_scoped=True,
+        ),
+        # the file routes pass the permission and grant checks (audited), then find no device link
+        ("GET", f"{DCON}/{{id}}"): Spec(
+            "devices:read", lambda w, t, c: ("GET", f"{DCON}/{_dev(w, t)}", None), device_scoped=True
+        ),
+        ("GET", f"{DCON}/{{id}}/download"): Spec(
+            "remoteaccess:use",
+            lambda w, t, c: ("GET", f"{DCON}/{_dev(w, t)}/download", None),
+            device_scoped=True,
+            allowed_status=409,
+        ),
+        ("PUT", f"{DCON}/{{id}}/upload"): Spec(
+            "remoteaccess:use",
+            lambda w, t, c: ("PUT", f"{DCON}/{_dev(w, t)}/upload", {"path": "/tmp/x"}),
+            device_scoped=True,
+            allowed_status=409,
         ),
         ("GET", f"{MM}/remote_access/devices/{{id}}/diagnostics"): Spec(
             "remoteaccess:use",
@@ -736,7 +754,10 @@ async def _run_cell(w: World, key: tuple[str, str], role: str, target: str) -> s
         if target == "out" and (_dev(w, "out") in text or _dep(w, "out") in text):
             return f"{label}: shows a device outside the role's groups"
     else:
-        if not 200 <= resp.status < 300:
+        if spec.allowed_status is not None:
+            if resp.status != spec.allowed_status:
+                return f"{label}: expected {spec.allowed_status} past the permission check"
+        elif not 200 <= resp.status < 300:
             return f"{label}: expected success"
         if method in WRITES and not spec.reads and after["audit_log"] <= before["audit_log"]:
             return f"{label}: a write without an audit entry"
