@@ -272,3 +272,29 @@ def test_a_deployment_page_shows_device_status_and_the_escaped_log(
         csrf = csrf_of(page)
         assert ui.post(f"{dep_page}/abort", data={"csrf": csrf, "phased": "0"}).status_code == 303
         assert "finished" in ui.get(dep_page).text
+
+
+def test_save_a_filter_for_deployments_and_delete_an_artifact(
+    fleet: UiFleet, devices: list[Device], tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path, "to-delete")
+    with fleet.api() as api:
+        files = {"artifact": ("a.mender", artifact.read_bytes(), "application/octet-stream")}
+        assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+    with ui_login(fleet.url, ADMIN) as ui:
+        listing = ui.get("/ui/devices", params={"group": "canary"}).text
+        assert "Save filter" in listing
+        data = {"csrf": csrf_of(listing), "group": "canary", "attr": "", "value": "", "name": "canary-dyn"}
+        assert ui.post("/ui/filters", data=data).status_code == 303
+        assert "filter canary-dyn" in ui.get("/ui/deployments/new").text
+        page = ui.get("/ui/artifacts").text
+        (art,) = [
+            a
+            for a in fleet.api().get("/api/management/v1/deployments/artifacts").json()
+            if a["name"] == "to-delete"
+        ]
+        assert f"/ui/artifacts/{art['id']}/delete" in page
+        assert ui.post(f"/ui/artifacts/{art['id']}/delete", data={"csrf": csrf_of(page)}).status_code == 303
+        assert "to-delete" not in ui.get("/ui/artifacts").text
+    with ui_login(fleet.url, OBSERVER) as ui:
+        assert "Save filter" not in ui.get("/ui/devices", params={"group": "canary"}).text
