@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.mender import make_artifact
+from tests.support.mender import make_artifact, write_keys
 from tests.support.ui import (
     ADMIN,
     ADMIN_B,
@@ -277,10 +278,14 @@ def test_a_deployment_page_shows_device_status_and_the_escaped_log(
 def test_save_a_filter_for_deployments_and_delete_an_artifact(
     fleet: UiFleet, devices: list[Device], tmp_path: Path
 ) -> None:
-    artifact = make_artifact(tmp_path, "to-delete")
+    keys = write_keys(tmp_path / "keys")
     with fleet.api() as api:
-        files = {"artifact": ("a.mender", artifact.read_bytes(), "application/octet-stream")}
-        assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+        for artifact in (
+            make_artifact(tmp_path, "to-delete"),
+            make_artifact(tmp_path, "vendor-signed", key=keys["ecdsa-private"]),
+        ):
+            files = {"artifact": ("a.mender", artifact.read_bytes(), "application/octet-stream")}
+            assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
     with ui_login(fleet.url, ADMIN) as ui:
         listing = ui.get("/ui/devices", params={"group": "canary"}).text
         assert "Save filter" in listing
@@ -288,6 +293,10 @@ def test_save_a_filter_for_deployments_and_delete_an_artifact(
         assert ui.post("/ui/filters", data=data).status_code == 303
         assert "filter canary-dyn" in ui.get("/ui/deployments/new").text
         page = ui.get("/ui/artifacts").text
+        # the signature state: recorded (this server has no verification key configured)
+        assert re.search(r"<td>vendor-signed</td><td>[^<]*</td><td>signed</td>", page)
+        assert re.search(r"<td>to-delete</td><td>[^<]*</td><td>unsigned</td>", page)
+        assert "no verification keys configured" in page
         (art,) = [
             a
             for a in fleet.api().get("/api/management/v1/deployments/artifacts").json()
