@@ -183,6 +183,15 @@ def main() -> None:
                         ("/api/management/v1/inventory/groups", {}),
                     ],
                 ),
+                (
+                    # with a status filter the page lists devauth's page, then each device's inventory
+                    "devices status",
+                    "/ui/devices?status=accepted",
+                    [
+                        ("/api/management/v2/devauth/devices", {"status": "accepted", "per_page": 50}),
+                        ("/api/management/v1/inventory/groups", {}),
+                    ],
+                ),
             ]
             for name, path, baseline in pages:
                 ms, size = _measure(ui, timings, path, args.repeat)

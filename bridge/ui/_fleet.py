@@ -11,7 +11,7 @@ from bridge.api._paging import parse_int
 from ._core import Session, Ui, UiError, redirect
 from ._pages import action, view
 
-__all__ = ["dashboard", "device", "device_action", "devices", "mesh"]
+__all__ = ["dashboard", "device", "device_action", "devices", "filter_create", "mesh"]
 
 _DEVAUTH = "/api/management/v2/devauth/devices"
 _INV = "/api/management/v1/inventory"
@@ -169,6 +169,24 @@ async def device_action(ui: Ui, s: Session, req: Request, form: dict[str, str]) 
     else:
         raise UiError(404, "no such device action")
     return redirect(back + "?" + urlencode({"msg": msg}))
+
+
+@action
+async def filter_create(ui: Ui, s: Session, req: Request, form: dict[str, str]) -> Response:
+    """The devices page's group/attribute filter saved as a dynamic group (inventory v2 filters),
+    which a deployment can then target."""
+    terms = []
+    if form.get("group"):
+        terms.append({"scope": "system", "attribute": "group", "type": "$eq", "value": form["group"]})
+    if form.get("attr"):
+        terms.append(
+            {"scope": "inventory", "attribute": form["attr"], "type": "$eq", "value": form.get("value", "")}
+        )
+    await ui.call(
+        s, "POST", "/api/management/v2/inventory/filters", body={"name": form.get("name", ""), "terms": terms}
+    )
+    back = {k: form.get(k, "") for k in ("group", "attr", "value")}
+    return redirect("/ui/devices?" + urlencode({**back, "msg": f"Filter {form.get('name', '')} saved."}))
 
 
 @view

@@ -13,6 +13,7 @@ from ._core import Session, Ui, UiError, redirect
 from ._pages import action, view
 
 __all__ = [
+    "artifact_delete",
     "artifacts",
     "deployment",
     "deployment_action",
@@ -38,6 +39,12 @@ async def artifacts(ui: Ui, s: Session, req: Request) -> Response:
     return ui.render(
         "artifacts.html", s, rows=rows, verify_keys=keys, nav="artifacts", msg=req.query_one("msg")
     )
+
+
+@action
+async def artifact_delete(ui: Ui, s: Session, req: Request, form: dict[str, str]) -> Response:
+    await ui.call(s, "DELETE", f"{_ART}/{quote(req.path_params['id'], safe='')}")
+    return redirect("/ui/artifacts?" + urlencode({"msg": "Artifact deleted."}))
 
 
 async def upload(ui: Ui, req: Request) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.mender import make_artifact, write_keys
 from tests.support.ui import (
     ADMIN,
     ADMIN_B,
@@ -25,7 +27,9 @@ from tests.support.ui import (
     Device,
     UiFleet,
     add_devices,
+    check_in,
     csrf_of,
+    report,
     report_inventory,
     start_ui_server,
     ui_login,
@@ -231,3 +235,75 @@ def test_the_ui_can_be_left_out(tmp_path: Path) -> None:
     with BackgroundServer(config) as server:
         assert httpx.get(f"{server.url}/ui/login").status_code == 404
         assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_deployment_page_shows_device_status_and_the_escaped_log(
+    fleet: UiFleet, devices: list[Device], tmp_path: Path
+) -> None:
+    artifact = make_artifact(tmp_path, "release-log")
+    with fleet.api() as api:
+        files = {"artifact": ("a.mender", artifact.read_bytes(), "application/octet-stream")}
+        assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+    with ui_login(fleet.url, ADMIN) as ui:
+        form = csrf_of(ui.get("/ui/deployments/new").text)
+        body = {"csrf": form, "name": "with a log", "artifact_name": "release-log", "target": "group:canary"}
+        r = ui.post("/ui/deployments", data=body)
+        assert r.status_code == 303, r.text
+        dep_page = r.headers["location"].split("?")[0]
+        dep = dep_page.rsplit("/", 1)[-1]
+        dev = devices[0]
+        assert check_in(fleet.url, dev) == dep
+        report(fleet.url, dev, dep, "failure")
+        messages = [
+            {"timestamp": "2026-01-01T00:00:00Z", "level": "error", "message": "<script>x()</script> failed"}
+        ]
+        r = httpx.put(
+            f"{fleet.url}/api/devices/v1/deployments/device/deployments/{dep}/log",
+            json={"messages": messages},
+            headers={"Authorization": f"Bearer {dev.token}"},
+        )
+        assert r.status_code == 204, r.text
+        page = ui.get(dep_page).text
+        assert "failure" in page and f"/ui/deployments/{dep}/devices/{dev.id}/log" in page
+        progress = ui.get(f"{dep_page}/progress").text  # the fragment the page polls
+        assert progress.startswith('<div id="progress"') and "failure" in progress
+        log = ui.get(f"/ui/deployments/{dep}/devices/{dev.id}/log").text
+        assert "&lt;script&gt;x()&lt;/script&gt; failed" in log and "<script>x()" not in log
+        # abort through the UI (not phased: Mender's abort)
+        csrf = csrf_of(page)
+        assert ui.post(f"{dep_page}/abort", data={"csrf": csrf, "phased": "0"}).status_code == 303
+        assert "finished" in ui.get(dep_page).text
+
+
+def test_save_a_filter_for_deployments_and_delete_an_artifact(
+    fleet: UiFleet, devices: list[Device], tmp_path: Path
+) -> None:
+    keys = write_keys(tmp_path / "keys")
+    with fleet.api() as api:
+        for artifact in (
+            make_artifact(tmp_path, "to-delete"),
+            make_artifact(tmp_path, "vendor-signed", key=keys["ecdsa-private"]),
+        ):
+            files = {"artifact": ("a.mender", artifact.read_bytes(), "application/octet-stream")}
+            assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+    with ui_login(fleet.url, ADMIN) as ui:
+        listing = ui.get("/ui/devices", params={"group": "canary"}).text
+        assert "Save filter" in listing
+        data = {"csrf": csrf_of(listing), "group": "canary", "attr": "", "value": "", "name": "canary-dyn"}
+        assert ui.post("/ui/filters", data=data).status_code == 303
+        assert "filter canary-dyn" in ui.get("/ui/deployments/new").text
+        page = ui.get("/ui/artifacts").text
+        # the signature state: recorded (this server has no verification key configured)
+        assert re.search(r"<td>vendor-signed</td><td>[^<]*</td><td>signed</td>", page)
+        assert re.search(r"<td>to-delete</td><td>[^<]*</td><td>unsigned</td>", page)
+        assert "no verification keys configured" in page
+        (art,) = [
+            a
+            for a in fleet.api().get("/api/management/v1/deployments/artifacts").json()
+            if a["name"] == "to-delete"
+        ]
+        assert f"/ui/artifacts/{art['id']}/delete" in page
+        assert ui.post(f"/ui/artifacts/{art['id']}/delete", data={"csrf": csrf_of(page)}).status_code == 303
+        assert "to-delete" not in ui.get("/ui/artifacts").text
+    with ui_login(fleet.url, OBSERVER) as ui:
+        assert "Save filter" not in ui.get("/ui/devices", params={"group": "canary"}).text
