@@ -30,14 +30,15 @@ def part_room(profile: RadioProfile, mode: str = "auto") -> int:
 
 
 def part_chunk_size(room: int, image_size: int, parts: int = GROUP_PARTS) -> int:
-    """The largest chunk of at most ``parts`` parts of ``room`` bytes whose map pages fit as many."""
+    """The largest chunk of at most ``parts`` parts of ``room`` bytes whose map pages fit in
+    16 parts (the most a block may have)."""
     parts = min(parts, PARTS_MAX)
     chunk = parts * room
     while chunk > 64:
         per_page = leaves_per_page(chunk)
         pages = math.ceil(math.ceil(image_size / chunk) / per_page)
         depth = max(0, (pages - 1).bit_length())
-        if (per_page + depth) * HASH_LEN <= parts * room:
+        if (per_page + depth) * HASH_LEN <= PARTS_MAX * room:
             return chunk
         chunk = per_page * HASH_LEN - 1
     return 64
