@@ -177,3 +177,17 @@ def test_nack_names_missing_parts_and_is_cut_after_the_cap() -> None:
     asks = nack_parts(decoded)  # type: ignore[arg-type]
     assert asks == {first + c: 0x4000 for c in range(8)}  # 8 named, the bitmap cut before the 9th
     assert everything == {first + c: 0x4000 for c in range(chunks)}  # cut: all it misses, for suppression
+
+
+def test_power_cut_forgets_parts_kept_and_the_block_is_asked_for_whole() -> None:
+    rec, cmap, image = _receiver()
+    head = cmap.head
+    for page in range(head.page_count):
+        rec.accept_block(page, cmap.page_payload(page))
+    block = head.page_count + 1
+    assert rec.accept_part(block, 0, 2, image[256:384]).reason == "part kept"
+    assert rec.missing_parts(block) == 0x4000
+    after = ChunkReceiver(rec.flash, 1, head, restore=True)  # what a reboot reads back from flash
+    assert block in after.missing() and after.missing_parts(block) == PARTS_ALL
+    assert after.accept_part(block, 1, 2, image[384:512]).reason == "part kept"  # part 0 is not claimed
+    assert after.accept_part(block, 0, 2, image[256:384]).accepted
