@@ -9,6 +9,13 @@ costs one page frame, not the page's whole run of chunks). A power cut forgets p
 
 Persistence order keeps a power cut harmless: slot data is written before the bitmap bit that
 claims it, so a cut can only forget a chunk, never claim one that is not there.
+
+Parts (SPEC.md §3.2): a block may arrive as PART frames, each one link frame. A chunk's parts are
+written into their place in the slot, a page's kept in RAM, and which parts arrived is kept per
+block in RAM (at most ``max_partial`` blocks partly held: a part of another block is then dropped
+and its block asked for whole later). When the last part arrives the block is read back and
+checked exactly as a DATA payload; if it fails, every part of it is forgotten (the block is asked
+for again), so a tampered part is never claimed, forwarded or installed.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from dataclasses import dataclass
 
 from firmware_proto.flash_store import ChunkBitmap, FlashStore
 from wire.chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
+from wire.frames import PARTS_ALL, PARTS_MAX, part_bounds
 
 __all__ = [
+    "MAX_PARTIAL",
     "REC_BITMAP",
     "REC_HEAD",
     "REC_LEAVES",
@@ -38,11 +47,34 @@ class BlockResult:
 
 
 _DUPLICATE = BlockResult(False, "duplicate")  # frozen: one object for the most common answer
+_PART_KEPT = BlockResult(False, "part kept")
+MAX_PARTIAL = 256  # blocks partly held at once (RAM: a count and a 16-bit mask each; pages' bytes)
+
+
+@dataclass(slots=True)
+class _Partial:
+    count: int  # the block's parts
+    held: int  # bit 15 - j set: part j arrived
+    data: bytearray | None = None  # a page's parts (a chunk's are in the slot)
+
+
+def _all_parts(count: int) -> int:
+    return (0xFFFF << (16 - count)) & 0xFFFF
 
 
 class ChunkReceiver:
-    def __init__(self, flash: FlashStore, slot: int, head: MapHead, *, restore: bool = False) -> None:
+    def __init__(
+        self,
+        flash: FlashStore,
+        slot: int,
+        head: MapHead,
+        *,
+        restore: bool = False,
+        max_partial: int = MAX_PARTIAL,
+    ) -> None:
         self.flash = flash
+        self.max_partial = max_partial
+        self.partial: dict[int, _Partial] = {}  # block → parts arrived (RAM; a power cut forgets)
         self.slot = slot
         self.head = head
         bits = flash.read_record(REC_BITMAP) if restore else None
@@ -83,12 +115,14 @@ class ChunkReceiver:
     def missing(self) -> list[int]:
         return self.bitmap.missing()
 
-    def accept_block(self, block: int, payload: bytes) -> BlockResult:
+    def accept_block(self, block: int, payload: bytes, *, in_slot: bool = False) -> BlockResult:
+        """A DATA payload (``in_slot``: a chunk whose bytes its parts already wrote to the slot)."""
         head = self.head
         if not 0 <= block < head.block_count:
             return BlockResult(False, "block index out of range")
         if block in self.bitmap:
             return _DUPLICATE
+        self.partial.pop(block, None)
         if block < head.page_count:
             return self._accept_page(block, payload)
         chunk = block - head.page_count
@@ -96,16 +130,67 @@ class ChunkReceiver:
         if len(payload) != head.chunk_length(chunk):
             return BlockResult(False, "chunk has a wrong length")
         if page not in self.bitmap:
-            self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)  # unclaimed until checked
+            if not in_slot:  # unclaimed until checked
+                self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
             self.parked.add(chunk)
             return BlockResult(False, "page not verified yet")
         if leaf_hash(payload) != bytes(self.leaves[chunk * HASH_LEN : (chunk + 1) * HASH_LEN]):
             return BlockResult(False, "chunk hash mismatch")
-        self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
+        if not in_slot:
+            self.flash.write_slot(self.slot, chunk * head.chunk_size, payload)
         self.bitmap.add(block)
         self.chunks_verified += 1
         self._persist(leaves=False)
         return BlockResult(True)
+
+    def accept_part(self, block: int, index: int, count: int, payload: bytes) -> BlockResult:
+        """Part ``index`` of ``count`` of a block (SPEC.md §3.2): kept until the block is whole,
+        then the block is checked as :meth:`accept_block` does; a block that fails loses its parts."""
+        head = self.head
+        if not 0 <= block < head.block_count:
+            return BlockResult(False, "block index out of range")
+        if block in self.bitmap:
+            return _DUPLICATE
+        if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
+            return BlockResult(False, "part index out of range")
+        length = self.block_length(block)
+        start, end = part_bounds(length, count, index)
+        if end - start != len(payload) or not payload:
+            return BlockResult(False, "part has a wrong length")
+        state = self.partial.get(block)
+        if state is not None and state.count != count:  # another cut of the block: start over
+            del self.partial[block]
+            state = None
+        if state is None:
+            if len(self.partial) >= self.max_partial:
+                return BlockResult(False, "too many partly held blocks")
+            state = _Partial(count, 0, bytearray(length) if block < head.page_count else None)
+            self.partial[block] = state
+        bit = 0x8000 >> index
+        if state.held & bit:
+            return _DUPLICATE
+        if state.data is not None:
+            state.data[start:end] = payload
+        else:
+            chunk = block - head.page_count
+            self.flash.write_slot(self.slot, chunk * head.chunk_size + start, payload)
+        state.held |= bit
+        if state.held != _all_parts(count):
+            return _PART_KEPT
+        del self.partial[block]
+        if state.data is not None:
+            return self.accept_block(block, bytes(state.data))
+        chunk = block - head.page_count
+        whole = self.flash.read_slot(self.slot, chunk * head.chunk_size, length)
+        return self.accept_block(block, whole, in_slot=True)
+
+    def missing_parts(self, block: int) -> int:
+        """Missing-parts mask of a block not held (:data:`~wire.frames.PARTS_ALL` if none of
+        its parts arrived), bit 15 - j = part j."""
+        state = self.partial.get(block)
+        if state is None:
+            return PARTS_ALL
+        return _all_parts(state.count) & ~state.held
 
     def _accept_page(self, page: int, payload: bytes) -> BlockResult:
         head = self.head

@@ -40,7 +40,7 @@ from firmware_proto.flash_store import ChunkBitmap, FlashStore
 from firmware_proto.group_link import GroupLink
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from wire.chunk_map import HASH_LEN, ChunkMap, ChunkMapError, MapHead
-from wire.frames import FRAME_MAGIC, T_CODED, T_DATA, T_HEAD, T_NACK, T_WANT
+from wire.frames import FRAME_MAGIC, T_CODED, T_DATA, T_HEAD, T_NACK, T_PART, T_WANT
 
 __all__ = ["REC_RELAY", "GroupRelay", "agent_accepts", "frame_type", "relay_accepts"]
 
@@ -61,7 +61,7 @@ def agent_accepts(
     kind: int, sender: Hashable, parent: Hashable | None, is_sibling: Callable[[Hashable], bool]
 ) -> bool:
     """An agent follows its parent's rounds, overhears its siblings' NACKs, takes DATA from anyone."""
-    if kind in (T_DATA, T_CODED):
+    if kind in (T_DATA, T_CODED, T_PART):
         return True
     if kind == T_NACK:
         return is_sibling(sender)

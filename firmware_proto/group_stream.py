@@ -21,6 +21,10 @@
    source is incomplete, rounds do not count towards ``max_rounds`` or ``quiet_rounds``, and
    POLLs are at least ``follow_wait`` apart (the source grows in between; few rounds of many
    blocks rather than many NACK rounds of one block each).
+6. Parts (SPEC.md §3.2, ``RootConfig.part_room``): on a link whose frames are small (802.15.4)
+   each block goes as PART frames that each fit one link frame, instead of one DATA datagram the
+   network layer would fragment (a broadcast datagram is lost if any fragment is). Nodes keep the
+   parts they got and NACK the missing ones; repair resends only the parts some node asked for.
 
 The root holds no key: everything it sends is checked by the nodes against the signed head.
 """
@@ -33,24 +37,29 @@ from enum import Enum
 
 from firmware_proto.block_source import BlockSource, ImageSource
 from firmware_proto.group_link import GroupLink
-from wire.chunk_map import ChunkMap, ChunkMapError, MapHead
+from wire.chunk_map import HASH_LEN, ChunkMap, ChunkMapError, MapHead
 from wire.frames import (
     CODED_MAX_BLOCKS,
     END_COMPLETE,
     END_GAVE_UP,
     NACK_DONE,
     NACK_NEED_HEAD,
+    PARTS_ALL,
+    PARTS_MAX,
     Coded,
     Data,
     End,
     FrameError,
     Head,
     Nack,
+    Part,
     Poll,
     Want,
     decode,
     encode,
     missing_from_nack,
+    nack_parts,
+    part_bounds,
     xor_blocks,
 )
 
@@ -78,6 +87,17 @@ class RootConfig:
     # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
     # CODED frame (their XOR); 0 or 1: plain DATA only
     coded_max: int = 4
+    # parts (SPEC.md §3.2): each block goes as PART frames of at most this many payload bytes (one
+    # link frame each; at most 16 per block, else the block goes as DATA); 0: whole DATA frames.
+    # CODED repair is not used with parts.
+    part_room: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _PartItem:
+    block: int
+    index: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +141,8 @@ class _Group:
     deadline: float = 0.0
     need_head: bool = False
     wanted: set[int] = field(default_factory=set)
-    queue: list[int | tuple[int, ...]] = field(default_factory=list)  # DATA block or CODED blocks
+    queue: list[int | tuple[int, ...] | _PartItem] = field(default_factory=list)  # DATA, CODED, PART
+    part_want: dict[int, int] = field(default_factory=dict)  # parts mode: block → missing-parts union
     asks: dict[Hashable, tuple[set[int], int]] = field(default_factory=dict)  # this round's NACKs
     follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
     polled_at: float = 0.0
@@ -137,6 +158,7 @@ class GroupStreamRoot:
         self._actions: list[FetchArtifact | StreamFinished] = []
         self._active: str | None = None
         self.fetches = 0
+        self._part_memo: tuple[BlockSource, int, bytes] | None = None
         self.bytes_sent = 0
         self.frames_sent = 0
 
@@ -190,9 +212,16 @@ class GroupStreamRoot:
             group.need_head = True
             group.asks[sender] = (set(), 0)  # everything
             return
-        missing = missing_from_nack(nack)
-        if missing and max(missing) >= head.block_count:
-            missing = {b for b in missing if b < head.block_count}
+        if self.config.part_room > 0:
+            asked = nack_parts(nack)
+            missing = {b for b in asked if b < head.block_count}
+            want = group.part_want
+            for block in missing:
+                want[block] = want.get(block, 0) | asked[block]
+        else:
+            missing = missing_from_nack(nack)
+            if missing and max(missing) >= head.block_count:
+                missing = {b for b in missing if b < head.block_count}
         group.wanted |= missing
         # a bitmap of NACK_FULL_BYTES or more may have been cut: blocks past it may be missing too
         limit = nack.base + 8 * len(nack.bitmap) if len(nack.bitmap) >= NACK_FULL_BYTES else head.block_count
@@ -283,6 +312,7 @@ class GroupStreamRoot:
         group.need_head = False
         group.polled_at = now
         group.wanted = set()
+        group.part_want = {}
         group.asks = {}
         self._broadcast(self._head_frame(head))
         self._broadcast(encode(Poll(head.stream_id(), group.round, self.config.reply_window_ms)))
@@ -293,6 +323,7 @@ class GroupStreamRoot:
         head = source.head
         if group.need_head:
             group.wanted = set(range(head.block_count))
+            group.part_want = {}  # every part of every block
         if group.members and group.done >= group.members:
             self._finish(group, True)
             return
@@ -337,7 +368,11 @@ class GroupStreamRoot:
                 self._poll_after(group, source, now)
                 return
             item = group.queue.pop(0)
-            if isinstance(item, int):
+            if isinstance(item, _PartItem):
+                payload = self._payload(source, item.block)
+                start, end = part_bounds(len(payload), item.count, item.index)
+                frame = encode(Part(sid[:2], item.block, item.index, item.count, payload[start:end]))
+            elif isinstance(item, int):
                 frame = encode(Data(sid, item, source.payload(item)))
             else:
                 frame = encode(Coded(sid, item, xor_blocks([source.payload(b) for b in item])))
@@ -353,10 +388,41 @@ class GroupStreamRoot:
         if not group.queue and self.config.frame_interval == 0:
             self._poll_after(group, source, now)
 
-    def _plan(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...]]:
+    def _payload(self, source: BlockSource, block: int) -> bytes:
+        """A block's payload, read once for all its parts."""
+        memo = self._part_memo
+        if memo is not None and memo[0] is source and memo[1] == block:
+            return memo[2]
+        payload = source.payload(block)
+        self._part_memo = (source, block, payload)
+        return payload
+
+    def _plan_parts(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...] | _PartItem]:
+        """Parts mode: every part some NACK asked for (every part of a block asked for whole)."""
+        room = self.config.part_room
+        source = self._sources[group.artifact_id]
+        head = source.head
+        out: list[int | tuple[int, ...] | _PartItem] = []
+        for b in blocks:
+            length = (
+                (head.page_leaf_count(b) + head.tree_depth) * HASH_LEN
+                if b < head.page_count
+                else head.chunk_length(b - head.page_count)
+            )
+            count = max(1, -(-length // room))
+            if count > PARTS_MAX:
+                out.append(b)
+                continue
+            mask = group.part_want.get(b, PARTS_ALL)
+            out.extend(_PartItem(b, j, count) for j in range(count) if mask & (0x8000 >> j))
+        return out
+
+    def _plan(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...] | _PartItem]:
         """Coded repair (SPEC.md §3.1): chunks whose askers are pairwise disjoint share one CODED
         frame, so each asker holds every other chunk in it and recovers its own. A node whose
         NACK was suppressed misses only what one overheard NACK listed, so it is covered too."""
+        if self.config.part_room > 0:
+            return self._plan_parts(group, blocks)
         k = min(self.config.coded_max, CODED_MAX_BLOCKS)
         if k < 2 or not group.asks or self._unicast_targets(group) is not None:
             return list(blocks)

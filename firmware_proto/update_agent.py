@@ -38,6 +38,7 @@ from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
 from firmware_proto.flash_store import FlashStore
 from firmware_proto.group_link import GroupLink
+from firmware_proto.part_nack import parts_nack
 from firmware_proto.update_state import (
     FINAL_STATUSES,
     MAX_INSTALL_ATTEMPTS,
@@ -56,19 +57,24 @@ from wire.frames import (
     END_COMPLETE,
     NACK_DONE,
     NACK_NEED_HEAD,
+    NACK_PARTS,
     NO_STREAM,
+    PARTS_ALL,
     Coded,
     Data,
     End,
     FrameError,
     Head,
     Nack,
+    Part,
     Poll,
     Want,
     decode,
     encode,
     missing_from_nack,
     nack_covers,
+    nack_parts,
+    parts_covers,
     xor_blocks,
 )
 from wire.install_policy import InstallPolicy, PolicyError
@@ -97,6 +103,7 @@ class _PendingNack:
     at: float
     frame: Nack
     missing: set[int] | None = None  # every missing block, only when the bitmap had to be cut
+    parts: dict[int, int] | None = None  # parts: block → missing-parts mask of all I miss
 
 
 class UpdateAgent:
@@ -380,6 +387,15 @@ class UpdateAgent:
         if isinstance(frame, Head):
             self._on_head(frame.head, now)
             return True
+        if isinstance(frame, Part):
+            rec = self._receiver
+            if rec is None or frame.tag != self._stream_id[:2]:
+                return False
+            self._last_progress = now
+            if frame.block in rec.bitmap and not rec.complete:
+                return False  # a duplicate: progress only
+            self._on_part(frame, now)
+            return True
         if self._stream_id == NO_STREAM or frame.stream_id != self._stream_id:
             if isinstance(frame, Poll) and self._receiver is None:  # tell that root I need its head
                 self._plan_nack(frame, sender, now)
@@ -448,6 +464,18 @@ class UpdateAgent:
             self._send_done(0)
             self._verify_and_install(now)
 
+    def _on_part(self, frame: Part, now: float) -> None:
+        rec = self._receiver
+        assert rec is not None
+        before = rec.chunks_verified
+        result = rec.accept_part(frame.block, frame.index, frame.count, frame.payload)
+        self.chunks_verified += rec.chunks_verified - before
+        if not result.accepted and result.reason not in ("duplicate", "part kept"):
+            self.events.append(f"block {frame.block} rejected: {result.reason}")
+        if rec.complete:
+            self._send_done(0)
+            self._verify_and_install(now)
+
     def _on_coded(self, frame: Coded, now: float) -> None:
         """Coded repair (SPEC.md §3.1): holding all blocks of it but one recovers that one, which
         is then checked like any DATA payload."""
@@ -481,6 +509,12 @@ class UpdateAgent:
                 int.from_bytes(bits, "big")
             ).count("1")
             missing = set(self._receiver.missing()) if cut else None
+            if self._receiver.partial:
+                frame, parts = parts_nack(self._receiver, frame, cut, self.config.nack_max_parts)
+                missing = None
+                delay = self.rng.uniform(0, poll.reply_window_ms / 1000 * 0.8)
+                self._nack = _PendingNack(now + delay, frame, missing, parts)
+                return
         delay = self.rng.uniform(0, poll.reply_window_ms / 1000 * 0.8)
         self._nack = _PendingNack(now + delay, frame, missing)
 
@@ -488,6 +522,18 @@ class UpdateAgent:
         """Deluge-style suppression: drop my NACK if someone already asked for all I miss."""
         mine = self._nack
         if mine is None or other.round != mine.frame.round or other.stream_id != mine.frame.stream_id:
+            return
+        flags = other.flags | mine.frame.flags
+        if flags & NACK_PARTS and not flags & NACK_NEED_HEAD:
+            if mine.parts is not None:
+                wanted = mine.parts
+            elif mine.missing is not None:
+                wanted = dict.fromkeys(mine.missing, PARTS_ALL)
+            else:
+                wanted = nack_parts(mine.frame)
+            if parts_covers(nack_parts(other), wanted):
+                self._nack = None
+                self.events.append("nack suppressed")
             return
         if other.flags & NACK_NEED_HEAD or (
             not mine.frame.flags & NACK_NEED_HEAD

@@ -100,6 +100,9 @@ class AgentConfig:
     fallback_range_bytes: int = 16384
     fallback_parallel: int = 4
     nack_max_bytes: int = 128
+    # parts (SPEC.md §3.2): at most this many partly held blocks named per NACK (the bitmap is cut
+    # before the next one, asked for in a later round)
+    nack_max_parts: int = 24
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware_proto.group_forwarder import frame_type
-from wire.frames import T_DATA, Data, decode, encode
+from wire.frames import T_DATA, T_PART, Data, Part, decode, encode
 
 __all__ = ["RootFault", "Tap", "root_tap"]
 
@@ -53,11 +53,19 @@ def _tamper_tap(fault: RootFault, image_size: int, chunk_size: int) -> Tap:
     bad = {pages + c for c in range(chunks) if (c * 7919) % 1000 < fault.fraction * 1000}
 
     def tap(frame: bytes) -> bytes | None:
-        if frame_type(frame) == T_DATA:
+        kind = frame_type(frame)
+        if kind == T_DATA:
             f = decode(frame)
             assert isinstance(f, Data)
             if f.block in bad:
                 return encode(Data(f.stream_id, f.block, bytes([f.payload[0] ^ 0xFF]) + f.payload[1:]))
+        elif kind == T_PART:
+            p = decode(frame)
+            assert isinstance(p, Part)
+            if p.block in bad and p.index == 0:
+                return encode(
+                    Part(p.tag, p.block, p.index, p.count, bytes([p.payload[0] ^ 0xFF]) + p.payload[1:])
+                )
         return frame
 
     return tap
@@ -68,7 +76,10 @@ def _withhold_tap(fault: RootFault, image_size: int, chunk_size: int) -> Tap:
     first = pages + int(chunks * (1.0 - fault.fraction))
 
     def tap(frame: bytes) -> bytes | None:
-        if frame_type(frame) == T_DATA and int.from_bytes(frame[10:14], "big") >= first:
+        kind = frame_type(frame)
+        if kind == T_DATA and int.from_bytes(frame[10:14], "big") >= first:
+            return None
+        if kind == T_PART and int.from_bytes(frame[4:8], "big") >= first:
             return None
         return frame
 

@@ -9,6 +9,8 @@ relay run on it unchanged.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 __all__ = ["SharedSlotFlash"]
 
 SLOT_COUNT = 2
@@ -20,6 +22,10 @@ class SharedSlotFlash:
         self.records: dict[str, bytes] = {}
         self._pool = pool
         self._slots: list[dict[int, bytes]] = [{} for _ in range(SLOT_COUNT)]
+        # per slot: the pieces' offsets, sorted (reads find their first piece by bisection), and
+        # whether two pieces ever overlapped (then reads take the general path)
+        self._starts: list[list[int]] = [[] for _ in range(SLOT_COUNT)]
+        self._overlap = [False] * SLOT_COUNT
         self.writes = 0
 
     def _check(self, slot: int, offset: int, length: int) -> None:
@@ -40,6 +46,8 @@ class SharedSlotFlash:
         self._check(slot, 0, 0)
         self.writes += 1
         self._slots[slot] = {}
+        self._starts[slot] = []
+        self._overlap[slot] = False
 
     def write_slot(self, slot: int, offset: int, data: bytes) -> None:
         self._check(slot, offset, len(data))
@@ -48,6 +56,17 @@ class SharedSlotFlash:
         data = bytes(data)  # (the same object when it is bytes already)
         if len(data) >= 64:
             data = self._pool.setdefault(data, data)
+        starts = self._starts[slot]
+        i = bisect_left(starts, offset)
+        fresh = i == len(starts) or starts[i] != offset
+        if not self._overlap[slot]:
+            j = i if fresh else i + 1
+            if (i > 0 and starts[i - 1] + len(pieces[starts[i - 1]]) > offset) or (
+                j < len(starts) and starts[j] < offset + len(data)
+            ):
+                self._overlap[slot] = True
+        if fresh:
+            starts.insert(i, offset)
         pieces.pop(offset, None)  # re-insert: later writes are pasted last
         pieces[offset] = data
 
@@ -58,7 +77,10 @@ class SharedSlotFlash:
         if exact is not None and len(exact) == length:
             return exact
         end = offset + length
-        joined = self._read_contiguous(pieces, offset, end)
+        if self._overlap[slot]:
+            joined = self._read_contiguous(pieces, offset, end)
+        else:
+            joined = self._read_sorted(pieces, self._starts[slot], offset, end)
         if joined is not None:
             return joined
         out = bytearray(b"\xff" * length)
@@ -69,6 +91,35 @@ class SharedSlotFlash:
             lo, hi = max(at, offset), min(stop, end)
             out[lo - offset : hi - offset] = data[lo - at : hi - at]
         return bytes(out)
+
+    @staticmethod
+    def _read_sorted(pieces: dict[int, bytes], starts: list[int], offset: int, end: int) -> bytes | None:
+        """:meth:`_read_contiguous` for pieces that never overlapped: the first candidate piece
+        is found by bisection in the sorted offsets."""
+        i = max(0, bisect_right(starts, offset) - 1)
+        at = offset
+        parts: list[bytes] = []
+        n = len(starts)
+        while i < n:
+            start = starts[i]
+            i += 1
+            data = pieces[start]
+            stop = start + len(data)
+            if stop <= offset or not data:
+                continue
+            if start >= end:
+                break
+            if start != at:
+                return None
+            parts.append(data)
+            at = stop
+            if at >= end:
+                break
+        if at < end:
+            return None
+        if at > end:
+            parts[-1] = parts[-1][: len(parts[-1]) - (at - end)]
+        return b"".join(parts)
 
     @staticmethod
     def _read_contiguous(pieces: dict[int, bytes], offset: int, end: int) -> bytes | None:

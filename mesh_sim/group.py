@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_CODED, T_DATA, T_NACK, T_WANT, FrameError, decode
+from wire.frames import T_CODED, T_DATA, T_NACK, T_PART, T_WANT, FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -51,7 +51,7 @@ from .radio import BROADCAST, Radio
 
 __all__ = ["GroupSim"]
 
-_KIND = {T_DATA: "data", T_CODED: "data", T_WANT: "feedback", T_NACK: "feedback"}
+_KIND = {T_DATA: "data", T_CODED: "data", T_PART: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
 _FEEDBACK = frozenset({T_WANT, T_NACK})
 
@@ -161,6 +161,7 @@ class GroupSim:
             max_rounds=params.max_rounds,
             quiet_rounds=params.quiet_rounds,
             unicast_max=params.unicast_max,
+            part_room=params.part_room,
         )
         # a relay streams like a root, with its own (shorter) collection window
         self.relay_config = dataclasses.replace(self.root_config, collection_window=params.relay_window)

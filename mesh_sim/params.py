@@ -27,3 +27,4 @@ class GroupParams:
     heal_delay: float = 5.0
     nack_max_bytes: int = 128
     unicast_max: int = 0  # RootConfig.unicast_max: DATA as link-ACKed unicast copies to small cells
+    part_room: int = 0  # RootConfig.part_room: blocks as one-frame PART frames (0: whole DATA datagrams)

@@ -24,7 +24,7 @@ from .params import GroupParams
 from .radio import PROFILES, Radio, RadioProfile
 from .result import RunResult
 from .scenario import Scenario
-from .sizing import GROUP_DATA_FRAMES, default_chunk_size
+from .sizing import GROUP_DATA_FRAMES, GROUP_PARTS, default_chunk_size, part_chunk_size, part_room
 from .topology import Topology, build_topology
 
 __all__ = ["ServerSide", "run_scenario", "signed_image"]
@@ -64,11 +64,20 @@ def vendor_check(vendor: Ed25519PrivateKey) -> Callable[[bytes], bool]:
     return image_ok
 
 
+def _chunk(sc: Scenario, profile: RadioProfile, image_size: int) -> int:
+    if sc.chunk_size:
+        return sc.chunk_size
+    room = part_room(profile, sc.parts)
+    if room:
+        return part_chunk_size(room, image_size, sc.part_count or GROUP_PARTS)
+    return default_chunk_size(profile, image_size, GROUP_DATA_FRAMES)
+
+
 def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
     datagrams = -(-sc.image_size // chunk)
-    one_hop = datagrams * sum(
-        profile.airtime(f) + profile.slot for f in profile.frames_of(chunk + DATA_HEADER)
-    )
+    room = part_room(profile, sc.parts)
+    frames = [profile.max_frame] * -(-chunk // room) if room else profile.frames_of(chunk + DATA_HEADER)
+    one_hop = datagrams * sum(profile.airtime(f) + profile.slot for f in frames)
     reply = sc.reply_window_ms or (500 if profile.name == "wifi-mesh" else 1500)
     per_hop = 8 * one_hop + 6 * reply / 1000 + sc.relay_window + 2 * sc.want_interval
     return GroupParams(
@@ -83,6 +92,7 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
         hop_budget=per_hop,
         heal_delay=sc.heal_delay,
         unicast_max=sc.unicast_max,
+        part_room=room,
     )
 
 
@@ -140,7 +150,7 @@ def run_scenario(
     factory = signed_image(random.Random(f"factory-{seed}").randbytes(4096), vendor)
     server.add_artifact("art-2", sc.artifact, image)
     server.sequence = sc.seq - 1  # the next map the server signs carries sc.seq; nodes run sc.seq - 1
-    chunk = sc.chunk_size or default_chunk_size(profile, len(image), GROUP_DATA_FRAMES)
+    chunk = _chunk(sc, profile, len(image))
     faults: dict[int, RootFault] = {}
     for f in sc.faults:
         if f.kind == "malicious_root":
@@ -150,7 +160,7 @@ def run_scenario(
     if ext is not None:
         server = ext.service
         image, factory = ext.image, ext.factory_image
-        chunk = sc.chunk_size or default_chunk_size(profile, len(image), GROUP_DATA_FRAMES)
+        chunk = _chunk(sc, profile, len(image))
     gs = GroupSim(
         clock,
         radio,

@@ -13,7 +13,9 @@
     [stream]     chunk_size (0: the largest that fits one datagram of at most 4 frames); max_rounds;
                  quiet_rounds; reply_window_ms (0: by radio profile); relay_window; want_interval;
                  heal_delay; unicast_max (DATA as link-ACKed unicast copies to cells of at most
-                 this many unfinished members; 0: always broadcast)
+                 this many unfinished members; 0: always broadcast); parts ("auto": blocks as
+                 one-frame PART frames where the network layer would fragment DATA, i.e. 802.15.4;
+                 "on"; "off": whole DATA datagrams), part_count (blocks of at most this many parts)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -72,6 +74,8 @@ class Scenario:
     chunk_size: int = 0
     reply_window_ms: int = 0
     unicast_max: int = 0
+    parts: str = "auto"
+    part_count: int = 0
     relay_window: float = 0.5
     want_interval: float = 5.0
     heal_delay: float = 5.0
@@ -136,6 +140,12 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
         raise ScenarioError(f"stream.chunk_size = {s.chunk_size} is not 0 or in 64..60000")
     s.reply_window_ms = _get(stream, "reply_window_ms", int, s.reply_window_ms, "stream")
     s.unicast_max = _get(stream, "unicast_max", int, s.unicast_max, "stream")
+    s.parts = _get(stream, "parts", str, s.parts, "stream")
+    if s.parts not in ("auto", "on", "off"):
+        raise ScenarioError(f"stream.parts = {s.parts!r} is not auto, on or off")
+    s.part_count = _get(stream, "part_count", int, s.part_count, "stream")
+    if not 0 <= s.part_count <= 16:
+        raise ScenarioError(f"stream.part_count = {s.part_count} is not 0 or in 1..16")
     if s.unicast_max < 0:
         raise ScenarioError(f"stream.unicast_max = {s.unicast_max} is not >= 0")
     s.relay_window = _get(stream, "relay_window", float, s.relay_window, "stream")

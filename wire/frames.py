@@ -21,7 +21,11 @@ __all__ = [
     "FRAME_MAGIC",
     "NACK_DONE",
     "NACK_NEED_HEAD",
+    "NACK_PARTS",
     "NO_STREAM",
+    "PARTS_ALL",
+    "PARTS_MAX",
+    "PART_HEADER",
     "Coded",
     "Data",
     "End",
@@ -29,6 +33,7 @@ __all__ = [
     "FrameError",
     "Head",
     "Nack",
+    "Part",
     "Poll",
     "Want",
     "decode",
@@ -36,14 +41,21 @@ __all__ = [
     "missing_from_nack",
     "nack_bitmap",
     "nack_covers",
+    "nack_parts",
+    "part_bounds",
+    "parts_covers",
     "xor_blocks",
 ]
 
 FRAME_MAGIC = 0x4F
-T_WANT, T_HEAD, T_DATA, T_POLL, T_NACK, T_END, T_CODED = 1, 2, 3, 4, 5, 6, 7
+T_WANT, T_HEAD, T_DATA, T_POLL, T_NACK, T_END, T_CODED, T_PART = 1, 2, 3, 4, 5, 6, 7, 8
 CODED_MAX_BLOCKS = 8
 NACK_NEED_HEAD = 0x01
 NACK_DONE = 0x02
+NACK_PARTS = 0x04  # the NACK also says which parts of partly held blocks are missing (SPEC.md §3.2)
+PARTS_MAX = 16  # a block is sent as 1..16 PART frames
+PARTS_ALL = 0xFFFF  # missing-parts mask of a block missing wholly
+PART_HEADER = 9  # 0x4F, type, stream tag (2), block (4), part byte
 END_COMPLETE = 1
 END_GAVE_UP = 2
 NO_STREAM = bytes(8)
@@ -98,6 +110,29 @@ class Nack:
     flags: int
     base: int
     bitmap: bytes  # bit i (MSB first in each byte) set = block base + i missing
+    # NACK_PARTS only: bit i set = block base + i is partly held; one mask per such block, in
+    # ascending order, bit 15 - j set = its part j missing (SPEC.md §3.2)
+    partial: bytes = b""
+    masks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Root → group: part ``index`` of ``count`` of block ``block``'s DATA payload (SPEC.md §3.2).
+
+    A PART fits one link frame (no 6LoWPAN fragmentation), so a receiver keeps the parts it got
+    and a repair resends only the lost ones. Like a 6LoWPAN fragment it carries a 2-byte tag
+    (``stream_id[0:2]``), not the whole stream id; the block it completes is verified as any DATA."""
+
+    tag: bytes
+    block: int
+    index: int
+    count: int
+    payload: bytes
+
+    @property
+    def stream_id(self) -> bytes:
+        return self.tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +151,15 @@ class Coded:
     payload: bytes
 
 
-Frame = Want | Head | Data | Poll | Nack | End | Coded
+Frame = Want | Head | Data | Poll | Nack | End | Coded | Part
+
+
+def part_bounds(length: int, count: int, index: int) -> tuple[int, int]:
+    """Byte range [start, end) of part ``index`` of ``count`` of a ``length``-byte payload: parts
+    are ``ceil(length / count)`` bytes, the last what remains (SPEC.md §3.2). Empty if none left."""
+    size = -(-length // count)
+    start = min(length, index * size)
+    return start, min(length, start + size)
 
 
 def xor_blocks(payloads: list[bytes]) -> bytes:
@@ -170,11 +213,30 @@ def encode(frame: Frame) -> bytes:
             + struct.pack(">HH", frame.round, frame.reply_window_ms)
         )
     if isinstance(frame, Nack):
-        return (
+        out = (
             bytes([FRAME_MAGIC, T_NACK])
             + _sid(frame.stream_id)
             + struct.pack(">HBI", frame.round, frame.flags, frame.base)
+        )
+        if not frame.flags & NACK_PARTS:
+            return out + frame.bitmap
+        _check_parts(frame.bitmap, frame.partial, frame.masks)
+        return (
+            out
+            + bytes([len(frame.bitmap)])
             + frame.bitmap
+            + frame.partial
+            + b"".join(struct.pack(">H", m) for m in frame.masks)
+        )
+    if isinstance(frame, Part):
+        if len(frame.tag) != 2:
+            raise FrameError("PART tag must be 2 bytes")
+        _check_part(frame.index, frame.count, frame.payload)
+        return (
+            bytes([FRAME_MAGIC, T_PART])
+            + frame.tag
+            + struct.pack(">IB", frame.block, (frame.index << 4) | (frame.count - 1))
+            + frame.payload
         )
     if isinstance(frame, Coded):
         _check_coded(frame.blocks)
@@ -186,6 +248,25 @@ def encode(frame: Frame) -> bytes:
             + frame.payload
         )
     return bytes([FRAME_MAGIC, T_END]) + _sid(frame.stream_id) + bytes([frame.reason])
+
+
+def _check_part(index: int, count: int, payload: bytes) -> None:
+    if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
+        raise FrameError(f"PART index must be below its count (1..{PARTS_MAX})")
+    if not payload:
+        raise FrameError("PART without a payload")
+
+
+def _check_parts(bitmap: bytes, partial: bytes, masks: tuple[int, ...]) -> None:
+    if len(bitmap) > 255 or len(partial) != len(bitmap):
+        raise FrameError("NACK parts: partial bitmap must be as long as the bitmap (<= 255 bytes)")
+    p = int.from_bytes(partial, "big")
+    if p & ~int.from_bytes(bitmap, "big"):
+        raise FrameError("NACK parts: a partly held block is not in the bitmap")
+    if bin(p).count("1") != len(masks):
+        raise FrameError("NACK parts: one mask per partly held block")
+    if any(not 0 < m <= 0xFFFF for m in masks):
+        raise FrameError("NACK parts: a mask must name 1..16 parts")
 
 
 def _check_coded(blocks: tuple[int, ...]) -> None:
@@ -218,6 +299,11 @@ def _decode(data: bytes) -> Frame:
     if len(data) < 10 or data[0] != FRAME_MAGIC:
         raise FrameError("not a group-link frame")
     kind, sid, body = data[1], data[2:10], data[10:]
+    if kind == T_PART:
+        block, pc = struct.unpack_from(">IB", data, 4)
+        part = Part(data[2:4], block, pc >> 4, (pc & 15) + 1, data[PART_HEADER:])
+        _check_part(part.index, part.count, part.payload)
+        return part
     try:
         if kind == T_WANT:
             pos = 0
@@ -248,7 +334,16 @@ def _decode(data: bytes) -> Frame:
             return Poll(sid, rnd, window)
         if kind == T_NACK:
             rnd, flags, base = struct.unpack_from(">HBI", body)
-            return Nack(sid, rnd, flags, base, body[7:])
+            if not flags & NACK_PARTS:
+                return Nack(sid, rnd, flags, base, body[7:])
+            n = body[7]
+            bitmap, partial = body[8 : 8 + n], body[8 + n : 8 + 2 * n]
+            rest = body[8 + 2 * n :]
+            if len(partial) != n or len(rest) % 2:
+                raise FrameError("NACK parts truncated")
+            masks = struct.unpack(f">{len(rest) // 2}H", rest)
+            _check_parts(bitmap, partial, masks)
+            return Nack(sid, rnd, flags, base, bitmap, partial, masks)
         if kind == T_END:
             if len(body) != 1:
                 raise FrameError("END has a wrong length")
@@ -305,3 +400,19 @@ def missing_from_nack(nack: Nack) -> set[int]:
             first = base + i * 8
             out.update(first + bit for bit in _SET_BITS[byte])
     return out
+
+
+def nack_parts(nack: Nack) -> dict[int, int]:
+    """Block → missing-parts mask of everything ``nack`` asks for (:data:`PARTS_ALL` for a
+    block missing wholly; a NACK without NACK_PARTS asks for whole blocks only)."""
+    out = dict.fromkeys(missing_from_nack(nack), PARTS_ALL)
+    if nack.flags & NACK_PARTS and nack.masks:
+        partial = Nack(nack.stream_id, 0, 0, nack.base, nack.partial)
+        for block, mask in zip(sorted(missing_from_nack(partial)), nack.masks, strict=True):
+            out[block] = mask
+    return out
+
+
+def parts_covers(other: dict[int, int], mine: dict[int, int]) -> bool:
+    """Every part ``mine`` asks for, ``other`` asks for too (both from :func:`nack_parts`)."""
+    return all(other.get(block, 0) & mask == mask for block, mask in mine.items())

@@ -3,6 +3,7 @@ indexed in-memory broker of the control plane."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -36,6 +37,28 @@ def test_slot_reads_match_a_plain_byte_array(seed: int) -> None:
             start = start // 100 * 100
         length = rng.randint(0, 1000 - start)
         assert flash.read_slot(0, start, length) == bytes(ref[start : start + length])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parts_in_any_order_with_gaps_read_like_a_byte_array(seed: int) -> None:
+    """Pieces that never overlap (parts of blocks, in any order, some missing) take the bisection
+    path (overlapping writes: the test above)."""
+    rng = random.Random(seed)
+    for _ in range(300):
+        flash = SharedSlotFlash(2000, {})
+        ref = bytearray(b"\xff" * 2000)
+        cuts = sorted({0, 2000, *(rng.randint(1, 1999) for _ in range(rng.randint(0, 30)))})
+        pieces = [(a, b) for a, b in itertools.pairwise(cuts) if rng.random() < 0.8]
+        rng.shuffle(pieces)
+        for a, b in pieces:
+            data = rng.randbytes(b - a)
+            flash.write_slot(0, a, data)
+            ref[a:b] = data
+            for _ in range(3):
+                start = rng.choice(cuts[:-1]) if rng.random() < 0.5 else rng.randint(0, 1999)
+                length = rng.randint(0, 2000 - start)
+                assert flash.read_slot(0, start, length) == bytes(ref[start : start + length])
+        assert not flash._overlap[0]
 
 
 def test_whole_streamed_image_reads_back_joined() -> None:
