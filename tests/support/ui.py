@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from bridge.api import Settings, create_user
+from bridge.api._limits import ApiLimits
 from bridge.http import BackgroundServer, ServerConfig
 from bridge.service import create_org
 from bridge.store import DEFAULT_ORG_ID, tenant_scope
@@ -54,7 +55,9 @@ def start_ui_server(tmp_path: Path, db_url: str | None = None) -> UiFleet:
         db_url=db_url or f"sqlite:///{tmp_path / 'ui.sqlite'}",
         artifacts_dir=tmp_path / "artifacts",
         port=0,
-        settings=Settings(),
+        # every test of a module logs in from 127.0.0.1: the per-source login budget (30, refilled
+        # 1 per 2 s; tested in tests/bridge/api) would refuse the later ones
+        settings=Settings(limits=ApiLimits(login_source_burst=1000)),
     )
     server = BackgroundServer(config).start()
 
