@@ -41,8 +41,10 @@ __all__ = [
     "device_id_from_subject",
     "load_psk_file",
     "load_psk_tenants",
+    "load_tenant_map",
     "parse_psk_tenants",
     "parse_psk_text",
+    "parse_tenant_map",
 ]
 
 _DEVICE_ID = re.compile(r"^[\x21-\x7e]{1,23}$")
@@ -115,6 +117,39 @@ def load_psk_tenants(path: str | os.PathLike[str]) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"PSK file {str(path)!r} cannot be read: {exc}") from None
     return parse_psk_tenants(text, str(path))
+
+
+def parse_tenant_map(text: str, source: str = "<tenant map>") -> dict[str, str]:
+    """Lines ``identity,organisation id`` (``#`` comments; ``default`` for the default one) into
+    ``{identity: organisation id}`` without the default ones: for certificate identities (the
+    subject CN), which have no PSK file line to carry the organisation."""
+    found: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        where = f"{source}:{number}"
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2:
+            raise CredentialsError(f"{where}: expected 'identity,organisation', got {line!r}")
+        identity, tenant = parts
+        _check_device_id(identity, where)
+        if identity in found:
+            raise CredentialsError(f"{where}: identity {identity!r} is listed twice")
+        if tenant != DEFAULT_TENANT:
+            try:
+                found[identity] = check_tenant(tenant)
+            except TenantTopicError as exc:
+                raise CredentialsError(f"{where}: {exc}") from None
+    return found
+
+
+def load_tenant_map(path: str | os.PathLike[str]) -> dict[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialsError(f"tenant map {str(path)!r} cannot be read: {exc}") from None
+    return parse_tenant_map(text, str(path))
 
 
 def load_psk_file(path: str | os.PathLike[str]) -> dict[str, bytes]:

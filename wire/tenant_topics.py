@@ -18,6 +18,7 @@ organisation id (``meshota admin create-org`` prints it): 1-64 characters of ``[
 
 from __future__ import annotations
 
+import functools
 import re
 
 from wire.errors import WireError
@@ -71,6 +72,7 @@ def is_tenant_topic(topic: str) -> bool:
     return topic.startswith(TENANT_TOPIC_PREFIX) or topic == TENANT_TOPIC_PREFIX[:-1]
 
 
+@functools.lru_cache(maxsize=4096)  # request topics repeat (one per API path and organisation)
 def split_tenant_topic(topic: str) -> tuple[str, str] | None:
     """(organisation id, node-visible topic) of a broker topic; the default organisation for a
     topic outside ``/mender/t/``; None for a ``/mender/t/`` topic that is not an organisation's

@@ -29,7 +29,7 @@ from wire.envelope import (
     check_request_id,
     response_topic,
 )
-from wire.tenant_topics import DEFAULT_TENANT, tenant_topic
+from wire.tenant_topics import DEFAULT_TENANT, TENANT_TOPIC_PREFIX
 
 __all__ = ["BridgePolicy", "MqttApiAdapter", "Reply", "StampedIdentity"]
 
@@ -78,7 +78,11 @@ class StampedIdentity:
         return self.device if self.tenant == DEFAULT_TENANT else f"{self.tenant}/{self.device}"
 
     def reply_topic(self, request_id: str) -> str:
-        return tenant_topic(response_topic(self.device, request_id), self.tenant)
+        """``/mender/responses/{device}/{request}``, under ``/mender/t/{organisation}/`` for an
+        organisation other than the default one (wire/tenant_topics.py)."""
+        if self.tenant == DEFAULT_TENANT:
+            return response_topic(self.device, request_id)
+        return f"{TENANT_TOPIC_PREFIX}{self.tenant}/responses/{self.device}/{request_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="DTLS PSK provisioning file: lines 'identity,hexkey[,organisation id]'",
     )
     ap.add_argument(
+        "--tenant-map", metavar="FILE",
+        help="lines 'identity,organisation id': the organisation of certificate identities (CN) "
+        "or of PSK identities without a third column (re-read on SIGHUP with --psk-file)",
+    )
+    ap.add_argument(
         "--tenant-credentials", metavar="FILE",
         help="broker passwords of organisations, lines 'organisation id:password' (meshota "
         "broker-config --tenant writes it): their nodes' connections log in as their organisation",
@@ -320,7 +325,8 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
     """Check the DTLS options and load the credentials; None without ``--dtls``."""
     cert_opts = {"--cert": args.cert, "--key": args.key, "--ca": args.ca}
     if args.dtls is None:
-        given = [name for name, value in {"--psk-file": args.psk_file, **cert_opts}.items() if value]
+        only = {"--psk-file": args.psk_file, "--tenant-map": args.tenant_map, **cert_opts}
+        given = [name for name, value in only.items() if value]
         if given:
             raise ConfigError(f"{given[0]}: only used with --dtls H:P")
         return None
@@ -347,6 +353,7 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         DtlsServerConfig,
         load_psk_file,
         load_psk_tenants,
+        load_tenant_map,
     )
 
     psk = certificate = None
@@ -361,6 +368,10 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         where = "--psk-file" if args.psk_file and psk is None else "--cert/--key/--ca"
         text = str(exc)
         raise ConfigError(text if text.startswith("--") else f"{where}: {text}") from None
+    try:
+        tenants = merge_tenants(tenants, load_tenant_map(args.tenant_map) if args.tenant_map else {})
+    except CredentialsError as exc:
+        raise ConfigError(f"--tenant-map: {exc}") from None
     return DtlsOptions(
         address,
         DtlsServerConfig(psk=psk, certificate=certificate),
@@ -377,6 +388,16 @@ def load_dtls_options(args: argparse.Namespace) -> DtlsOptions | None:
         ),
         tenants,
     )
+
+
+def merge_tenants(from_psk: dict[str, str], from_map: dict[str, str]) -> dict[str, str]:
+    """The PSK file's organisation column and --tenant-map together; they must agree."""
+    from wire.dtls_credentials import CredentialsError
+
+    for identity, tenant in from_map.items():
+        if from_psk.get(identity, tenant) != tenant:
+            raise CredentialsError(f"{identity!r}: {tenant!r} here, {from_psk[identity]!r} in --psk-file")
+    return {**from_psk, **from_map}
 
 
 def load_tenant_passwords(args: argparse.Namespace) -> dict[str, str]:
@@ -491,11 +512,17 @@ async def _serve(
         def reload_psk() -> None:
             """SIGHUP: read --psk-file again (as mosquitto does its password file); a device whose
             line is gone or changed loses its session at once; a bad file keeps the old table."""
-            from wire.dtls_credentials import CredentialsError, load_psk_file, load_psk_tenants
+            from wire.dtls_credentials import (
+                CredentialsError,
+                load_psk_file,
+                load_psk_tenants,
+                load_tenant_map,
+            )
 
             try:
                 keys = load_psk_file(args.psk_file)
-                new_tenants = load_psk_tenants(args.psk_file)
+                extra = load_tenant_map(args.tenant_map) if args.tenant_map else {}
+                new_tenants = merge_tenants(load_psk_tenants(args.psk_file), extra)
             except CredentialsError as exc:
                 log.error("SIGHUP: --psk-file not reloaded, old keys kept: %s", exc)
                 return

@@ -25,7 +25,10 @@ def files(tmp_path: Path) -> dict[str, str]:
     org.write_text("node-1,0011,org-a\nnode-2,0022\nnode-3,0033,a/b\n")
     creds = tmp_path / "tenants"
     creds.write_text("org-a\n")
+    clash = tmp_path / "clash.map"
+    clash.write_text("node-1,org-b\n")
     return {
+        "clash": str(clash),
         "org": str(org),
         "creds": str(creds),
         "good": str(good),
@@ -58,6 +61,12 @@ CASES = [
     (["--dtls", "127.0.0.1:0", "--psk-file", "{org}"], "org.psk:3: bad organisation id 'a/b'"),
     ([*_PSK, "--tenant-credentials", "{creds}"], "--tenant-credentials: "),
     ([*_PSK, "--tenant-credentials", "{missing}"], "--tenant-credentials: cannot read"),
+    (["--udp", "127.0.0.1:0", "--tenant-map", "{clash}"], "--tenant-map: only used with --dtls"),
+    (
+        ["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--tenant-map", "{missing}"],
+        "--tenant-map: tenant map",
+    ),
+    (["--dtls", "127.0.0.1:0", "--psk-file", "{good}", "--tenant-map", "{org}"], "--tenant-map: "),
 ]
 
 
@@ -107,6 +116,15 @@ def test_psk_file_names_organisations(tmp_path: Path) -> None:
     )
     assert opts is not None and opts.tenants == {"node-1": "org-a"}
     assert set(opts.credentials.psk or {}) == {"node-1", "node-2", "node-3"}
+    # certificate identities (or PSK ones without the column): --tenant-map; both must agree
+    tmap = tmp_path / "tenants.map"
+    tmap.write_text("cert-7,org-c  # a certificate CN\nnode-2,org-a\nnode-1,org-a\nnode-3,default\n")
+    argv = [*BROKER, "--dtls", "127.0.0.1:0", "--psk-file", str(psk), "--tenant-map", str(tmap)]
+    opts = load_dtls_options(build_parser().parse_args(argv))
+    assert opts is not None and opts.tenants == {"node-1": "org-a", "node-2": "org-a", "cert-7": "org-c"}
+    tmap.write_text("node-1,org-b\n")
+    with pytest.raises(Exception, match="'node-1': 'org-b' here, 'org-a' in --psk-file"):
+        load_dtls_options(build_parser().parse_args(argv))
 
 
 def test_half_open_budget_options(files: dict[str, str]) -> None:

@@ -39,6 +39,7 @@ class World:
     mqtt: StampingCaller
     mgmt: httpx.Client
     mender_ids: dict[str, str]
+    port: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             ids[node] = accept(mgmt, pending["id"])
             # authenticating over its own (stamped) session binds the token to the node
             assert caller.call(node, "POST", path, body=body, headers=hdr).status == 200
-        yield World(caller, mgmt, ids)
+        yield World(caller, mgmt, ids, broker.port)
         mgmt.close()
     finally:
         caller.close()
@@ -183,3 +184,30 @@ def test_record_overhead_within_16_bytes() -> None:
         record = seal_record(KEYS["node-0"], seq, plain)
         framed = len(msgpack.packb([record], use_bin_type=True)) - 1  # minus the 1-byte array header
         assert framed - len(plain) <= 16, (seq, framed - len(plain))
+
+
+@pytest.mark.integration
+def test_records_on_another_organisations_bulk_topic_are_refused(world: World) -> None:
+    """(Last: its sequence numbers move the replay windows past the other tests'.)
+    A batch on organisation X's bulk topic (docs/topics.md, "Organisations") runs each record
+    as a request of X: these default-organisation devices' records get 403 (sealed), answered on
+    X's response topic, and nothing is written."""
+    org = "0a1b2c3d-aaaa-4000-8000-00000000000a"
+    spy = StampingCaller(world.port, subscribe=f"/mender/t/{org}/responses/#")
+    try:
+        records = [seal_record(KEYS[n], 9000, _inventory(n, 77)) for n in NODES]
+        spy.publish(f"/mender/t/{org}/bulk/v1", BulkRequest("b-org", records).encode(), ROOT)
+        reply = BulkReply.decode(spy.wait(f"/mender/t/{org}/responses/{ROOT}/b-org"))
+        for node, entry in zip(NODES, reply.entries, strict=True):
+            status, body = _open_reply(node, 9000, entry)
+            assert status == 403 and b"another organisation" in body
+        inv = world.mgmt.get(f"/api/management/v1/inventory/devices/{world.mender_ids['node-0']}").json()
+        assert "k77" not in {a["name"] for a in inv["attributes"]}
+        # the same devices' next records on the default organisation's topic: as always
+        again = [seal_record(KEYS[n], 9001, _inventory(n, 77)) for n in NODES]
+        assert all(
+            _open_reply(n, 9001, e)[0] == 200
+            for n, e in zip(NODES, _send_batch(world, "b-def", again).entries, strict=True)
+        )
+    finally:
+        spy.close()
