@@ -28,7 +28,7 @@ from ._deviceconnect import watch_grant
 from ._multipart import parse_multipart
 from ._remote_access import SessionTicket, open_session, record_session
 from ._remote_hub import UserSession
-from ._remote_proto import PROTO_FILETRANSFER, ProtoMsg, decode_msg, encode_msg
+from ._remote_proto import PROTO_FILETRANSFER, ProtoMsg, decode_msg
 from ._scope import check_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -116,9 +116,7 @@ async def _session(
 
 async def _send(ctx: ApiContext, session: UserSession, typ: str, body: Any = None, **props: Any) -> None:
     raw = body if isinstance(body, bytes) else b"" if body is None else bytes(msgpack.packb(body))
-    await ctx.remote.from_user(
-        session, encode_msg(ProtoMsg(PROTO_FILETRANSFER, typ, session.sid, props, raw))
-    )
+    await ctx.remote.to_device(session, ProtoMsg(PROTO_FILETRANSFER, typ, "", props, raw))
 
 
 async def _reply(ctx: ApiContext, inbox: _Inbox, *types: str) -> ProtoMsg:
