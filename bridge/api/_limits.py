@@ -64,6 +64,7 @@ class ApiLimits:
     remote_device_message_max: int = 256 * 1024  # device -> user message
     remote_commands_pending: int = 8  # diagnostics commands waiting for one node
     remote_result_max: int = 8 * 1024  # a node's answer to a diagnostics command
+    remote_reply_timeout: float = 15.0  # the HTTP file routes wait this long for each device answer
     remote_file_max: int = 16 << 20  # one download or upload (held in memory; the route's body limit)
     remote_recheck: float = 5.0  # seconds between re-reads of a session's grant (revocation delay)
 

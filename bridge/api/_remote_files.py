@@ -28,7 +28,7 @@ from ._deviceconnect import watch_grant
 from ._multipart import parse_multipart
 from ._remote_access import SessionTicket, open_session, record_session
 from ._remote_hub import UserSession
-from ._remote_proto import PROTO_FILETRANSFER, ProtoMsg, decode_msg, encode_msg
+from ._remote_proto import PROTO_FILETRANSFER, ProtoMsg, decode_msg
 from ._scope import check_devices
 from ._times import rfc3339
 from ._types import ApiError, Request, Response, json_response
@@ -37,7 +37,6 @@ __all__ = ["UPLOAD_BODY_MAX", "mgmt_connection", "mgmt_download", "mgmt_upload"]
 
 _CHUNK = 4096
 _WINDOW = 20 * _CHUNK  # bytes in flight before waiting for mender-connect's ack
-_REPLY_TIMEOUT = 30.0
 UPLOAD_BODY_MAX = (16 << 20) + (64 << 10)  # the route's body limit: a 16 MiB file and its form
 
 
@@ -45,8 +44,9 @@ class _Inbox:
     """The server-side session's peer: what the device sends it, queued (the protocol's ack window
     bounds it; past ``max_bytes`` the session is over)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, timeout: float) -> None:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._timeout = timeout
         self._bytes = 0
         self._max = max_bytes
         self.closed: str | None = None
@@ -63,9 +63,13 @@ class _Inbox:
 
     async def recv(self, limit: int) -> ProtoMsg:
         try:
-            data = await asyncio.wait_for(self._queue.get(), _REPLY_TIMEOUT)
+            data = await asyncio.wait_for(self._queue.get(), self._timeout)
         except TimeoutError:
-            raise ApiError(504, "the device did not answer in time") from None
+            # mender-connect ignores a protocol its config disables (FileTransfer.Disable)
+            raise ApiError(
+                504,
+                "the device did not answer in time (is file transfer enabled in its mender-connect.conf?)",
+            ) from None
         if data is None:
             raise ApiError(409, f"the session ended: {self.closed}")
         self._bytes -= len(data)
@@ -97,7 +101,7 @@ async def _session(
     ticket: SessionTicket = await open_session(ctx, principal, req.path_params["id"])
     if PROTO_FILETRANSFER not in ticket.protocols:
         raise ApiError(403, "the owner's grant does not include file transfer")
-    inbox = _Inbox(ctx.limits.remote_file_max + (1 << 20))
+    inbox = _Inbox(ctx.limits.remote_file_max + (1 << 20), ctx.limits.remote_reply_timeout)
     session = ctx.remote.open(ticket, inbox, principal.tenant_id, ctx.clock())
     watch = asyncio.create_task(watch_grant(ctx, session))
     try:
@@ -116,9 +120,7 @@ async def _session(
 
 async def _send(ctx: ApiContext, session: UserSession, typ: str, body: Any = None, **props: Any) -> None:
     raw = body if isinstance(body, bytes) else b"" if body is None else bytes(msgpack.packb(body))
-    await ctx.remote.from_user(
-        session, encode_msg(ProtoMsg(PROTO_FILETRANSFER, typ, session.sid, props, raw))
-    )
+    await ctx.remote.to_device(session, ProtoMsg(PROTO_FILETRANSFER, typ, "", props, raw))
 
 
 async def _reply(ctx: ApiContext, inbox: _Inbox, *types: str) -> ProtoMsg:

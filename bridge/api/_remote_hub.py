@@ -150,6 +150,20 @@ class RemoteHub:
         session.messages += 1
         await session.link.peer.send(out)
 
+    async def to_device(self, session: UserSession, msg: ProtoMsg) -> None:
+        """A message the server itself speaks on a session (the HTTP file routes): stamped with the
+        session and its user, encoded once, never parsed back."""
+        if msg.proto != PROTO_CONTROL and msg.proto not in session.ticket.protocols:
+            raise ApiError(
+                403, f"protocol {PROTO_NAMES.get(msg.proto, msg.proto)} is not granted for this device"
+            )
+        props = {**msg.props, "user_id": session.ticket.principal.id}
+        out = encode_msg(ProtoMsg(msg.proto, msg.typ, session.sid, props, msg.body))
+        session.protocols.add(PROTO_NAMES.get(msg.proto, str(msg.proto)))
+        session.bytes_to_device += len(out)
+        session.messages += 1
+        await session.link.peer.send(out)
+
     async def end(self, session: UserSession, reason: str, code: int = 1000) -> bool:
         """Close the session on both sides (once); False if it had ended already."""
         if session.end_reason is not None:

@@ -175,6 +175,14 @@ def test_relay_isolates_sessions_and_enforces_the_grant() -> None:
         assert summary["duration"] == 10.0 and summary["bytes_to_device"] > 0 and summary["bytes_to_user"] > 0
         assert hub.session_count == 1 and set(link.sessions) == {b.sid}
 
+        # the server's own messages on a session (the HTTP file routes): stamped, granted only
+        await hub.to_device(b, ProtoMsg(PROTO_FILETRANSFER, "ack", "ignored", {"offset": 3}))
+        own = decode_msg(device.sent[-1], 10_000)
+        assert (own.sid, own.props) == (b.sid, {"offset": 3, "user_id": "bob"})
+        assert b"\xd3" + struct.pack(">q", 3) in device.sent[-1]
+        with pytest.raises(ApiError):
+            await hub.to_device(b, ProtoMsg(3, "new"))  # port forwarding is never granted
+
         # the device reconnects: the old link's sessions are handed back to end
         _, old = hub.attach("dev1", "default", Peer())
         assert old is link and hub.detach(old) == [b]

@@ -11,6 +11,7 @@ session is an audit entry with who, when, how long and bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -61,7 +62,9 @@ def login(url: str, user: tuple[str, str]) -> str:
 @pytest.fixture
 def remote(db: Db, tmp_path: Path) -> Iterator[dict[str, Any]]:
     require_binary("mender-connect")
-    server = start_server(db, tmp_path, Settings(limits=ApiLimits(remote_recheck=RECHECK)))
+    server = start_server(
+        db, tmp_path, Settings(limits=ApiLimits(remote_recheck=RECHECK, remote_reply_timeout=4.0))
+    )
     host: DeviceHost | None = None
     try:
         token = admin_token(server)
@@ -456,3 +459,54 @@ def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
     assert r.status_code == 200, r.text
     code, out = terminal()
     assert "term-42" in out, out
+
+
+def test_device_side_setting_off_wins_over_a_server_grant(remote: dict[str, Any]) -> None:
+    """The owner's device-side switch: mender-connect.conf ``Terminal.Disable`` and
+    ``FileTransfer.Disable``. A server grant alone then opens a session that reaches nothing."""
+    server: BackgroundServer = remote["server"]
+    host: DeviceHost = remote["host"]
+    device: str = remote["device"]
+    wait_for("mender-connect's link", lambda: connected(server, device), host=host)
+    host.stop("mender-connect")
+    wait_for("the old link to drop", lambda: not connected(server, device), host=host)
+    host.start_connect(
+        {
+            "ShellCommand": "/bin/bash",
+            "User": "nobody",
+            "Terminal": {"Disable": True},
+            "FileTransfer": {"Disable": True},
+            "PortForward": {"Disable": True},
+            "MenderClient": {"Disable": True},
+        }
+    )
+    wait_for("the new link", lambda: connected(server, device), host=host)
+    owner = {"Authorization": f"Bearer {remote['owner']}"}
+    r = httpx.put(f"{server.url}{MM}/{device}", json={"duration": 600}, headers=owner, timeout=30)
+    assert r.status_code == 200, r.text
+    support = {"Authorization": f"Bearer {remote['support']}"}
+
+    async def shell() -> list[dict[str, Any]]:
+        got = []
+        async with connect(ws_url(server, device), additional_headers=support) as ws:
+            await ws.send(msg(1, "new", props={"terminal_width": 80, "terminal_height": 24}))
+            await ws.send(msg(1, "shell", b"echo never-$((1+1))\n"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    while True:
+                        got.append(unpack(await ws.recv()))
+        return got
+
+    replies = asyncio.run(shell())
+    assert not any(b"never-2" in (d.get("body") or b"") for d in replies), replies
+    # mender-connect answers each shell message with an error: no terminal handler
+    assert [(d["hdr"]["typ"], d["hdr"]["props"]["status"]) for d in replies] == [("new", 2), ("shell", 2)]
+    assert all(b"unknown message protocol" in d["body"] for d in replies)
+    r = httpx.get(
+        f"{server.url}/api/management/v1/deviceconnect/devices/{device}/download",
+        params={"path": "/etc/hostname"},
+        headers=support,
+        timeout=60,
+    )
+    # ... and ignores file transfer: the HTTP route gives up after remote_reply_timeout
+    assert r.status_code == 504 and "file transfer enabled" in r.text, r.text
