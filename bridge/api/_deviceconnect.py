@@ -150,8 +150,7 @@ async def watch_grant(ctx: ApiContext, session: UserSession) -> None:
         now = ctx.clock()
         if expires is not None and expires > now:
             await asyncio.sleep(min(expires - now, recheck))
-        expires = await grant_state(ctx, session.ticket)
+        expires, reason = await grant_state(ctx, session.ticket)
         if expires is None or expires <= ctx.clock():
-            reason = "remote-access grant revoked" if expires is None else "remote-access grant expired"
             await ctx.remote.end(session, reason, CLOSE_GRANT_ENDED)
             return

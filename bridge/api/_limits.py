@@ -60,6 +60,7 @@ class ApiLimits:
     remote_devices_max: int = 10_000  # connected mender-connect links per process
     remote_sessions_per_device: int = 4  # open user sessions on one device
     remote_sessions_max: int = 200  # open user sessions per process
+    remote_sessions_per_user: int = 8  # open sessions of one user (all devices) per process
     remote_user_message_max: int = 8 * 1024  # user -> device message (fits mender-connect's read limit)
     remote_device_message_max: int = 256 * 1024  # device -> user message
     remote_commands_pending: int = 8  # diagnostics commands waiting for one node

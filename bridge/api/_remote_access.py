@@ -158,8 +158,14 @@ async def open_session(ctx: ApiContext, principal: Principal, device_id: str) ->
     refused: str | None = None
     async with ctx.gov.unit(principal, "remoteaccess:use") as uow:
         await check_devices(uow, [device_id])
+        status = (
+            await uow.conn.execute(sa.select(t.devices.c.status).where(t.devices.c.id == device_id))
+        ).scalar_one_or_none()
         row = await _grant(uow.conn, device_id)
-        if row is None:
+        if status != "accepted":
+            # a rejected device may still hold a link it opened while accepted
+            refused = f"the device is {status or 'unknown'}, not accepted"
+        elif row is None:
             refused = "remote access to this device is off: its owner has not granted it"
         elif row.expires_ts <= now:
             refused = "the owner's remote-access grant for this device has expired"
@@ -175,15 +181,25 @@ async def open_session(ctx: ApiContext, principal: Principal, device_id: str) ->
     return SessionTicket(device_id, principal, float(row.expires_ts), protocols)
 
 
-async def grant_state(ctx: ApiContext, ticket: SessionTicket) -> float | None:
-    """When the device's grant ends now (it may have been extended, shortened or revoked since the
-    session opened); None: revoked. A read in the ticket holder's organisation."""
+async def grant_state(ctx: ApiContext, ticket: SessionTicket) -> tuple[float | None, str]:
+    """(when the session's right ends now, why it would end): the grant may have been extended,
+    shortened or revoked since the session opened, the device rejected, the user's permission
+    taken away (None: ended already). A read in the ticket holder's organisation."""
     try:
         async with ctx.gov.read(ticket.principal, "remoteaccess:use") as uow:
             row = await _grant(uow.conn, ticket.device_id)
+            status = (
+                await uow.conn.execute(
+                    sa.select(t.devices.c.status).where(t.devices.c.id == ticket.device_id)
+                )
+            ).scalar_one_or_none()
     except Denied:
-        return None  # the user lost the permission: the session ends like a revoked grant
-    return None if row is None else float(row.expires_ts)
+        return None, "remoteaccess:use withdrawn"
+    if status != "accepted":
+        return None, "device no longer accepted"
+    if row is None:
+        return None, "remote-access grant revoked"
+    return float(row.expires_ts), "remote-access grant expired"
 
 
 async def record_session(ctx: ApiContext, ticket: SessionTicket, summary: dict[str, Any]) -> None:

@@ -88,6 +88,7 @@ class RemoteHub:
         self.limits = limits
         self.devices: dict[str, DeviceLink] = {}
         self.session_count = 0
+        self._by_user: dict[str, int] = {}
         self._seq = 0
 
     # -- devices -----------------------------------------------------------------------------
@@ -129,11 +130,15 @@ class RemoteHub:
             raise ApiError(429, f"the device has {len(link.sessions)} open sessions already")
         if self.session_count >= self.limits.remote_sessions_max:
             raise ApiError(429, "too many remote sessions open in this server process")
+        user = ticket.principal.id
+        if self._by_user.get(user, 0) >= self.limits.remote_sessions_per_user:
+            raise ApiError(429, f"{self._by_user[user]} remote sessions of this user are open already")
         self._seq += 1
         sid = f"{ticket.device_id[:8]}-{int(now * 1000):x}-{self._seq}"
         session = UserSession(sid, ticket, peer, link, now)
         link.sessions[sid] = session
         self.session_count += 1
+        self._by_user[user] = self._by_user.get(user, 0) + 1
         return session
 
     async def from_user(self, session: UserSession, data: bytes) -> None:
@@ -173,6 +178,12 @@ class RemoteHub:
         link = session.link
         if link.sessions.pop(session.sid, None) is not None:
             self.session_count -= 1
+            user = session.ticket.principal.id
+            left = self._by_user.get(user, 1) - 1
+            if left > 0:
+                self._by_user[user] = left
+            else:
+                self._by_user.pop(user, None)
         if self.devices.get(link.device_id) is link:
             who = self._who(session)
             # the device's link may be going away too; its own handler cleans up then

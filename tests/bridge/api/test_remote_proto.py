@@ -190,6 +190,23 @@ def test_relay_isolates_sessions_and_enforces_the_grant() -> None:
     asyncio.run(run())
 
 
+def test_sessions_per_user_cap() -> None:
+    async def run() -> None:
+        hub = RemoteHub(ApiLimits(remote_sessions_per_user=2, remote_sessions_per_device=5))
+        for d in ("d1", "d2", "d3"):
+            hub.attach(d, "default", Peer())
+        first = hub.open(_ticket("d1", "alice"), Peer(), "default", 1.0)
+        hub.open(_ticket("d2", "alice"), Peer(), "default", 1.0)
+        with pytest.raises(ApiError) as info:
+            hub.open(_ticket("d3", "alice"), Peer(), "default", 1.0)
+        assert info.value.status == 429
+        hub.open(_ticket("d3", "bob"), Peer(), "default", 1.0)  # another user is not held back
+        await hub.end(first, "user closed")
+        hub.open(_ticket("d3", "alice"), Peer(), "default", 2.0)  # a slot freed
+
+    asyncio.run(run())
+
+
 def test_device_link_cap() -> None:
     hub = RemoteHub(ApiLimits(remote_devices_max=1))
     hub.attach("d1", "default", Peer())
