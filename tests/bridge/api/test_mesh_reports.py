@@ -12,30 +12,18 @@ import pytest
 
 from bridge.api import _mesh_reports
 from tests.support.mender import ADMIN, RunningServer, make_artifact
-from tests.support.ui import ADMIN_B, Device, UiFleet, add_devices, check_in, start_ui_server
-from wire.chunk_map import ChunkMap
+from tests.support.ui import (
+    ADMIN_B,
+    UiFleet,
+    add_devices,
+    check_in,
+    post_mesh_report,
+    start_ui_server,
+    stream_of,
+)
 from wire.mesh_report import FINAL, FINAL_COMPLETE, MeshNode, MeshReport, encode_mesh_report
 
 EXT = "/api/meshota/v1/management"
-REPORT = "/api/meshota/v1/devices/mesh/report"
-
-
-def _post(url: str, dev: Device | None, body: bytes) -> httpx.Response:
-    headers = {"Content-Type": "application/vnd.meshota-mesh-report"}
-    if dev is not None:
-        headers["Authorization"] = f"Bearer {dev.token}"
-    return httpx.post(f"{url}{REPORT}", content=body, headers=headers, timeout=30)
-
-
-def _stream(url: str, dev: Device, artifact_id: str, chunk_size: int = 1024) -> bytes:
-    r = httpx.get(
-        f"{url}/api/meshota/v1/devices/chunk_maps/{artifact_id}",
-        params={"chunk_size": chunk_size},
-        headers={"Authorization": f"Bearer {dev.token}"},
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return ChunkMap.decode(r.content).head.stream_id()
 
 
 def _report(sid: bytes, aid: str, nodes: list[tuple[str, int, int]], *, flags: int = 0) -> bytes:
@@ -78,7 +66,7 @@ def test_report_stored_checked_nested_and_bounded(
         for d in (root, relay, leaf, stranger):
             assert check_in(url, d) is not None
         aid = api.get("/api/management/v1/deployments/deployments/" + dep).json()["artifacts"][0]
-        sid = _stream(url, root, aid)
+        sid = stream_of(url, root, aid)
         assert _reports(api) == []
 
         # refused, nothing stored: each names what is wrong
@@ -93,13 +81,16 @@ def test_report_stored_checked_nested_and_bounded(
             (stranger, _report(sid, aid, [(leaf.id, 0, 3)]), 403, "not in this root's group g2"),
         ]
         for dev, body, status, message in refusals:
-            r = _post(url, dev, body)
+            r = post_mesh_report(url, dev, body)
             assert r.status_code == status and message in r.json()["error"], (message, r.text)
         assert _reports(api) == []
 
         # the root reports itself and the relay; the relay reports the leaf: a tree of one stream
-        assert _post(url, root, _report(sid, aid, [(relay.id, 0, 12), (root.id, 1, 0)])).status_code == 204
-        assert _post(url, relay, _report(sid, aid, [(leaf.id, 3, 70)])).status_code == 204
+        assert (
+            post_mesh_report(url, root, _report(sid, aid, [(relay.id, 0, 12), (root.id, 1, 0)])).status_code
+            == 204
+        )
+        assert post_mesh_report(url, relay, _report(sid, aid, [(leaf.id, 3, 70)])).status_code == 204
         (stream,) = _reports(api)
         assert stream["stream_id"] == sid.hex() and stream["artifact_id"] == aid
         assert stream["artifact_name"] == "release-2"  # the server's name, not the root's
@@ -124,15 +115,15 @@ def test_report_stored_checked_nested_and_bounded(
 
         # newer replaces older per (root, stream)
         final = _report(sid, aid, [(relay.id, 1, 0)], flags=FINAL | FINAL_COMPLETE)
-        assert _post(url, root, final).status_code == 204
+        assert post_mesh_report(url, root, final).status_code == 204
         (stream,) = _reports(api)
         top = next(t for t in stream["roots"] if t["root"] == root.id)
         assert top["final"] and top["complete"] and [n["missing"] for n in top["nodes"]] == [0]
 
         # at most STREAMS_PER_ROOT streams per root: the oldest goes
         monkeypatch.setattr(_mesh_reports, "STREAMS_PER_ROOT", 1)
-        sid2 = _stream(url, root, aid, chunk_size=512)
-        assert _post(url, root, _report(sid2, aid, [])).status_code == 204
+        sid2 = stream_of(url, root, aid, chunk_size=512)
+        assert post_mesh_report(url, root, _report(sid2, aid, [])).status_code == 204
         mine = [
             (s["stream_id"], t["root"]) for s in _reports(api) for t in s["roots"] if t["root"] == root.id
         ]
@@ -149,11 +140,11 @@ def test_reports_stay_in_their_organisation(tmp_path: Path) -> None:
             for d in (root, node):
                 assert check_in(fleet.url, d) is not None
             aid = api.get("/api/management/v1/deployments/deployments/" + dep).json()["artifacts"][0]
-            sid = _stream(fleet.url, root, aid)
-            assert _post(fleet.url, root, _report(sid, aid, [(node.id, 0, 1)])).status_code == 204
+            sid = stream_of(fleet.url, root, aid)
+            assert post_mesh_report(fleet.url, root, _report(sid, aid, [(node.id, 0, 1)])).status_code == 204
             assert len(_reports(api)) == 1
         # organisation B's root cannot speak for A's stream or A's nodes, and B's admin sees nothing of A
-        r = _post(fleet.url, root_b, _report(sid, aid, [(node.id, 0, 1)]))
+        r = post_mesh_report(fleet.url, root_b, _report(sid, aid, [(node.id, 0, 1)]))
         assert r.status_code == 403 and "not deployed through this root" in r.json()["error"]
         with fleet.api(ADMIN_B) as api_b:
             assert _reports(api_b) == []
