@@ -270,6 +270,8 @@ class ApiDeviceService(MemoryDeviceService):
         self.status_errors: list[str] = []
         self.finished: set[int] = set()
         self.stale_statuses = 0
+        self.mesh_reports = 0
+        self.mesh_report_errors: list[str] = []
         data = self._download()
         self.artifacts[artifact_id] = (artifact_name, data)
         self.downloads = 1
@@ -315,3 +317,25 @@ class ApiDeviceService(MemoryDeviceService):
         )
         if r.status != 204:
             self.status_errors.append(f"node {node} {status}: {r.status} {r.body[:100]!r}")
+
+    def node_name(self, node: object) -> str:
+        """The device id the server gave a simulated node (its link address is its index)."""
+        return self.server.device_ids[node] if isinstance(node, int) else str(node)
+
+    def mesh_report(self, node: int, body: bytes) -> None:
+        """A streaming core's progress report: ``POST /api/meshota/v1/devices/mesh/report``."""
+        self.mesh_reports += 1
+        r = self.server.call(
+            "POST",
+            "/api/meshota/v1/devices/mesh/report",
+            token=self.server.device_tokens[node],
+            body=body,
+            headers={"content-type": "application/vnd.meshota-mesh-report"},
+        )
+        if r.status != 204:
+            self.mesh_report_errors.append(f"node {node}: {r.status} {r.body[:100]!r}")
+
+    def mesh_view(self) -> list[dict[str, Any]]:
+        """What the management API's mesh view shows of the roots' reports."""
+        r = _ok(self.server.call("GET", "/api/meshota/v1/management/mesh", token=self.server.user_token), 200)
+        return list(json.loads(r.body)["reported_by_roots"])
