@@ -113,6 +113,18 @@ def test_report_stored_checked_nested_and_bounded(
         assert sub["root"] == relay.id and sub["nodes"][0]["id"] == leaf.id
         assert sub["nodes"][0]["state"] == "needs-head" and sub["nodes"][0]["held"] == 0
 
+        # a user whose role reaches group g2 only sees no report of g1's roots; one on g1 sees them
+        for group in ("g1", "g2"):
+            role = {"name": f"see-{group}", "permissions": ["devices:read"], "groups": [group]}
+            assert api.post("/api/management/v1/useradm/roles", json=role).status_code in (200, 201)
+            email, password = f"{group}@example.com", "secret-pass-1"
+            user = {"email": email, "password": password, "roles": [f"see-{group}"]}
+            assert api.post("/api/management/v1/useradm/users", json=user).status_code == 201
+            login = httpx.post(f"{url}/api/management/v1/useradm/auth/login", auth=(email, password))
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {login.text}"}) as limited:
+                seen = [t["root"] for st in _reports(limited) for t in st["roots"]]
+            assert seen == ([root.id] if group == "g1" else []), group
+
         # newer replaces older per (root, stream)
         final = _report(sid, aid, [(relay.id, 1, 0)], flags=FINAL | FINAL_COMPLETE)
         assert post_mesh_report(url, root, final).status_code == 204
