@@ -13,8 +13,10 @@ accepted only when (403 otherwise, nothing stored)
 - every listed node is an accepted device of the organisation with a deployment of that
   artifact, and in the root's inventory group when the root has one.
 
-Kept: the newest report per (root, stream), at most :data:`STREAMS_PER_ROOT` streams per root
-(the oldest go); a root's rows go with the device. No audit entry: a report changes nothing but
+At most ``ApiLimits.mesh_report_burst`` reports per root, then one per ``mesh_report_refill``
+seconds (429 with ``Retry-After``; per server process). Kept: the newest report per (root,
+stream), at most :data:`STREAMS_PER_ROOT` streams per root (the oldest go); a root's rows go with
+the device. No audit entry: a report changes nothing but
 what the mesh view shows, and a root sends one every few seconds while it streams.
 
 :func:`reports_view` builds the mesh view's part: per stream, the roots whose reports are not
@@ -39,6 +41,7 @@ from ._auth import require_device
 from ._context import ApiContext, now
 from ._errors import ApiError
 from ._limits import check_body_size
+from ._throttle import too_many
 from ._times import rfc3339
 from ._types import Request, Response
 
@@ -127,6 +130,9 @@ async def device_mesh_report(ctx: ApiContext, req: Request) -> Response:
     """A root's progress report of one stream (wire/SPEC.md §7): 204 stored, 4xx nothing stored."""
     check_body_size(req.body, MAX_RECORD, "mesh report")
     auth = await require_device(ctx, req)
+    wait = ctx.mesh_reports_by_root.take(auth.device_id, now())
+    if wait > 0:
+        raise too_many("too many mesh reports from this root", wait)
     try:
         rep = decode_mesh_report(req.body)
     except MeshReportError as exc:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bridge.api import _mesh_reports
+from bridge.api._throttle import TokenBuckets
 from tests.support.mender import ADMIN, RunningServer, make_artifact
 from tests.support.ui import (
     ADMIN_B,
@@ -131,6 +132,14 @@ def test_report_stored_checked_nested_and_bounded(
         (stream,) = _reports(api)
         top = next(t for t in stream["roots"] if t["root"] == root.id)
         assert top["final"] and top["complete"] and [n["missing"] for n in top["nodes"]] == [0]
+
+        # a root that reports too often is throttled (per-peer cap), others are not
+        monkeypatch.setattr(running.server.context, "mesh_reports_by_root", TokenBuckets(1, 3600.0, 10))
+        assert post_mesh_report(url, root, final).status_code == 204
+        r = post_mesh_report(url, root, final)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert post_mesh_report(url, relay, _report(sid, aid, [(leaf.id, 1, 0)])).status_code == 204
+        monkeypatch.setattr(running.server.context, "mesh_reports_by_root", TokenBuckets(100, 1.0, 10))
 
         # at most STREAMS_PER_ROOT streams per root: the oldest goes
         monkeypatch.setattr(_mesh_reports, "STREAMS_PER_ROOT", 1)
