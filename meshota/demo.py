@@ -181,8 +181,10 @@ def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Pa
     streams = service.mesh_view()
     roots = [r for st in streams for r in st["roots"]]
     print(
-        f"mesh view GET /api/meshota/v1/management/mesh: {service.mesh_reports} progress reports from "
-        f"the streaming roots and relays, {len(roots)} top-level root(s) in {len(streams)} stream(s)"
+        f"mesh view GET /api/meshota/v1/management/mesh: {service.mesh_reports} progress reports "
+        f"({service.mesh_report_bytes} bytes, "
+        f"{1000 * service.mesh_report_seconds / max(1, service.mesh_reports):.1f} ms each at the server) "
+        f"from the streaming roots and relays, {len(roots)} top-level root(s) in {len(streams)} stream(s)"
         + "".join(
             f"; root {r['root'][:8]}: {r['bytes_on_air']} bytes in {r['frames_on_air']} frames on air, "
             f"{r['members']} nodes" + (", ended complete" if r["complete"] else "")
