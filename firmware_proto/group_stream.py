@@ -63,7 +63,14 @@ from wire.frames import (
     xor_blocks,
 )
 
-__all__ = ["NACK_FULL_BYTES", "FetchArtifact", "GroupStreamRoot", "RootConfig", "StreamFinished"]
+__all__ = [
+    "NACK_FULL_BYTES",
+    "FetchArtifact",
+    "GroupStreamRoot",
+    "RootConfig",
+    "StreamFinished",
+    "StreamProgress",
+]
 
 NACK_FULL_BYTES = 128  # a NACK bitmap this long may have been cut (SPEC.md §3.1)
 
@@ -146,6 +153,32 @@ class _Group:
     asks: dict[Hashable, tuple[set[int], int]] = field(default_factory=dict)  # this round's NACKs
     follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
     polled_at: float = 0.0
+    # for progress reports (firmware_proto/mesh_report.py): what this stream put on air, and per
+    # member the blocks its last NACK said it misses
+    bytes_on_air: int = 0
+    frames_on_air: int = 0
+    missing: dict[Hashable, int] = field(default_factory=dict)
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamProgress:
+    """One stream as the root saw it (:meth:`GroupStreamRoot.progress`). ``missing``: per member
+    that NACKed, the blocks its last NACK asked for (``blocks`` after NEED_HEAD); done members, and
+    every member after a poll nobody NACKed, 0."""
+
+    artifact_id: str
+    artifact_name: str
+    stream_id: bytes
+    blocks: int
+    rounds: int
+    finished: bool
+    complete: bool
+    bytes_on_air: int
+    frames_on_air: int
+    members: frozenset[Hashable]
+    done: frozenset[Hashable]
+    missing: dict[Hashable, int]
 
 
 class GroupStreamRoot:
@@ -167,9 +200,33 @@ class GroupStreamRoot:
         return out
 
     def _broadcast(self, frame: bytes) -> None:
+        self._count(frame)
+        self.link.send_broadcast(frame)
+
+    def _count(self, frame: bytes) -> None:
         self.bytes_sent += len(frame)
         self.frames_sent += 1
-        self.link.send_broadcast(frame)
+        group = self._groups.get(self._active) if self._active else None
+        if group is not None:
+            group.bytes_on_air += len(frame)
+            group.frames_on_air += 1
+
+    def progress(self) -> list[StreamProgress]:
+        """Every stream that started (its source is here), as the root saw it so far."""
+        out = []
+        for g in self._groups.values():
+            source = self._sources.get(g.artifact_id)
+            if source is None or g.phase in (_Phase.WINDOW, _Phase.FETCHING):
+                continue
+            head = source.head
+            out.append(
+                StreamProgress(
+                    g.artifact_id, g.artifact_name, head.stream_id(), head.block_count, g.round,
+                    g.phase is _Phase.FINISHED, g.complete, g.bytes_on_air, g.frames_on_air,
+                    frozenset(g.members), frozenset(g.done), dict(g.missing),
+                )
+            )  # fmt: skip
+        return out
 
     # -- inputs ------------------------------------------------------------------------------------
     def receive(self, data: bytes, sender: Hashable, now: float) -> None:
@@ -205,12 +262,14 @@ class GroupStreamRoot:
         group.members.add(sender)
         if nack.flags & NACK_DONE:
             group.done.add(sender)
+            group.missing[sender] = 0
             return
         if group.phase is not _Phase.POLLING or nack.round != group.round:
             return
         if nack.flags & NACK_NEED_HEAD:
             group.need_head = True
             group.asks[sender] = (set(), 0)  # everything
+            group.missing[sender] = head.block_count
             return
         if self.config.part_room > 0:
             asked = nack_parts(nack)
@@ -227,6 +286,8 @@ class GroupStreamRoot:
         limit = nack.base + 8 * len(nack.bitmap) if len(nack.bitmap) >= NACK_FULL_BYTES else head.block_count
         old = group.asks.get(sender)
         group.asks[sender] = (missing | old[0], min(limit, old[1])) if old else (missing, limit)
+        held, upto = group.asks[sender]
+        group.missing[sender] = sum(1 for b in held if b < upto) + max(0, head.block_count - upto)
 
     def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
         try:
@@ -339,6 +400,8 @@ class GroupStreamRoot:
             self._send_some(group, now)
             return
         if not group.wanted:
+            if not group.asks:  # a poll nobody NACKed: as far as the root can tell, nobody misses any
+                group.missing = dict.fromkeys(group.members, 0)
             group.quiet += 1
             if group.quiet >= self.config.quiet_rounds:
                 self._finish(group, True)
@@ -381,8 +444,7 @@ class GroupStreamRoot:
                 self._broadcast(frame)
             else:
                 for member in targets:
-                    self.bytes_sent += len(frame)
-                    self.frames_sent += 1
+                    self._count(frame)
                     self.link.send_unicast(member, frame)
         group.deadline = now + self.config.frame_interval
         if not group.queue and self.config.frame_interval == 0:
@@ -470,6 +532,7 @@ class GroupStreamRoot:
         head = self._sources[group.artifact_id].head
         self._broadcast(encode(End(head.stream_id(), END_COMPLETE if complete else END_GAVE_UP)))
         group.phase = _Phase.FINISHED
+        group.complete = complete
         self._active = None
         self.events.append(f"stream {group.artifact_name} finished complete={complete} rounds={group.round}")
         self._actions.append(

@@ -28,6 +28,7 @@ from firmware_proto import boot as bootmod
 from firmware_proto.block_source import ReceiverSource
 from firmware_proto.group_forwarder import GroupRelay, agent_accepts, frame_type, relay_accepts
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
+from firmware_proto.mesh_report import MeshReporter
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
     FINAL_STATUSES,
@@ -182,6 +183,12 @@ class GroupSim:
         self.on_status: Callable[[int, str, str], None] | None = None
         self.fetch_artifact: Callable[[int, str], bytes] | None = None
         self._statuses_in_flight = 0  # with ``on_status``: the run ends when the server has them all
+        # the demo: each streaming core's progress reports (wire/SPEC.md §7) handed to the server
+        # side, nodes named by ``node_name``; None: no reports
+        self.on_mesh_report: Callable[[int, bytes], None] | None = None
+        self.node_name: Callable[[Hashable], str] = str
+        self.mesh_report_interval = 5.0
+        self._reporters: dict[int, tuple[MeshReporter, float]] = {}  # node → (reporter, next look)
         radio.attach(clock, self._deliver, self._arm)
 
     # -- set-up -------------------------------------------------------------------------------------
@@ -345,23 +352,41 @@ class GroupSim:
         return data
 
     # -- actions ------------------------------------------------------------------------------------------
+    def _mesh_report(self, v: int, core: GroupStreamRoot, ended: bool) -> None:
+        """The core's due progress reports, looked at when a stream ended or ``interval`` passed."""
+        now = self.clock.now
+        reporter, look = self._reporters.get(v, (None, 0.0))
+        if reporter is None or reporter.core is not core:
+            reporter = MeshReporter(core, self.mesh_report_interval, self.node_name)
+        elif not ended and now < look:
+            return
+        self._reporters[v] = (reporter, now + self.mesh_report_interval)
+        for body in reporter.due(now):
+            assert self.on_mesh_report is not None
+            self.on_mesh_report(v, body)
+
     def _pump(self, v: int) -> None:
         node = self.nodes[v]
         if node.root is not None:
+            ended = False
             for action in node.root.actions():
                 if isinstance(action, FetchArtifact):
                     node.root_streaming = True
                     self._root_fetch(v, action)
                 else:
-                    node.root_streaming = False
+                    node.root_streaming, ended = False, True
                     self.finished.append(action)
                     self.clock.trace("finished", v, action.complete, action.rounds)
+            if self.on_mesh_report is not None:
+                self._mesh_report(v, node.root, ended)
             if node.reboot_deferred and not node.root_streaming:
                 self.clock.trace("deferred-reboot", v)
                 node.reboot_deferred = False
                 self._reboot(v)
                 return
         relay = node.relay
+        if relay is not None and self.on_mesh_report is not None:
+            self._mesh_report(v, relay.core, bool(relay.finished))
         if relay is not None and relay.finished:
             self.finished.extend(relay.finished)
             relay.finished.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -115,6 +115,9 @@ class ServerSide:
     factory_sequence: int = 0
     on_status: Callable[[int, str, str], None] | None = None
     fetch_artifact: Callable[[int, str], bytes] | None = None
+    # every streaming core's progress reports (wire/SPEC.md §7), nodes named by ``node_name``
+    on_mesh_report: Callable[[int, bytes], None] | None = None
+    node_name: Callable[[Hashable], str] = str
 
 
 def run_scenario(
@@ -181,6 +184,8 @@ def run_scenario(
     if ext is not None:
         gs.on_status = ext.on_status
         gs.fetch_artifact = ext.fetch_artifact
+        gs.on_mesh_report = ext.on_mesh_report
+        gs.node_name = ext.node_name
     gs.start()
 
     def schedule_faults() -> None:

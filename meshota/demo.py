@@ -145,6 +145,8 @@ def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Pa
         factory_sequence=0,  # the server's first signed map carries sequence 1
         on_status=service.report_status,
         fetch_artifact=service.fetch_artifact,
+        on_mesh_report=service.mesh_report,
+        node_name=service.node_name,
     )
     res = run_scenario(sc, server_side=side)
     cp = res.control
@@ -176,6 +178,21 @@ def _simulated_with(server: ApiServer, tmp: Path, nodes: int, seed: int, out: Pa
             else ""
         )
     )
+    streams = service.mesh_view()
+    roots = [r for st in streams for r in st["roots"]]
+    print(
+        f"mesh view GET /api/meshota/v1/management/mesh: {service.mesh_reports} progress reports "
+        f"({service.mesh_report_bytes} bytes, "
+        f"{1000 * service.mesh_report_seconds / max(1, service.mesh_reports):.1f} ms each at the server) "
+        f"from the streaming roots and relays, {len(roots)} top-level root(s) in {len(streams)} stream(s)"
+        + "".join(
+            f"; root {r['root'][:8]}: {r['bytes_on_air']} bytes in {r['frames_on_air']} frames on air, "
+            f"{r['members']} nodes" + (", ended complete" if r["complete"] else "")
+            for r in roots[:3]
+        )
+        + (f", {len(service.mesh_report_errors)} refused: {service.mesh_report_errors[:3]}"
+           if service.mesh_report_errors else "")
+    )  # fmt: skip
     ok = run_succeeded(res.summary, res.radio.alive) and stats.get("success", 0) == total
     print(
         f"\n{'every node installed the signed image' if ok else 'SOME NODES DID NOT INSTALL'}: "

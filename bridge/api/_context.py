@@ -59,6 +59,8 @@ class ApiContext:
     logins_by_user: TokenBuckets = field(init=False)
     logins_by_source: TokenBuckets = field(init=False)
     passwords: WorkGate = field(init=False)
+    # roots' stream progress reports, per root (bridge/api/_mesh_reports.py)
+    mesh_reports_by_root: TokenBuckets = field(init=False)
     # the service layer: every management operation's permission check, tenant scope and audit
     gov: Governance = field(init=False)
     # remote access: this process's connected mender-connect links and user sessions
@@ -74,6 +76,9 @@ class ApiContext:
             lim.login_source_burst, lim.login_source_refill, lim.login_state_max
         )
         self.passwords = WorkGate(lim.password_workers, lim.password_queue_max)
+        self.mesh_reports_by_root = TokenBuckets(
+            lim.mesh_report_burst, lim.mesh_report_refill, lim.login_state_max
+        )
 
     @property
     def limits(self) -> ApiLimits:

@@ -26,6 +26,7 @@ from bridge.store import tables as t
 
 from ._auth import require_user
 from ._context import ApiContext, now
+from ._mesh_reports import reports_view
 from ._paging import query_int
 from ._scope import check_devices, visible_devices
 from ._times import rfc3339
@@ -169,6 +170,7 @@ async def mgmt_mesh(ctx: ApiContext, req: Request) -> Response:
         )
         for r in await conn.execute(_scoped(status_q, _DD.c.device_id, visible)):
             latest[r.device_id] = (r.status, r.substate)
+        reported = await reports_view(conn, visible)
     meshes = []
     for name in sorted(groups):
         members = groups[name]
@@ -185,6 +187,6 @@ async def mgmt_mesh(ctx: ApiContext, req: Request) -> Response:
         200,
         {
             "sub_meshes": meshes,
-            "reported_by_relays": None,  # no relay reports topology/chunks/airtime to the server today
+            "reported_by_roots": reported,  # what roots say of their streams: not verified by the server
         },
     )

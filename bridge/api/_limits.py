@@ -50,6 +50,9 @@ class ApiLimits:
     password_queue_max: int = 16  # scrypt checks waiting for a worker; more -> 429 at once
     # -- chunk maps (meshota extension) ----------------------------------------------------------
     chunk_map_sizes_per_artifact: int = 4  # distinct chunk sizes signed and kept per artifact
+    # -- roots' stream progress reports (meshota extension, wire/SPEC.md §7) ----------------------
+    mesh_report_burst: int = 16  # reports per root before throttling (per server process)
+    mesh_report_refill: float = 1.0  # seconds per regained report
     # -- device configuration (deviceconfig) -----------------------------------------------------
     config_body_max: int = 64 * 1024  # the whole configuration body (configured or reported)
     config_max_keys: int = 100  # key-value pairs in one configuration

@@ -12,6 +12,7 @@ from . import _filters as filters
 from . import _fleet_stats as fleet
 from . import _fleet_summary as summary
 from . import _inventory as inv
+from . import _mesh_reports as mesh_reports
 from . import _policies as pol
 from . import _remote_access as remote
 from . import _remote_diag as diag
@@ -61,6 +62,7 @@ ROUTES: tuple[Route[ApiContext], ...] = (
     Route("GET", f"{_DEV}/deployments/download/artifacts/{{id}}", ddep.download_artifact),
     Route("GET", "/api/meshota/v1/devices/chunk_maps/{id}", _chunk_map),  # meshota extension
     Route("POST", "/api/meshota/v1/devices/fleet_counts", fleet.fleet_counts),  # a root's count record
+    Route("POST", "/api/meshota/v1/devices/mesh/report", mesh_reports.device_mesh_report),  # progress
     Route("GET", "/api/meshota/v1/devices/diagnostics/next", diag.device_next),  # remote diagnostics
     Route("PUT", "/api/meshota/v1/devices/diagnostics/{id}", diag.device_answer),
     Route("GET", f"{_DEV}/deviceconfig/configuration", dcfg.device_get_config),

@@ -192,4 +192,4 @@ async def filter_create(ui: Ui, s: Session, req: Request, form: dict[str, str]) 
 @view
 async def mesh(ui: Ui, s: Session, req: Request) -> Response:
     data = await ui.get_json(s, f"{_EXT}/mesh")
-    return ui.render("mesh.html", s, meshes=data["sub_meshes"], nav="mesh")
+    return ui.render("mesh.html", s, meshes=data["sub_meshes"], streams=data["reported_by_roots"], nav="mesh")

@@ -196,3 +196,25 @@ def csrf_of(page: str) -> str:
     match = _CSRF.search(page)
     assert match is not None, "no CSRF field on the page"
     return match.group(1)
+
+
+def post_mesh_report(url: str, dev: Device | None, body: bytes) -> httpx.Response:
+    """A root's stream progress report (wire/SPEC.md §7) through the device API."""
+    headers = {"Content-Type": "application/vnd.meshota-mesh-report"}
+    if dev is not None:
+        headers["Authorization"] = f"Bearer {dev.token}"
+    return httpx.post(f"{url}/api/meshota/v1/devices/mesh/report", content=body, headers=headers, timeout=30)
+
+
+def stream_of(url: str, dev: Device, artifact_id: str, chunk_size: int = 1024) -> bytes:
+    """The stream id of the chunk map the server signs for this artifact, fetched as ``dev``."""
+    from wire.chunk_map import ChunkMap
+
+    r = httpx.get(
+        f"{url}/api/meshota/v1/devices/chunk_maps/{artifact_id}",
+        params={"chunk_size": chunk_size},
+        headers={"Authorization": f"Bearer {dev.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return ChunkMap.decode(r.content).head.stream_id()

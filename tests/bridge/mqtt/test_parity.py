@@ -244,3 +244,34 @@ def test_download_is_block_wise_and_resumable(world: World) -> None:
         got += m.body
     r = world.http.get(call.path, params=list(call.query))
     assert got == r.content
+
+
+@pytest.mark.integration
+def test_a_roots_mesh_report_over_mqtt_is_the_same_handler(world: World) -> None:
+    """``POST /api/meshota/v1/devices/mesh/report`` (wire/SPEC.md §7) over the bridge: stored as
+    over HTTP, refused the same way (a meshota route: outside the Mender table above)."""
+    from wire.chunk_map import ChunkMap
+    from wire.mesh_report import MeshReport, encode_mesh_report
+
+    auth = {"authorization": f"Bearer {world.token}"}
+    artifacts = world.http.get(
+        f"{DEP}/next", params={"device_type": "test-device", "artifact_name": "v0"}, headers=auth
+    )
+    aid = artifacts.json()["artifact"]["id"]
+    cmap = world.http.get(
+        f"/api/meshota/v1/devices/chunk_maps/{aid}", params={"chunk_size": 512}, headers=auth
+    )
+    sid = ChunkMap.decode(cmap.content).head.stream_id()
+    path = "/api/meshota/v1/devices/mesh/report"
+    ctype = {"content-type": "application/vnd.meshota-mesh-report"}
+    good = encode_mesh_report(MeshReport(sid, aid, "parity-v1", 0, 1, 9, 4321, 12, 0, ()))
+    m = world.mqtt.call(DEVICE, "POST", path, body=good, token=world.mqtt_token, headers=ctype)
+    assert m.status == 204, m.body
+    bad = encode_mesh_report(MeshReport(b"\x09" * 8, aid, "parity-v1", 0, 1, 9, 4321, 12, 0, ()))
+    m = world.mqtt.call(DEVICE, "POST", path, body=bad, token=world.mqtt_token, headers=ctype)
+    r = world.http.post(path, content=bad, headers={**auth, **ctype})
+    assert m.status == r.status_code == 403 and json.loads(m.body)["error"] == r.json()["error"]
+    admin = httpx.post(f"{world.http.base_url}/api/management/v1/useradm/auth/login", auth=ADMIN).text
+    view = world.http.get("/api/meshota/v1/management/mesh", headers={"authorization": f"Bearer {admin}"})
+    (stream,) = view.json()["reported_by_roots"]
+    assert stream["stream_id"] == sid.hex() and stream["roots"][0]["bytes_on_air"] == 4321

@@ -19,7 +19,7 @@ def test_migrate_is_idempotent_and_versioned(db: Db) -> None:
             await store.migrate()
             async with store.transaction() as conn:
                 version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
-                assert version == "0011"
+                assert version == "0012"
                 for table in tables.metadata.sorted_tables:
                     await conn.execute(sa.select(sa.func.count()).select_from(table))
         finally:

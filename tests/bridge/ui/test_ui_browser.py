@@ -25,10 +25,13 @@ from tests.support.ui import (
     UiFleet,
     add_devices,
     check_in,
+    post_mesh_report,
     report,
     start_ui_server,
+    stream_of,
     tick,
 )
+from wire.mesh_report import MeshNode, MeshReport, encode_mesh_report
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -168,8 +171,21 @@ def test_release_scenario(fleet: UiFleet, browser: object, tmp_path: Path) -> No
     expect(page.get_by_role("heading", name="Deployment history")).to_be_visible()
     expect(page.get_by_role("row", name=re.compile("roll release-2"))).to_contain_text("success")
     _shot(page, "09-device.png")
+    # the first device streams to the others and reports it (wire/SPEC.md §7): the mesh page draws it
+    (aid,) = [
+        a["id"]
+        for a in fleet.api().get("/api/management/v1/deployments/artifacts").json()
+        if a["name"] == "release-2"
+    ]
+    sid = stream_of(fleet.url, first, aid)
+    listed = tuple(MeshNode(d.id, 0, 10 * i) for i, d in enumerate(started, 1))
+    body = encode_mesh_report(MeshReport(sid, aid, "release-2", 0, 2, 64, 81_920, 90, 4, listed))
+    assert post_mesh_report(fleet.url, first, body).status_code == 204
     page.get_by_role("link", name="Mesh").click()
     expect(page.locator(".node.root")).to_have_text("fleet-a")
+    expect(page.locator(".node.reporter")).to_have_count(1)
+    expect(page.locator("ul.report progress")).to_have_count(3)
+    expect(page.locator(".airtime")).to_have_text("81920 bytes in 90 frames on air")
     _shot(page, "10-mesh.png")
     page.get_by_role("link", name="Users & tokens").click()
     _shot(page, "11-users.png")

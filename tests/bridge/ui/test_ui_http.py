@@ -29,11 +29,14 @@ from tests.support.ui import (
     add_devices,
     check_in,
     csrf_of,
+    post_mesh_report,
     report,
     report_inventory,
     start_ui_server,
+    stream_of,
     ui_login,
 )
+from wire.mesh_report import MeshNode, MeshReport, encode_mesh_report
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +310,46 @@ def test_save_a_filter_for_deployments_and_delete_an_artifact(
         assert "to-delete" not in ui.get("/ui/artifacts").text
     with ui_login(fleet.url, OBSERVER) as ui:
         assert "Save filter" not in ui.get("/ui/devices", params={"group": "canary"}).text
+
+
+def test_the_mesh_page_shows_roots_reports_as_an_escaped_tree(fleet: UiFleet, tmp_path: Path) -> None:
+    root, relay, leaf = add_devices(fleet, 3, group="mesh-g", prefix="m-")
+    name = 'mesh-<b>x&"q"'  # an artifact name is shown as text (no "/": it is a file name too)
+    with fleet.api() as api:
+        art = make_artifact(tmp_path, name)
+        files = {"artifact": ("a.mender", art.read_bytes(), "application/octet-stream")}
+        assert api.post("/api/management/v1/deployments/artifacts", files=files).status_code == 201
+        r = api.post(
+            "/api/management/v1/deployments/deployments/group/mesh-g",
+            json={"name": "mesh", "artifact_name": name},
+        )
+        assert r.status_code == 201, r.text
+        dep = r.headers["location"].rsplit("/", 1)[-1]
+        aid = api.get(f"/api/management/v1/deployments/deployments/{dep}").json()["artifacts"][0]
+    for d in (root, relay, leaf):
+        assert check_in(fleet.url, d, "release-1") == dep
+    sid = stream_of(fleet.url, root, aid)
+
+    def rep(nodes: list[tuple[str, int, int]], on_air: int) -> bytes:
+        listed = tuple(MeshNode(*n) for n in nodes)
+        return encode_mesh_report(MeshReport(sid, aid, "x", 0, 3, 80, on_air, 99, len(listed), listed))
+
+    assert (
+        post_mesh_report(fleet.url, root, rep([(relay.id, 0, 20), (root.id, 1, 0)], 123456)).status_code
+        == 204
+    )
+    assert post_mesh_report(fleet.url, relay, rep([(leaf.id, 0, 80)], 7777)).status_code == 204
+    for user in (ADMIN, OBSERVER):
+        with ui_login(fleet.url, user) as ui:
+            page = ui.get("/ui/mesh").text
+        assert "<b>x" not in page and str(markupsafe.escape(name)) in page
+        assert f"reported by root {root.id}" in page and f"reported by root {relay.id}" in page
+        assert "123456 bytes in 99 frames on air" in page and "7777 bytes" in page
+        assert f'aria-label="{relay.id}: blocks held"' in page and 'max="80" value="60"' in page
+        assert "20 missing" in page and "80 missing" in page
+        # the relay's own report hangs under the relay's entry in the root's report
+        relay_entry = page.split(f'title="{relay.id}"', 1)[1]
+        assert relay_entry.index(f"reported by root {relay.id}") < relay_entry.index(f'title="{leaf.id}"')
+    with ui_login(fleet.url, ADMIN_B) as ui_b:
+        page_b = ui_b.get("/ui/mesh").text
+    assert root.id not in page_b and "No root has reported a stream yet." in page_b

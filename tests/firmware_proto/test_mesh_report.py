@@ -1,0 +1,49 @@
+"""firmware_proto/mesh_report.py: a root's progress reports from the real GroupStreamRoot."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from firmware_proto.mesh_report import MeshReporter
+from tests.support.update import Artifacts, all_final, harness
+from wire.mesh_report import NODE_DONE, NODE_RECEIVING, decode_mesh_report
+
+
+def test_reports_follow_a_lossy_stream_and_end_with_a_final_one(artifacts: Artifacts) -> None:
+    h = harness(artifacts, nodes=5, loss=0.25, seed=3)
+    root = h.add_root("root")
+    reporter = MeshReporter(root, 2.0, lambda member: f"dev-{member}")
+    for n in h.nodes:
+        h.learn(n, "d2", "a2", "mem://a2")
+    sent: list[tuple[float, bytes]] = []
+    while h.now < 300 and not (all_final(h) and not root.busy) and h.step():
+        sent += [(h.now, r) for r in reporter.due(h.now)]
+    sent += [(h.now, r) for r in reporter.due(h.now)]
+    reports = [(t, decode_mesh_report(r)) for t, r in sent]
+    assert len(reports) >= 2
+    running = [(t, r) for t, r in reports if not r.final]
+    assert running, "no report while the stream ran"
+    times = [t for t, _ in running]
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(times))  # the interval holds
+    # some node missed blocks under 25 % loss, and a report said so
+    assert any(n.state == NODE_RECEIVING and n.missing > 0 for _, r in running for n in r.nodes)
+    _, last = reports[-1]
+    assert last.final and last.complete and last.artifact_id == "a2" and last.artifact_name == "v2"
+    assert {n.device_id for n in last.nodes} == {f"dev-{n}" for n in h.nodes} and last.members == 5
+    # done, or silent through the quiet polls that ended the stream (their DONE may have been lost)
+    assert all(n.missing == 0 and n.state in (NODE_DONE, NODE_RECEIVING) for n in last.nodes)
+    assert any(n.state == NODE_DONE for n in last.nodes)
+    assert last.bytes_on_air == root.bytes_sent and last.frames_on_air == root.frames_sent
+    assert sum(1 for _, r in reports if r.final) == 1  # the end is reported once
+    assert reporter.due(h.now + 100) == [] and reporter.next_timer() is None
+
+
+def test_nothing_to_report_before_a_stream_starts(artifacts: Artifacts) -> None:
+    h = harness(artifacts, nodes=2)
+    root = h.add_root("root")
+    reporter = MeshReporter(root, 1.0, str)
+    assert reporter.due(0.0) == [] and reporter.next_timer() is None
+    with pytest.raises(ValueError, match="interval"):
+        MeshReporter(root, 0, str)
