@@ -449,7 +449,9 @@ def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
         proc = subprocess.Popen([*argv, "terminal", device], stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         seen = b""
-        deadline = time.monotonic() + 30
+        # mender-connect 2.1 stops a previous shell synchronously (~4 s) before it starts the next;
+        # under load the first prompt has been seen to take longer than 30 s
+        deadline = time.monotonic() + 60
         sent = False
         try:
             while time.monotonic() < deadline and proc.poll() is None:
@@ -465,7 +467,9 @@ def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
                 if b"term-42" in seen:
                     os.write(master, b"exit\r")
                     sent = True
-            proc.wait(timeout=15)
+            # still connected after 15 s: killed below, the caller's assertions decide
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -474,7 +478,7 @@ def test_mender_cli_terminal_in_a_pty(remote: dict[str, Any]) -> None:
         return proc.returncode, seen.decode("utf-8", "replace")
 
     code, out = terminal()
-    assert code != 0 and "term-42" not in out, out  # no grant: refused
+    assert code > 0 and "term-42" not in out, (code, out)  # no grant: refused, mender-cli exits by itself
     owner = {"Authorization": f"Bearer {remote['owner']}"}
     r = httpx.put(f"{server.url}{MM}/{device}", json={"duration": 600, "protocols": ["shell"]}, headers=owner)
     assert r.status_code == 200, r.text
