@@ -192,6 +192,7 @@ class GroupStreamRoot:
         self._active: str | None = None
         self.fetches = 0
         self._part_memo: tuple[BlockSource, int, bytes] | None = None
+        self._sid_memo: tuple[object, bytes] = (None, b"")  # (head, its stream id): one hash per head
         self.bytes_sent = 0
         self.frames_sent = 0
 
@@ -257,7 +258,7 @@ class GroupStreamRoot:
         if group is None or source is None:
             return
         head = source.head
-        if nack.stream_id != head.stream_id():
+        if nack.stream_id != self._sid(head):
             return
         group.members.add(sender)
         if nack.flags & NACK_DONE:
@@ -365,7 +366,7 @@ class GroupStreamRoot:
 
     # -- rounds --------------------------------------------------------------------------------------
     def _head_frame(self, head: MapHead) -> bytes:
-        return encode(Head(head.stream_id(), head.encode()))
+        return encode(Head(self._sid(head), head.encode()))
 
     def _poll(self, group: _Group, now: float) -> None:
         head = self._sources[group.artifact_id].head
@@ -376,7 +377,7 @@ class GroupStreamRoot:
         group.part_want = {}
         group.asks = {}
         self._broadcast(self._head_frame(head))
-        self._broadcast(encode(Poll(head.stream_id(), group.round, self.config.reply_window_ms)))
+        self._broadcast(encode(Poll(self._sid(head), group.round, self.config.reply_window_ms)))
         group.deadline = now + self.config.reply_window_ms / 1000
 
     def _after_poll(self, group: _Group, now: float) -> None:
@@ -425,7 +426,7 @@ class GroupStreamRoot:
 
     def _send_some(self, group: _Group, now: float) -> None:
         source = self._sources[group.artifact_id]
-        sid = source.head.stream_id()
+        sid = self._sid(source.head)
         for _ in range(self.config.frames_per_tick):
             if not group.queue:
                 self._poll_after(group, source, now)
@@ -449,6 +450,15 @@ class GroupStreamRoot:
         group.deadline = now + self.config.frame_interval
         if not group.queue and self.config.frame_interval == 0:
             self._poll_after(group, source, now)
+
+    def _sid(self, head: MapHead) -> bytes:
+        """``head.stream_id()``, hashed once per head object (asked for every frame sent)."""
+        memo = self._sid_memo
+        if memo[0] is head:
+            return memo[1]
+        sid = head.stream_id()
+        self._sid_memo = (head, sid)
+        return sid
 
     def _payload(self, source: BlockSource, block: int) -> bytes:
         """A block's payload, read once for all its parts."""
@@ -530,7 +540,7 @@ class GroupStreamRoot:
 
     def _finish(self, group: _Group, complete: bool) -> None:
         head = self._sources[group.artifact_id].head
-        self._broadcast(encode(End(head.stream_id(), END_COMPLETE if complete else END_GAVE_UP)))
+        self._broadcast(encode(End(self._sid(head), END_COMPLETE if complete else END_GAVE_UP)))
         group.phase = _Phase.FINISHED
         group.complete = complete
         self._active = None

@@ -372,29 +372,29 @@ class UpdateAgent:
         """One group-link frame. False: it changed nothing a driver acts on (no new action, no
         timer earlier than before; a timer that moved later may fire early, harmlessly), so a
         driver may skip :meth:`actions` and :meth:`next_timer` for it; True: call them."""
-        if self._job.state is _S.IDLE or self._job.state is _S.LEARNED:
+        state = self._job.state
+        if state is _S.IDLE or state is _S.LEARNED:
             return False
         try:
             frame = decode(data)
         except FrameError as exc:
             self.events.append(f"frame dropped: {exc}")
             return True
-        if self._job.state not in (_S.REQUESTED, _S.RECEIVING):
+        if state is not _S.REQUESTED and state is not _S.RECEIVING:
             if isinstance(frame, Poll) and frame.stream_id == self._stream_id != NO_STREAM:
                 self._send_done(frame.round)  # still tell the root I hold everything
                 return True
             return False
-        if isinstance(frame, Head):
-            self._on_head(frame.head, now)
-            return True
-        if isinstance(frame, Part):
+        if isinstance(frame, Part):  # the most common frame on 802.15.4: tested first
             rec = self._receiver
             if rec is None or frame.tag != self._stream_id[:2]:
                 return False
             self._last_progress = now
             if frame.block in rec.bitmap and not rec.complete:
                 return False  # a duplicate: progress only
-            self._on_part(frame, now)
+            return self._on_part(frame, now)
+        if isinstance(frame, Head):
+            self._on_head(frame.head, now)
             return True
         if self._stream_id == NO_STREAM or frame.stream_id != self._stream_id:
             if isinstance(frame, Poll) and self._receiver is None:  # tell that root I need its head
@@ -464,17 +464,24 @@ class UpdateAgent:
             self._send_done(0)
             self._verify_and_install(now)
 
-    def _on_part(self, frame: Part, now: float) -> None:
+    def _on_part(self, frame: Part, now: float) -> bool:
+        """False: the part was kept (or held already) and nothing a driver acts on changed (no
+        block verified, no action, no earlier timer); see :meth:`receive`."""
         rec = self._receiver
         assert rec is not None
         before = rec.chunks_verified
         result = rec.accept_part(frame.block, frame.index, frame.count, frame.payload)
         self.chunks_verified += rec.chunks_verified - before
-        if not result.accepted and result.reason not in ("duplicate", "part kept"):
-            self.events.append(f"block {frame.block} rejected: {result.reason}")
         if rec.complete:
             self._send_done(0)
             self._verify_and_install(now)
+            return True
+        if result.accepted:
+            return True  # a block verified: a pipelining relay may forward it
+        if result.reason in ("duplicate", "part kept"):
+            return False
+        self.events.append(f"block {frame.block} rejected: {result.reason}")
+        return True
 
     def _on_coded(self, frame: Coded, now: float) -> None:
         """Coded repair (SPEC.md §3.1): holding all blocks of it but one recovers that one, which

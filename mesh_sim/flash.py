@@ -57,6 +57,12 @@ class SharedSlotFlash:
         if len(data) >= 64:
             data = self._pool.setdefault(data, data)
         starts = self._starts[slot]
+        if not starts or offset > starts[-1]:  # past every piece (a stream in order): no bisection
+            if starts and starts[-1] + len(pieces[starts[-1]]) > offset:
+                self._overlap[slot] = True
+            starts.append(offset)
+            pieces[offset] = data
+            return
         i = bisect_left(starts, offset)
         fresh = i == len(starts) or starts[i] != offset
         if not self._overlap[slot]:

@@ -55,6 +55,7 @@ __all__ = ["GroupSim"]
 _KIND = {T_DATA: "data", T_CODED: "data", T_PART: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
 _FEEDBACK = frozenset({T_WANT, T_NACK})
+_PAYLOAD = frozenset({T_DATA, T_CODED, T_PART})  # every agent takes them, from anyone; no core does
 
 
 def _nobody(_s: Hashable) -> bool:
@@ -189,7 +190,7 @@ class GroupSim:
         self.node_name: Callable[[Hashable], str] = str
         self.mesh_report_interval = 5.0
         self._reporters: dict[int, tuple[MeshReporter, float]] = {}  # node → (reporter, next look)
-        radio.attach(clock, self._deliver, self._arm)
+        radio.attach(clock, self._deliver, self._arm, self._deliver_all)
 
     # -- set-up -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -262,6 +263,25 @@ class GroupSim:
     def _cell(self, v: int) -> int:
         p = self.tree.parent[v]
         return p if p >= 0 else v
+
+    def _deliver_all(self, receivers: list[int], sender: int, frame: bytes) -> None:
+        """One broadcast's receivers, in order: :meth:`_deliver` for each, with the routing rules
+        of a payload frame (DATA, CODED, PART: the agent takes it whoever sent it, no relay or root
+        core does; ``agent_accepts``/``relay_accepts``) applied once for the whole broadcast."""
+        if frame_type(frame) not in _PAYLOAD:
+            for r in receivers:
+                self._deliver(r, sender, frame)
+            return
+        nodes = self.nodes
+        now = self.clock.now
+        for r in receivers:
+            node = nodes[r]
+            if node.down:
+                continue
+            agent = node.agent
+            # (a radio never delivers a broadcast to its own sender: sender != r)
+            if agent is not None and agent.state > _LEARNED and agent.receive(frame, sender, now):
+                self._pump(r)
 
     def _deliver(self, receiver: int, sender: int, frame: bytes) -> None:
         node = self.nodes[receiver]

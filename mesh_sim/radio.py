@@ -150,6 +150,7 @@ class Radio:
         self._clock: EventClock | None = None
         self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
         self._on_idle: Callable[[int], None] = lambda _n: None
+        self._deliver_all: Callable[[list[int], int, bytes], None] | None = None
         self._geometry: dict[int, tuple[int, int, float, float]] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
@@ -158,14 +159,21 @@ class Radio:
 
     # -- event-driven transmissions (the group stream) -------------------------------------------
     def attach(
-        self, clock: EventClock, deliver: Callable[[int, int, bytes], None], on_idle: Callable[[int], None]
+        self,
+        clock: EventClock,
+        deliver: Callable[[int, int, bytes], None],
+        on_idle: Callable[[int], None],
+        deliver_all: Callable[[list[int], int, bytes], None] | None = None,
     ) -> None:
         """Frames sent with :meth:`send` go on air in clock time; ``deliver(receiver, sender, data)``
         hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty, or
-        its group-link datagrams (GROUP_KINDS) fell below two (back-pressure for stream cores)."""
+        its group-link datagrams (GROUP_KINDS) fell below two (back-pressure for stream cores).
+        ``deliver_all(receivers, sender, data)``, if given, takes one broadcast's receivers at once
+        (in the order ``deliver`` would have been called for each: the same run, fewer calls)."""
         self._clock = clock
         self._deliver = deliver
         self._on_idle = on_idle
+        self._deliver_all = deliver_all
 
     def queued(self, node: int) -> int:
         return len(self.queues[node])
@@ -328,9 +336,13 @@ class Radio:
                             continue
                         got.append(nb)
                     self.frames_lost += lost
-                deliver = self._deliver
-                for nb in got:
-                    deliver(nb, src, data)
+                if self._deliver_all is not None:
+                    if got:
+                        self._deliver_all(got, src, data)
+                else:
+                    deliver = self._deliver
+                    for nb in got:
+                        deliver(nb, src, data)
         else:
             ok = delivered and self.alive[src] and self.alive[dst]
             if not ok:
