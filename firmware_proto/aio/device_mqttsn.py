@@ -41,6 +41,8 @@ from firmware_proto.device_api import (
     AUTH_PATH,
     CHUNK_MAP_PATH,
     INVENTORY_PATH,
+    MESH_REPORT_CONTENT_TYPE,
+    MESH_REPORT_PATH,
     NEXT_PATH,
     DeviceApiError,
     DeviceApiRefused,
@@ -61,6 +63,7 @@ from wire.envelope import (
     ResponseEnvelope,
     request_topic,
 )
+from wire.mesh_report import MAX_RECORD
 
 __all__ = ["MqttSnClient", "MqttSnDevice", "RequestIds", "WireStats"]
 
@@ -163,8 +166,10 @@ class MqttSnDevice:
         attempts: int = 3,
         block_size: int = 512,
         quarantine: float = 120.0,
+        max_packet: int = 1500,
     ) -> None:
         self.client = client
+        self.max_packet = max_packet  # the gateway's datagram limit (GatewayConfig.max_packet_size)
         self.device_id = device_id
         self.mac = mac
         self.key = key or ec.generate_private_key(ec.SECP256R1())
@@ -395,6 +400,18 @@ class MqttSnDevice:
 
     async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
         return await self._json_call("PUT", log_path(deployment_id), {"messages": list(messages)})
+
+    async def mesh_report(self, record: bytes) -> int:
+        r = await self.request("POST", MESH_REPORT_PATH, body=record, content_type=MESH_REPORT_CONTENT_TYPE)
+        return r.status
+
+    def mesh_report_room(self) -> int:
+        """What fits in one PUBLISH of ``max_packet`` bytes: the envelope with this session's
+        token, a 5-byte bin header for the body, 7 bytes of MQTT-SN header (long length form)."""
+        probe = RequestEnvelope(
+            "0" * 2, "POST", self.token or None, MESH_REPORT_CONTENT_TYPE, b"", {}, {}, 2**32
+        ).encode()
+        return max(0, min(MAX_RECORD, self.max_packet - len(probe) - 5 - 7))
 
     async def _ranged(
         self, path: str, query: Mapping[str, Sequence[str]], offset: int, length: int

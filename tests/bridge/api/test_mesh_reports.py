@@ -19,6 +19,7 @@ from tests.support.ui import (
     add_devices,
     check_in,
     post_mesh_report,
+    report,
     start_ui_server,
     stream_of,
 )
@@ -169,5 +170,33 @@ def test_reports_stay_in_their_organisation(tmp_path: Path) -> None:
         assert r.status_code == 403 and "not deployed through this root" in r.json()["error"]
         with fleet.api(ADMIN_B) as api_b:
             assert _reports(api_b) == []
+    finally:
+        fleet.server.stop()
+
+
+def test_final_report_of_a_root_that_is_no_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root streams for its nodes without being a target itself (``meshota demo --live``): its
+    final report usually arrives after the last node's success; taken for FINAL_GRACE seconds."""
+    fleet = start_ui_server(tmp_path)
+    try:
+        (node,) = add_devices(fleet, 1, group="g1")
+        (root,) = add_devices(fleet, 1, group=None)
+        with fleet.api() as api:
+            dep = _deploy(api, tmp_path, "g1", "release-2", upload=True)
+            assert check_in(fleet.url, node) == dep
+            aid = api.get("/api/management/v1/deployments/deployments/" + dep).json()["artifacts"][0]
+            sid = stream_of(fleet.url, root, aid)  # the chunk-map rule: still being deployed to node
+            assert post_mesh_report(fleet.url, root, _report(sid, aid, [(node.id, 0, 5)])).status_code == 204
+            report(fleet.url, node, dep, "success")  # every target finished
+            final = _report(sid, aid, [(node.id, 1, 0)], flags=FINAL | FINAL_COMPLETE)
+            monkeypatch.setattr(_mesh_reports, "FINAL_GRACE", -1.0)
+            r = post_mesh_report(fleet.url, root, final)
+            assert r.status_code == 403 and "not deployed through this root" in r.json()["error"]
+            monkeypatch.setattr(_mesh_reports, "FINAL_GRACE", 600.0)
+            assert post_mesh_report(fleet.url, root, final).status_code == 204
+            (stream,) = _reports(api)
+            (top,) = stream["roots"]
+            assert top["root"] == root.id and top["final"] and top["complete"]
+            assert [(n["id"], n["state"]) for n in top["nodes"]] == [(node.id, "done")]
     finally:
         fleet.server.stop()
