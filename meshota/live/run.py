@@ -238,7 +238,8 @@ def _print_mesh(fleet: Fleet, view: dict[str, Any], by_name: dict[str, str]) -> 
     failed = f", {root.reports_failed} not delivered" if root.reports_failed else ""
     print(
         f"mesh view GET /api/meshota/v1/management/mesh: {root.reports_sent} progress reports "
-        f"({root.report_bytes} bytes) from the root over its MQTT-SN session{refused}{failed}, "
+        f"({root.report_bytes} bytes; room {root.device.mesh_report_room()} B per report) from the root "
+        f"over its MQTT-SN session{refused}{failed}, "
         f"{len(roots)} root(s) in {len(streams)} stream(s)"
     )
     for r in roots:
@@ -248,8 +249,8 @@ def _print_mesh(fleet: Fleet, view: dict[str, Any], by_name: dict[str, str]) -> 
         shown = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
         print(
             f"          reported by root {name_of.get(r['root'], r['root'][:8])}: {r['members']} nodes "
-            f"({shown}), {r['blocks']} blocks, round {r['rounds']}, {r['bytes_on_air']:,} B in "
-            f"{r['frames_on_air']:,} frames on air"
+            f"({len(r['nodes'])} listed: {shown}), {r['blocks']} blocks, round {r['rounds']}, "
+            f"{r['bytes_on_air']:,} B in {r['frames_on_air']:,} frames on air"
             + (", ended complete" if r["complete"] else ", ended incomplete" if r["final"] else ", running")
         )
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable
+from typing import Any, cast
 
 import pytest
 
+from firmware_proto.aio.device_mqttsn import MqttSnDevice
+from firmware_proto.device_api import MESH_REPORT_CONTENT_TYPE
 from firmware_proto.group_stream import StreamProgress
 from firmware_proto.mesh_report import MeshReporter, report_of
+from mqttsn._codec import encode
+from mqttsn._packets import Publish
 from tests.support.update import Artifacts, all_final, harness
+from wire.envelope import RequestEnvelope
 from wire.mesh_report import NODE_DONE, NODE_RECEIVING, MeshNode, decode_mesh_report, encode_mesh_report
 
 
@@ -55,11 +62,14 @@ def test_a_small_transport_gets_the_neediest_nodes_that_fit() -> None:
     ``members`` still counts every node; the record never exceeds the room."""
     members = frozenset(range(40))
     done = frozenset(range(20))
-    missing = {m: m for m in range(20, 40)}  # node 39 misses most
+    missing: dict[Hashable, int] = {m: m for m in range(20, 40)}  # node 39 misses most
     p = StreamProgress(
         "a2", "v2", b"\x07" * 8, 64, 3, False, False, 9_000, 12, members, done, missing
     )  # fmt: skip
-    name = lambda m: f"{m:036d}"  # noqa: E731  (UUID-long ids)
+
+    def name(m: Hashable) -> str:
+        return f"{m:036d}"  # UUID-long ids
+
     whole = report_of(p, name)
     assert len(whole.nodes) == 40
     for room in (1_500, 700, 200, len(encode_mesh_report(whole)), 10_000):
@@ -71,3 +81,18 @@ def test_a_small_transport_gets_the_neediest_nodes_that_fit() -> None:
     assert report_of(p, name, 700).nodes[0] == MeshNode(name(39), NODE_RECEIVING, 39)
     assert all(n.state == NODE_RECEIVING for n in report_of(p, name, 700).nodes)
     assert report_of(p, name, 50).nodes == ()  # not even one fits: the counts alone
+
+
+@pytest.mark.parametrize("token_len", [0, 380, 700])
+def test_mqttsn_room_is_what_one_publish_of_max_packet_carries(token_len: int) -> None:
+    """The PUBLISH of a report of exactly ``mesh_report_room()`` bytes, with the highest request id
+    and serial, is at most ``max_packet`` bytes (a bigger one would end the DTLS session)."""
+    dev = MqttSnDevice(cast(Any, None), "root-0", "02:00:00:00:00:00", request_ids=8)
+    dev.token = "t" * token_len
+    room = dev.mesh_report_room()
+    assert room > 0
+    env = RequestEnvelope(
+        "7", "POST", dev.token or None, MESH_REPORT_CONTENT_TYPE, b"\x00" * room, {}, {}, 2**32 - 1
+    ).encode()
+    packet = encode(Publish(topic_id=0xFFFF, data=env, qos=1, msg_id=0xFFFF))
+    assert dev.max_packet - 8 <= len(packet) <= dev.max_packet  # little wasted either

@@ -82,7 +82,7 @@ def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
     assert top["blocks"] > 0 and top["bytes_on_air"] > 0 and top["frames_on_air"] >= top["blocks"], top
     line = re.search(r"mesh view GET /api/meshota/v1/management/mesh: (\d+) progress reports .*", out)
     assert line is not None and int(line.group(1)) >= 1 and "refused" not in line.group(0), out
-    shown = rf"reported by root root-0: {nodes} nodes \(done {nodes}\), .* ended complete$"
+    shown = rf"reported by root root-0: {nodes} nodes \({nodes} listed: done {nodes}\), .* ended complete$"
     assert re.search(shown, out, re.M), out
 
     # every node's flash, read back from its files: the update confirmed in the active slot
