@@ -130,8 +130,10 @@ class RootRunner:
                 self._log_once(f"mesh report refused by the server: {status}")
 
     def reports_pending(self) -> bool:
-        """A report waits or is on its way."""
-        return bool(self._waiting) or (self._sending is not None and not self._sending.done())
+        """A report waits or is on its way, or a running stream's final report is still to come."""
+        if self._waiting or (self._sending is not None and not self._sending.done()):
+            return True
+        return self.reporter is not None and any(not p.finished for p in self.core.progress())
 
     def _log_once(self, message: str) -> None:
         if not self._logged:
