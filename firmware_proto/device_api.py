@@ -13,8 +13,8 @@ Errors (the transport's own exceptions never leak out of an implementation)::
     │                              (``status``, ``body``: e.g. 401 not accepted, 416 bad range)
     └── DeviceApiTransportError    the transport itself failed (connection lost, topic refused)
 
-Calls whose status is a normal outcome (``authenticate`` → 200/401, ``put_status`` → 204/409)
-return the status instead of raising.
+Calls whose status is a normal outcome (``authenticate`` → 200/401, ``put_status`` → 204/409,
+``mesh_report`` → 204/403/429) return the status instead of raising.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ __all__ = [
     "AUTH_PATH",
     "CHUNK_MAP_PATH",
     "INVENTORY_PATH",
+    "MESH_REPORT_CONTENT_TYPE",
+    "MESH_REPORT_PATH",
     "NEXT_PATH",
     "DeviceApi",
     "DeviceApiError",
@@ -46,6 +48,8 @@ AUTH_PATH = "/api/devices/v1/authentication/auth_requests"
 NEXT_PATH = "/api/devices/v1/deployments/device/deployments/next"
 INVENTORY_PATH = "/api/devices/v1/inventory/device/attributes"
 CHUNK_MAP_PATH = "/api/meshota/v1/devices/chunk_maps/{id}"
+MESH_REPORT_PATH = "/api/meshota/v1/devices/mesh/report"  # a root's stream progress (wire/SPEC.md §7)
+MESH_REPORT_CONTENT_TYPE = "application/vnd.meshota-mesh-report"
 
 
 def status_path(deployment_id: str) -> str:
@@ -122,6 +126,14 @@ class DeviceApi(Protocol):
 
     async def fetch_artifact(self, uri: str) -> bytes:
         """The whole artifact, block-wise (ranged requests, resumable)."""
+        ...
+
+    async def mesh_report(self, record: bytes) -> int:
+        """A root's stream progress report (the record of wire/mesh_report.py): 204 stored."""
+        ...
+
+    def mesh_report_room(self) -> int:
+        """The largest report record one call carries (MQTT-SN: what fits in one datagram)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -7,8 +7,10 @@ stream: its members, per member the blocks it still misses, the bytes and frames
 The root is not trusted: the report is stored and shown as *reported by* that root, and is
 accepted only when (403 otherwise, nothing stored)
 
-- the artifact is one of the root's organisation and deployed to the root or still being
-  deployed to some device (the chunk-map rule: a root streams for its targets),
+- the artifact is one of the root's organisation and deployed to the root, still being deployed
+  to some device (the chunk-map rule: a root streams for its targets), or was deployed to some
+  device until at most :data:`FINAL_GRACE` seconds ago (a root that is no target itself sends its
+  stream's final report after its nodes finished: their last status may arrive first),
 - the stream id is that of a chunk map the server signed for that artifact,
 - every listed node is an accepted device of the organisation with a deployment of that
   artifact, and in the root's inventory group when the root has one.
@@ -45,9 +47,10 @@ from ._throttle import too_many
 from ._times import rfc3339
 from ._types import Request, Response
 
-__all__ = ["STREAMS_PER_ROOT", "device_mesh_report", "reports_view"]
+__all__ = ["FINAL_GRACE", "STREAMS_PER_ROOT", "device_mesh_report", "reports_view"]
 
 STREAMS_PER_ROOT = 8
+FINAL_GRACE = 600.0  # seconds after an artifact's last device deployment ended that reports are taken
 VIEW_REPORTS = 200  # newest reports the mesh view reads
 _MAX_DEPTH = 8
 _R, _D, _I, _DD, _DEP, _A = (
@@ -82,12 +85,34 @@ async def _group_of(conn: AsyncConnection, device_ids: list[str]) -> dict[str, s
     return {r.device_id: str(r.value) for r in await conn.execute(q)}
 
 
+async def _streamed_through(conn: AsyncConnection, root: str, artifact: Any) -> bool:
+    """The chunk-map rule (deployed to the root, or still being deployed to any device), or some
+    device's deployment of it ended at most ``FINAL_GRACE`` seconds ago."""
+    query = (
+        sa.select(_DD.c.id)
+        .join(_DEP, _DEP.c.id == _DD.c.deployment_id)
+        .where(
+            sa.or_(
+                _DD.c.device_id == root,
+                _DD.c.finished_ts.is_(None),
+                _DD.c.finished_ts >= now() - FINAL_GRACE,
+            )
+        )
+        .where(
+            sa.or_(
+                _DD.c.artifact_id == artifact.id,
+                sa.and_(_DD.c.artifact_id.is_(None), _DEP.c.artifact_name == artifact.name),
+            )
+        )
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
+
+
 async def _check(conn: AsyncConnection, root: str, rep: MeshReport) -> str:
     """The artifact's name as the server knows it, when the report may be stored (else 403)."""
-    from ._chunk_maps import _deployed_to  # late: bridge.api._chunk_maps imports the package
-
     artifact = (await conn.execute(sa.select(_A.c.id, _A.c.name).where(_A.c.id == rep.artifact_id))).first()
-    if artifact is None or not await _deployed_to(conn, root, artifact):
+    if artifact is None or not await _streamed_through(conn, root, artifact):
         raise ApiError(403, f"artifact {rep.artifact_id} is not deployed through this root")
     if rep.stream_id not in await _signed_streams(conn, rep.artifact_id):
         raise ApiError(

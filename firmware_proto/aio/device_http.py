@@ -20,6 +20,8 @@ from firmware_proto.device_api import (
     AUTH_PATH,
     CHUNK_MAP_PATH,
     INVENTORY_PATH,
+    MESH_REPORT_CONTENT_TYPE,
+    MESH_REPORT_PATH,
     NEXT_PATH,
     DeviceApiRefused,
     DeviceApiTimeout,
@@ -28,6 +30,7 @@ from firmware_proto.device_api import (
     signed_auth_request,
     status_path,
 )
+from wire.mesh_report import MAX_RECORD
 
 __all__ = [
     "CHUNK_MAP_URL",
@@ -113,6 +116,18 @@ class HttpDevice:
 
     async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
         return await self._json("PUT", log_path(deployment_id), {"messages": list(messages)})
+
+    async def mesh_report(self, record: bytes) -> int:
+        r = await self._send(
+            "POST",
+            MESH_REPORT_PATH,
+            content=record,
+            headers={**self._auth(), "Content-Type": MESH_REPORT_CONTENT_TYPE},
+        )
+        return r.status_code
+
+    def mesh_report_room(self) -> int:
+        return MAX_RECORD
 
     async def _range(self, uri: str, offset: int, length: int) -> tuple[bytes, int]:
         r = await self._send("GET", uri, headers={"Range": f"bytes={offset}-{offset + length - 1}"})

@@ -41,6 +41,8 @@ from firmware_proto.device_api import (
     AUTH_PATH,
     CHUNK_MAP_PATH,
     INVENTORY_PATH,
+    MESH_REPORT_CONTENT_TYPE,
+    MESH_REPORT_PATH,
     NEXT_PATH,
     DeviceApiError,
     DeviceApiRefused,
@@ -61,6 +63,7 @@ from wire.envelope import (
     ResponseEnvelope,
     request_topic,
 )
+from wire.mesh_report import MAX_RECORD
 
 __all__ = ["MqttSnClient", "MqttSnDevice", "RequestIds", "WireStats"]
 
@@ -163,8 +166,12 @@ class MqttSnDevice:
         attempts: int = 3,
         block_size: int = 512,
         quarantine: float = 120.0,
+        max_packet: int = 1100,
     ) -> None:
         self.client = client
+        # the largest MQTT-SN packet the path carries: DtlsUdpClient(mtu=1200) less its record
+        # overhead (a bigger write ends the DTLS session), under the gateway's 1,500 and the relay's 1,280
+        self.max_packet = max_packet
         self.device_id = device_id
         self.mac = mac
         self.key = key or ec.generate_private_key(ec.SECP256R1())
@@ -395,6 +402,18 @@ class MqttSnDevice:
 
     async def put_log(self, deployment_id: str, messages: Sequence[Mapping[str, str]]) -> int:
         return await self._json_call("PUT", log_path(deployment_id), {"messages": list(messages)})
+
+    async def mesh_report(self, record: bytes) -> int:
+        r = await self.request("POST", MESH_REPORT_PATH, body=record, content_type=MESH_REPORT_CONTENT_TYPE)
+        return r.status
+
+    def mesh_report_room(self) -> int:
+        """What fits in one PUBLISH of ``max_packet`` bytes: the envelope with this session's
+        token, the body's key and 3-byte bin header, 9 bytes of PUBLISH header (long length form)."""
+        probe = RequestEnvelope(
+            "0" * 2, "POST", self.token or None, MESH_REPORT_CONTENT_TYPE, b"", {}, {}, 2**32
+        ).encode()
+        return max(0, min(MAX_RECORD, self.max_packet - len(probe) - 5 - 9))
 
     async def _ranged(
         self, path: str, query: Mapping[str, Sequence[str]], offset: int, length: int

@@ -1,7 +1,10 @@
 """asyncio drivers that connect the group cores to a device session, whatever its transport.
 
 :class:`RootRunner` carries out a :class:`GroupStreamRoot`'s actions (fetch each artifact and its
-chunk map once, block-wise, over the root's own :class:`DeviceApi`); :class:`NodeRunner` carries
+chunk map once, block-wise, over the root's own :class:`DeviceApi`) and, with a
+:class:`~firmware_proto.mesh_report.MeshReporter`, sends the stream's progress reports over that
+same session (one call in flight; a newer report of the same stream replaces a waiting one; a
+failure is logged once and dropped: the next report carries the newer state); :class:`NodeRunner` carries
 out an :class:`UpdateAgent`'s (statuses, fallback ranges and maps, reboots). The device session
 is :class:`~firmware_proto.aio.device_http.HttpDevice` or
 :class:`~firmware_proto.aio.device_mqttsn.MqttSnDevice`; with a :class:`SealedUplinkUdp` the node's
@@ -15,6 +18,7 @@ root once per countme window, under the version it booted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -27,10 +31,12 @@ from firmware_proto.aio.sealed_uplink_udp import SealedUplinkUdp
 from firmware_proto.checkin import CheckinSchedule
 from firmware_proto.device_api import DeviceApi, DeviceApiError
 from firmware_proto.flash_store import FlashStore
-from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
+from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, StreamFinished
 from firmware_proto.inventory_levels import NodeInventory, inventory_attributes
+from firmware_proto.mesh_report import MeshReporter
 from firmware_proto.update_agent import AgentConfig, FetchMap, FetchRange, Reboot, ReportStatus, UpdateAgent
 from wire.install_policy import InstallPolicy, PolicyError
+from wire.mesh_report import MeshReportError, decode_mesh_report
 from wire.sealed import RecordOp
 
 __all__ = [
@@ -40,24 +46,104 @@ __all__ = [
 ]
 
 DELIVERED = (200, 204)
+_log = logging.getLogger(__name__)
 
 
 class RootRunner:
-    """A root: its own device session fetches each artifact once; the core streams it."""
+    """A root: its own device session fetches each artifact once; the core streams it; with a
+    ``reporter`` its progress reports go over the same session."""
 
-    def __init__(self, core: GroupStreamRoot, endpoint: GroupUdpEndpoint, device: DeviceApi) -> None:
+    def __init__(
+        self,
+        core: GroupStreamRoot,
+        endpoint: GroupUdpEndpoint,
+        device: DeviceApi,
+        *,
+        reporter: MeshReporter | None = None,
+    ) -> None:
         self.core = core
         self.endpoint = endpoint
         self.device = device
+        self.reporter = reporter
         self.tasks: set[asyncio.Task[None]] = set()
+        # mesh reports: sent (stored, 204), refused (another status) or failed (no answer)
+        self.reports_sent = 0
+        self.report_bytes = 0
+        self.reports_refused: list[int] = []
+        self.reports_failed = 0
+        self._waiting: dict[bytes, bytes] = {}  # stream id → newest unsent report (bounded by streams)
+        self._sending: asyncio.Task[None] | None = None
+        self._report_timer: asyncio.TimerHandle | None = None
+        self._logged = False
+        self._look_at = 0.0
         endpoint.attach(core, self._collect)
 
     def _collect(self) -> None:
+        ended = False
         for action in self.core.actions():
             if isinstance(action, FetchArtifact):
                 task = asyncio.get_running_loop().create_task(self._fetch(action))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+            ended = ended or isinstance(action, StreamFinished)
+        # look at the progress only when a stream ended or a report may be due (not per frame)
+        if self.reporter is not None and (ended or asyncio.get_running_loop().time() >= self._look_at):
+            self._reports_due()
+
+    # -- mesh reports ----------------------------------------------------------------------------------
+    def _reports_due(self) -> None:
+        assert self.reporter is not None
+        loop = asyncio.get_running_loop()
+        self.reporter.max_bytes = self.device.mesh_report_room()
+        for body in self.reporter.due(loop.time()):
+            try:
+                self._waiting[decode_mesh_report(body).stream_id] = body
+            except MeshReportError:  # cannot happen for our own encoder's output; never fatal
+                continue
+        if self._waiting and (self._sending is None or self._sending.done()):
+            self._sending = loop.create_task(self._send_reports())
+            self.tasks.add(self._sending)
+            self._sending.add_done_callback(self.tasks.discard)
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
+        when = self.reporter.next_timer()
+        self._look_at = when if when is not None else loop.time() + self.reporter.interval
+        if when is not None:  # a running stream reports even while nothing else happens
+            self._report_timer = loop.call_at(max(when, loop.time()), self._reports_due)
+
+    async def _send_reports(self) -> None:
+        while self._waiting:
+            sid = next(iter(self._waiting))
+            body = self._waiting.pop(sid)
+            try:
+                status = await self.device.mesh_report(body)
+            except DeviceApiError as exc:
+                self.reports_failed += 1
+                self._log_once(f"mesh report not delivered: {exc}")
+                continue
+            if status == 204:
+                self.reports_sent += 1
+                self.report_bytes += len(body)
+            else:
+                self.reports_refused.append(status)
+                self._log_once(f"mesh report refused by the server: {status}")
+
+    def reports_pending(self) -> bool:
+        """A report waits or is on its way, or a running stream's final report is still to come."""
+        if self._waiting or (self._sending is not None and not self._sending.done()):
+            return True
+        return self.reporter is not None and any(not p.finished for p in self.core.progress())
+
+    def _log_once(self, message: str) -> None:
+        if not self._logged:
+            self._logged = True
+            _log.warning("%s (further failures are counted, not logged)", message)
+
+    def close(self) -> None:
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
 
     async def _fetch(self, action: FetchArtifact) -> None:
         loop = asyncio.get_running_loop()
@@ -68,6 +154,7 @@ class RootRunner:
             self.core.fetch_failed(action.artifact_id, loop.time())
         else:
             self.core.artifact_fetched(action.artifact_id, artifact, cmap, loop.time())
+            self._look_at = 0.0  # a stream starts: its first report
         self.endpoint.kick()
 
 

@@ -9,7 +9,9 @@ own directory), provisioned at the factory with the old image. Every node also r
 inventory (level ``minimal``) sealed through the root after each boot, and counts itself once per
 countme week with its :class:`NodeCountUdp` (owned by its :class:`NodeRunner`); the root tallies
 them and itself (:class:`RootCountUdp`, its tally in its own file flash) and seals one count
-record per cell after the week. The drivers are ``firmware_proto.aio``'s: :class:`RootRunner`,
+record per cell after the week. The root reports its stream's progress (a
+:class:`~firmware_proto.mesh_report.MeshReporter`, nodes named by their device ids) over its own
+MQTT-SN session, as a real root does. The drivers are ``firmware_proto.aio``'s: :class:`RootRunner`,
 :class:`NodeRunner`.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from firmware_proto.dtls_client import PskClientConfig
 from firmware_proto.flash_store import FileFlash, FlashStore
 from firmware_proto.group_stream import GroupStreamRoot, RootConfig
 from firmware_proto.inventory_levels import NodeInventory
+from firmware_proto.mesh_report import MeshReporter
 from firmware_proto.sealed_uplink import RecordBatcher, SealedRecordSender
 from firmware_proto.update_agent import AgentConfig
 from wire.sealed import derive_record_key
@@ -110,6 +113,7 @@ class Fleet:
         self.collector: RecordCollectorUdp | None = None
         self.root_endpoint: GroupUdpEndpoint | None = None
         self.counting: RootCountUdp | None = None
+        self.device_of: dict[Hashable, str] = {}  # a node's group-link address → its device id
 
     @property
     def root_name(self) -> str:
@@ -154,10 +158,14 @@ class Fleet:
         *,
         device_type: str = "meshota-sim",
         count_spread: float = 2.0,
+        device_ids: Mapping[str, str] | None = None,
+        report_interval: float = 1.0,
     ) -> None:
-        """The root's stream, collector and tally; each node's file flash (factory image), group
-        endpoint, sealed uplink, counter and update agent. ``count_spread``: nodes report within
-        that many seconds of starting (a demo; 6 h on a real mesh)."""
+        """The root's stream, collector, tally and mesh reporter; each node's file flash (factory
+        image), group endpoint, sealed uplink, counter and update agent. ``count_spread``: nodes
+        report within that many seconds of starting (a demo; 6 h on a real mesh).
+        ``device_ids``: name → the server's device id, how the root names nodes in its reports
+        (without: no reports); ``report_interval``: seconds between a running stream's reports."""
         root_dev = self.devices[self.root_name]
 
         async def send_batch(records: Sequence[bytes]) -> Sequence[bytes | int]:
@@ -170,7 +178,12 @@ class Fleet:
         config = RootConfig(
             collection_window=1.0, chunk_size=1024, frame_interval=0.0005, reply_window_ms=200
         )
-        self.root = RootRunner(GroupStreamRoot(self.root_endpoint, config), self.root_endpoint, root_dev)
+        core = GroupStreamRoot(self.root_endpoint, config)
+        reporter = None
+        if device_ids is not None:
+            reporter = MeshReporter(core, report_interval, self._name_of)
+        self.root = RootRunner(core, self.root_endpoint, root_dev, reporter=reporter)
+        self.stack.callback(self.root.close)
         root_flash = FileFlash(self.flash_dir / self.root_name, 4096)
         root_sender = SealedRecordSender(
             derive_record_key(self.root_name, self.psks[self.root_name]), root_flash
@@ -190,6 +203,8 @@ class Fleet:
             provision_factory_image(flash, *factory)
             ep = await GroupUdpEndpoint(group).open()
             self.stack.callback(ep.close)
+            if device_ids is not None and device_ids.get(name):
+                self.device_of[ep.address] = device_ids[name]
             sender = SealedRecordSender(derive_record_key(name, self.psks[name]), flash)
             uplink = await SealedUplinkUdp(sender, self.collector.address, timeout=5.0).open()
             self.stack.callback(uplink.close)
@@ -202,11 +217,23 @@ class Fleet:
                 counter=count, inventory=inventory,
             )  # fmt: skip
 
+    def _name_of(self, address: Hashable) -> str:
+        """A stream member's device id (a stranger on the group: its address, which the server
+        refuses to store)."""
+        found = self.device_of.get(address)
+        if found is not None:
+            return found
+        host, port = address if isinstance(address, tuple) else (str(address), 0)
+        return f"{host}:{port}"
+
     async def check_for_update(self, device_type: str) -> list[bool]:
         """Each node's own ``next`` over its own end-to-end session."""
         return list(await asyncio.gather(*(n.check_for_update(device_type) for n in self.nodes.values())))
 
     def reports_pending(self) -> bool:
+        """A node's status not yet delivered, or a root's mesh report still on its way."""
+        if self.root is not None and self.root.reports_pending():
+            return True
         return any(n.agent.pending_report() is not None for n in self.nodes.values())
 
     def counting_pending(self) -> bool:

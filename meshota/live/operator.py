@@ -83,6 +83,11 @@ class Operator:
         listing: list[dict[str, Any]] = r.json()
         return listing
 
+    async def mesh_view(self) -> dict[str, Any]:
+        """The mesh view: the roots' progress reports per stream and the sub-meshes (meshota)."""
+        view: dict[str, Any] = (await self._call("GET", "/api/meshota/v1/management/mesh", 200)).json()
+        return view
+
     async def chunk_map_key(self) -> bytes:
         """The PEM public key nodes check chunk maps with (meshota extension)."""
         return (await self._call("GET", "/api/meshota/v1/management/chunk_map_key", 200)).content

@@ -10,6 +10,9 @@
    block-wise over MQTT-SN, and streams it over UDP multicast on ``lo``; nodes verify every chunk
    against the signed chunk map, install into their file-backed flash, reboot into it, check the
    vendor signature, commit, and report sealed statuses that the root batches without reading.
+   The root reports the stream's progress (``POST /api/meshota/v1/devices/mesh/report`` over its
+   MQTT-SN session, once a second and at the end); the summary prints what the management API's
+   mesh view shows of it, and keeps that answer in ``mesh-view.json`` in the run's directory.
 6. The management API must show success for every node, and every node's flash files must hold
    the new image; exit 0 only then.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import secrets
 import shutil
@@ -29,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -186,7 +191,9 @@ async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: f
         deployment = await op.deploy("meshota live demo", NEW, [by_name[n] for n in fleet.node_names])
         slot = slot_size_for(inp.factory, inp.image)
         group = (GROUP, _free_udp_port())
-        await fleet.start_group(group, map_key, image_ok, (inp.factory, OLD), slot, device_type=DEVICE_TYPE)
+        await fleet.start_group(
+            group, map_key, image_ok, (inp.factory, OLD), slot, device_type=DEVICE_TYPE, device_ids=by_name
+        )
         learned = await fleet.check_for_update(DEVICE_TYPE)
         print(
             f"deploy    {NEW} ({len(inp.image):,} B, vendor signature checked by the server) uploaded as "
@@ -196,8 +203,10 @@ async def _ota(addr: StackAddresses, relay: tuple[str, int], inp: _Inputs, t0: f
         t_ota = time.perf_counter()
         stats = await _wait_final(op, fleet, deployment, nodes, timeout=60.0 + nodes)
         listing = {d["id"]: d["status"] for d in await op.deployment_devices(deployment)}
+        view = await op.mesh_view()
+        (inp.work / "mesh-view.json").write_text(json.dumps(view, indent=1))
         return _summary(
-            fleet, inp, addr, group, deployment, stats, listing, by_name, slot, image_ok, t0, t_ota
+            fleet, inp, addr, group, deployment, stats, listing, by_name, view, slot, image_ok, t0, t_ota
         )
 
 
@@ -215,6 +224,35 @@ def _print_counting(fleet: Fleet) -> None:
         f"{begins}, each once ({core.stats.repeats} repeated reports): {cells}; after the week it seals "
         "one count record per cell, no per-node count message leaves the mesh"
     )
+
+
+def _print_mesh(fleet: Fleet, view: dict[str, Any], by_name: dict[str, str]) -> None:
+    """What the management API's mesh view shows of the root's reports (as the simulated demo)."""
+    assert fleet.root is not None
+    root = fleet.root
+    streams = view.get("reported_by_roots", [])
+    roots = [r for st in streams for r in st["roots"]]
+    name_of = {v: k for k, v in by_name.items()}
+    bad = root.reports_refused
+    refused = f", {len(bad)} refused ({bad[:3]})" if bad else ""
+    failed = f", {root.reports_failed} not delivered" if root.reports_failed else ""
+    print(
+        f"mesh view GET /api/meshota/v1/management/mesh: {root.reports_sent} progress reports "
+        f"({root.report_bytes} bytes; room {root.device.mesh_report_room()} B per report) from the root "
+        f"over its MQTT-SN session{refused}{failed}, "
+        f"{len(roots)} root(s) in {len(streams)} stream(s)"
+    )
+    for r in roots:
+        states: dict[str, int] = {}
+        for n in r["nodes"]:
+            states[n["state"]] = states.get(n["state"], 0) + 1
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+        print(
+            f"          reported by root {name_of.get(r['root'], r['root'][:8])}: {r['members']} nodes "
+            f"({len(r['nodes'])} listed: {shown}), {r['blocks']} blocks, round {r['rounds']}, "
+            f"{r['bytes_on_air']:,} B in {r['frames_on_air']:,} frames on air"
+            + (", ended complete" if r["complete"] else ", ended incomplete" if r["final"] else ", running")
+        )
 
 
 async def _wait_final(
@@ -240,6 +278,7 @@ def _summary(
     stats: dict[str, int],
     listing: dict[str, str],
     by_name: dict[str, str],
+    view: dict[str, Any],
     slot: int,
     image_ok: object,
     t0: float,
@@ -271,6 +310,7 @@ def _summary(
         f"{inventory} inventory reports at level minimal in the same batches"
     )
     _print_counting(fleet)
+    _print_mesh(fleet, view, by_name)
     print(f"\n{'node':<9} {'device':<9} {'status':<12} {'chunks':>6}  flash (read back from its files)")
     for name, node in nodes.items():
         c = checks[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -59,6 +60,30 @@ def test_live_demo_is_a_real_ota_over_loopback(tmp_path: Path) -> None:
     finally:
         db.close()
     assert sorted(s for (s,) in statuses) == ["success"] * nodes
+
+    # the root's progress reports over its MQTT-SN session: the management API's mesh view (its
+    # answer kept in mesh-view.json) shows one stream, reported by the root, that lists every
+    # target of the deployment as done, ended complete, with what the root put on air
+    db = sqlite3.connect(tmp_path / "server" / "meshota.db")
+    try:
+        query = "SELECT device_id FROM device_deployments WHERE deployment_id = ?"
+        targets = {d for (d,) in db.execute(query, (stats.group(1),))}
+    finally:
+        db.close()
+    view = json.loads((tmp_path / "mesh-view.json").read_text())
+    (stream,) = view["reported_by_roots"]
+    assert stream["artifact_name"] == "demo-firmware-2.0"
+    (top,) = stream["roots"]
+    assert top["root"] not in targets and top["reported_by"] == f"root {top['root']}"
+    assert top["final"] and top["complete"] and top["members"] == nodes, top
+    assert {n["id"]: (n["state"], n["missing"], n["held"]) for n in top["nodes"]} == dict.fromkeys(
+        targets, ("done", 0, top["blocks"])
+    ), top
+    assert top["blocks"] > 0 and top["bytes_on_air"] > 0 and top["frames_on_air"] >= top["blocks"], top
+    line = re.search(r"mesh view GET /api/meshota/v1/management/mesh: (\d+) progress reports .*", out)
+    assert line is not None and int(line.group(1)) >= 1 and "refused" not in line.group(0), out
+    shown = rf"reported by root root-0: {nodes} nodes \({nodes} listed: done {nodes}\), .* ended complete$"
+    assert re.search(shown, out, re.M), out
 
     # every node's flash, read back from its files: the update confirmed in the active slot
     image = (tmp_path / "artifacts" / "demo-firmware-2.0.mender").read_bytes()

@@ -4,6 +4,7 @@ newest per (root, stream), bounded per root, shown by the mesh view as a tree pe
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from bridge.api import _mesh_reports
 from bridge.api._throttle import TokenBuckets
+from firmware_proto.aio.device_http import HttpDevice
 from tests.support.mender import ADMIN, RunningServer, make_artifact
 from tests.support.ui import (
     ADMIN_B,
@@ -19,10 +21,11 @@ from tests.support.ui import (
     add_devices,
     check_in,
     post_mesh_report,
+    report,
     start_ui_server,
     stream_of,
 )
-from wire.mesh_report import FINAL, FINAL_COMPLETE, MeshNode, MeshReport, encode_mesh_report
+from wire.mesh_report import FINAL, FINAL_COMPLETE, MAX_RECORD, MeshNode, MeshReport, encode_mesh_report
 
 EXT = "/api/meshota/v1/management"
 
@@ -32,6 +35,16 @@ def _report(sid: bytes, aid: str, nodes: list[tuple[str, int, int]], *, flags: i
     return encode_mesh_report(
         MeshReport(sid, aid, "the root's own name for it", flags, 2, 70, 50_000, 60, len(listed) + 1, listed)
     )
+
+
+async def _http_report(url: str, token: str, body: bytes) -> int:
+    dev = HttpDevice(url, "02:00:00:00:00:09")
+    dev.token = token
+    try:
+        assert dev.mesh_report_room() == MAX_RECORD
+        return await dev.mesh_report(body)
+    finally:
+        await dev.aclose()
 
 
 def _deploy(api: httpx.Client, tmp: Path, group: str, name: str, upload: bool) -> str:
@@ -169,5 +182,36 @@ def test_reports_stay_in_their_organisation(tmp_path: Path) -> None:
         assert r.status_code == 403 and "not deployed through this root" in r.json()["error"]
         with fleet.api(ADMIN_B) as api_b:
             assert _reports(api_b) == []
+    finally:
+        fleet.server.stop()
+
+
+def test_final_report_of_a_root_that_is_no_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root streams for its nodes without being a target itself (``meshota demo --live``): its
+    final report usually arrives after the last node's success; taken for FINAL_GRACE seconds."""
+    fleet = start_ui_server(tmp_path)
+    try:
+        (node,) = add_devices(fleet, 1, group="g1")
+        (root,) = add_devices(fleet, 1, group=None)
+        with fleet.api() as api:
+            dep = _deploy(api, tmp_path, "g1", "release-2", upload=True)
+            assert check_in(fleet.url, node) == dep
+            aid = api.get("/api/management/v1/deployments/deployments/" + dep).json()["artifacts"][0]
+            sid = stream_of(fleet.url, root, aid)  # the chunk-map rule: still being deployed to node
+            # the root's own HTTP device session (firmware_proto's HttpDevice, as RootRunner sends it)
+            assert (
+                asyncio.run(_http_report(fleet.url, root.token, _report(sid, aid, [(node.id, 0, 5)]))) == 204
+            )
+            report(fleet.url, node, dep, "success")  # every target finished
+            final = _report(sid, aid, [(node.id, 1, 0)], flags=FINAL | FINAL_COMPLETE)
+            monkeypatch.setattr(_mesh_reports, "FINAL_GRACE", -1.0)
+            r = post_mesh_report(fleet.url, root, final)
+            assert r.status_code == 403 and "not deployed through this root" in r.json()["error"]
+            monkeypatch.setattr(_mesh_reports, "FINAL_GRACE", 600.0)
+            assert post_mesh_report(fleet.url, root, final).status_code == 204
+            (stream,) = _reports(api)
+            (top,) = stream["roots"]
+            assert top["root"] == root.id and top["final"] and top["complete"]
+            assert [(n["id"], n["state"]) for n in top["nodes"]] == [(node.id, "done")]
     finally:
         fleet.server.stop()
