@@ -47,12 +47,14 @@ from wire.mbedtls_glue import (
 )
 
 __all__ = [
+    "MAX_RECORD_EXPANSION",
     "PSK_CIPHERS",
     "ApplicationData",
     "CertificateClientConfig",
     "ClientConfig",
     "ClientEvent",
     "ClientState",
+    "DatagramTooLarge",
     "DtlsClient",
     "DtlsClientError",
     "HandshakeFailed",
@@ -67,6 +69,16 @@ _MAX_RECORD = 16384
 
 class DtlsClientError(Exception):
     """The caller used the client in the wrong state (e.g. ``send`` before the handshake)."""
+
+
+class DatagramTooLarge(DtlsClientError):
+    """``send`` was given more plaintext than one DTLS record under the MTU carries
+    (:data:`MAX_RECORD_EXPANSION`); nothing was sent and the session stays up. Checked before
+    mbedTLS sees it: an oversized write leaves python-mbedtls' context unusable for the next one."""
+
+
+# the largest record expansion of the offered suites (all AEAD): header 13 + explicit nonce 8 + tag 16
+MAX_RECORD_EXPANSION = 37
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,11 @@ class DtlsClient:
             raise DtlsClientError(f"send() in state {self._state.value}")
         if not plaintext:
             return
+        if len(plaintext) > self._mtu - MAX_RECORD_EXPANSION:
+            raise DatagramTooLarge(
+                f"{len(plaintext)} bytes do not fit one DTLS record under the {self._mtu}-byte MTU "
+                f"(at most {self._mtu - MAX_RECORD_EXPANSION})"
+            )
         try:
             self._buf.write(plaintext)
         except mbedtls_errors.TLSError as exc:

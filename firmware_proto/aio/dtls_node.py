@@ -29,11 +29,14 @@ when the DTLS session is gone). Point it at the gateway's ``--dtls`` address or 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, TypeAlias
 
 from firmware_proto import dtls_client as dc
 from firmware_proto.aio.mqttsn_udp import ConnectFailed, UdpClient
 from mqttsn import ClientEvent, ClientSession, ClientState
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DtlsNodeSession", "DtlsUdpClient", "NodeEvent"]
 
@@ -63,6 +66,7 @@ class DtlsNodeSession:
         }
         self.dtls = dc.DtlsClient(dtls, **self._dtls_options)
         self._held: list[bytes] = []  # MQTT-SN datagrams waiting for the handshake
+        self.oversized = 0  # MQTT-SN datagrams dropped for not fitting one DTLS record
         self._out: list[bytes] = []
         self._events: list[NodeEvent] = []
 
@@ -144,7 +148,13 @@ class DtlsNodeSession:
             if self._held and self.established:
                 held, self._held = self._held, []
                 for datagram in held:
-                    self.dtls.send(datagram)
+                    try:
+                        self.dtls.send(datagram)
+                    except dc.DatagramTooLarge as exc:
+                        # dropped, the session stays up; the MQTT-SN request times out on its own
+                        self.oversized += 1
+                        if self.oversized == 1:
+                            log.warning("MQTT-SN datagram dropped: %s (further ones counted)", exc)
                 moved = True
             self._out.extend(self.dtls.datagrams_to_send())
             if not moved:

@@ -357,3 +357,16 @@ def test_garbage_never_raises_and_never_hurts_a_session() -> None:
     link.run(link.now + 1)
     assert not [e for e in link.server_events if isinstance(e, SessionClosed | HandshakeFailed)]
     roundtrip(link, A, a, b"still here")
+
+
+def test_an_oversized_write_is_refused_and_the_session_stays_up() -> None:
+    """A write over one record's room under the MTU is a typed local error (mbedTLS refuses it
+    before touching its state): nothing is sent, the session keeps working both ways."""
+    server = psk_server()
+    link = VirtualLink(server)
+    client = connect(link, A, dc.PskClientConfig("node-a", KEY_A))
+    assert established(link, A)
+    with pytest.raises(dc.DatagramTooLarge, match="1200-byte MTU"):
+        client.send(bytes(1300))
+    assert client.datagrams_to_send() == [] and client.state is dc.ClientState.ESTABLISHED
+    roundtrip(link, A, client, b"still here")
