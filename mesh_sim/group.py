@@ -267,8 +267,17 @@ class GroupSim:
     def _deliver_all(self, receivers: list[int], sender: int, frame: bytes) -> None:
         """One broadcast's receivers, in order: :meth:`_deliver` for each, with the routing rules
         of a payload frame (DATA, CODED, PART: the agent takes it whoever sent it, no relay or root
-        core does; ``agent_accepts``/``relay_accepts``) applied once for the whole broadcast."""
-        if frame_type(frame) not in _PAYLOAD:
+        core does; ``agent_accepts``/``relay_accepts``) applied once for the whole broadcast, and
+        a WANT handed only to the sender's parent (to every other receiver :meth:`_deliver` does
+        nothing: no agent takes WANT, a core only from its children)."""
+        kind = frame_type(frame)
+        if kind not in _PAYLOAD:
+            if kind == T_WANT:  # only the sender's parent core takes a WANT; no agent does
+                parent = self.tree.parent[sender]
+                for r in receivers:
+                    if r == parent:
+                        self._deliver(r, sender, frame)
+                return
             for r in receivers:
                 self._deliver(r, sender, frame)
             return
