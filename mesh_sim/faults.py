@@ -1,6 +1,6 @@
 """A malicious root: what it does (:class:`RootFault`) and the taps that do it to its own frames.
 
-The root's group link passes every frame it sends through its tap (``mesh_sim.group._Link``):
+The root's group link passes every frame it sends through its tap (``mesh_sim.group_node.GroupLink``):
 tamper flips the first byte of ``fraction`` of the chunks (the agents' map check must refuse
 them), withhold never sends the last ``fraction`` of the chunks (the agents must fall back to
 their own sessions). Replay needs no tap: the root serves an older validly signed map.

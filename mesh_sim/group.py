@@ -22,7 +22,6 @@ import math
 import random
 import struct
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 
 from firmware_proto import boot as bootmod
 from firmware_proto.block_source import ReceiverSource
@@ -47,8 +46,9 @@ from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
 from .faults import RootFault, root_tap
 from .flash import SharedSlotFlash
+from .group_node import GroupLink, SimNode
 from .params import E2E_HEADER, REQUEST_BYTES, GroupParams
-from .radio import BROADCAST, Radio
+from .radio import Radio
 
 __all__ = ["GroupSim"]
 
@@ -60,52 +60,6 @@ _PAYLOAD = frozenset({T_DATA, T_CODED, T_PART})  # every agent takes them, from 
 
 def _nobody(_s: Hashable) -> bool:
     return False
-
-
-@dataclass(slots=True)
-class _Node:
-    flash: SharedSlotFlash
-    agent: UpdateAgent | None = None
-    relay: GroupRelay | None = None
-    root: GroupStreamRoot | None = None
-    timer_gen: int = 0
-    timer_at: float = math.inf
-    fires_now: int = 0
-    final: str | None = None
-    success_at: float | None = None
-    boots: int = 0
-    down: bool = False
-    root_streaming: bool = False  # the root core fetched an artifact and has not finished its stream
-    reboot_deferred: bool = False  # the agent asked to reboot while its root core was streaming
-    events: list[str] = field(default_factory=list)
-    reported: list[str] = field(default_factory=list)  # statuses in the order the agent reported them
-
-
-class _Link:
-    """A node's group link: frames go on air as broadcast datagrams (a root also hears its own)."""
-
-    def __init__(self, sim: GroupSim, node: int, tap: Callable[[bytes], bytes | None] | None = None) -> None:
-        self.sim = sim
-        self.node = node
-        self.tap = tap
-
-    def _tapped(self, frame: bytes) -> bytes | None:
-        return frame if self.tap is None else self.tap(frame)
-
-    def send_broadcast(self, frame: bytes) -> None:
-        tapped = self._tapped(frame)
-        if tapped is not None:
-            self.sim.transmit(self.node, BROADCAST, tapped)
-
-    def send_unicast(self, node: Hashable, frame: bytes) -> None:
-        assert isinstance(node, int)
-        tapped = self._tapped(frame)
-        if tapped is None:
-            return
-        if node == self.node:  # a root's own agent: handed over inside the node, not on air
-            self.sim.clock.after(0.0, self.sim._deliver, node, node, tapped)
-        else:
-            self.sim.transmit(self.node, node, tapped)
 
 
 class GroupSim:
@@ -146,13 +100,13 @@ class GroupSim:
         self._images: dict[bytes, bytes] = {}
         self._maps: dict[bytes, object] = {}
         self._configs: dict[int, AgentConfig] = {}
-        self.nodes: list[_Node] = []
+        self.nodes: list[SimNode] = []
         slot = max(len(self.artifact), len(factory_image)) + 4096
         for _ in range(radio.topo.n):
             flash = SharedSlotFlash(slot, self._pool)
             install_initial_image(flash, factory_image, factory_name, factory_sequence)
             flash.write_record("seq", struct.pack(">Q", factory_sequence))  # SPEC.md §4
-            self.nodes.append(_Node(flash))
+            self.nodes.append(SimNode(flash))
         self.factory_sequence = factory_sequence
         self.on_stream_start: Callable[[], None] | None = None
         self.root_config = RootConfig(
@@ -231,7 +185,7 @@ class GroupSim:
         booted = bootmod.boot(node.flash, self.image_ok)
         agent = UpdateAgent(
             node.flash,
-            _Link(self, v),
+            GroupLink(self, v),
             self._config(self.tree.depth[v]),
             random.Random(self.rng.random()),
             booted,
@@ -241,7 +195,7 @@ class GroupSim:
         if self.tree.parent[v] < 0 and self.tree.root_of[v] == v and node.root is None:
             node.root = self._root_core(v)
         elif node.root is None:  # serves its committed image, or forwards while it downloads
-            node.relay = GroupRelay(node.flash, _Link(self, v), self.relay_config)
+            node.relay = GroupRelay(node.flash, GroupLink(self, v), self.relay_config)
             node.relay.load(booted.slot, self._maps)  # type: ignore[arg-type]
         self._pump(v)
         if v in self.learned and agent.state is AgentState.IDLE and node.final is None:
@@ -251,7 +205,7 @@ class GroupSim:
         fault = self.root_faults.get(v)
         tap = None if fault is None else root_tap(fault, len(self.artifact), self.params.chunk_size)
         self.clock.trace("root", v)
-        return GroupStreamRoot(_Link(self, v, tap), self.root_config)
+        return GroupStreamRoot(GroupLink(self, v, tap), self.root_config)
 
     # -- radio in and out -----------------------------------------------------------------------------
     def transmit(self, src: int, dst: int, frame: bytes) -> None:
@@ -304,7 +258,7 @@ class GroupSim:
         # (the rules only ask who is a child for WANT/NACK, a sibling for NACK: no closure per DATA)
         if kind in _FEEDBACK:
 
-            def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (_Link.send_unicast)
+            def is_child(s: Hashable) -> bool:  # itself too: a root's own agent (GroupLink.send_unicast)
                 return s == receiver or (isinstance(s, int) and parent[s] == receiver)
 
             if relay_accepts(kind, sender, is_child):

@@ -72,6 +72,30 @@ def require_binary(name: str) -> str:
     return path
 
 
+# mender-client reads its identity script and artifact_info from fixed paths (root needed)
+IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
+ARTIFACT_INFO = Path("/etc/mender/artifact_info")
+IDENTITY_SCRIPT = """#!/bin/sh
+# meshota test identity: one value per test run, from the environment
+echo "mac=${MESHOTA_TEST_DEVICE_MAC:-02:00:00:00:00:01}"
+"""
+
+
+def install_mender_host() -> None:
+    """The identity script and artifact_info mender-client 3.4 reads, at their fixed paths."""
+    require_binary("mender")
+    try:
+        IDENTITY.parent.mkdir(parents=True, exist_ok=True)
+        if not IDENTITY.exists() or IDENTITY.read_text() != IDENTITY_SCRIPT:
+            IDENTITY.write_text(IDENTITY_SCRIPT)
+            IDENTITY.chmod(0o755)
+        ARTIFACT_INFO.parent.mkdir(parents=True, exist_ok=True)
+        if not ARTIFACT_INFO.exists():
+            ARTIFACT_INFO.write_text("artifact_name=initial-artifact\n")
+    except PermissionError as exc:
+        pytest.fail(f"mender-client needs files at fixed paths (run as root): {exc}")
+
+
 # -- keys and artifacts ---------------------------------------------------------------------
 def write_keys(directory: Path) -> dict[str, Path]:
     """ECDSA P-256 (SEC1) and RSA (PKCS#1) vendor keys in the PEM forms mender-artifact 3.9 reads."""

@@ -25,14 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.mender import require_binary
+from tests.support.mender import install_mender_host, require_binary
 
-IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
-ARTIFACT_INFO = Path("/etc/mender/artifact_info")
-IDENTITY_SCRIPT = """#!/bin/sh
-# meshota test identity: one value per test run, from the environment
-echo "mac=${MESHOTA_TEST_DEVICE_MAC:-02:00:00:00:00:01}"
-"""
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -47,19 +41,6 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
 </busconfig>
 """
-
-
-def install_identity() -> None:
-    try:
-        IDENTITY.parent.mkdir(parents=True, exist_ok=True)
-        if not IDENTITY.exists() or IDENTITY.read_text() != IDENTITY_SCRIPT:
-            IDENTITY.write_text(IDENTITY_SCRIPT)
-            IDENTITY.chmod(0o755)
-        ARTIFACT_INFO.parent.mkdir(parents=True, exist_ok=True)
-        if not ARTIFACT_INFO.exists():
-            ARTIFACT_INFO.write_text("artifact_name=initial-artifact\n")
-    except PermissionError as exc:
-        pytest.fail(f"mender-client needs files at fixed paths (run as root): {exc}")
 
 
 @dataclass
@@ -120,7 +101,7 @@ class DeviceHost:
 def start_device_host(tmp: Path, server_url: str, mac: str) -> DeviceHost:
     """A private system bus and mender-client (DBus enabled) enrolling at ``server_url``."""
     require_binary("mender")
-    install_identity()
+    install_mender_host()
     tmp.mkdir(parents=True, exist_ok=True)
     socket = tmp / "system_bus.sock"
     (tmp / "bus.conf").write_text(BUS_CONFIG.format(socket=socket))

@@ -18,9 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.support.mender import require_binary
+from tests.support.mender import install_mender_host, require_binary
 
 ADMIN_PASSWORD = "up-admin-password-1"
 PORTS_ANY = """
@@ -34,12 +32,6 @@ dtls = "127.0.0.1:0"
 [supervisor]
 restart_backoff = 0.2
 stop_timeout = 20
-"""
-IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
-ARTIFACT_INFO = Path("/etc/mender/artifact_info")
-IDENTITY_SCRIPT = """#!/bin/sh
-# meshota test identity: one value per test run, from the environment
-echo "mac=${MESHOTA_TEST_DEVICE_MAC:-02:00:00:00:00:01}"
 """
 
 
@@ -124,21 +116,6 @@ def running_up(tmp: Path, config: str = PORTS_ANY) -> Iterator[UpProcess]:
         yield up
     finally:
         up.stop()
-
-
-def install_mender_host() -> None:
-    """mender-client reads its identity script and artifact_info from fixed paths (root needed)."""
-    require_binary("mender")
-    try:
-        IDENTITY.parent.mkdir(parents=True, exist_ok=True)
-        if not IDENTITY.exists() or IDENTITY.read_text() != IDENTITY_SCRIPT:
-            IDENTITY.write_text(IDENTITY_SCRIPT)
-            IDENTITY.chmod(0o755)
-        ARTIFACT_INFO.parent.mkdir(parents=True, exist_ok=True)
-        if not ARTIFACT_INFO.exists():
-            ARTIFACT_INFO.write_text("artifact_name=initial-artifact\n")
-    except PermissionError as exc:
-        pytest.fail(f"mender-client needs files at fixed paths (run as root): {exc}")
 
 
 @contextmanager

@@ -27,30 +27,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bridge.api import abort_deployment
 from bridge.http import BackgroundServer, ServerConfig
 from bridge.store import DEFAULT_ORG_ID, tenant_scope
-from tests.support.mender import Db, admin_token, make_artifact, require_binary, write_keys
+from tests.support.mender import (
+    Db,
+    admin_token,
+    install_mender_host,
+    make_artifact,
+    require_binary,
+    write_keys,
+)
 
-IDENTITY = Path("/usr/share/mender/identity/mender-device-identity")
-ARTIFACT_INFO = Path("/etc/mender/artifact_info")
-IDENTITY_SCRIPT = """#!/bin/sh
-# meshota test identity: one value per test run, from the environment
-echo "mac=${MESHOTA_TEST_DEVICE_MAC:-02:00:00:00:00:01}"
-"""
 DOWNLOAD = "/api/devices/v1/deployments/download/artifacts/"
 
 
 @pytest.fixture(scope="module")
 def mender_host() -> None:
-    require_binary("mender")
-    try:
-        IDENTITY.parent.mkdir(parents=True, exist_ok=True)
-        if not IDENTITY.exists() or IDENTITY.read_text() != IDENTITY_SCRIPT:
-            IDENTITY.write_text(IDENTITY_SCRIPT)
-            IDENTITY.chmod(0o755)
-        ARTIFACT_INFO.parent.mkdir(parents=True, exist_ok=True)
-        if not ARTIFACT_INFO.exists():
-            ARTIFACT_INFO.write_text("artifact_name=initial-artifact\n")
-    except PermissionError as exc:
-        pytest.fail(f"mender-client needs files at fixed paths (run as root): {exc}")
+    install_mender_host()
 
 
 class AbortOnDownload:

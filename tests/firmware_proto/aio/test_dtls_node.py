@@ -262,3 +262,18 @@ def test_broker_connect_carries_identity() -> None:
     mesh.gateway.broker_actions = spy  # type: ignore[method-assign,assignment]
     mesh.run(mesh.now + 10)
     assert [(c.client_id, c.identity) for c in seen] == [("node-1", "node-1")]
+
+
+def test_an_mqtt_sn_datagram_over_the_record_room_is_dropped_and_the_session_stays_up() -> None:
+    """A PUBLISH bigger than one DTLS record under the MTU is dropped (counted), never written to
+    mbedTLS, so the DTLS session and the MQTT-SN session keep working for the next message."""
+    mesh = Mesh()
+    node = mesh.add(7, "node-1")
+    connect(mesh, 7)
+    node.session.publish("dev/node-1/big", bytes(1300), 0, now=mesh.now)
+    node.session.publish("dev/node-1/small", b"after", 0, now=mesh.now)
+    mesh.run(mesh.now + 5)
+    assert node.oversized == 1 and node.established
+    assert mesh.broker.messages("dev/node-1/big") == []
+    (record,) = mesh.broker.messages("dev/node-1/small")
+    assert record.payload == b"after" and node.session.state is ClientState.ACTIVE
