@@ -96,6 +96,25 @@ def install_mender_host() -> None:
         pytest.fail(f"mender-client needs files at fixed paths (run as root): {exc}")
 
 
+def write_mender_conf(tmp: Path, server_url: str, *, poll: int, dbus: bool) -> Path:
+    """``tmp/mender.conf`` for mender-client 3.4 (device type ``test-device`` in ``tmp/mender-data``),
+    polling for updates and inventory every ``poll`` seconds."""
+    data = tmp / "mender-data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "device_type").write_text("device_type=test-device\n")
+    conf = {
+        "ServerURL": server_url,
+        "UpdatePollIntervalSeconds": poll,
+        "InventoryPollIntervalSeconds": poll,
+        "RetryPollIntervalSeconds": 1,
+        "DeviceTypeFile": str(data / "device_type"),
+        "DBus": {"Enabled": dbus},
+    }
+    path = tmp / "mender.conf"
+    path.write_text(json.dumps(conf))
+    return path
+
+
 # -- keys and artifacts ---------------------------------------------------------------------
 def write_keys(directory: Path) -> dict[str, Path]:
     """ECDSA P-256 (SEC1) and RSA (PKCS#1) vendor keys in the PEM forms mender-artifact 3.9 reads."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mender import install_mender_host, require_binary
+from tests.support.mender import install_mender_host, require_binary, write_mender_conf
 
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -115,18 +115,8 @@ def start_device_host(tmp: Path, server_url: str, mac: str) -> DeviceHost:
             host.close()
             pytest.fail(f"dbus-daemon did not start: {host.log('dbus-daemon')}")
         time.sleep(0.05)
+    write_mender_conf(tmp, server_url, poll=5, dbus=True)
     data = tmp / "mender-data"
-    data.mkdir(exist_ok=True)
-    (data / "device_type").write_text("device_type=test-device\n")
-    conf = {
-        "ServerURL": server_url,
-        "UpdatePollIntervalSeconds": 5,
-        "InventoryPollIntervalSeconds": 5,
-        "RetryPollIntervalSeconds": 1,
-        "DeviceTypeFile": str(data / "device_type"),
-        "DBus": {"Enabled": True},
-    }
-    (tmp / "mender.conf").write_text(json.dumps(conf))
     (tmp / "mender-fallback.conf").write_text("{}")
     argv = [
         require_binary("mender"), "--no-syslog", "-l", "info", "-c", str(tmp / "mender.conf"),

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.mender import install_mender_host, require_binary
+from tests.support.mender import install_mender_host, require_binary, write_mender_conf
 
 ADMIN_PASSWORD = "up-admin-password-1"
 PORTS_ANY = """
@@ -122,18 +122,8 @@ def running_up(tmp: Path, config: str = PORTS_ANY) -> Iterator[UpProcess]:
 def mender_daemon(tmp: Path, server_url: str, mac: str) -> Iterator[subprocess.Popen[bytes]]:
     """mender-client 3.4 in daemon mode, polling every 2 s, device type ``test-device``."""
     install_mender_host()
+    write_mender_conf(tmp, server_url, poll=2, dbus=False)
     data = tmp / "mender-data"
-    data.mkdir(parents=True, exist_ok=True)
-    (data / "device_type").write_text("device_type=test-device\n")
-    conf = {
-        "ServerURL": server_url,
-        "UpdatePollIntervalSeconds": 2,
-        "InventoryPollIntervalSeconds": 2,
-        "RetryPollIntervalSeconds": 1,
-        "DeviceTypeFile": str(data / "device_type"),
-        "DBus": {"Enabled": False},
-    }
-    (tmp / "mender.conf").write_text(json.dumps(conf))
     (tmp / "fallback.conf").write_text("{}")
     with (tmp / "mender.log").open("wb") as log:
         proc = subprocess.Popen(

@@ -27,7 +27,6 @@ from tests.support.ui import (
     check_in,
     post_mesh_report,
     report,
-    start_ui_server,
     stream_of,
     tick,
 )
@@ -36,15 +35,6 @@ from wire.mesh_report import MeshNode, MeshReport, encode_mesh_report
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[3] / "test-output" / "ui"
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiFleet]:
-    f = start_ui_server(tmp_path_factory.mktemp("ui-browser"))
-    try:
-        yield f
-    finally:
-        f.server.stop()
 
 
 @pytest.fixture(scope="module")

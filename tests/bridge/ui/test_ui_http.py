@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -32,20 +31,10 @@ from tests.support.ui import (
     post_mesh_report,
     report,
     report_inventory,
-    start_ui_server,
     stream_of,
     ui_login,
 )
 from wire.mesh_report import MeshNode, MeshReport, encode_mesh_report
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiFleet]:
-    f = start_ui_server(tmp_path_factory.mktemp("ui-http"))
-    try:
-        yield f
-    finally:
-        f.server.stop()
 
 
 @pytest.fixture(scope="module")
