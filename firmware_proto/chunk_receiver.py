@@ -20,6 +20,7 @@ for again), so a tampered part is never claimed, forwarded or installed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firmware_proto.flash_store import ChunkBitmap, FlashStore
@@ -146,43 +147,74 @@ class ChunkReceiver:
     def accept_part(self, block: int, index: int, count: int, payload: bytes) -> BlockResult:
         """Part ``index`` of ``count`` of a block (SPEC.md §3.2): kept until the block is whole,
         then the block is checked as :meth:`accept_block` does; a block that fails loses its parts."""
+        return self.accept_parts(block, ((index, count, payload),))[0]
+
+    def accept_parts(self, block: int, parts: Sequence[tuple[int, int, bytes]]) -> list[BlockResult]:
+        """``(index, count, payload)`` parts of one block, in order (a burst): the results
+        :meth:`accept_part` gives for each in turn. A chunk's parts that follow each other in the
+        slot are written with one flash write (the slot holds the same bytes either way; the
+        write happens before anything reads the slot)."""
         head = self.head
         if not 0 <= block < head.block_count:
-            return BlockResult(False, "block index out of range")
-        if block in self.bitmap:
-            return _DUPLICATE
-        if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
-            return BlockResult(False, "part index out of range")
+            return [BlockResult(False, "block index out of range")] * len(parts)
+        results: list[BlockResult] = []
         length = self.block_length(block)
-        start, end = part_bounds(length, count, index)
-        if end - start != len(payload) or not payload:
-            return BlockResult(False, "part has a wrong length")
-        state = self.partial.get(block)
-        if state is not None and state.count != count:  # another cut of the block: start over
-            del self.partial[block]
-            state = None
-        if state is None:
-            if len(self.partial) >= self.max_partial:
-                return BlockResult(False, "too many partly held blocks")
-            state = _Partial(count, 0, bytearray(length) if block < head.page_count else None)
-            self.partial[block] = state
-        bit = 0x8000 >> index
-        if state.held & bit:
-            return _DUPLICATE
-        if state.data is not None:
-            state.data[start:end] = payload
-        else:
-            chunk = block - head.page_count
-            self.flash.write_slot(self.slot, chunk * head.chunk_size + start, payload)
-        state.held |= bit
-        if state.held != _all_parts(count):
-            return _PART_KEPT
-        del self.partial[block]
-        if state.data is not None:
-            return self.accept_block(block, bytes(state.data))
-        chunk = block - head.page_count
-        whole = self.flash.read_slot(self.slot, chunk * head.chunk_size, length)
-        return self.accept_block(block, whole, in_slot=True)
+        page = block < head.page_count
+        base = 0 if page else (block - head.page_count) * head.chunk_size
+        run: list[bytes] = []  # new parts of a chunk not written yet, contiguous in the slot
+        run_at = run_end = 0
+        bitmap = self.bitmap
+        partial = self.partial
+        for index, count, payload in parts:
+            if block in bitmap:
+                results.append(_DUPLICATE)
+                continue
+            if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
+                results.append(BlockResult(False, "part index out of range"))
+                continue
+            start, end = part_bounds(length, count, index)
+            if end - start != len(payload) or not payload:
+                results.append(BlockResult(False, "part has a wrong length"))
+                continue
+            state = partial.get(block)
+            if state is not None and state.count != count:  # another cut of the block: start over
+                del partial[block]
+                state = None
+            if state is None:
+                if len(partial) >= self.max_partial:
+                    results.append(BlockResult(False, "too many partly held blocks"))
+                    continue
+                state = _Partial(count, 0, bytearray(length) if page else None)
+                partial[block] = state
+            bit = 0x8000 >> index
+            if state.held & bit:
+                results.append(_DUPLICATE)
+                continue
+            if state.data is not None:
+                state.data[start:end] = payload
+            elif run and base + start == run_end:
+                run.append(payload)
+                run_end += len(payload)
+            else:
+                if run:
+                    self.flash.write_slot(self.slot, run_at, b"".join(run))
+                run, run_at, run_end = [payload], base + start, base + end
+            state.held |= bit
+            if state.held != _all_parts(count):
+                results.append(_PART_KEPT)
+                continue
+            del partial[block]
+            if state.data is not None:
+                results.append(self.accept_block(block, bytes(state.data)))
+                continue
+            if run:
+                self.flash.write_slot(self.slot, run_at, b"".join(run))
+                run = []
+            whole = self.flash.read_slot(self.slot, base, length)
+            results.append(self.accept_block(block, whole, in_slot=True))
+        if run:
+            self.flash.write_slot(self.slot, run_at, b"".join(run))
+        return results
 
     def missing_parts(self, block: int) -> int:
         """Missing-parts mask of a block not held (:data:`~wire.frames.PARTS_ALL` if none of

@@ -2,7 +2,10 @@
 
 A core is given a :class:`GroupLink` and calls ``send_broadcast(frame)`` /
 ``send_unicast(node, frame)``; whoever drives the core delivers incoming frames by calling the
-core's ``receive(frame, sender, now)``. Implementations: :class:`LinkOutbox` (buffers, for a
+core's ``receive(frame, sender, now)``. A link may also take ``send_burst(frames)``: broadcast
+frames that leave back to back (a block's PART frames, SPEC.md §3.2), as a radio driver queues the
+fragments of one datagram; a core calls it where the link has it, else ``send_broadcast`` per
+frame; the frames on air are the same. Implementations: :class:`LinkOutbox` (buffers, for a
 driver to drain), the simulator's radio (mesh_sim), :mod:`firmware_proto.aio.group_udp` (UDP
 multicast), and :class:`firmware_proto.testing.medium.MemoryMedium` (a seeded lossy broadcast
 medium on virtual time, for tests).

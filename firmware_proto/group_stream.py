@@ -96,14 +96,18 @@ class RootConfig:
     coded_max: int = 4
     # parts (SPEC.md §3.2): each block goes as PART frames of at most this many payload bytes (one
     # link frame each; at most 16 per block, else the block goes as DATA); 0: whole DATA frames.
-    # CODED repair is not used with parts.
+    # CODED repair is not used with parts. A block's parts a round sends count as one item of
+    # ``frames_per_tick`` and leave back to back (``GroupLink.send_burst`` where the link has it),
+    # as the fragments of one datagram would.
     part_room: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class _PartItem:
+    """The parts of one block a round sends (indexes ascending), sent back to back as one burst."""
+
     block: int
-    index: int
+    indexes: tuple[int, ...]
     count: int
 
 
@@ -191,7 +195,6 @@ class GroupStreamRoot:
         self._actions: list[FetchArtifact | StreamFinished] = []
         self._active: str | None = None
         self.fetches = 0
-        self._part_memo: tuple[BlockSource, int, bytes] | None = None
         self._sid_memo: tuple[object, bytes] = (None, b"")  # (head, its stream id): one hash per head
         self.bytes_sent = 0
         self.frames_sent = 0
@@ -433,10 +436,9 @@ class GroupStreamRoot:
                 return
             item = group.queue.pop(0)
             if isinstance(item, _PartItem):
-                payload = self._payload(source, item.block)
-                start, end = part_bounds(len(payload), item.count, item.index)
-                frame = encode(Part(sid[:2], item.block, item.index, item.count, payload[start:end]))
-            elif isinstance(item, int):
+                self._send_parts(group, sid, source, item)
+                continue
+            if isinstance(item, int):
                 frame = encode(Data(sid, item, source.payload(item)))
             else:
                 frame = encode(Coded(sid, item, xor_blocks([source.payload(b) for b in item])))
@@ -451,6 +453,31 @@ class GroupStreamRoot:
         if not group.queue and self.config.frame_interval == 0:
             self._poll_after(group, source, now)
 
+    def _send_parts(self, group: _Group, sid: bytes, source: BlockSource, item: _PartItem) -> None:
+        """A block's parts, back to back: one burst on a link that takes bursts (a radio driver
+        queues them as it would a datagram's fragments), else frame by frame."""
+        payload = source.payload(item.block)
+        tag = sid[:2]
+        frames = []
+        for j in item.indexes:
+            start, end = part_bounds(len(payload), item.count, j)
+            frames.append(encode(Part(tag, item.block, j, item.count, payload[start:end])))
+        targets = self._unicast_targets(group)
+        if targets is not None:
+            for member in targets:
+                for frame in frames:
+                    self._count(frame)
+                    self.link.send_unicast(member, frame)
+            return
+        for frame in frames:
+            self._count(frame)
+        burst = getattr(self.link, "send_burst", None)
+        if burst is not None:
+            burst(frames)
+        else:
+            for frame in frames:
+                self.link.send_broadcast(frame)
+
     def _sid(self, head: MapHead) -> bytes:
         """``head.stream_id()``, hashed once per head object (asked for every frame sent)."""
         memo = self._sid_memo
@@ -459,15 +486,6 @@ class GroupStreamRoot:
         sid = head.stream_id()
         self._sid_memo = (head, sid)
         return sid
-
-    def _payload(self, source: BlockSource, block: int) -> bytes:
-        """A block's payload, read once for all its parts."""
-        memo = self._part_memo
-        if memo is not None and memo[0] is source and memo[1] == block:
-            return memo[2]
-        payload = source.payload(block)
-        self._part_memo = (source, block, payload)
-        return payload
 
     def _plan_parts(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...] | _PartItem]:
         """Parts mode: every part some NACK asked for (every part of a block asked for whole)."""
@@ -486,7 +504,9 @@ class GroupStreamRoot:
                 out.append(b)
                 continue
             mask = group.part_want.get(b, PARTS_ALL)
-            out.extend(_PartItem(b, j, count) for j in range(count) if mask & (0x8000 >> j))
+            indexes = tuple(j for j in range(count) if mask & (0x8000 >> j))
+            if indexes:
+                out.append(_PartItem(b, indexes, count))
         return out
 
     def _plan(self, group: _Group, blocks: list[int]) -> list[int | tuple[int, ...] | _PartItem]:

@@ -108,9 +108,7 @@ class RelayCore:
             self._events.append(RelayDropped("up", f"cannot encapsulate: {exc}"))
             return
         if len(wrapped) > self.max_datagram:
-            self._events.append(
-                RelayDropped("up", f"{len(wrapped)} bytes exceed {self.max_datagram}")
-            )
+            self._events.append(RelayDropped("up", f"{len(wrapped)} bytes exceed {self.max_datagram}"))
             return
         self._see(wrapped)
         self.forwarded_up += 1
@@ -125,9 +123,7 @@ class RelayCore:
             self._events.append(RelayDropped("down", f"undecodable: {exc}"))
             return
         if not isinstance(packet, Encapsulated):
-            self._events.append(
-                RelayDropped("down", f"not encapsulated ({type(packet).__name__})")
-            )
+            self._events.append(RelayDropped("down", f"not encapsulated ({type(packet).__name__})"))
             return
         child = self._by_node.get(packet.node_id)
         if child is None:

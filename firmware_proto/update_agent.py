@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from firmware_proto import boot as bootmod
@@ -419,6 +419,60 @@ class UpdateAgent:
             else:
                 self._start_fallback(now, "root ended the stream")
         return True
+
+    def receive_burst(self, frames: Sequence[bytes], sender: Hashable, now: float) -> bool:
+        """Frames heard back to back from one sender (a block's parts, SPEC.md §3.2): the same as
+        :meth:`receive` for each in order; True if any of those calls would have returned True.
+
+        Fast path for what a burst is, the PART frames of one block of this node's stream: the
+        block is looked up once, and once it is held the remaining parts are duplicates (progress
+        only, as :meth:`receive` treats them). Anything else goes frame by frame."""
+        rec = self._receiver
+        state = self._job.state
+        if rec is None or not (state is _S.RECEIVING or state is _S.REQUESTED):
+            return self._receive_each(frames, 0, sender, now)
+        tag = self._stream_id[:2]
+        block = -1
+        parts: list[Part] = []
+        for data in frames:
+            try:
+                frame = decode(data)
+            except FrameError:
+                return self._receive_each(frames, 0, sender, now)
+            if type(frame) is not Part or frame.tag != tag or (block >= 0 and frame.block != block):
+                return self._receive_each(frames, 0, sender, now)
+            block = frame.block
+            parts.append(frame)
+        if not parts:
+            return False
+        self._last_progress = now
+        if rec.complete:  # nothing left to take: each frame as receive would have it
+            return self._receive_each(frames, 0, sender, now)
+        if block in rec.bitmap:
+            return False  # duplicates: progress only
+        # what _on_part does for each part in turn, with the parts stored in one call
+        before = rec.chunks_verified
+        results = rec.accept_parts(block, [(p.index, p.count, p.payload) for p in parts])
+        self.chunks_verified += rec.chunks_verified - before
+        touched = False
+        for result in results:
+            if result.accepted:
+                touched = True  # a block verified: a pipelining relay may forward it
+            elif result.reason not in ("duplicate", "part kept"):
+                self.events.append(f"block {block} rejected: {result.reason}")
+                touched = True
+        if rec.complete:  # the last block: the parts after it were duplicates
+            self._send_done(0)
+            self._verify_and_install(now)
+            return True
+        return touched
+
+    def _receive_each(self, frames: Sequence[bytes], first: int, sender: Hashable, now: float) -> bool:
+        touched = False
+        for data in frames[first:]:
+            if self.receive(data, sender, now):
+                touched = True
+        return touched
 
     def _accept_head(self, head_bytes: bytes) -> MapHead | None:
         try:

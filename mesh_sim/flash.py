@@ -65,6 +65,11 @@ class SharedSlotFlash:
             return
         i = bisect_left(starts, offset)
         fresh = i == len(starts) or starts[i] != offset
+        if not fresh and len(pieces[offset]) > len(data):  # a shorter write over a piece: keep its
+            # tail as it reads now (what was pasted over it included), so no byte is forgotten
+            data += self.read_slot(slot, offset + len(data), len(pieces[offset]) - len(data))
+            if len(data) >= 64:
+                data = self._pool.setdefault(data, data)
         if not self._overlap[slot]:
             j = i if fresh else i + 1
             if (i > 0 and starts[i - 1] + len(pieces[starts[i - 1]]) > offset) or (
@@ -79,13 +84,13 @@ class SharedSlotFlash:
     def read_slot(self, slot: int, offset: int, length: int) -> bytes:
         self._check(slot, offset, length)
         pieces = self._slots[slot]
-        exact = pieces.get(offset)
-        if exact is not None and len(exact) == length:
-            return exact
         end = offset + length
-        if self._overlap[slot]:
+        if self._overlap[slot]:  # (a piece at the offset may have been written over since)
             joined = self._read_contiguous(pieces, offset, end)
         else:
+            exact = pieces.get(offset)
+            if exact is not None and len(exact) == length:
+                return exact
             joined = self._read_sorted(pieces, self._starts[slot], offset, end)
         if joined is not None:
             return joined

@@ -21,7 +21,7 @@ import dataclasses
 import math
 import random
 import struct
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 from firmware_proto import boot as bootmod
 from firmware_proto.block_source import ReceiverSource
@@ -48,7 +48,7 @@ from .faults import RootFault, root_tap
 from .flash import SharedSlotFlash
 from .group_node import GroupLink, SimNode
 from .params import E2E_HEADER, REQUEST_BYTES, GroupParams
-from .radio import Radio
+from .radio import BROADCAST, Radio
 
 __all__ = ["GroupSim"]
 
@@ -144,7 +144,7 @@ class GroupSim:
         self.node_name: Callable[[Hashable], str] = str
         self.mesh_report_interval = 5.0
         self._reporters: dict[int, tuple[MeshReporter, float]] = {}  # node → (reporter, next look)
-        radio.attach(clock, self._deliver, self._arm, self._deliver_all)
+        radio.attach(clock, self._deliver, self._arm, self._deliver_all, self._deliver_burst)
 
     # -- set-up -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,6 +214,16 @@ class GroupSim:
         if node.root is not None:  # the root's own agent and core hear what the other one sends
             self.clock.after(0.0, self._deliver, src, src, frame)
 
+    def transmit_burst(self, src: int, frames: tuple[bytes, ...]) -> None:
+        """Payload frames (PART) back to back as one radio burst; anything else frame by frame."""
+        if not all(frame_type(f) in _PAYLOAD for f in frames):
+            for f in frames:
+                self.transmit(src, BROADCAST, f)
+            return
+        self.radio.send_burst(src, frames, kind="data")
+        if self.nodes[src].root is not None:  # the root's own agent hears what its core sends
+            self.clock.after(0.0, self._deliver_burst, [(src, frames)], src)
+
     def _cell(self, v: int) -> int:
         p = self.tree.parent[v]
         return p if p >= 0 else v
@@ -244,6 +254,25 @@ class GroupSim:
             agent = node.agent
             # (a radio never delivers a broadcast to its own sender: sender != r)
             if agent is not None and agent.state > _LEARNED and agent.receive(frame, sender, now):
+                self._pump(r)
+
+    def _deliver_burst(self, got: list[tuple[int, Sequence[bytes]]], sender: int) -> None:
+        """A burst of payload frames (``transmit_burst``): each receiver's agent takes the frames
+        it got in one call (``UpdateAgent.receive_burst``, the same as one ``receive`` each, in
+        order); no relay or root core takes payload frames (``relay_accepts``)."""
+        nodes = self.nodes
+        now = self.clock.now
+        for r, frames in got:
+            node = nodes[r]
+            if node.down:
+                continue
+            agent = node.agent
+            if (
+                agent is not None
+                and (sender != r or node.root is not None)
+                and agent.state > _LEARNED
+                and agent.receive_burst(frames, sender, now)
+            ):
                 self._pump(r)
 
     def _deliver(self, receiver: int, sender: int, frame: bytes) -> None:

@@ -55,6 +55,14 @@ class GroupLink:
         if tapped is not None:
             self.sim.transmit(self.node, BROADCAST, tapped)
 
+    def send_burst(self, frames: list[bytes]) -> None:
+        """A block's PART frames, back to back (``GroupStreamRoot`` sends them so): one radio
+        queue entry, each frame lost or received on its own (``Radio.send_burst``)."""
+        if self.tap is not None:
+            frames = [t for f in frames if (t := self.tap(f)) is not None]
+        if frames:
+            self.sim.transmit_burst(self.node, tuple(frames))
+
     def send_unicast(self, node: Hashable, frame: bytes) -> None:
         assert isinstance(node, int)
         tapped = self._tapped(frame)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["BROADCAST", "PROFILES", "Radio", "RadioProfile"]
 
 BROADCAST = -1
+Burst = tuple[bytes, ...]  # frames sent back to back as one queue entry (Radio.send_burst)
 GROUP_KINDS = frozenset({"data", "stream-control", "feedback"})  # the group link's own datagrams
 
 
@@ -141,9 +142,10 @@ class Radio:
         self.frames_lost = 0
         self.collided = 0
         # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done)
-        self.queues: list[deque[tuple[int, bytes | None, int, str, Callable[[bool], None] | None, float]]] = [
-            deque() for _ in range(n)
-        ]
+        # (a burst, send_burst: data is the tuple of its frames, payload bytes -1)
+        self.queues: list[
+            deque[tuple[int, Burst | bytes | None, int, str, Callable[[bool], None] | None, float]]
+        ] = [deque() for _ in range(n)]
         self.busy = [False] * n
         self.bytes_by_kind: dict[str, int] = {}
         self.frames_by_kind: dict[str, int] = {}
@@ -151,7 +153,8 @@ class Radio:
         self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
         self._on_idle: Callable[[int], None] = lambda _n: None
         self._deliver_all: Callable[[list[int], int, bytes], None] | None = None
-        self._geometry: dict[int, tuple[int, int, float, float]] = {}
+        self._deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int], None] | None = None
+        self._geometry: dict[int | tuple[int, ...], tuple[int, int, float, float]] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
         self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
@@ -164,16 +167,20 @@ class Radio:
         deliver: Callable[[int, int, bytes], None],
         on_idle: Callable[[int], None],
         deliver_all: Callable[[list[int], int, bytes], None] | None = None,
+        deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int], None] | None = None,
     ) -> None:
         """Frames sent with :meth:`send` go on air in clock time; ``deliver(receiver, sender, data)``
         hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty, or
         its group-link datagrams (GROUP_KINDS) fell below two (back-pressure for stream cores).
         ``deliver_all(receivers, sender, data)``, if given, takes one broadcast's receivers at once
-        (in the order ``deliver`` would have been called for each: the same run, fewer calls)."""
+        (in the order ``deliver`` would have been called for each: the same run, fewer calls).
+        ``deliver_burst([(receiver, frames it got), ...], sender)`` takes a burst's receivers
+        (:meth:`send_burst`); without it each frame a receiver got goes to ``deliver``."""
         self._clock = clock
         self._deliver = deliver
         self._on_idle = on_idle
         self._deliver_all = deliver_all
+        self._deliver_burst = deliver_burst
 
     def queued(self, node: int) -> int:
         return len(self.queues[node])
@@ -215,6 +222,41 @@ class Radio:
                 clock._seq += 1  # clock.at, inlined (hot path; the time is always ahead of now)
                 heappush(clock._heap, (start + self.profile.slot, clock._seq, self._start, (src,)))
 
+    def send_burst(self, src: int, frames: Burst, *, kind: str = "data") -> None:
+        """Queue broadcast frames that leave back to back, each one link frame (a block's PART
+        frames, SPEC.md §3.2): one queue entry and one channel reservation, like the fragments of
+        a datagram (a CSMA slot and the airtime of each frame), but each frame is lost or received
+        on its own at each neighbour (one loss draw per frame and receiver)."""
+        if not self.alive[src]:
+            return
+        assert self._clock is not None
+        clock = self._clock
+        self.queues[src].append((BROADCAST, frames, -1, kind, None, clock.now))
+        if kind in GROUP_KINDS:
+            self.group_queued[src] += 1
+        if not self.busy[src]:
+            self.busy[src] = True
+            start = self.channel_free[src]
+            if start <= clock.now:
+                self._start(src)
+            else:
+                clock._seq += 1
+                heappush(clock._heap, (start + self.profile.slot, clock._seq, self._start, (src,)))
+
+    def _burst_shape(self, frames: Burst) -> tuple[int, int, float, float]:
+        """:meth:`_shape` of a burst: one link frame per frame (network and MAC headers each)."""
+        key = tuple(map(len, frames))
+        g = self._geometry.get(key)
+        if g is None:
+            p = self.profile
+            sizes = [n + p.net_header + p.mac_header for n in key]
+            if max(sizes) > p.max_frame:
+                raise ValueError(f"a burst frame of {max(key)} B does not fit one {p.name} frame")
+            air = sum(p.airtime(f) + p.slot for f in sizes)
+            g = (len(sizes), sum(sizes) + p.phy_overhead * len(sizes), air, air / len(sizes))
+            self._geometry[key] = g
+        return g
+
     def _shape(self, payload: int) -> tuple[int, int, float, float]:
         """(fragments, bytes on air, airtime incl. CSMA slots, one fragment's mean airtime)."""
         g = self._geometry.get(payload)
@@ -246,8 +288,8 @@ class Radio:
             clock._seq += 1
             heappush(clock._heap, (free[src] + self.profile.slot, clock._seq, self._start, (src,)))
             return
-        dst, _data, payload, kind, _done, _ready = q[0]
-        frags, on_air, air, frag_air = self._shape(payload)
+        dst, data, payload, kind, _done, _ready = q[0]
+        frags, on_air, air, frag_air = self._shape(payload) if payload >= 0 else self._burst_shape(data)  # type: ignore[arg-type]
         delivered = True
         frames = frags
         if dst != BROADCAST:  # per-fragment link ACK and retries, drawn now (their airtime counts)
@@ -298,7 +340,10 @@ class Radio:
             self.group_queued[src] -= 1
             group_room = self.group_queued[src] == 1  # a core held back by back-pressure may go on
         start, air, delivered, frags = self._inflight[src]
-        if dst == BROADCAST:
+        if type(data) is tuple:
+            if self.alive[src]:
+                self._end_burst(src, data, start, air)
+        elif dst == BROADCAST:
             if self.alive[src] and data is not None:
                 rnd = self.rng.random
                 alive = self.alive
@@ -338,17 +383,17 @@ class Radio:
                     self.frames_lost += lost
                 if self._deliver_all is not None:
                     if got:
-                        self._deliver_all(got, src, data)
+                        self._deliver_all(got, src, data)  # type: ignore[arg-type]
                 else:
                     deliver = self._deliver
                     for nb in got:
-                        deliver(nb, src, data)
+                        deliver(nb, src, data)  # type: ignore[arg-type]
         else:
             ok = delivered and self.alive[src] and self.alive[dst]
             if not ok:
                 self.frames_lost += 1
             if ok and data is not None:
-                self._deliver(dst, src, data)
+                self._deliver(dst, src, data)  # type: ignore[arg-type]
             if on_done is not None:
                 on_done(ok)
         if q and self.alive[src]:
@@ -361,6 +406,52 @@ class Radio:
         else:
             self._drop_queue(src)
             self._on_idle(src)
+
+    def _end_burst(self, src: int, frames: Burst, start: float, air: float) -> None:
+        """A burst ended: each neighbour draws each frame's loss on its own and gets the frames
+        that arrived (the burst's own tuple when all did); a hidden terminal (``collisions``)
+        loses the whole burst there."""
+        rnd = self.rng.random
+        alive = self.alive
+        rx_time = self.rx_time
+        end = start + air
+        n = len(frames)
+        hear = self._hearing.get((src, 1))
+        if hear is None:
+            hear = self._hearing[(src, 1)] = [
+                (nb, bool(loss), 1.0 - loss) for nb, loss in self.topo.adjacency[src]
+            ]
+        busy = self.rx_busy_until if self.collisions else None
+        got: list[tuple[int, Sequence[bytes]]] = []
+        lost = 0
+        for nb, lossy, p_ok in hear:
+            if not alive[nb]:
+                continue
+            rx_time[nb] += air
+            if busy is not None:
+                if busy[nb] > start:
+                    self.collided += n
+                    busy[nb] = max(busy[nb], end)
+                    continue
+                busy[nb] = end
+            if lossy:
+                heard: Sequence[bytes] = [f for f in frames if rnd() < p_ok]
+                if len(heard) != n:
+                    lost += n - len(heard)
+                    if heard:
+                        got.append((nb, heard))
+                    continue
+            got.append((nb, frames))
+        self.frames_lost += lost
+        if not got:
+            return
+        if self._deliver_burst is not None:
+            self._deliver_burst(got, src)
+        else:
+            deliver = self._deliver
+            for nb, heard in got:
+                for f in heard:
+                    deliver(nb, src, f)
 
     def _drop_queue(self, src: int) -> None:
         q = self.queues[src]

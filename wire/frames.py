@@ -276,22 +276,27 @@ def _check_coded(blocks: tuple[int, ...]) -> None:
         raise FrameError("CODED block indexes repeat")
 
 
-_last_decoded: tuple[bytes | None, Frame | None] = (None, None)  # (bytes object, its frame): see decode
+_DECODED_MAX = 64
+_decoded: dict[int, tuple[bytes, Frame]] = {}  # id(bytes object) → (that object, its frame): see decode
 
 
 def decode(data: bytes) -> Frame:
     """The frame in ``data`` (:class:`FrameError` if it is none).
 
-    Frames are immutable: the same ``bytes`` object decoded again (one broadcast handed to many
-    receivers, as the simulator does) returns the frame decoded last time, without parsing. The
-    memo is one tuple swapped whole, so a reader never pairs one frame's bytes with another's."""
-    global _last_decoded
-    last_data, last_frame = _last_decoded
-    if data is last_data and last_frame is not None:
-        return last_frame
+    Frames are immutable: the same ``bytes`` object decoded again (one broadcast, or a burst of a
+    block's parts, handed to many receivers, as the simulator does) returns the frame decoded
+    before, without parsing. The memo holds the last ``_DECODED_MAX`` objects (each entry keeps its
+    bytes object alive and is checked by identity, so an id reused by another object never
+    matches); an entry is one tuple stored whole, so a reader never pairs one frame's bytes with
+    another's."""
+    hit = _decoded.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
     frame = _decode(data)
     if type(data) is bytes:
-        _last_decoded = (data, frame)
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[id(data)] = (data, frame)
     return frame
 
 

@@ -91,9 +91,7 @@ class RelayUdp:
                 transport.close()
 
 
-async def run_relay(
-    gateway: tuple[str, int], listen: tuple[str, int], stop: asyncio.Event
-) -> RelayUdp:
+async def run_relay(gateway: tuple[str, int], listen: tuple[str, int], stop: asyncio.Event) -> RelayUdp:
     """Run a relay until ``stop`` is set (tests pass their own event)."""
     relay = RelayUdp(gateway, listen)
     await relay.start()

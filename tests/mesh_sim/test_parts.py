@@ -7,7 +7,10 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from firmware_proto.testing.flash import MemoryFlash
 from mesh_sim.control import IndexedBroker
 from mesh_sim.flash import SharedSlotFlash
 from mqttsn import BrokerConnect, BrokerDisconnect, BrokerSubscribe, BrokerUnsubscribe
@@ -37,6 +40,39 @@ def test_slot_reads_match_a_plain_byte_array(seed: int) -> None:
             start = start // 100 * 100
         length = rng.randint(0, 1000 - start)
         assert flash.read_slot(0, start, length) == bytes(ref[start : start + length])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 15), st.integers(1, 16), st.sampled_from([None, 0x00, 0x5A])),
+        max_size=24,
+    ),
+    st.integers(0, 15),
+    st.integers(0, 16),
+)
+def test_any_writes_same_offsets_included_read_like_memory_flash(
+    writes: list[tuple[int, int, int | None]], start: int, parts: int
+) -> None:
+    """Writes in 64-byte units at any offsets, the same offset again with a shorter or longer
+    piece included (a burst's joined parts, then one part of it again): every read equals the
+    product's plain byte-array flash."""
+    flash = SharedSlotFlash(32 * 64, {})
+    ref = MemoryFlash(32 * 64)
+    for n, (at, units, fill) in enumerate(writes):
+        data = bytes([fill if fill is not None else n]) * (units * 64)
+        flash.write_slot(0, at * 64, data)
+        ref.write_slot(0, at * 64, data)
+        assert flash.read_slot(0, 0, 32 * 64) == ref.read_slot(0, 0, 32 * 64)
+    length = min(parts * 64, 32 * 64 - start * 64)
+    assert flash.read_slot(0, start * 64, length) == ref.read_slot(0, start * 64, length)
+
+
+def test_a_shorter_write_at_a_piece_start_keeps_the_piece_tail() -> None:
+    flash = SharedSlotFlash(1000, {})
+    flash.write_slot(0, 100, b"a" * 300)  # a run of parts written at once
+    flash.write_slot(0, 100, b"b" * 100)  # one part of it again
+    assert flash.read_slot(0, 100, 300) == b"b" * 100 + b"a" * 200
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -1,10 +1,10 @@
 """mesh_sim shortcuts that make runs cheaper must not change what is simulated: the same seed gives
-the same trace with them off (every reception delivered one by one through the routing rules, and
-the driver pumping the node after every frame the agent takes)."""
+the same trace with them off (every reception delivered one by one through the routing rules, a
+burst's frames too, and the driver pumping the node after every frame the agent takes)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 import pytest
 
@@ -33,6 +33,14 @@ def test_shortcuts_off_give_the_same_trace(profile: str, monkeypatch: pytest.Mon
         for r in receivers:
             self._deliver(r, sender, frame)
 
+    bursts = []
+
+    def burst_one_by_one(self: GroupSim, got: list[tuple[int, Sequence[bytes]]], sender: int) -> None:
+        bursts.append(len(got))
+        for r, frames in got:
+            for f in frames:
+                self._deliver(r, sender, f)
+
     receive = UpdateAgent.receive
     kept = []
 
@@ -42,8 +50,10 @@ def test_shortcuts_off_give_the_same_trace(profile: str, monkeypatch: pytest.Mon
         return True  # the driver pumps after every frame, duplicates and kept parts included
 
     monkeypatch.setattr(GroupSim, "_deliver_all", one_by_one)
+    monkeypatch.setattr(GroupSim, "_deliver_burst", burst_one_by_one)
     monkeypatch.setattr(UpdateAgent, "receive", always_touched)
     slow = run_scenario(sc, 5)
     assert kept  # the shortcut had receptions to skip
+    assert bool(bursts) == (profile == "802.15.4")  # a block's parts go as one burst on 802.15.4
     assert slow.trace_hash == fast.trace_hash
     assert slow.summary["group_stream"] == fast.summary["group_stream"]
