@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from firmware_proto.flash_store import ChunkBitmap, FlashStore
 from wire.chunk_map import HASH_LEN, ChunkMap, MapHead, leaf_hash, page_root_from_path
-from wire.frames import PARTS_ALL, PARTS_MAX, part_bounds
+from wire.frames import PARTS_ALL, PARTS_MAX
 
 __all__ = [
     "MAX_PARTIAL",
@@ -163,16 +163,18 @@ class ChunkReceiver:
         base = 0 if page else (block - head.page_count) * head.chunk_size
         run: list[bytes] = []  # new parts of a chunk not written yet, contiguous in the slot
         run_at = run_end = 0
-        bitmap = self.bitmap
         partial = self.partial
+        held = block in self.bitmap
         for index, count, payload in parts:
-            if block in bitmap:
+            if held:
                 results.append(_DUPLICATE)
                 continue
             if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
                 results.append(BlockResult(False, "part index out of range"))
                 continue
-            start, end = part_bounds(length, count, index)
+            size = -(-length // count)  # part_bounds, inlined
+            start = min(length, index * size)
+            end = min(length, start + size)
             if end - start != len(payload) or not payload:
                 results.append(BlockResult(False, "part has a wrong length"))
                 continue
@@ -206,12 +208,13 @@ class ChunkReceiver:
             del partial[block]
             if state.data is not None:
                 results.append(self.accept_block(block, bytes(state.data)))
-                continue
-            if run:
-                self.flash.write_slot(self.slot, run_at, b"".join(run))
-                run = []
-            whole = self.flash.read_slot(self.slot, base, length)
-            results.append(self.accept_block(block, whole, in_slot=True))
+            else:
+                if run:
+                    self.flash.write_slot(self.slot, run_at, b"".join(run))
+                    run = []
+                whole = self.flash.read_slot(self.slot, base, length)
+                results.append(self.accept_block(block, whole, in_slot=True))
+            held = block in self.bitmap
         if run:
             self.flash.write_slot(self.slot, run_at, b"".join(run))
         return results

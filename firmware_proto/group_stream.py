@@ -52,14 +52,13 @@ from wire.frames import (
     FrameError,
     Head,
     Nack,
-    Part,
     Poll,
     Want,
     decode,
     encode,
+    encode_parts,
     missing_from_nack,
     nack_parts,
-    part_bounds,
     xor_blocks,
 )
 
@@ -456,12 +455,7 @@ class GroupStreamRoot:
     def _send_parts(self, group: _Group, sid: bytes, source: BlockSource, item: _PartItem) -> None:
         """A block's parts, back to back: one burst on a link that takes bursts (a radio driver
         queues them as it would a datagram's fragments), else frame by frame."""
-        payload = source.payload(item.block)
-        tag = sid[:2]
-        frames = []
-        for j in item.indexes:
-            start, end = part_bounds(len(payload), item.count, j)
-            frames.append(encode(Part(tag, item.block, j, item.count, payload[start:end])))
+        frames = encode_parts(sid[:2], item.block, item.count, item.indexes, source.payload(item.block))
         targets = self._unicast_targets(group)
         if targets is not None:
             for member in targets:
@@ -469,8 +463,13 @@ class GroupStreamRoot:
                     self._count(frame)
                     self.link.send_unicast(member, frame)
             return
-        for frame in frames:
-            self._count(frame)
+        size = sum(map(len, frames))
+        self.bytes_sent += size
+        self.frames_sent += len(frames)
+        active = self._groups.get(self._active) if self._active else None  # (_count, at once)
+        if active is not None:
+            active.bytes_on_air += size
+            active.frames_on_air += len(frames)
         burst = getattr(self.link, "send_burst", None)
         if burst is not None:
             burst(frames)

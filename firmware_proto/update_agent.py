@@ -74,6 +74,7 @@ from wire.frames import (
     missing_from_nack,
     nack_covers,
     nack_parts,
+    part_burst,
     parts_covers,
     xor_blocks,
 )
@@ -424,35 +425,26 @@ class UpdateAgent:
         """Frames heard back to back from one sender (a block's parts, SPEC.md §3.2): the same as
         :meth:`receive` for each in order; True if any of those calls would have returned True.
 
-        Fast path for what a burst is, the PART frames of one block of this node's stream: the
-        block is looked up once, and once it is held the remaining parts are duplicates (progress
-        only, as :meth:`receive` treats them). Anything else goes frame by frame."""
+        Fast path for what a burst is, well-formed PART frames of one block of this node's stream
+        (:func:`wire.frames.part_burst`, on the raw headers): the block is looked up once (held:
+        every part a duplicate, progress only, as :meth:`receive` treats them) and its parts are
+        stored in one call (:meth:`ChunkReceiver.accept_parts`). Anything else goes frame by
+        frame."""
         rec = self._receiver
         state = self._job.state
         if rec is None or not (state is _S.RECEIVING or state is _S.REQUESTED):
-            return self._receive_each(frames, 0, sender, now)
-        tag = self._stream_id[:2]
-        block = -1
-        parts: list[Part] = []
-        for data in frames:
-            try:
-                frame = decode(data)
-            except FrameError:
-                return self._receive_each(frames, 0, sender, now)
-            if type(frame) is not Part or frame.tag != tag or (block >= 0 and frame.block != block):
-                return self._receive_each(frames, 0, sender, now)
-            block = frame.block
-            parts.append(frame)
-        if not parts:
-            return False
+            return self._receive_each(frames, sender, now)
+        block = part_burst(frames, self._stream_id[:2])
+        if block is None:
+            return self._receive_each(frames, sender, now)
         self._last_progress = now
         if rec.complete:  # nothing left to take: each frame as receive would have it
-            return self._receive_each(frames, 0, sender, now)
+            return self._receive_each(frames, sender, now)
         if block in rec.bitmap:
             return False  # duplicates: progress only
         # what _on_part does for each part in turn, with the parts stored in one call
         before = rec.chunks_verified
-        results = rec.accept_parts(block, [(p.index, p.count, p.payload) for p in parts])
+        results = rec.accept_parts(block, [(f[8] >> 4, (f[8] & 15) + 1, f[9:]) for f in frames])
         self.chunks_verified += rec.chunks_verified - before
         touched = False
         for result in results:
@@ -467,9 +459,9 @@ class UpdateAgent:
             return True
         return touched
 
-    def _receive_each(self, frames: Sequence[bytes], first: int, sender: Hashable, now: float) -> bool:
+    def _receive_each(self, frames: Sequence[bytes], sender: Hashable, now: float) -> bool:
         touched = False
-        for data in frames[first:]:
+        for data in frames:
             if self.receive(data, sender, now):
                 touched = True
         return touched

@@ -10,6 +10,7 @@ new root serving the same map continues the same stream and nodes keep their bit
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wire.errors import WireError
@@ -38,11 +39,13 @@ __all__ = [
     "Want",
     "decode",
     "encode",
+    "encode_parts",
     "missing_from_nack",
     "nack_bitmap",
     "nack_covers",
     "nack_parts",
     "part_bounds",
+    "part_burst",
     "parts_covers",
     "xor_blocks",
 ]
@@ -160,6 +163,44 @@ def part_bounds(length: int, count: int, index: int) -> tuple[int, int]:
     size = -(-length // count)
     start = min(length, index * size)
     return start, min(length, start + size)
+
+
+def encode_parts(tag: bytes, block: int, count: int, indexes: Sequence[int], payload: bytes) -> list[bytes]:
+    """The PART frames ``indexes`` (each ``0 <= j < count``) of a block whose DATA payload is
+    ``payload``: ``encode(Part(tag, block, j, count, payload[part_bounds(...)]))`` for each j, with
+    the shared header packed once."""
+    if len(tag) != 2:
+        raise FrameError("PART tag must be 2 bytes")
+    if not 1 <= count <= PARTS_MAX:
+        raise FrameError(f"PART index must be below its count (1..{PARTS_MAX})")
+    head = bytes([FRAME_MAGIC, T_PART]) + tag + struct.pack(">I", block)
+    length = len(payload)
+    size = -(-length // count)
+    out = []
+    for j in indexes:
+        start = min(length, j * size)
+        piece = payload[start : start + size]
+        if not 0 <= j < count or not piece:
+            _check_part(j, count, piece)
+        out.append(head + bytes([(j << 4) | (count - 1)]) + piece)
+    return out
+
+
+def part_burst(frames: Sequence[bytes], tag: bytes) -> int | None:
+    """The block if every frame is a PART that :func:`decode` accepts, with stream tag ``tag``
+    and that one block (a burst: SPEC.md §3.2), else None; checked on the raw header, no frame
+    decoded. The parts are ``(data[8] >> 4, (data[8] & 15) + 1, data[9:])`` = (index, count,
+    payload)."""
+    if not frames:
+        return None
+    prefix = frames[0][:8]
+    if len(prefix) != 8 or prefix[0] != FRAME_MAGIC or prefix[1] != T_PART or prefix[2:4] != tag:
+        return None
+    for data in frames:
+        # decode's rules for a PART: a payload (len > header), index below count (count 1..16)
+        if len(data) <= PART_HEADER or data[:8] != prefix or data[8] >> 4 > data[8] & 15:
+            return None
+    return int.from_bytes(prefix[4:8], "big")
 
 
 def xor_blocks(payloads: list[bytes]) -> bytes:

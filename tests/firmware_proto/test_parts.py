@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import ChunkReceiver
 from firmware_proto.part_nack import parts_nack
@@ -191,3 +195,75 @@ def test_power_cut_forgets_parts_kept_and_the_block_is_asked_for_whole() -> None
     assert block in after.missing() and after.missing_parts(block) == PARTS_ALL
     assert after.accept_part(block, 1, 2, image[384:512]).reason == "part kept"  # part 0 is not claimed
     assert after.accept_part(block, 0, 2, image[256:384]).accepted
+
+
+_BURSTS = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, 2, 3, 4]),  # a page, chunks (3 and 4: the page of 3's leaves is page 0)
+        st.sampled_from([3, 3, 3, 4, 1]),  # how the block is cut (usually 3)
+        st.lists(
+            st.tuples(st.integers(0, 4), st.sampled_from(["good", "good", "good", "short", "flipped"])),
+            min_size=1,
+            max_size=6,
+        ),
+    ),
+    max_size=14,
+)
+
+
+@pytest.mark.parametrize("flash_kind", ["memory", "shared-slot"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bursts=_BURSTS, max_partial=st.sampled_from([1, 2, 256]), pages_first=st.booleans())
+def test_accept_parts_gives_what_accept_part_gives_for_each(  # type: ignore[no-untyped-def]
+    flash_kind: str, bursts, max_partial: int, pages_first: bool
+) -> None:
+    """A burst stored in one call (contiguous parts in one flash write) ends in the same results,
+    bitmap, parts kept, parked chunks and slot bytes as the same parts one call each: duplicates,
+    wrong lengths, other cuts, tampered parts, the cap on partly held blocks included."""
+    from mesh_sim.flash import SharedSlotFlash
+
+    def receiver() -> ChunkReceiver:
+        image = bytes((i * 13 + 7) & 0xFF for i in range(4000))
+        cmap = build_chunk_map(
+            image, artifact_id="a", artifact_name="n", chunk_size=256, sequence=1, key=SERVER_KEY
+        )
+        flash = MemoryFlash(8192) if flash_kind == "memory" else SharedSlotFlash(8192, {})
+        rec = ChunkReceiver.start(flash, 1, cmap.head)
+        rec.max_partial = max_partial
+        return rec
+
+    one, each = receiver(), receiver()
+    image = bytes((i * 13 + 7) & 0xFF for i in range(4000))
+    cmap = build_chunk_map(
+        image, artifact_id="a", artifact_name="n", chunk_size=256, sequence=1, key=SERVER_KEY
+    )
+    pages = cmap.head.page_count
+    assert pages < 3  # blocks 3 and 4 are chunks
+    if pages_first:  # chunks are then checked against their leaves as their last part arrives
+        for page in range(pages):
+            assert one.accept_block(page, cmap.page_payload(page)).accepted
+            assert each.accept_block(page, cmap.page_payload(page)).accepted
+    for block, count, picks in bursts:
+        payload = (
+            cmap.page_payload(block)
+            if block < pages
+            else image[(block - pages) * 256 : (block - pages + 1) * 256]
+        )
+        cut = _parts(payload, count)
+        parts = []
+        for j, how in picks:
+            data = cut[j] if j < count else b"x"
+            if how == "short":
+                data = data[:-1]
+            elif how == "flipped" and data:
+                data = bytes([data[0] ^ 1]) + data[1:]
+            parts.append((j, count, data))
+        got = one.accept_parts(block, parts)
+        want = [each.accept_part(block, j, c, d) for j, c, d in parts]
+        assert got == want
+        assert one.bitmap.to_bytes() == each.bitmap.to_bytes()
+        assert {b: (s.count, s.held) for b, s in one.partial.items()} == {
+            b: (s.count, s.held) for b, s in each.partial.items()
+        }
+        assert one.parked == each.parked and one.chunks_verified == each.chunks_verified
+        assert one.flash.read_slot(1, 0, 8192) == each.flash.read_slot(1, 0, 8192)

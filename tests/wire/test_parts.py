@@ -20,8 +20,10 @@ from wire.frames import (
     Part,
     decode,
     encode,
+    encode_parts,
     nack_parts,
     part_bounds,
+    part_burst,
     parts_covers,
 )
 
@@ -117,3 +119,70 @@ def test_decode_never_raises_anything_but_frame_error(tail: bytes) -> None:
         decode(b"\x4f\x08\x01\x02" + tail)
     with contextlib.suppress(FrameError):
         decode(b"\x4f\x05" + bytes(8) + b"\x00\x01\x04" + tail)
+
+
+@given(
+    st.binary(min_size=0, max_size=200),
+    st.integers(1, PARTS_MAX),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 17), max_size=20),
+)
+def test_encode_parts_is_encode_of_each_part(
+    payload: bytes, count: int, block: int, indexes: list[int]
+) -> None:
+    """The sender's one-call encoder gives encode(Part(...)) for each index, or refuses as it does."""
+    tag = b"\x12\x34"
+    try:
+        want = []
+        for j in indexes:
+            start, end = part_bounds(len(payload), count, j)
+            want.append(encode(Part(tag, block, j, count, payload[start:end])))
+    except FrameError:
+        with pytest.raises(FrameError):
+            encode_parts(tag, block, count, indexes, payload)
+        return
+    assert encode_parts(tag, block, count, indexes, payload) == want
+
+
+_PART_BYTES = st.one_of(
+    st.builds(
+        lambda block, pc, payload, tag: (
+            bytes([0x4F, 8]) + tag + block.to_bytes(4, "big") + bytes([pc]) + payload
+        ),
+        st.sampled_from([0, 7]),
+        st.integers(0, 255),
+        st.binary(max_size=4),
+        st.sampled_from([b"\x12\x34", b"\x12\x35"]),
+    ),
+    st.binary(max_size=14),
+)
+
+
+@given(st.lists(_PART_BYTES, max_size=6))
+def test_part_burst_agrees_with_decode(frames: list[bytes]) -> None:
+    """A burst is taken on its raw headers exactly when decode takes every frame as a PART of the
+    tag and one block: the agent's fast path sees what frame-by-frame decoding would."""
+    decoded: list[Part] | None = []
+    for f in frames:
+        try:
+            frame = decode(f)
+        except FrameError:
+            decoded = None
+            break
+        if (
+            not isinstance(frame, Part)
+            or frame.tag != b"\x12\x34"
+            or decoded
+            and frame.block != decoded[0].block
+        ):
+            decoded = None
+            break
+        decoded.append(frame)
+    block = part_burst(frames, b"\x12\x34")
+    if not decoded:
+        assert block is None
+        return
+    assert block == decoded[0].block
+    assert [(f[8] >> 4, (f[8] & 15) + 1, f[9:]) for f in frames] == [
+        (p.index, p.count, p.payload) for p in decoded
+    ]
