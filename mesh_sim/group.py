@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_CODED, T_DATA, T_NACK, T_PART, T_WANT, FrameError, decode
+from wire.frames import T_CODED, T_DATA, T_HEAD, T_NACK, T_PART, T_WANT, FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -230,23 +230,37 @@ class GroupSim:
 
     def _deliver_all(self, receivers: list[int], sender: int, frame: bytes) -> None:
         """One broadcast's receivers, in order: :meth:`_deliver` for each, with the routing rules
-        of a payload frame (DATA, CODED, PART: the agent takes it whoever sent it, no relay or root
-        core does; ``agent_accepts``/``relay_accepts``) applied once for the whole broadcast, and
-        a WANT handed only to the sender's parent (to every other receiver :meth:`_deliver` does
-        nothing: no agent takes WANT, a core only from its children)."""
+        of a frame type applied once for the whole broadcast (``agent_accepts``/``relay_accepts``):
+        a payload frame (DATA, CODED, PART) to every agent, no core; a WANT only to the sender's
+        parent core (no agent takes WANT, a core only from its children); a NACK to that core and
+        the agents of the sender's cell; a HEAD to every agent; anything else (POLL, END) to the
+        agents of the sender's children. To every other receiver :meth:`_deliver` does nothing."""
         kind = frame_type(frame)
-        if kind not in _PAYLOAD:
-            if kind == T_WANT:  # only the sender's parent core takes a WANT; no agent does
-                parent = self.tree.parent[sender]
-                for r in receivers:
-                    if r == parent:
-                        self._deliver(r, sender, frame)
-                return
-            for r in receivers:
-                self._deliver(r, sender, frame)
-            return
         nodes = self.nodes
         now = self.clock.now
+        if kind not in _PAYLOAD:
+            parent = self.tree.parent
+            if kind == T_WANT:  # only the sender's parent core takes a WANT; no agent does
+                for r in receivers:
+                    if r == parent[sender]:
+                        self._deliver(r, sender, frame)
+                return
+            if kind == T_NACK:  # the sender's parent core; the agents of its cell (siblings)
+                self._deliver_nack(receivers, sender, frame)
+                return
+            for r in receivers:  # HEAD: every agent; POLL, END, anything else: the sender's children
+                if kind != T_HEAD and parent[r] != sender:
+                    continue
+                node = nodes[r]
+                agent = node.agent
+                if (
+                    not node.down
+                    and agent is not None
+                    and agent.state > _LEARNED
+                    and agent.receive(frame, sender, now)
+                ):
+                    self._pump(r)
+            return
         for r in receivers:
             node = nodes[r]
             if node.down:
@@ -254,6 +268,31 @@ class GroupSim:
             agent = node.agent
             # (a radio never delivers a broadcast to its own sender: sender != r)
             if agent is not None and agent.state > _LEARNED and agent.receive(frame, sender, now):
+                self._pump(r)
+
+    def _deliver_nack(self, receivers: list[int], sender: int, frame: bytes) -> None:
+        """:meth:`_deliver` of a NACK for each receiver: the sender's parent core takes it
+        (``relay_accepts``), the agents of the sender's cell overhear it (``agent_accepts``)."""
+        parent = self.tree.parent
+        nodes = self.nodes
+        now = self.clock.now
+        ps = parent[sender]
+        cell = ps if ps >= 0 else sender
+        for r in receivers:
+            node = nodes[r]
+            if node.down:
+                continue
+            touched = False
+            if r == ps:
+                core = node.root if node.root is not None else node.relay
+                if core is not None:
+                    core.receive(frame, sender, now)
+                    touched = True
+            pr = parent[r]
+            agent = node.agent
+            if (pr if pr >= 0 else r) == cell and agent is not None and agent.state > _LEARNED:
+                touched = agent.receive(frame, sender, now) or touched
+            if touched:
                 self._pump(r)
 
     def _deliver_burst(self, got: list[tuple[int, Sequence[bytes]]], sender: int) -> None:

@@ -159,6 +159,7 @@ class Radio:
         self._nbrs: list[list[int] | None] = [None] * n
         self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
         self._hearing: dict[tuple[int, int], list[tuple[int, bool, float]]] = {}
+        self._gaps: dict[int, list[tuple[int, float]]] = {}  # bursts: (neighbour, log(1 - loss))
 
     # -- event-driven transmissions (the group stream) -------------------------------------------
     def attach(
@@ -227,6 +228,7 @@ class Radio:
         frames, SPEC.md §3.2): one queue entry and one channel reservation, like the fragments of
         a datagram (a CSMA slot and the airtime of each frame), but each frame is lost or received
         on its own at each neighbour (one loss draw per frame and receiver)."""
+        self._burst_shape(frames)  # (a frame too big for one link frame: refused here, not queued)
         if not self.alive[src]:
             return
         assert self._clock is not None
@@ -408,23 +410,27 @@ class Radio:
             self._on_idle(src)
 
     def _end_burst(self, src: int, frames: Burst, start: float, air: float) -> None:
-        """A burst ended: each neighbour draws each frame's loss on its own and gets the frames
-        that arrived (the burst's own tuple when all did); a hidden terminal (``collisions``)
-        loses the whole burst there."""
+        """A burst ended: each neighbour loses each frame on its own (probability: the link's
+        loss) and gets the frames that arrived (the burst's own tuple when all did); a hidden
+        terminal (``collisions``) loses the whole burst there. The lost frames are drawn as gaps
+        between losses (geometric, one draw per loss and one more, not one per frame: the same
+        independent per-frame losses)."""
         rnd = self.rng.random
         alive = self.alive
         rx_time = self.rx_time
         end = start + air
         n = len(frames)
-        hear = self._hearing.get((src, 1))
-        if hear is None:
-            hear = self._hearing[(src, 1)] = [
-                (nb, bool(loss), 1.0 - loss) for nb, loss in self.topo.adjacency[src]
+        hear = self._gaps.get(src)
+        if hear is None:  # (neighbour, log(1 - loss); 0.0: lossless)
+            hear = self._gaps[src] = [
+                (nb, math.log(1.0 - loss) if loss < 1.0 else -math.inf)
+                for nb, loss in self.topo.adjacency[src]
             ]
         busy = self.rx_busy_until if self.collisions else None
         got: list[tuple[int, Sequence[bytes]]] = []
         lost = 0
-        for nb, lossy, p_ok in hear:
+        log = math.log
+        for nb, q in hear:
             if not alive[nb]:
                 continue
             rx_time[nb] += air
@@ -434,10 +440,15 @@ class Radio:
                     busy[nb] = max(busy[nb], end)
                     continue
                 busy[nb] = end
-            if lossy:
-                heard: Sequence[bytes] = [f for f in frames if rnd() < p_ok]
-                if len(heard) != n:
-                    lost += n - len(heard)
+            if q:
+                pos = int(log(1.0 - rnd()) / q)  # frames received before the first lost one
+                if pos < n:
+                    heard: list[bytes] = list(frames[:pos])
+                    while pos < n:
+                        lost += 1
+                        nxt = pos + 1 + int(log(1.0 - rnd()) / q)
+                        heard += frames[pos + 1 : nxt]
+                        pos = nxt
                     if heard:
                         got.append((nb, heard))
                     continue
@@ -449,8 +460,8 @@ class Radio:
             self._deliver_burst(got, src)
         else:
             deliver = self._deliver
-            for nb, heard in got:
-                for f in heard:
+            for nb, heard_frames in got:
+                for f in heard_frames:
                     deliver(nb, src, f)
 
     def _drop_queue(self, src: int) -> None:

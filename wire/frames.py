@@ -198,9 +198,12 @@ def part_burst(frames: Sequence[bytes], tag: bytes) -> int | None:
         return None
     for data in frames:
         # decode's rules for a PART: a payload (len > header), index below count (count 1..16)
-        if len(data) <= PART_HEADER or data[:8] != prefix or data[8] >> 4 > data[8] & 15:
+        if len(data) <= PART_HEADER or data[8] not in _PART_BYTE_OK or not data.startswith(prefix):
             return None
     return int.from_bytes(prefix[4:8], "big")
+
+
+_PART_BYTE_OK = frozenset(pc for pc in range(256) if pc >> 4 <= pc & 15)  # index <= count - 1
 
 
 def xor_blocks(payloads: list[bytes]) -> bytes:
