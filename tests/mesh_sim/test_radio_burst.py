@@ -64,6 +64,6 @@ def test_a_frame_too_big_for_one_link_frame_is_refused() -> None:
     radio = _star(0.0)
     clock = EventClock()
     radio.attach(clock, lambda r, s, d: None, lambda v: None)
-    with pytest.raises(ValueError, match="does not fit one 802.15.4 frame"):
+    with pytest.raises(ValueError, match=r"does not fit one 802\.15\.4 frame"):
         radio.send_burst(0, (b"x" * 200,))
     assert radio.queued(0) == 0 and radio.frames_tx[0] == 0
