@@ -63,6 +63,8 @@ def _all_parts(count: int) -> int:
     return (0xFFFF << (16 - count)) & 0xFFFF
 
 
+_ALL_PARTS = [_all_parts(c) for c in range(PARTS_MAX + 1)]  # by count
+
 class ChunkReceiver:
     def __init__(
         self,
@@ -202,17 +204,22 @@ class ChunkReceiver:
                     self.flash.write_slot(self.slot, run_at, b"".join(run))
                 run, run_at, run_end = [payload], base + start, base + end
             state.held |= bit
-            if state.held != _all_parts(count):
+            if state.held != _ALL_PARTS[count]:
                 results.append(_PART_KEPT)
                 continue
             del partial[block]
             if state.data is not None:
                 results.append(self.accept_block(block, bytes(state.data)))
             else:
+                whole = b""
                 if run:
-                    self.flash.write_slot(self.slot, run_at, b"".join(run))
+                    joined = b"".join(run)
+                    self.flash.write_slot(self.slot, run_at, joined)
+                    if run_at == base and len(joined) == length:  # the whole block came in this run
+                        whole = joined
                     run = []
-                whole = self.flash.read_slot(self.slot, base, length)
+                if not whole:
+                    whole = self.flash.read_slot(self.slot, base, length)
                 results.append(self.accept_block(block, whole, in_slot=True))
             held = block in self.bitmap
         if run:
