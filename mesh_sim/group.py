@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_CODED, T_DATA, T_NACK, T_PART, T_WANT, FrameError, decode
+from wire.frames import T_CODED, T_DATA, T_HEAD, T_NACK, T_PART, T_WANT, FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -233,17 +233,32 @@ class GroupSim:
         of a payload frame (DATA, CODED, PART: the agent takes it whoever sent it, no relay or root
         core does; ``agent_accepts``/``relay_accepts``) applied once for the whole broadcast, and
         a WANT handed only to the sender's parent (to every other receiver :meth:`_deliver` does
-        nothing: no agent takes WANT, a core only from its children)."""
+        nothing: no agent takes WANT, a core only from its children), a NACK only to the sender's
+        parent (its core) and to the nodes of the sender's cell (sibling agents: suppression),
+        POLL, END (and anything not a group-link frame) only to the sender's children (an agent
+        follows its parent's rounds only, no core takes them); HEAD goes to every receiver."""
         kind = frame_type(frame)
         if kind not in _PAYLOAD:
-            if kind == T_WANT:  # only the sender's parent core takes a WANT; no agent does
-                parent = self.tree.parent[sender]
+            if kind == T_HEAD:
                 for r in receivers:
-                    if r == parent:
+                    self._deliver(r, sender, frame)
+                return
+            parent = self.tree.parent
+            up = parent[sender]
+            if kind == T_WANT:  # only the sender's parent core takes a WANT; no agent does
+                for r in receivers:
+                    if r == up:
                         self._deliver(r, sender, frame)
                 return
-            for r in receivers:
-                self._deliver(r, sender, frame)
+            if kind == T_NACK:  # the sender's parent core, the agents of the sender's cell
+                cell = up if up >= 0 else sender
+                for r in receivers:
+                    if r in (up, cell) or parent[r] == cell:
+                        self._deliver(r, sender, frame)
+                return
+            for r in receivers:  # POLL, END: the agents whose parent sent it
+                if parent[r] == sender:
+                    self._deliver(r, sender, frame)
             return
         nodes = self.nodes
         now = self.clock.now
