@@ -170,6 +170,7 @@ class GroupSim:
                 map_key=self.map_key,  # type: ignore[arg-type]
                 image_ok=self.image_ok,
                 want_interval=p.want_interval,
+                want_max=p.want_max,
                 fallback_timeout=p.fallback_base + max(0, depth) * p.hop_budget,
                 fallback_chunk_size=p.chunk_size,
                 nack_max_bytes=p.nack_max_bytes,
