@@ -21,6 +21,13 @@ acknowledgements (:meth:`status_delivered`), and :meth:`handle_timer`. Outputs: 
 :class:`FetchRange`, :class:`Reboot` — that the driver carries out. States, the job record,
 actions and :class:`AgentConfig` are defined in :mod:`firmware_proto.update_state`.
 
+WANT timing: a node asks at once (REQUESTED, or RECEIVING without progress), then again while
+nobody streams to it, with a Trickle-like back-off (RFC 6206): the pause before the next WANT is
+the time since its last stream progress, at least ``want_interval`` and at most ``want_max``
+(0, 5, 10, 20, 40, ... s with 5 s), so a node waiting out a long collection window does not fill
+the air; progress, a new deployment, a boot and END(complete) without it start again at
+``want_interval`` (END(complete) also sends one at once).
+
 A power cut anywhere leaves flash in a state :meth:`start` resumes from (a new agent over the same
 flash, after :func:`firmware_proto.boot.boot`). The final Mender status of a deployment is kept in
 record ``report`` until the driver confirms it was delivered.
@@ -366,7 +373,11 @@ class UpdateAgent:
         if self._want_frame[0] != key:  # encoded once per (deployment, stream), sent every interval
             self._want_frame = (key, encode(Want(*key)))
         self.link.send_broadcast(self._want_frame[1])
-        self._next_want = now + self.config.want_interval
+        # back-off (Trickle-like, RFC 6206): the pause before the next WANT is as long as the node
+        # has gone without stream progress, at least want_interval, at most want_max; progress,
+        # a new deployment, a boot or END(complete) without me start again at want_interval
+        cfg = self.config
+        self._next_want = now + max(cfg.want_interval, min(now - self._last_progress, cfg.want_max))
 
     # -- group link ----------------------------------------------------------------------------
     def receive(self, data: bytes, sender: Hashable, now: float) -> bool:

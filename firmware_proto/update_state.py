@@ -95,6 +95,9 @@ class AgentConfig:
     image_ok: Callable[[bytes], bool]  # the vendor signature check over the whole artifact
     health_check: Callable[[], bool] = lambda: True  # run in the trial boot before committing
     want_interval: float = 2.0
+    # WANT back-off cap: without stream progress the pause between WANTs doubles from want_interval
+    # up to this (UpdateAgent._send_want); a value <= want_interval keeps the pause fixed
+    want_max: float = 60.0
     fallback_timeout: float = 10.0
     fallback_chunk_size: int = 1024
     fallback_range_bytes: int = 16384

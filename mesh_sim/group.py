@@ -144,7 +144,7 @@ class GroupSim:
         self.node_name: Callable[[Hashable], str] = str
         self.mesh_report_interval = 5.0
         self._reporters: dict[int, tuple[MeshReporter, float]] = {}  # node → (reporter, next look)
-        radio.attach(clock, self._deliver, self._arm, self._deliver_all, self._deliver_burst)
+        radio.attach(clock, self._deliver, self._idle, self._deliver_all, self._deliver_burst)
 
     # -- set-up -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -170,6 +170,7 @@ class GroupSim:
                 map_key=self.map_key,  # type: ignore[arg-type]
                 image_ok=self.image_ok,
                 want_interval=p.want_interval,
+                want_max=p.want_max,
                 fallback_timeout=p.fallback_base + max(0, depth) * p.hop_budget,
                 fallback_chunk_size=p.chunk_size,
                 nack_max_bytes=p.nack_max_bytes,
@@ -352,7 +353,13 @@ class GroupSim:
         GroupRelay.capture(self.nodes[v].flash)
         self._power_off(v, self.params.reboot_s)
 
-    def _arm(self, v: int) -> None:
+    def _idle(self, v: int) -> None:
+        """The radio's ``on_idle``, the last thing a ``Radio._end`` event does: :meth:`_arm`, and a
+        timer due now runs at once when no other event is due now (the clock would run it next:
+        the same order, one heap event fewer; back-pressured cores wake so after every frame)."""
+        self._arm(v, True)
+
+    def _arm(self, v: int, tail: bool = False) -> None:
         node = self.nodes[v]
         if node.down:
             return
@@ -367,7 +374,13 @@ class GroupSim:
         if best < node.timer_at:
             node.timer_gen += 1
             node.timer_at = best
-            self.clock.at(best, self._fire, v, node.timer_gen)
+            clock = self.clock
+            if tail and best <= clock.now and not clock.stopped:
+                heap = clock._heap
+                if not heap or heap[0][0] > clock.now:
+                    self._fire(v, node.timer_gen)
+                    return
+            clock.at(best, self._fire, v, node.timer_gen)
 
     def _fire(self, v: int, gen: int) -> None:
         node = self.nodes[v]

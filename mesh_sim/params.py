@@ -19,6 +19,7 @@ class GroupParams:
     max_rounds: int = 20
     quiet_rounds: int = 2
     want_interval: float = 5.0
+    want_max: float = 60.0  # AgentConfig.want_max: WANT back-off cap
     fallback_base: float = 30.0
     hop_budget: float = 30.0  # fallback timeout grows by this per hop (store-and-forward)
     reboot_s: float = 0.5

@@ -88,6 +88,7 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
         max_rounds=sc.max_rounds,
         quiet_rounds=sc.quiet_rounds,
         want_interval=sc.want_interval,
+        want_max=sc.want_max,
         fallback_base=sc.window + 30.0 + 8 * one_hop,
         hop_budget=per_hop,
         heal_delay=sc.heal_delay,

@@ -12,8 +12,9 @@
     [collection] window (seconds the roots collect requests)
     [stream]     chunk_size (0: the largest that fits one datagram of at most 4 frames); max_rounds;
                  quiet_rounds; reply_window_ms (0: by radio profile); relay_window; want_interval;
-                 heal_delay; unicast_max (DATA as link-ACKed unicast copies to cells of at most
-                 this many unfinished members; 0: always broadcast); parts ("auto": blocks as
+                 want_max (WANT back-off cap, AgentConfig.want_max); heal_delay; unicast_max (DATA
+                 as link-ACKed unicast copies to cells of at most this many unfinished members;
+                 0: always broadcast); parts ("auto": blocks as
                  one-frame PART frames where the network layer would fragment DATA, i.e. 802.15.4;
                  "on"; "off": whole DATA datagrams), part_count (blocks of at most this many parts)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
@@ -78,6 +79,7 @@ class Scenario:
     part_count: int = 0
     relay_window: float = 0.5
     want_interval: float = 5.0
+    want_max: float = 60.0
     heal_delay: float = 5.0
     faults: list[Fault] = field(default_factory=list)
     baselines: bool = True
@@ -150,6 +152,7 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
         raise ScenarioError(f"stream.unicast_max = {s.unicast_max} is not >= 0")
     s.relay_window = _get(stream, "relay_window", float, s.relay_window, "stream")
     s.want_interval = _get(stream, "want_interval", float, s.want_interval, "stream")
+    s.want_max = _get(stream, "want_max", float, s.want_max, "stream")
     if s.max_rounds < 1 or s.quiet_rounds < 1 or s.want_interval <= 0:
         raise ScenarioError("stream.max_rounds and quiet_rounds must be >= 1, want_interval > 0")
     s.heal_delay = _get(stream, "heal_delay", float, s.heal_delay, "stream")
