@@ -167,20 +167,28 @@ class ChunkReceiver:
         run_at = run_end = 0
         partial = self.partial
         held = block in self.bitmap
+        append = results.append
+        cut = size = -1  # the count the part sizes below are for
+        state = partial.get(block)
         for index, count, payload in parts:
             if held:
-                results.append(_DUPLICATE)
+                append(_DUPLICATE)
                 continue
-            if not 1 <= count <= PARTS_MAX or not 0 <= index < count:
-                results.append(BlockResult(False, "part index out of range"))
+            if count != cut:
+                if not 1 <= count <= PARTS_MAX:
+                    append(BlockResult(False, "part index out of range"))
+                    continue
+                cut, size = count, -(-length // count)
+            if not 0 <= index < count:
+                append(BlockResult(False, "part index out of range"))
                 continue
-            size = -(-length // count)  # part_bounds, inlined
-            start = min(length, index * size)
-            end = min(length, start + size)
+            start = index * size  # part_bounds, inlined
+            if start > length:
+                start = length
+            end = start + size if start + size < length else length
             if end - start != len(payload) or not payload:
-                results.append(BlockResult(False, "part has a wrong length"))
+                append(BlockResult(False, "part has a wrong length"))
                 continue
-            state = partial.get(block)
             if state is not None and state.count != count:  # another cut of the block: start over
                 del partial[block]
                 state = None
@@ -192,7 +200,7 @@ class ChunkReceiver:
                 partial[block] = state
             bit = 0x8000 >> index
             if state.held & bit:
-                results.append(_DUPLICATE)
+                append(_DUPLICATE)
                 continue
             if state.data is not None:
                 state.data[start:end] = payload
@@ -205,11 +213,12 @@ class ChunkReceiver:
                 run, run_at, run_end = [payload], base + start, base + end
             state.held |= bit
             if state.held != _ALL_PARTS[count]:
-                results.append(_PART_KEPT)
+                append(_PART_KEPT)
                 continue
             del partial[block]
-            if state.data is not None:
-                results.append(self.accept_block(block, bytes(state.data)))
+            done, state = state, None
+            if done.data is not None:
+                results.append(self.accept_block(block, bytes(done.data)))
             else:
                 whole = b""
                 if run:
