@@ -76,12 +76,12 @@ from wire.frames import (
     Part,
     Poll,
     Want,
+    burst_head,
     decode,
     encode,
     missing_from_nack,
     nack_covers,
     nack_parts,
-    part_burst,
     parts_covers,
     xor_blocks,
 )
@@ -432,12 +432,15 @@ class UpdateAgent:
                 self._start_fallback(now, "root ended the stream")
         return True
 
-    def receive_burst(self, frames: Sequence[bytes], sender: Hashable, now: float) -> bool:
+    def receive_burst(
+        self, frames: Sequence[bytes], sender: Hashable, now: float, head: bytes | None = None
+    ) -> bool:
         """Frames heard back to back from one sender (a block's parts, SPEC.md §3.2): the same as
         :meth:`receive` for each in order; True if any of those calls would have returned True.
 
         Fast path for what a burst is, well-formed PART frames of one block of this node's stream
-        (:func:`wire.frames.part_burst`, on the raw headers): the block is looked up once (held:
+        (:func:`wire.frames.burst_head`, on the raw headers; ``head``: a driver that checked the
+        burst these frames were taken from says its head): the block is looked up once (held:
         every part a duplicate, progress only, as :meth:`receive` treats them) and its parts are
         stored in one call (:meth:`ChunkReceiver.accept_parts`). Anything else goes frame by
         frame."""
@@ -445,9 +448,11 @@ class UpdateAgent:
         state = self._job.state
         if rec is None or not (state is _S.RECEIVING or state is _S.REQUESTED):
             return self._receive_each(frames, sender, now)
-        block = part_burst(frames, self._stream_id[:2])
-        if block is None:
+        if head is None:
+            head = burst_head(frames)
+        if head is None or head[2:4] != self._stream_id[:2]:
             return self._receive_each(frames, sender, now)
+        block = int.from_bytes(head[4:8], "big")
         self._last_progress = now
         if rec.complete:  # nothing left to take: each frame as receive would have it
             return self._receive_each(frames, sender, now)

@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_CODED, T_DATA, T_HEAD, T_NACK, T_PART, T_WANT, FrameError, decode
+from wire.frames import T_CODED, T_DATA, T_HEAD, T_NACK, T_PART, T_WANT, FrameError, burst_head, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -223,7 +223,7 @@ class GroupSim:
             return
         self.radio.send_burst(src, frames, kind="data")
         if self.nodes[src].root is not None:  # the root's own agent hears what its core sends
-            self.clock.after(0.0, self._deliver_burst, [(src, frames)], src)
+            self.clock.after(0.0, self._deliver_burst, [(src, frames)], src, frames)
 
     def _cell(self, v: int) -> int:
         p = self.tree.parent[v]
@@ -296,12 +296,16 @@ class GroupSim:
             if touched:
                 self._pump(r)
 
-    def _deliver_burst(self, got: list[tuple[int, Sequence[bytes]]], sender: int) -> None:
+    def _deliver_burst(
+        self, got: list[tuple[int, Sequence[bytes]]], sender: int, burst: tuple[bytes, ...]
+    ) -> None:
         """A burst of payload frames (``transmit_burst``): each receiver's agent takes the frames
         it got in one call (``UpdateAgent.receive_burst``, the same as one ``receive`` each, in
-        order); no relay or root core takes payload frames (``relay_accepts``)."""
+        order; the burst's PART header checked once here for all of them, ``burst_head``); no
+        relay or root core takes payload frames (``relay_accepts``)."""
         nodes = self.nodes
         now = self.clock.now
+        head = burst_head(burst)
         for r, frames in got:
             node = nodes[r]
             if node.down:
@@ -311,7 +315,7 @@ class GroupSim:
                 agent is not None
                 and (sender != r or node.root is not None)
                 and agent.state > _LEARNED
-                and agent.receive_burst(frames, sender, now)
+                and agent.receive_burst(frames, sender, now, head)
             ):
                 self._pump(r)
 

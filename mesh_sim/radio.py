@@ -153,7 +153,7 @@ class Radio:
         self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
         self._on_idle: Callable[[int], None] = lambda _n: None
         self._deliver_all: Callable[[list[int], int, bytes], None] | None = None
-        self._deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int], None] | None = None
+        self._deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int, Burst], None] | None = None
         self._geometry: dict[int | tuple[int, ...], tuple[int, int, float, float]] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
@@ -168,15 +168,16 @@ class Radio:
         deliver: Callable[[int, int, bytes], None],
         on_idle: Callable[[int], None],
         deliver_all: Callable[[list[int], int, bytes], None] | None = None,
-        deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int], None] | None = None,
+        deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int, Burst], None] | None = None,
     ) -> None:
         """Frames sent with :meth:`send` go on air in clock time; ``deliver(receiver, sender, data)``
         hands a received datagram up; ``on_idle(node)`` says a node's transmit queue ran empty, or
         its group-link datagrams (GROUP_KINDS) fell below two (back-pressure for stream cores).
         ``deliver_all(receivers, sender, data)``, if given, takes one broadcast's receivers at once
         (in the order ``deliver`` would have been called for each: the same run, fewer calls).
-        ``deliver_burst([(receiver, frames it got), ...], sender)`` takes a burst's receivers
-        (:meth:`send_burst`); without it each frame a receiver got goes to ``deliver``."""
+        ``deliver_burst([(receiver, frames it got), ...], sender, burst)`` takes a burst's
+        receivers (:meth:`send_burst`; ``burst``: every frame sent); without it each frame a
+        receiver got goes to ``deliver``."""
         self._clock = clock
         self._deliver = deliver
         self._on_idle = on_idle
@@ -457,7 +458,7 @@ class Radio:
         if not got:
             return
         if self._deliver_burst is not None:
-            self._deliver_burst(got, src)
+            self._deliver_burst(got, src, frames)
         else:
             deliver = self._deliver
             for nb, heard_frames in got:

@@ -37,6 +37,7 @@ __all__ = [
     "Part",
     "Poll",
     "Want",
+    "burst_head",
     "decode",
     "encode",
     "encode_parts",
@@ -191,16 +192,27 @@ def part_burst(frames: Sequence[bytes], tag: bytes) -> int | None:
     and that one block (a burst: SPEC.md §3.2), else None; checked on the raw header, no frame
     decoded. The parts are ``(data[8] >> 4, (data[8] & 15) + 1, data[9:])`` = (index, count,
     payload)."""
+    head = burst_head(frames)
+    if head is None or head[2:4] != tag:
+        return None
+    return int.from_bytes(head[4:8], "big")
+
+
+def burst_head(frames: Sequence[bytes]) -> bytes | None:
+    """The 8 header bytes (magic, type, stream tag, block) every frame starts with if every frame
+    is a PART that :func:`decode` accepts and they share that header (the parts of one block),
+    else None. Any non-empty subset of such frames has the same head (what a driver that checked
+    a burst once may say of the frames each receiver got: ``UpdateAgent.receive_burst``)."""
     if not frames:
         return None
     prefix = frames[0][:8]
-    if len(prefix) != 8 or prefix[0] != FRAME_MAGIC or prefix[1] != T_PART or prefix[2:4] != tag:
+    if len(prefix) != 8 or prefix[0] != FRAME_MAGIC or prefix[1] != T_PART:
         return None
     for data in frames:
         # decode's rules for a PART: a payload (len > header), index below count (count 1..16)
         if len(data) <= PART_HEADER or data[8] not in _PART_BYTE_OK or not data.startswith(prefix):
             return None
-    return int.from_bytes(prefix[4:8], "big")
+    return prefix
 
 
 _PART_BYTE_OK = frozenset(pc for pc in range(256) if pc >> 4 <= pc & 15)  # index <= count - 1

@@ -24,7 +24,9 @@ def _star(loss: float, leaves: int = 4) -> Radio:
 def _run(radio: Radio, bursts: int, n: int) -> list[list[tuple[int, Sequence[bytes]]]]:
     clock = EventClock()
     seen: list[list[tuple[int, Sequence[bytes]]]] = []
-    radio.attach(clock, lambda r, s, d: None, lambda v: None, deliver_burst=lambda got, s: seen.append(got))
+    radio.attach(
+        clock, lambda r, s, d: None, lambda v: None, deliver_burst=lambda got, s, burst: seen.append(got)
+    )
     frames = tuple(bytes([0x4F, 8, 0, 0, 0, 0, 0, 0, j, 1]) + b"p" * 80 for j in range(n))
     for _ in range(bursts):
         radio.send_burst(0, frames)

@@ -35,7 +35,9 @@ def test_shortcuts_off_give_the_same_trace(profile: str, monkeypatch: pytest.Mon
 
     bursts = []
 
-    def burst_one_by_one(self: GroupSim, got: list[tuple[int, Sequence[bytes]]], sender: int) -> None:
+    def burst_one_by_one(
+        self: GroupSim, got: list[tuple[int, Sequence[bytes]]], sender: int, burst: tuple[bytes, ...]
+    ) -> None:
         bursts.append(len(got))
         for r, frames in got:
             for f in frames:

@@ -18,6 +18,7 @@ from wire.frames import (
     FrameError,
     Nack,
     Part,
+    burst_head,
     decode,
     encode,
     encode_parts,
@@ -183,6 +184,10 @@ def test_part_burst_agrees_with_decode(frames: list[bytes]) -> None:
         assert block is None
         return
     assert block == decoded[0].block
+    head = burst_head(frames)
+    assert head == frames[0][:8]
+    for i in range(len(frames)):  # what a driver that checked the burst may say of any subset
+        assert burst_head(frames[i:]) == head and burst_head(frames[: i + 1]) == head
     assert [(f[8] >> 4, (f[8] & 15) + 1, f[9:]) for f in frames] == [
         (p.index, p.count, p.payload) for p in decoded
     ]
