@@ -91,6 +91,9 @@ class SharedSlotFlash:
         pieces[offset] = data
 
     def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        """The bytes as written (0xFF where nothing was). A range that is exactly several whole
+        pieces (a block written part by part, read back whole) becomes one shared piece: the
+        same bytes, and the next read of it is a lookup."""
         self._check(slot, offset, length)
         pieces = self._slots[slot]
         exact = pieces.get(offset)
@@ -98,10 +101,11 @@ class SharedSlotFlash:
             return exact
         starts = self._starts[slot]
         end = offset + length
-        i = max(0, bisect_right(starts, offset) - 1)
+        first = i = max(0, bisect_right(starts, offset) - 1)
         at = offset
         parts: list[bytes] = []
         n = len(starts)
+        whole = True  # the range is whole pieces, without gaps
         while i < n:
             start = starts[i]
             if start >= end:
@@ -110,12 +114,25 @@ class SharedSlotFlash:
             i += 1
             stop = start + len(data)
             if stop <= offset:
+                first = i
                 continue
             if start > at:  # never written: erased
+                whole = False
                 parts.append(b"\xff" * (start - at))
                 at = start
-            parts.append(data[at - start : end - start] if at > start or stop > end else data)
+            if at > start or stop > end:
+                whole = False
+                parts.append(data[at - start : end - start])
+            else:
+                parts.append(data)
             at = min(stop, end)
         if at < end:
+            whole = False
             parts.append(b"\xff" * (end - at))
-        return b"".join(parts)
+        joined = b"".join(parts)
+        if whole and len(parts) > 1:
+            for start in starts[first:i]:
+                del pieces[start]
+            starts[first:i] = [offset]
+            joined = pieces[offset] = self._shared(joined)
+        return joined

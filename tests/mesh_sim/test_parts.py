@@ -51,14 +51,17 @@ def test_any_writes_same_offsets_included_read_like_memory_flash(
     writes: list[tuple[int, int, int | None]], start: int, parts: int
 ) -> None:
     """Writes in 64-byte units at any offsets, the same offset again with a shorter or longer
-    piece included (a burst's joined parts, then one part of it again): every read equals the
-    product's plain byte-array flash."""
+    piece included (a burst's joined parts, then one part of it again), reads of ranges that are
+    whole pieces (merged into one) between them: every read equals the product's plain
+    byte-array flash, and pieces never overlap."""
     flash = SharedSlotFlash(32 * 64, {})
     ref = MemoryFlash(32 * 64)
     for n, (at, units, fill) in enumerate(writes):
         data = bytes([fill if fill is not None else n]) * (units * 64)
         flash.write_slot(0, at * 64, data)
         ref.write_slot(0, at * 64, data)
+        length = min(parts * 64, 32 * 64 - start * 64)  # a range read (whole pieces: merged)
+        assert flash.read_slot(0, start * 64, length) == ref.read_slot(0, start * 64, length)
         assert flash.read_slot(0, 0, 32 * 64) == ref.read_slot(0, 0, 32 * 64)
         starts = flash._starts[0]
         assert starts == sorted(flash._slots[0])
@@ -143,3 +146,17 @@ def test_indexed_broker_routes_only_to_subscribers() -> None:
     run(gw, BrokerDisconnect("c"), 0.0)  # type: ignore[arg-type]
     broker.route(gw, "other/y", b"1", 1, 0.0)  # type: ignore[arg-type]
     assert gw.delivered == [("b", "meshota/want/x", 1)]
+
+
+def test_a_block_read_back_whole_becomes_one_shared_piece() -> None:
+    pool: dict[bytes, bytes] = {}
+    flash = SharedSlotFlash(4096, pool)
+    block = bytes(range(256)) * 6
+    for at in range(0, len(block), 96):  # written part by part
+        flash.write_slot(0, 1024 + at, block[at : at + 96])
+    assert len(flash._starts[0]) == 16
+    assert flash.read_slot(0, 1024, len(block)) == block
+    assert flash._starts[0] == [1024] and flash._slots[0][1024] is pool[block]
+    assert flash.read_slot(0, 1024, len(block)) is pool[block]  # a lookup now
+    assert flash.read_slot(0, 1000, 100) == b"\xff" * 24 + block[:76]  # a gap: not merged
+    assert flash._starts[0] == [1024]
