@@ -64,22 +64,29 @@ class EventClock:
         heap = self._heap
         pop = heappop
         self.stopped = False
-        while heap and not self.stopped:
-            when = heap[0][0]
-            if when > until:
-                self.now = until
-                return until
-            _, _, callback, args = pop(heap)
-            self.now = when
-            self.events_run += 1
-            try:
-                callback(*args)
-            except SimulationError:
-                raise
-            except Exception as exc:
-                raise SimulationError(
-                    when, f"{getattr(callback, '__qualname__', callback)} failed: {exc!r}"
-                ) from exc
-            if on_step is not None and not self.events_run & 0x3FFF:
-                on_step(self.now)
+        count = self.events_run
+        try:
+            while heap and not self.stopped:
+                event = pop(heap)
+                when = event[0]
+                if when > until:
+                    heappush(heap, event)  # (not due: back where it was)
+                    self.now = until
+                    return until
+                self.now = when
+                count += 1
+                try:
+                    event[2](*event[3])
+                except SimulationError:
+                    raise
+                except Exception as exc:
+                    callback = event[2]
+                    raise SimulationError(
+                        when, f"{getattr(callback, '__qualname__', callback)} failed: {exc!r}"
+                    ) from exc
+                if on_step is not None and not count & 0x3FFF:
+                    self.events_run = count
+                    on_step(self.now)
+        finally:
+            self.events_run = count
         return self.now

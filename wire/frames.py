@@ -183,8 +183,11 @@ def encode_parts(tag: bytes, block: int, count: int, indexes: Sequence[int], pay
         piece = payload[start : start + size]
         if not 0 <= j < count or not piece:
             _check_part(j, count, piece)
-        out.append(head + bytes([(j << 4) | (count - 1)]) + piece)
+        out.append(b"".join((head, _BYTE[(j << 4) | (count - 1)], piece)))
     return out
+
+
+_BYTE = [bytes([b]) for b in range(256)]
 
 
 def part_burst(frames: Sequence[bytes], tag: bytes) -> int | None:
