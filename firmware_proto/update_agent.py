@@ -406,6 +406,8 @@ class UpdateAgent:
                 return False  # a duplicate: progress only
             return self._on_part(frame, now)
         if isinstance(frame, Head):
+            if self._receiver is not None:
+                return False  # a stream is held (_on_head keeps it): nothing changed
             self._on_head(frame.head, now)
             return True
         if self._stream_id == NO_STREAM or frame.stream_id != self._stream_id:

@@ -127,6 +127,8 @@ def test_receive_says_when_a_driver_may_skip_actions_and_timers() -> None:
     assert before is not None
     assert agent.receive(chunk, "root", 2.0) is False  # a duplicate: nothing for the driver to do
     assert agent.receive(page, "root", 2.5) is False
+    head = encode(Head(sid, CMAP.head.encode()))
+    assert agent.receive(head, "other", 2.6) is False  # a HEAD while a stream is held: ignored
     assert agent.chunks_verified == 1 and not agent.actions() and not out.drain()
     after = agent.next_timer()
     assert after is not None and after >= before  # progress only: no timer moved earlier
