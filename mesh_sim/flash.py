@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 
 __all__ = ["SharedSlotFlash"]
 
-SLOT_COUNT = 2
+SLOT_COUNT = 2  # (slots 0 and 1: the range checks of write_slot/read_slot are inlined for them)
 
 
 class SharedSlotFlash:
@@ -51,14 +51,18 @@ class SharedSlotFlash:
         return self._pool.setdefault(data, data) if len(data) >= 64 else data
 
     def write_slot(self, slot: int, offset: int, data: bytes) -> None:
-        self._check(slot, offset, len(data))
+        end = offset + len(data)
+        if not (slot == 0 or slot == 1) or offset < 0 or end > self.slot_size:  # _check, inlined
+            self._check(slot, offset, len(data))
         self.writes += 1
         if not data:
             return
-        data = self._shared(bytes(data))  # (bytes(b) is b itself for bytes)
+        if type(data) is not bytes:
+            data = bytes(data)
+        if len(data) >= 64:  # _shared, inlined
+            data = self._pool.setdefault(data, data)
         pieces = self._slots[slot]
         starts = self._starts[slot]
-        end = offset + len(data)
         if not starts or offset >= starts[-1] + len(pieces[starts[-1]]):  # past every piece
             starts.append(offset)
             pieces[offset] = data
@@ -94,7 +98,8 @@ class SharedSlotFlash:
         """The bytes as written (0xFF where nothing was). A range that is exactly several whole
         pieces (a block written part by part, read back whole) becomes one shared piece: the
         same bytes, and the next read of it is a lookup."""
-        self._check(slot, offset, length)
+        if not (slot == 0 or slot == 1) or offset < 0 or length < 0 or offset + length > self.slot_size:
+            self._check(slot, offset, length)
         pieces = self._slots[slot]
         exact = pieces.get(offset)
         if exact is not None and len(exact) == length:
