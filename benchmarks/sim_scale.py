@@ -14,6 +14,12 @@ vs unicast ≥ 10× WiFi / ≥ 8× 802.15.4; group/lower bound in frames ≤ 1.3
 
 ``--sizes`` runs only the given node counts (comma-separated); every row prints wall and CPU seconds
 (the machine may be shared: CPU is the fairer figure) and the clock's event count.
+
+    .venv/bin/python benchmarks/sim_scale.py --profile 802.15.4 --sizes 1000 --compare-bursts
+
+``--compare-bursts`` runs each size twice in the same process, a block's parts as one radio burst
+(the model on main) and each part as its own datagram (``[stream] bursts = false``, the model before),
+and prints the CPU ratio (802.15.4: parts only exist there).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from mesh_sim.scenario import parse_scenario
 TABLE = Path(__file__).resolve().parent.parent / "mesh_sim" / "scenarios" / "random-100-multihop.toml"
 
 
-def scenario(nodes: int, profile: str, loss: object, seed: int = 1) -> dict[str, object]:
+def scenario(nodes: int, profile: str, loss: object, seed: int = 1, bursts: bool = True) -> dict[str, object]:
     return {
         "name": f"scale-{nodes}-{profile}",
         "seed": seed,
@@ -38,6 +44,7 @@ def scenario(nodes: int, profile: str, loss: object, seed: int = 1) -> dict[str,
         "image": {"size": 256 * 1024},
         # the collection window must cover every node's request: 10,000 nodes wake over ~250 s
         "collection": {"window": 10.0 if nodes <= 1000 else 600.0},
+        "stream": {"bursts": bursts},
     }
 
 
@@ -48,6 +55,9 @@ def main() -> None:
     ap.add_argument("--efficiency", action="store_true", help="only the 100-node efficiency table")
     ap.add_argument("--no-efficiency", action="store_true", help="skip the efficiency table")
     ap.add_argument("--sizes", help="comma-separated node counts (default 100,1000; --big adds 10000)")
+    ap.add_argument(
+        "--compare-bursts", action="store_true", help="each size also with every part its own datagram"
+    )
     args = ap.parse_args()
     if args.efficiency:
         efficiency()
@@ -64,16 +74,21 @@ def main() -> None:
         f"{'events':>10} {'events/s':>10}"
     )
     for n in sizes:
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = run_scenario(parse_scenario(scenario(n, args.profile, 0.05)))
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        s = res.summary
-        tgt = targets.get((args.profile, n))
-        print(
-            f"{n:>7} {wall:>8.1f} {cpu:>8.1f} {tgt if tgt else '-':>9} "
-            f"{s['group_stream']['completion_s']:>10.1f} {s['installed']:>10} {res.clock.events_run:>10} "
-            f"{res.clock.events_run / wall:>10.0f}"
-        )
+        cpus = []
+        for bursts in (True, False) if args.compare_bursts else (True,):
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = run_scenario(parse_scenario(scenario(n, args.profile, 0.05, bursts=bursts)))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            cpus.append(cpu)
+            s = res.summary
+            tgt = targets.get((args.profile, n))
+            print(
+                f"{n:>7} {wall:>8.1f} {cpu:>8.1f} {tgt if tgt else '-':>9} "
+                f"{s['group_stream']['completion_s']:>10.1f} {s['installed']:>10} {res.clock.events_run:>10} "
+                f"{res.clock.events_run / wall:>10.0f}" + ("" if bursts else "  (parts one by one)")
+            )
+        if len(cpus) == 2:
+            print(f"{'':>7} bursts / one by one, CPU: {cpus[0] / cpus[1]:.2f}")
     if not args.no_efficiency:
         print()
         efficiency()

@@ -58,6 +58,10 @@ class GroupLink:
     def send_burst(self, frames: list[bytes]) -> None:
         """A block's PART frames, back to back (``GroupStreamRoot`` sends them so): one radio
         queue entry, each frame lost or received on its own (``Radio.send_burst``)."""
+        if not self.sim.params.bursts:  # the model before bursts: each part its own datagram
+            for f in frames:
+                self.send_broadcast(f)
+            return
         if self.tap is not None:
             frames = [t for f in frames if (t := self.tap(f)) is not None]
         if frames:

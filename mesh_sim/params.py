@@ -29,3 +29,4 @@ class GroupParams:
     nack_max_bytes: int = 128
     unicast_max: int = 0  # RootConfig.unicast_max: DATA as link-ACKed unicast copies to small cells
     part_room: int = 0  # RootConfig.part_room: blocks as one-frame PART frames (0: whole DATA datagrams)
+    bursts: bool = True  # a block's PART frames as one radio burst (False: each its own datagram)

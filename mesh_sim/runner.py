@@ -94,6 +94,7 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
         heal_delay=sc.heal_delay,
         unicast_max=sc.unicast_max,
         part_room=room,
+        bursts=sc.bursts,
     )
 
 

@@ -16,7 +16,9 @@
                  as link-ACKed unicast copies to cells of at most this many unfinished members;
                  0: always broadcast); parts ("auto": blocks as
                  one-frame PART frames where the network layer would fragment DATA, i.e. 802.15.4;
-                 "on"; "off": whole DATA datagrams), part_count (blocks of at most this many parts)
+                 "on"; "off": whole DATA datagrams), part_count (blocks of at most this many parts);
+                 bursts (true: a block's parts leave as one radio burst, mesh_sim/radio.py; false:
+                 each part its own datagram on the radio, the model before bursts)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -76,6 +78,7 @@ class Scenario:
     reply_window_ms: int = 0
     unicast_max: int = 0
     parts: str = "auto"
+    bursts: bool = True
     part_count: int = 0
     relay_window: float = 0.5
     want_interval: float = 5.0
@@ -145,6 +148,7 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
     s.parts = _get(stream, "parts", str, s.parts, "stream")
     if s.parts not in ("auto", "on", "off"):
         raise ScenarioError(f"stream.parts = {s.parts!r} is not auto, on or off")
+    s.bursts = _get(stream, "bursts", bool, s.bursts, "stream")
     s.part_count = _get(stream, "part_count", int, s.part_count, "stream")
     if not 0 <= s.part_count <= 16:
         raise ScenarioError(f"stream.part_count = {s.part_count} is not 0 or in 1..16")

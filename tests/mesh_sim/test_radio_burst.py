@@ -69,3 +69,32 @@ def test_a_frame_too_big_for_one_link_frame_is_refused() -> None:
     with pytest.raises(ValueError, match=r"does not fit one 802\.15\.4 frame"):
         radio.send_burst(0, (b"x" * 200,))
     assert radio.queued(0) == 0 and radio.frames_tx[0] == 0
+
+
+@pytest.mark.parametrize("bursts", [True, False])
+def test_stream_bursts_switch(bursts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[stream] bursts = false`` sends each part as its own datagram (the model before bursts):
+    both install everywhere; only the burst model puts bursts on the radio."""
+    from mesh_sim.runner import run_scenario
+    from mesh_sim.scenario import ScenarioError, parse_scenario
+
+    calls: list[int] = []
+    send_burst = Radio.send_burst
+
+    def counting(self: Radio, src: int, frames: tuple[bytes, ...], *, kind: str = "data") -> None:
+        calls.append(len(frames))
+        send_burst(self, src, frames, kind=kind)
+
+    monkeypatch.setattr(Radio, "send_burst", counting)
+    sc = {
+        "topology": {"kind": "random", "nodes": 20, "loss": 0.05},
+        "radio": {"profile": "802.15.4"},
+        "image": {"size": 16 * 1024},
+        "collection": {"window": 3.0},
+        "stream": {"bursts": bursts},
+    }
+    res = run_scenario(parse_scenario(sc), 3)
+    assert res.summary["installed"] == 20
+    assert bool(calls) == bursts and all(1 <= n <= 16 for n in calls)
+    with pytest.raises(ScenarioError, match="bursts"):
+        parse_scenario({**sc, "stream": {"bursts": "yes"}})
