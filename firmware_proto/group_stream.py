@@ -276,10 +276,13 @@ class GroupStreamRoot:
             return
         if self.config.part_room > 0:
             asked = nack_parts(nack)
-            missing = {b for b in asked if b < head.block_count}
+            count = head.block_count
+            if asked and max(asked) >= count:
+                asked = {b: m for b, m in asked.items() if b < count}
+            missing = set(asked)
             want = group.part_want
-            for block in missing:
-                want[block] = want.get(block, 0) | asked[block]
+            for block, mask in asked.items():
+                want[block] = want.get(block, 0) | mask
         else:
             missing = missing_from_nack(nack)
             if missing and max(missing) >= head.block_count:
@@ -290,7 +293,8 @@ class GroupStreamRoot:
         old = group.asks.get(sender)
         group.asks[sender] = (missing | old[0], min(limit, old[1])) if old else (missing, limit)
         held, upto = group.asks[sender]
-        group.missing[sender] = sum(1 for b in held if b < upto) + max(0, head.block_count - upto)
+        below = len(held) if upto >= head.block_count else sum(1 for b in held if b < upto)
+        group.missing[sender] = below + max(0, head.block_count - upto)
 
     def artifact_fetched(self, artifact_id: str, artifact: bytes, chunk_map: bytes, now: float) -> None:
         try:

@@ -456,10 +456,10 @@ class UpdateAgent:
             return self._receive_each(frames, sender, now)
         block = int.from_bytes(head[4:8], "big")
         self._last_progress = now
-        if rec.complete:  # nothing left to take: each frame as receive would have it
+        if block in rec.bitmap:  # duplicates: progress only (complete: as receive would have it)
+            return False if not rec.complete else self._receive_each(frames, sender, now)
+        if rec.complete:  # nothing left to take (a block out of range): each frame as receive would
             return self._receive_each(frames, sender, now)
-        if block in rec.bitmap:
-            return False  # duplicates: progress only
         # what _on_part does for each part in turn, with the parts stored in one call
         before = rec.chunks_verified
         results = rec.accept_parts(block, [(f[8] >> 4, (f[8] & 15) + 1, f[9:]) for f in frames])
