@@ -60,6 +60,9 @@ def _login(
     if shot:
         page.screenshot(path=SHOTS / shot, full_page=True)
     if keyboard:  # the name field has the focus; Tab to the password, Enter submits
+        # (autofocus is applied at a rendering step, which may come after "load": wait for it, or
+        # the first keys go nowhere on a busy machine; a page without autofocus fails here)
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'email'")  # type: ignore[attr-defined]
         page.keyboard.type(user[0])
         page.keyboard.press("Tab")
         page.keyboard.type(user[1])
