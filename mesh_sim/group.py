@@ -40,7 +40,7 @@ from firmware_proto.update_agent import (
     UpdateAgent,
 )
 from wire.chunk_map import build_chunk_map
-from wire.frames import T_CODED, T_DATA, T_NACK, T_PART, T_WANT, FrameError, decode
+from wire.frames import FrameError, decode
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -52,16 +52,6 @@ from .params import E2E_HEADER, REQUEST_BYTES, GroupParams
 from .radio import Radio
 
 __all__ = ["GroupSim"]
-
-_KIND = {T_DATA: "data", T_CODED: "data", T_PART: "data", T_WANT: "feedback", T_NACK: "feedback"}
-_LEARNED = AgentState.LEARNED
-_FEEDBACK = frozenset({T_WANT, T_NACK})
-_PAYLOAD = frozenset({T_DATA, T_CODED, T_PART})  # every agent takes them, from anyone; no core does
-
-
-def _nobody(_s: Hashable) -> bool:
-    return False
-
 
 class GroupSim(GroupDelivery):
     def __init__(
