@@ -194,7 +194,7 @@ class ChunkReceiver:
                 state = None
             if state is None:
                 if len(partial) >= self.max_partial:
-                    results.append(BlockResult(False, "too many partly held blocks"))
+                    append(BlockResult(False, "too many partly held blocks"))
                     continue
                 state = _Partial(count, 0, bytearray(length) if page else None)
                 partial[block] = state
@@ -218,7 +218,7 @@ class ChunkReceiver:
             del partial[block]
             done, state = state, None
             if done.data is not None:
-                results.append(self.accept_block(block, bytes(done.data)))
+                append(self.accept_block(block, bytes(done.data)))
             else:
                 whole = b""
                 if run:
@@ -229,7 +229,7 @@ class ChunkReceiver:
                     run = []
                 if not whole:
                     whole = self.flash.read_slot(self.slot, base, length)
-                results.append(self.accept_block(block, whole, in_slot=True))
+                append(self.accept_block(block, whole, in_slot=True))
             held = block in self.bitmap
         if run:
             self.flash.write_slot(self.slot, run_at, b"".join(run))

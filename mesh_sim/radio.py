@@ -29,6 +29,7 @@ __all__ = ["BROADCAST", "PROFILES", "Radio", "RadioProfile"]
 
 BROADCAST = -1
 Burst = tuple[bytes, ...]  # frames sent back to back as one queue entry (Radio.send_burst)
+Shape = tuple[int, int, float, float]  # frames, bytes on air, airtime with CSMA slots, mean frame airtime
 GROUP_KINDS = frozenset({"data", "stream-control", "feedback"})  # the group link's own datagrams
 
 
@@ -141,10 +142,10 @@ class Radio:
         self.last_tx_end = [0.0] * n  # when each node's last transmission ended (energy: awake time)
         self.frames_lost = 0
         self.collided = 0
-        # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done)
-        # (a burst, send_burst: data is the tuple of its frames, payload bytes -1)
+        # event-driven transmit queues (attach): (dst, data, payload bytes, kind, on_done, ready);
+        # a burst (send_burst): data is the tuple of its frames, its Shape stands for the length
         self.queues: list[
-            deque[tuple[int, Burst | bytes | None, int, str, Callable[[bool], None] | None, float]]
+            deque[tuple[int, Burst | bytes | None, int | Shape, str, Callable[[bool], None] | None, float]]
         ] = [deque() for _ in range(n)]
         self.busy = [False] * n
         self.bytes_by_kind: dict[str, int] = {}
@@ -154,7 +155,7 @@ class Radio:
         self._on_idle: Callable[[int], None] = lambda _n: None
         self._deliver_all: Callable[[list[int], int, bytes], None] | None = None
         self._deliver_burst: Callable[[list[tuple[int, Sequence[bytes]]], int, Burst], None] | None = None
-        self._geometry: dict[int | tuple[int, ...], tuple[int, int, float, float]] = {}
+        self._geometry: dict[int | tuple[int, ...], Shape] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
         self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
@@ -229,12 +230,12 @@ class Radio:
         frames, SPEC.md §3.2): one queue entry and one channel reservation, like the fragments of
         a datagram (a CSMA slot and the airtime of each frame), but each frame is lost or received
         on its own at each neighbour (one loss draw per frame and receiver)."""
-        self._burst_shape(frames)  # (a frame too big for one link frame: refused here, not queued)
+        shape = self._burst_shape(frames)  # (a frame too big for one link frame: refused, not queued)
         if not self.alive[src]:
             return
         assert self._clock is not None
         clock = self._clock
-        self.queues[src].append((BROADCAST, frames, -1, kind, None, clock.now))
+        self.queues[src].append((BROADCAST, frames, shape, kind, None, clock.now))
         if kind in GROUP_KINDS:
             self.group_queued[src] += 1
         if not self.busy[src]:
@@ -246,7 +247,7 @@ class Radio:
                 clock._seq += 1
                 heappush(clock._heap, (start + self.profile.slot, clock._seq, self._start, (src,)))
 
-    def _burst_shape(self, frames: Burst) -> tuple[int, int, float, float]:
+    def _burst_shape(self, frames: Burst) -> Shape:
         """:meth:`_shape` of a burst: one link frame per frame (network and MAC headers each)."""
         key = tuple(map(len, frames))
         g = self._geometry.get(key)
@@ -260,7 +261,7 @@ class Radio:
             self._geometry[key] = g
         return g
 
-    def _shape(self, payload: int) -> tuple[int, int, float, float]:
+    def _shape(self, payload: int) -> Shape:
         """(fragments, bytes on air, airtime incl. CSMA slots, one fragment's mean airtime)."""
         g = self._geometry.get(payload)
         if g is None:
@@ -291,8 +292,8 @@ class Radio:
             clock._seq += 1
             heappush(clock._heap, (free[src] + self.profile.slot, clock._seq, self._start, (src,)))
             return
-        dst, data, payload, kind, _done, _ready = q[0]
-        frags, on_air, air, frag_air = self._shape(payload) if payload >= 0 else self._burst_shape(data)  # type: ignore[arg-type]
+        dst, _data, payload, kind, _done, _ready = q[0]
+        frags, on_air, air, frag_air = payload if isinstance(payload, tuple) else self._shape(payload)
         delivered = True
         frames = frags
         if dst != BROADCAST:  # per-fragment link ACK and retries, drawn now (their airtime counts)

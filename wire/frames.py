@@ -46,7 +46,6 @@ __all__ = [
     "nack_covers",
     "nack_parts",
     "part_bounds",
-    "part_burst",
     "parts_covers",
     "xor_blocks",
 ]
@@ -190,21 +189,12 @@ def encode_parts(tag: bytes, block: int, count: int, indexes: Sequence[int], pay
 _BYTE = [bytes([b]) for b in range(256)]
 
 
-def part_burst(frames: Sequence[bytes], tag: bytes) -> int | None:
-    """The block if every frame is a PART that :func:`decode` accepts, with stream tag ``tag``
-    and that one block (a burst: SPEC.md §3.2), else None; checked on the raw header, no frame
-    decoded. The parts are ``(data[8] >> 4, (data[8] & 15) + 1, data[9:])`` = (index, count,
-    payload)."""
-    head = burst_head(frames)
-    if head is None or head[2:4] != tag:
-        return None
-    return int.from_bytes(head[4:8], "big")
-
-
 def burst_head(frames: Sequence[bytes]) -> bytes | None:
     """The 8 header bytes (magic, type, stream tag, block) every frame starts with if every frame
     is a PART that :func:`decode` accepts and they share that header (the parts of one block),
-    else None. Any non-empty subset of such frames has the same head (what a driver that checked
+    else None; checked on the raw headers, no frame decoded. A part is then ``(data[8] >> 4,
+    (data[8] & 15) + 1, data[9:])`` = (index, count, payload). Any non-empty subset of such frames
+    has the same head (what a driver that checked
     a burst once may say of the frames each receiver got: ``UpdateAgent.receive_burst``)."""
     if not frames:
         return None
