@@ -24,6 +24,11 @@ class BlockSource(Protocol):
     @property
     def complete(self) -> bool: ...
 
+    @property
+    def held(self) -> int:
+        """How many blocks this source holds (grows while a relay's node downloads)."""
+        ...
+
     def holds(self, block: int) -> bool: ...
 
     def held_of(self, blocks: set[int]) -> list[int]:
@@ -50,6 +55,10 @@ class ImageSource:
     @property
     def complete(self) -> bool:
         return True
+
+    @property
+    def held(self) -> int:
+        return self.cmap.head.block_count
 
     def holds(self, block: int) -> bool:
         return 0 <= block < self.cmap.head.block_count
@@ -82,6 +91,11 @@ class ReceiverSource:
     def complete(self) -> bool:
         """Every block verified (a page whose path a power cut forgot is still not :meth:`holds`)."""
         return self.receiver.complete
+
+    @property
+    def held(self) -> int:
+        """Blocks claimed in the receiver's bitmap (verified)."""
+        return self.receiver.bitmap.count
 
     def holds(self, block: int) -> bool:
         rec = self.receiver

@@ -20,7 +20,8 @@
    blocks a relay verified so far. Each round sends what was asked for AND is held; while the
    source is incomplete, rounds do not count towards ``max_rounds`` or ``quiet_rounds``, and
    POLLs are at least ``follow_wait`` apart (the source grows in between; few rounds of many
-   blocks rather than many NACK rounds of one block each).
+   blocks rather than many NACK rounds of one block each) and only once the source holds more
+   blocks, or the group has more members, than at the last POLL.
 6. Parts (SPEC.md §3.2, ``RootConfig.part_room``): on a link whose frames are small (802.15.4)
    each block goes as PART frames that each fit one link frame, instead of one DATA datagram the
    network layer would fragment (a broadcast datagram is lost if any fragment is). Nodes keep the
@@ -156,6 +157,8 @@ class _Group:
     asks: dict[Hashable, tuple[set[int], int]] = field(default_factory=dict)  # this round's NACKs
     follow_rounds: int = 0  # rounds polled while the source was incomplete (not counted as repair)
     polled_at: float = 0.0
+    polled_with: tuple[int, int] = (-1, -1)  # (blocks the source held, members) at the last POLL
+    waiting: bool = False  # following: no timer until the source or the group grew (next_timer)
     # for progress reports (firmware_proto/mesh_report.py): what this stream put on air, and per
     # member the blocks its last NACK said it misses
     bytes_on_air: int = 0
@@ -342,6 +345,11 @@ class GroupStreamRoot:
             elif phase is _Phase.READY and self._active is None:
                 return group.window_end  # start at once
             elif phase is _Phase.POLLING or phase is _Phase.SENDING:
+                if group.waiting and group.polled_with == (
+                    self._sources[group.artifact_id].held,
+                    len(group.members),
+                ):
+                    continue  # following a source that has not grown: nothing to poll for
                 t = group.deadline
             else:
                 continue
@@ -382,6 +390,8 @@ class GroupStreamRoot:
         group.wanted = set()
         group.part_want = {}
         group.asks = {}
+        group.polled_with = (self._sources[group.artifact_id].held, len(group.members))
+        group.waiting = False
         self._broadcast(self._head_frame(head))
         self._broadcast(encode(Poll(self._sid(head), group.round, self.config.reply_window_ms)))
         group.deadline = now + self.config.reply_window_ms / 1000
@@ -542,12 +552,19 @@ class GroupStreamRoot:
         return [c[0] if len(c) == 1 else tuple(c) for c in out]
 
     def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
-        """The next POLL, at once; while the source still grows, not before ``follow_wait``."""
+        """The next POLL, at once; while the source still grows, not before ``follow_wait``, and
+        only once it holds more blocks (or has more members) than at the last POLL: the children
+        asked already, and a round could only send again what that POLL's round sent."""
         if not source.complete:
             wait = self.config.follow_wait or 4 * self.config.reply_window_ms / 1000
             if now < group.polled_at + wait:
                 group.queue = []
                 group.deadline = group.polled_at + wait
+                return
+            if group.polled_with == (source.held, len(group.members)):
+                group.queue = []
+                group.deadline = now
+                group.waiting = True  # next_timer: none until the source or the group grows
                 return
         self._poll(group, now)
 

@@ -70,7 +70,12 @@ def test_relay_forwards_only_what_it_verified_while_downloading() -> None:
     data: list[Data] = []
     for _ in range(20):
         data += [f for f in _frames(out) if isinstance(f, Data)]
+        if relay.next_timer() is None:
+            break
         t = _run(relay, t)
+    # the round sent what was asked and held; the source has not grown since that POLL, so no
+    # timer and no further POLL until it does (a POLL now could only repeat that round)
+    assert relay.next_timer() is None and out.drain() == []
     held = [0, *range(head.page_count, head.page_count + 3)]
     # nothing unverified (tampered, parked, a page not verified) went out
     assert sorted({f.block for f in data}) == held
@@ -80,6 +85,7 @@ def test_relay_forwards_only_what_it_verified_while_downloading() -> None:
     for b in range(head.block_count):
         rec.accept_block(b, full.payload(b))
     assert ReceiverSource(rec).complete
+    assert relay.next_timer() is not None  # it grew: poll again
     for _ in range(200):
         frames = _frames(out)
         polls = [f for f in frames if isinstance(f, Poll)]
@@ -109,3 +115,41 @@ def test_forwarded_payloads_are_the_signed_blocks() -> None:
     again = ChunkReceiver(flash, 1, cmap.head, restore=True)
     src2 = ReceiverSource(again)
     assert not src2.holds(0) and src2.holds(cmap.head.page_count)
+
+
+def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
+    cmap = _map()
+    head = cmap.head
+    sid = head.stream_id()
+    full = ImageSource(IMAGE, cmap)
+    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
+    assert rec.accept_block(0, full.payload(0)).accepted
+    out = LinkOutbox()
+    relay = GroupRelay(MemoryFlash(64 * 1024), out, RootConfig(collection_window=0.5, reply_window_ms=500))
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    t = _run(relay, 0.0)
+    relay.follow(ReceiverSource(rec), t)
+    t = _run(relay, t)
+
+    def polls_until_idle(t: float) -> tuple[int, float]:
+        polls = 0
+        for _ in range(50):
+            for f in _frames(out):
+                if isinstance(f, Poll):
+                    polls += 1
+                    _nack_all(relay, sid, f.round, head.block_count, t)
+            if relay.next_timer() is None:
+                return polls, t
+            t = _run(relay, t + 0.1)
+        raise AssertionError("the relay never stopped polling a source that does not grow")
+
+    polls, t = polls_until_idle(t)
+    assert polls == 1
+    # a new block verified: one more POLL (and its round), then quiet again
+    assert rec.accept_block(head.page_count, full.payload(head.page_count)).accepted
+    polls, t = polls_until_idle(t)
+    assert polls == 1
+    # a new member asked: it gets a POLL too
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), "child-2", t)
+    polls, t = polls_until_idle(t)
+    assert polls == 1
