@@ -81,7 +81,6 @@ class ControlPlane:
         self.sessions: dict[int, ClientSession] = {}
         self.acked: dict[int, float] = {}
         self._timer_at: dict[Hashable, float] = {}
-        self.frames = 0
         self.on_acked: Callable[[int], None] | None = None  # the node learned of the deployment
 
     def start(self, spread: float) -> None:
@@ -140,24 +139,16 @@ class ControlPlane:
             s.handle_timer(now)
         self._pump_node(key)
 
-    def _carry(
-        self, path: list[int], size: int, arrived: Callable[[], None], hop: int = 0, delay: float = 0.0
-    ) -> None:
-        """Hop by hop as link-ACKed unicast datagrams (6LoWPAN fragments if large) in clock time;
-        a datagram that exhausts its MAC retries is lost (the session's retransmission covers it)."""
-        if hop >= len(path) - 1:
-            if delay:
-                self.clock.after(delay, arrived)
-            else:
-                arrived()
-            return
+    def _carry(self, path: list[int], size: int, arrived: Callable[[], None]) -> None:
+        """Hop by hop as link-ACKed unicast datagrams (6LoWPAN fragments if large) in clock time
+        (:meth:`Radio.send_path`); a datagram that exhausts its MAC retries on a hop is lost (the
+        session's retransmission covers it)."""
 
         def done(ok: bool) -> None:
-            if ok:  # the next node forwards after its hop latency (queued now, sent then)
-                self._carry(path, size, arrived, hop + 1, self.radio.profile.hop_latency)
+            if ok:
+                arrived()
 
-        self.frames += 1
-        self.radio.send(path[hop], path[hop + 1], None, size=size, kind="control", on_done=done, delay=delay)
+        self.radio.send_path(path, size, done, kind="control")
 
     # -- root relay and server side -----------------------------------------------------------------
     def _at_root(self, root: int, child: int, datagram: bytes) -> None:

@@ -437,28 +437,14 @@ class GroupSim(GroupDelivery):
                 else:
                     self.clock.after(self.params.server_latency, done)
 
-        self._hop(path, 0, parts[0], kind, part_done)
+        self._hop(path, parts[0], kind, part_done)
         down_path = list(reversed(path))
         for size in parts[1:]:
-            self._hop(down_path, 0, size, kind, part_done)
+            self._hop(down_path, size, kind, part_done)
 
-    def _hop(
-        self, path: list[int], i: int, size: int, kind: str, done: Callable[[bool], None], delay: float = 0.0
-    ) -> None:
-        if i >= len(path) - 1:
-            if delay:
-                self.clock.after(delay, done, True)
-            else:
-                done(True)
-            return
-
-        def next_hop(ok: bool) -> None:
-            if ok:  # the next node forwards after its hop latency (queued now, sent then)
-                self._hop(path, i + 1, size, kind, done, self.radio.profile.hop_latency)
-            else:
-                done(False)
-
-        self.radio.send(path[i], path[i + 1], None, size=size, kind=kind, on_done=next_hop, delay=delay)
+    def _hop(self, path: list[int], size: int, kind: str, done: Callable[[bool], None]) -> None:
+        """One datagram along ``path`` hop by hop (:meth:`Radio.send_path`)."""
+        self.radio.send_path(path, size, done, kind=kind)
 
     # -- faults ---------------------------------------------------------------------------------------------
     def _retire(self, v: int) -> None:

@@ -121,6 +121,30 @@ PROFILES: dict[str, RadioProfile] = {
 }
 
 
+class _Route:
+    """A modelled datagram forwarded hop by hop (:meth:`Radio.send_path`)."""
+
+    __slots__ = ("done", "path")
+
+    def __init__(self, path: Sequence[int], done: Callable[[bool], None]) -> None:
+        self.path = path
+        self.done = done
+
+
+class _Hop:
+    """One hop of a :class:`_Route` in a transmit queue (the ``on_done`` of its entry): called with
+    False when the queue is dropped (its sender died), the route's ``done(False)``."""
+
+    __slots__ = ("i", "route")
+
+    def __init__(self, route: _Route, i: int) -> None:
+        self.route = route
+        self.i = i
+
+    def __call__(self, ok: bool) -> None:
+        self.route.done(ok)
+
+
 class Radio:
     """Shared channel over a :class:`Topology`; counts everything per node."""
 
@@ -208,17 +232,48 @@ class Radio:
             if on_done is not None:
                 on_done(False)
             return
-        q = self.queues[src]
         length = size if size is not None else len(data) if data is not None else 0
         assert self._clock is not None
-        clock = self._clock
-        ready = clock.now + delay
-        q.append((dst, data, length, kind, on_done, ready))
-        if kind in GROUP_KINDS:
+        self._enqueue(src, (dst, data, length, kind, on_done, self._clock.now + delay))
+
+    def send_path(
+        self, path: Sequence[int], size: int, done: Callable[[bool], None], *, kind: str = "control"
+    ) -> None:
+        """A modelled ``size``-byte datagram forwarded hop by hop along ``path`` (``path[0]``
+        sends), each hop a link-ACKed unicast (:meth:`send` with MAC retries per fragment); each
+        node on the way forwards it ``hop_latency`` after it arrived. ``done(True)`` runs
+        ``hop_latency`` after the last hop ended (the receiver has it), ``done(False)`` when a hop
+        ran out of retries (at its end) or a sender on the way died.
+
+        The same as :meth:`send` hop after hop, chained through ``on_done``, with one clock event
+        per hop instead of two: a hop's outcome is drawn when it starts, so the next hop is queued
+        then, ready when this one has ended and the latency passed (the channel around the next
+        node is held until this hop ends, so it cannot start earlier)."""
+        assert kind not in GROUP_KINDS  # (no group-link back-pressure: _hop_started skips on_idle)
+        if len(path) < 2:
+            done(True)
+            return
+        if not self.alive[path[0]]:
+            done(False)
+            return
+        assert self._clock is not None
+        route = _Route(path, done)
+        self._enqueue(path[0], (path[1], None, size, kind, _Hop(route, 0), self._clock.now))
+
+    def _enqueue(
+        self,
+        src: int,
+        entry: tuple[int, Burst | bytes | None, int | Shape, str, Callable[[bool], None] | None, float],
+    ) -> None:
+        q = self.queues[src]
+        q.append(entry)
+        if entry[3] in GROUP_KINDS:
             self.group_queued[src] += 1
         if not self.busy[src]:
             self.busy[src] = True
-            start = max(ready, self.channel_free[src])
+            clock = self._clock
+            assert clock is not None
+            start = max(entry[5], self.channel_free[src])
             if start <= clock.now:  # idle, channel free: on air at once (the CSMA slot is in the airtime)
                 self._start(src)
             else:
@@ -327,9 +382,40 @@ class Radio:
         self.tx_time[src] += air
         self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + on_air
         self.frames_by_kind[kind] = self.frames_by_kind.get(kind, 0) + frames
+        if type(_done) is _Hop:  # a routed datagram's hop: no end event (send_path)
+            self._hop_started(src, dst, _done, delivered and self.alive[dst], end)
+            return
         self._inflight[src] = (now, air, delivered, frags)
         clock._seq += 1
         heappush(clock._heap, (end, clock._seq, self._end, (src,)))
+
+    def _hop_started(self, src: int, dst: int, hop: _Hop, ok: bool, end: float) -> None:
+        """A routed hop is on air until ``end`` with its outcome drawn: queue the next hop at
+        ``dst`` (ready at ``end + hop_latency``), or call the route's ``done`` then; the sender's
+        next datagram starts after ``end`` (what :meth:`_end` would have done at ``end``)."""
+        clock = self._clock
+        assert clock is not None
+        q = self.queues[src]
+        _dst, _data, size, kind, _h, _ready = q.popleft()
+        route = hop.route
+        path = route.path
+        latency = self.profile.hop_latency
+        if not ok:
+            self.frames_lost += 1
+            clock._seq += 1
+            heappush(clock._heap, (end, clock._seq, route.done, (False,)))
+        elif hop.i + 2 < len(path):
+            hop.i += 1  # (the same object rides on: one per route)
+            self._enqueue(dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
+        else:
+            clock._seq += 1
+            heappush(clock._heap, (end + latency, clock._seq, route.done, (True,)))
+        if q:
+            when = max(end, q[0][5]) + self.profile.slot
+            clock._seq += 1
+            heappush(clock._heap, (when, clock._seq, self._start, (src,)))
+        else:
+            self.busy[src] = False
 
     def _end(self, src: int) -> None:
         clock = self._clock
