@@ -456,14 +456,26 @@ def missing_from_nack(nack: Nack) -> set[int]:
     return out
 
 
+_nack_parts_last: tuple[Nack | None, dict[int, int]] = (None, {})
+
+
 def nack_parts(nack: Nack) -> dict[int, int]:
     """Block → missing-parts mask of everything ``nack`` asks for (:data:`PARTS_ALL` for a
-    block missing wholly; a NACK without NACK_PARTS asks for whole blocks only)."""
+    block missing wholly; a NACK without NACK_PARTS asks for whole blocks only).
+
+    The result of the last call is kept for the same (immutable) ``Nack`` object: a NACK is
+    overheard by every node of a cell, and :func:`decode`'s memo hands them one object. Callers
+    must not change the dict."""
+    global _nack_parts_last
+    last, out = _nack_parts_last
+    if last is nack:
+        return out
     out = dict.fromkeys(missing_from_nack(nack), PARTS_ALL)
     if nack.flags & NACK_PARTS and nack.masks:
         partial = Nack(nack.stream_id, 0, 0, nack.base, nack.partial)
         for block, mask in zip(sorted(missing_from_nack(partial)), nack.masks, strict=True):
             out[block] = mask
+    _nack_parts_last = (nack, out)
     return out
 
 
