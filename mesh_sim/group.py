@@ -227,9 +227,11 @@ class GroupSim(GroupDelivery):
             node.timer_gen += 1
             node.timer_at = best
             clock = self.clock
-            if tail and best <= clock.now and not clock.stopped and not clock.due_now():
-                self._fire(v, node.timer_gen)
-                return
+            if tail and best <= clock.now and not clock.stopped:
+                heap = clock._heap
+                if not heap or heap[0][0] > clock.now:
+                    self._fire(v, node.timer_gen)
+                    return
             clock.at(best, self._fire, v, node.timer_gen)
 
     def _fire(self, v: int, gen: int) -> None:
