@@ -6,7 +6,9 @@
 2. When the window closes the root asks its driver to fetch the artifact and its signed chunk map
    once (:class:`FetchArtifact` → :meth:`GroupStreamRoot.artifact_fetched`); a later group for
    the same artifact reuses them.
-3. Rounds: HEAD + POLL → nodes answer with NACK bitmaps after a random delay, suppressing theirs
+3. Rounds: POLL (after a HEAD the first time, and when members joined since the last POLL; a
+   node without the head answers NEED_HEAD and the HEAD goes again before the round's blocks)
+   → nodes answer with NACK bitmaps after a random delay, suppressing theirs
    when an overheard NACK already covers it (Deluge) → the root sends the union of what is missing
    (pages first, then chunks), paced ``frame_interval`` apart → next POLL; a group of at most
    ``unicast_max`` unfinished members gets each DATA as link-ACKed unicast copies instead of one
@@ -89,7 +91,7 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
-    # a relay forwarding while it downloads: least seconds between its POLLs (0: four reply windows)
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: one reply window)
     follow_wait: float = 0.0
     # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
     # CODED frame (their XOR); 0 or 1: plain DATA only
@@ -390,9 +392,11 @@ class GroupStreamRoot:
         group.wanted = set()
         group.part_want = {}
         group.asks = {}
+        first = group.polled_with[1] < len(group.members)  # the first POLL, or new members since
         group.polled_with = (self._sources[group.artifact_id].held, len(group.members))
         group.waiting = False
-        self._broadcast(self._head_frame(head))
+        if first:
+            self._broadcast(self._head_frame(head))
         self._broadcast(encode(Poll(self._sid(head), group.round, self.config.reply_window_ms)))
         group.deadline = now + self.config.reply_window_ms / 1000
 
@@ -552,11 +556,12 @@ class GroupStreamRoot:
         return [c[0] if len(c) == 1 else tuple(c) for c in out]
 
     def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
-        """The next POLL, at once; while the source still grows, not before ``follow_wait``, and
+        """The next POLL, at once; while the source still grows, not before ``follow_wait`` (one
+        reply window unless set) after the last, and
         only once it holds more blocks (or has more members) than at the last POLL: the children
         asked already, and a round could only send again what that POLL's round sent."""
         if not source.complete:
-            wait = self.config.follow_wait or 4 * self.config.reply_window_ms / 1000
+            wait = self.config.follow_wait or self.config.reply_window_ms / 1000
             if now < group.polled_at + wait:
                 group.queue = []
                 group.deadline = group.polled_at + wait

@@ -12,7 +12,7 @@ from firmware_proto.group_link import LinkOutbox
 from firmware_proto.group_stream import RootConfig
 from firmware_proto.testing.flash import MemoryFlash
 from wire.chunk_map import build_chunk_map
-from wire.frames import Data, Nack, Poll, Want, decode, encode, nack_bitmap
+from wire.frames import NACK_NEED_HEAD, Data, Head, Nack, Poll, Want, decode, encode, nack_bitmap
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 IMAGE = bytes((i * 7 + 3) % 251 for i in range(20_000))
@@ -131,25 +131,33 @@ def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
     relay.follow(ReceiverSource(rec), t)
     t = _run(relay, t)
 
-    def polls_until_idle(t: float) -> tuple[int, float]:
-        polls = 0
+    def polls_until_idle(t: float, need_head: bool = False) -> tuple[int, int, float]:
+        polls = heads = 0
         for _ in range(50):
             for f in _frames(out):
+                heads += isinstance(f, Head)
                 if isinstance(f, Poll):
                     polls += 1
-                    _nack_all(relay, sid, f.round, head.block_count, t)
+                    if need_head:  # a child that has no head: NEED_HEAD (asks for everything)
+                        relay.receive(encode(Nack(sid, f.round, NACK_NEED_HEAD, 0, b"")), CHILD, t)
+                    else:
+                        _nack_all(relay, sid, f.round, head.block_count, t)
             if relay.next_timer() is None:
-                return polls, t
+                return polls, heads, t
             t = _run(relay, t + 0.1)
         raise AssertionError("the relay never stopped polling a source that does not grow")
 
-    polls, t = polls_until_idle(t)
-    assert polls == 1
-    # a new block verified: one more POLL (and its round), then quiet again
+    # the first POLL comes after the HEAD; the round sends what was asked and held, then quiet
+    assert polls_until_idle(t)[:2] == (1, 1)
+    # a new block verified: one more POLL (and its round), no HEAD (the children have it), quiet
     assert rec.accept_block(head.page_count, full.payload(head.page_count)).accepted
-    polls, t = polls_until_idle(t)
-    assert polls == 1
-    # a new member asked: it gets a POLL too
+    polls, heads, t = polls_until_idle(t)
+    assert (polls, heads) == (1, 0)
+    # a new member asked: a POLL after a HEAD again
     relay.receive(encode(Want("a1", "fw-2", "mem://a1")), "child-2", t)
-    polls, t = polls_until_idle(t)
-    assert polls == 1
+    polls, heads, t = polls_until_idle(t)
+    assert (polls, heads) == (1, 1)
+    # a child that lost the head says so: the HEAD goes again before that round's blocks
+    assert rec.accept_block(head.page_count + 1, full.payload(head.page_count + 1)).accepted
+    polls, heads, t = polls_until_idle(t, need_head=True)
+    assert (polls, heads) == (1, 1)
