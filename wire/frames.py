@@ -456,26 +456,27 @@ def missing_from_nack(nack: Nack) -> set[int]:
     return out
 
 
-_nack_parts_last: tuple[Nack | None, dict[int, int]] = (None, {})
+_nack_parts_memo: dict[int, tuple[Nack, dict[int, int]]] = {}  # id → (the Nack, its result)
 
 
 def nack_parts(nack: Nack) -> dict[int, int]:
     """Block → missing-parts mask of everything ``nack`` asks for (:data:`PARTS_ALL` for a
     block missing wholly; a NACK without NACK_PARTS asks for whole blocks only).
 
-    The result of the last call is kept for the same (immutable) ``Nack`` object: a NACK is
-    overheard by every node of a cell, and :func:`decode`'s memo hands them one object. Callers
-    must not change the dict."""
-    global _nack_parts_last
-    last, out = _nack_parts_last
-    if last is nack:
-        return out
+    The results of the last few (immutable) ``Nack`` objects are kept by identity: a NACK is
+    overheard by every node of a cell, and :func:`decode`'s memo hands them one object (each of
+    them also looks at its own pending NACK in between). Callers must not change the dict."""
+    hit = _nack_parts_memo.get(id(nack))
+    if hit is not None and hit[0] is nack:
+        return hit[1]
     out = dict.fromkeys(missing_from_nack(nack), PARTS_ALL)
     if nack.flags & NACK_PARTS and nack.masks:
         partial = Nack(nack.stream_id, 0, 0, nack.base, nack.partial)
         for block, mask in zip(sorted(missing_from_nack(partial)), nack.masks, strict=True):
             out[block] = mask
-    _nack_parts_last = (nack, out)
+    if len(_nack_parts_memo) >= 32:
+        _nack_parts_memo.clear()
+    _nack_parts_memo[id(nack)] = (nack, out)  # (holding the Nack: its id is not reused meanwhile)
     return out
 
 
