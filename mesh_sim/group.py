@@ -53,6 +53,7 @@ from .radio import Radio
 
 __all__ = ["GroupSim"]
 
+
 class GroupSim(GroupDelivery):
     def __init__(
         self,
@@ -135,6 +136,10 @@ class GroupSim(GroupDelivery):
         self.node_name: Callable[[Hashable], str] = str
         self.mesh_report_interval = 5.0
         self._reporters: dict[int, tuple[MeshReporter, float]] = {}  # node → (reporter, next look)
+        # sleep (params.sleep, _try_sleep): per node its children in the tree whose radio is on, and
+        # when its radio last went to sleep (None: awake)
+        self._awake_kids = [len(c) for c in tree.children]
+        self.asleep_at: list[float | None] = [None] * radio.topo.n
         radio.attach(clock, self._deliver, self._idle, self._deliver_all, self._deliver_burst)
 
     # -- set-up -------------------------------------------------------------------------------------
@@ -173,7 +178,7 @@ class GroupSim(GroupDelivery):
         node = self.nodes[v]
         node.boots += 1
         node.down = False
-        self.radio.alive[v] = True
+        self.radio.power(v, True)
         booted = bootmod.boot(node.flash, self.image_ok)
         agent = UpdateAgent(
             node.flash,
@@ -192,6 +197,7 @@ class GroupSim(GroupDelivery):
         self._pump(v)
         if v in self.learned and agent.state is AgentState.IDLE and node.final is None:
             self.learn(v)
+        self._try_sleep(v)
 
     def _root_core(self, v: int) -> GroupStreamRoot:
         fault = self.root_faults.get(v)
@@ -293,6 +299,7 @@ class GroupSim(GroupDelivery):
                     node.root_streaming, ended = False, True
                     self.finished.append(action)
                     self.clock.trace("finished", v, action.complete, action.rounds)
+                    self._try_sleep(v)
             if self.on_mesh_report is not None:
                 self._mesh_report(v, node.root, ended)
             if node.reboot_deferred and not node.root_streaming:
@@ -306,6 +313,7 @@ class GroupSim(GroupDelivery):
         if relay is not None and relay.finished:
             self.finished.extend(relay.finished)
             relay.finished.clear()
+            self._try_sleep(v)
             if node.reboot_deferred and not relay.busy:
                 self.clock.trace("deferred-reboot", v)
                 node.reboot_deferred = False
@@ -379,6 +387,7 @@ class GroupSim(GroupDelivery):
             if action.status == "success":
                 node.success_at = now
             self.clock.trace("final", v, action.status)
+            self._try_sleep(v)
             self._check_done()
 
         if self.on_status is not None:
@@ -463,7 +472,12 @@ class GroupSim(GroupDelivery):
         node = self.nodes[v]
         self._retire(v)
         node.down = True
-        self.radio.alive[v] = False
+        if self.radio.asleep[v]:  # counted awake again: its parent's count (_try_sleep) goes back up
+            self.asleep_at[v] = None
+            p = self.tree.parent[v]
+            if p >= 0:
+                self._awake_kids[p] += 1
+        self.radio.power(v, False)
         self.clock.trace("down", v)
         if back_after is not None:
             self._pending_reboots += 1
@@ -487,12 +501,52 @@ class GroupSim(GroupDelivery):
         self.reelections += 1
         self.tree = elect(self.radio.topo, self.radio.alive)
         self.clock.trace("reelected", tuple(self.tree.roots))
+        self._resleep()
         for r in self.tree.roots:
             node = self.nodes[r]
             if node.root is None and not node.down:
                 node.relay = None  # the root role fetches from the server (same cached map, same stream)
                 node.root = self._root_core(r)
                 self._pump(r)
+
+    # -- sleep ------------------------------------------------------------------------------------------
+    def _try_sleep(self, v: int) -> None:
+        """The node's radio sleeps once nothing more is needed of it (mesh_sim/energy.py's rule,
+        as the node can know it): it runs the update (success), every child in its routing tree
+        sleeps, and its stream cores are idle (a relay ends its children's stream first); then
+        its parent may. Asleep, no broadcast reaches it (``Radio.sleep``); unicast hops (status
+        reports, fallback fetches, the control plane) still do."""
+        if not self.params.sleep:
+            return
+        radio = self.radio
+        parent = self.tree.parent
+        while v >= 0:
+            node = self.nodes[v]
+            if (
+                radio.asleep[v]
+                or node.down
+                or node.success_at is None
+                or self._awake_kids[v]
+                or node.reboot_deferred
+                or (node.relay is not None and node.relay.busy)
+                or (node.root is not None and node.root.busy)
+            ):
+                return
+            radio.sleep(v, True)
+            self.asleep_at[v] = self.clock.now
+            v = parent[v]
+            if v >= 0:
+                self._awake_kids[v] -= 1
+
+    def _resleep(self) -> None:
+        """A new tree (re-election): every radio wakes, then sleeps again where the rule holds."""
+        for v in range(len(self.nodes)):
+            if self.radio.asleep[v]:
+                self.radio.sleep(v, False)
+                self.asleep_at[v] = None
+        self._awake_kids = [len(c) for c in self.tree.children]
+        for v in reversed(self.tree.order):  # children before parents
+            self._try_sleep(v)
 
     # -- the end --------------------------------------------------------------------------------
     def _check_done(self) -> None:

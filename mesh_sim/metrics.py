@@ -116,9 +116,16 @@ def summarize(res: RunResult, seed: int) -> dict[str, Any]:
             bl.mupgrade(topo, tree, radio.profile, sc.image_size, best, seed),
             bl.unicast(topo, tree, radio.profile, sc.image_size, best, seed),
         ]
+    slept = [None if t is None else max(0.0, t - start) for t in gs.asleep_at]
     ends = [t for t in rel if t is not None] + [m.completion_s for m in methods]
-    horizon = max([*ends, *last_air, 0.0])
-    g_awake = [max(a, b) for a, b in zip(awake_until(tree, rel, horizon), last_air, strict=True)]
+    horizon = max([*ends, *last_air, *(t for t in slept if t is not None), 0.0])
+    g_until = awake_until(tree, rel, horizon)  # the energy model's rule: when it could sleep
+    if gs.params.sleep:  # the radio's own state: awake until it went to sleep (GroupSim._try_sleep);
+        # still awake when the run stopped (every node through; a relay ending its stream's last
+        # rounds): to then, or the rule's time if later (a node that never got the update)
+        end = max(0.0, res.clock.now - start)
+        g_until = [max(u, end) if t is None else t for t, u in zip(slept, g_until, strict=True)]
+    g_awake = [max(a, b) for a, b in zip(g_until, last_air, strict=True)]
     g_energy = node_energy(radio.profile, radio.tx_time, radio.rx_time, g_awake, horizon)
     group["energy_mj"] = g_energy.sum_mj
     group["energy_max_node_mj"] = g_energy.max_mj

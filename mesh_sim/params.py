@@ -30,3 +30,6 @@ class GroupParams:
     unicast_max: int = 0  # RootConfig.unicast_max: DATA as link-ACKed unicast copies to small cells
     part_room: int = 0  # RootConfig.part_room: blocks as one-frame PART frames (0: whole DATA datagrams)
     bursts: bool = True  # a block's PART frames as one radio burst (False: each its own datagram)
+    # a node's radio sleeps once nothing more is needed of it (GroupSim._try_sleep; False: every
+    # powered node hears every broadcast to the end, the model before)
+    sleep: bool = True

@@ -157,6 +157,11 @@ class Radio:
         self.collisions = collisions
         n = topology.n
         self.alive = [True] * n
+        # asleep (``sleep``): a powered node whose radio is off for broadcasts, because nothing
+        # more is needed of it (mesh_sim/energy.py); it still takes and forwards unicast hops (a
+        # duty-cycled MAC wakes for them). rx_on[v]: alive and not asleep (who hears a broadcast)
+        self.asleep = [False] * n
+        self.rx_on = [True] * n
         self.channel_free = [0.0] * n  # when this node's neighbourhood channel is free
         self.rx_busy_until = [0.0] * n
         self.frames_tx = [0] * n
@@ -208,6 +213,17 @@ class Radio:
         self._on_idle = on_idle
         self._deliver_all = deliver_all
         self._deliver_burst = deliver_burst
+
+    def power(self, node: int, on: bool) -> None:
+        """The node powers on (awake) or off."""
+        self.alive[node] = on
+        self.asleep[node] = False
+        self.rx_on[node] = on
+
+    def sleep(self, node: int, asleep: bool) -> None:
+        """The node's radio sleeps (no broadcast reaches it, no rx time) or wakes."""
+        self.asleep[node] = asleep
+        self.rx_on[node] = self.alive[node] and not asleep
 
     def queued(self, node: int) -> int:
         return len(self.queues[node])
@@ -436,7 +452,7 @@ class Radio:
         elif dst == BROADCAST:
             if self.alive[src] and data is not None:
                 rnd = self.rng.random
-                alive = self.alive
+                alive = self.rx_on  # powered and awake (sleep)
                 rx_time = self.rx_time
                 end = start + air
                 got: list[int] = []
@@ -504,7 +520,7 @@ class Radio:
         between losses (geometric, one draw per loss and one more, not one per frame: the same
         independent per-frame losses)."""
         rnd = self.rng.random
-        alive = self.alive
+        alive = self.rx_on  # powered and awake (sleep)
         rx_time = self.rx_time
         end = start + air
         n = len(frames)
@@ -587,7 +603,7 @@ class Radio:
         air = end - start
         got: list[int] = []
         rnd = self.rng.random
-        alive = self.alive
+        alive = self.rx_on
         rx_time = self.rx_time
         collisions = self.collisions
         busy = self.rx_busy_until

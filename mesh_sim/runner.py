@@ -95,6 +95,7 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
         unicast_max=sc.unicast_max,
         part_room=room,
         bursts=sc.bursts,
+        sleep=sc.sleep,
     )
 
 

@@ -18,7 +18,10 @@
                  one-frame PART frames where the network layer would fragment DATA, i.e. 802.15.4;
                  "on"; "off": whole DATA datagrams), part_count (blocks of at most this many parts);
                  bursts (true: a block's parts leave as one radio burst, mesh_sim/radio.py; false:
-                 each part its own datagram on the radio, the model before bursts)
+                 each part its own datagram on the radio, the model before bursts); sleep (true:
+                 a node's radio sleeps once it and its routing subtree installed and its stream
+                 cores are idle, no broadcast reaches it; false: every powered node hears every
+                 broadcast, the model before)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -79,6 +82,7 @@ class Scenario:
     unicast_max: int = 0
     parts: str = "auto"
     bursts: bool = True
+    sleep: bool = True
     part_count: int = 0
     relay_window: float = 0.5
     want_interval: float = 5.0
@@ -149,6 +153,7 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
     if s.parts not in ("auto", "on", "off"):
         raise ScenarioError(f"stream.parts = {s.parts!r} is not auto, on or off")
     s.bursts = _get(stream, "bursts", bool, s.bursts, "stream")
+    s.sleep = _get(stream, "sleep", bool, s.sleep, "stream")
     s.part_count = _get(stream, "part_count", int, s.part_count, "stream")
     if not 0 <= s.part_count <= 16:
         raise ScenarioError(f"stream.part_count = {s.part_count} is not 0 or in 1..16")
