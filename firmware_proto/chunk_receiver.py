@@ -65,6 +65,7 @@ def _all_parts(count: int) -> int:
 
 _ALL_PARTS = [_all_parts(c) for c in range(PARTS_MAX + 1)]  # by count
 
+
 class ChunkReceiver:
     def __init__(
         self,

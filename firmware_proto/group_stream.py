@@ -5,7 +5,10 @@
    before it closes is in the group.
 2. When the window closes the root asks its driver to fetch the artifact and its signed chunk map
    once (:class:`FetchArtifact` → :meth:`GroupStreamRoot.artifact_fetched`); a later group for
-   the same artifact reuses them.
+   the same artifact reuses them, and so does a group for the image the node runs
+   (:meth:`GroupStreamRoot.hold`, e.g. a root after its own install reboot). Such a group's window
+   is ``RootConfig.held_window`` at most: there is no fetch to batch askers for, and a late asker
+   (one that missed a stream, or its whole subtree) need not wait a full window again.
 3. Rounds: POLL (after a HEAD the first time, and when members joined since the last POLL; a
    node without the head answers NEED_HEAD and the HEAD goes again before the round's blocks)
    → nodes answer with NACK bitmaps after a random delay, suppressing theirs
@@ -80,6 +83,10 @@ NACK_FULL_BYTES = 128  # a NACK bitmap this long may have been cut (SPEC.md §3.
 @dataclass(frozen=True, slots=True)
 class RootConfig:
     collection_window: float = 3600.0
+    # the window of a group for an artifact this core already holds (an earlier group fetched it,
+    # or hold()): at most this long (no fetch to batch askers for); never longer than
+    # collection_window
+    held_window: float = 5.0
     chunk_size: int = 1024
     frame_interval: float = 0.0  # seconds between DATA frames (link pacing)
     frames_per_tick: int = 1
@@ -251,9 +258,10 @@ class GroupStreamRoot:
     def _on_want(self, want: Want, sender: Hashable, now: float) -> None:
         group = self._groups.get(want.artifact_id)
         if group is None or group.phase is _Phase.FINISHED:
-            group = _Group(
-                want.artifact_id, want.artifact_name, want.source_uri, now + self.config.collection_window
-            )
+            window = self.config.collection_window
+            if want.artifact_id in self._sources:  # held: no fetch to batch askers for
+                window = min(window, self.config.held_window)
+            group = _Group(want.artifact_id, want.artifact_name, want.source_uri, now + window)
             self._groups[want.artifact_id] = group
             self.events.append(f"window opened for {want.artifact_name}")
         group.members.add(sender)
@@ -321,6 +329,14 @@ class GroupStreamRoot:
         group = self._groups.get(artifact_id)
         if group is not None and group.phase is _Phase.FETCHING:
             group.phase = _Phase.READY
+
+    def hold(self, source: BlockSource) -> None:
+        """The whole image of an artifact this node holds verified (the one it runs, with its
+        signed map: :meth:`firmware_proto.group_forwarder.GroupRelay.load`): a group for it
+        streams from ``source`` without a fetch, after ``held_window``."""
+        if not source.complete:
+            raise ValueError("hold() takes a whole image")
+        self._sources.setdefault(source.head.artifact_id, source)
 
     @property
     def busy(self) -> bool:

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable, Hashable
 
 from firmware_proto import boot as bootmod
-from firmware_proto.block_source import ReceiverSource
+from firmware_proto.block_source import ImageSource, ReceiverSource
 from firmware_proto.group_forwarder import GroupRelay
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.mesh_report import MeshReporter
@@ -39,7 +39,7 @@ from firmware_proto.update_agent import (
     ReportStatus,
     UpdateAgent,
 )
-from wire.chunk_map import build_chunk_map
+from wire.chunk_map import ChunkMap, build_chunk_map
 from wire.frames import FrameError, decode
 
 from .clock import EventClock, SimulationError
@@ -191,6 +191,13 @@ class GroupSim(GroupDelivery):
         agent.start(self.clock.now)
         if self.tree.parent[v] < 0 and self.tree.root_of[v] == v and node.root is None:
             node.root = self._root_core(v)
+            held = GroupRelay(node.flash, GroupLink(self, v), self.relay_config)
+            if held.load(booted.slot, self._maps):  # type: ignore[arg-type]
+                # the image it streamed, after its own install reboot: a late asker gets it from
+                # flash after the held window, not a fetch after a whole collection window
+                cmap = self._maps[held.map_bytes]
+                assert isinstance(cmap, ChunkMap)
+                node.root.hold(ImageSource(self._relay_image(held), cmap))
         elif node.root is None:  # serves its committed image, or forwards while it downloads
             node.relay = GroupRelay(node.flash, GroupLink(self, v), self.relay_config)
             node.relay.load(booted.slot, self._maps)  # type: ignore[arg-type]

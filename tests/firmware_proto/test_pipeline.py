@@ -161,3 +161,50 @@ def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
     assert rec.accept_block(head.page_count + 1, full.payload(head.page_count + 1)).accepted
     polls, heads, t = polls_until_idle(t, need_head=True)
     assert (polls, heads) == (1, 1)
+
+
+def test_a_held_image_is_streamed_after_the_held_window_without_a_fetch() -> None:
+    """A group for an artifact the core holds (``hold``: the image the node runs, e.g. a root after
+    its own install reboot) starts after ``held_window``, not a whole collection window, and fetches
+    nothing; an artifact it does not hold still waits the collection window and is fetched."""
+    from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot
+
+    cmap = _map()
+    config = RootConfig(collection_window=600.0, held_window=5.0)
+    out = LinkOutbox()
+    root = GroupStreamRoot(out, config)
+    root.hold(ImageSource(IMAGE, cmap))
+    root.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 100.0)
+    assert root.next_timer() == 105.0
+    root.handle_timer(105.0)
+    assert root.actions() == [] and root.fetches == 0  # streamed from what it holds
+    sent = _frames(out)
+    assert isinstance(sent[0], Head) and isinstance(sent[1], Poll)
+    assert sent[0].stream_id == cmap.head.stream_id()
+    # another artifact than the one held: the whole window
+    other = GroupStreamRoot(LinkOutbox(), config)
+    other.hold(ImageSource(IMAGE, cmap))
+    other.receive(encode(Want("a2", "fw-3", "mem://a2")), CHILD, 200.0)
+    assert other.next_timer() == 800.0
+    # a held window longer than the collection window is capped by it
+    short = GroupStreamRoot(LinkOutbox(), RootConfig(collection_window=2.0, held_window=5.0))
+    short.hold(ImageSource(IMAGE, cmap))
+    short.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    assert short.next_timer() == 2.0
+    # without hold: the collection window and one fetch
+    plain = GroupStreamRoot(LinkOutbox(), config)
+    plain.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    assert plain.next_timer() == 600.0
+    plain.handle_timer(600.0)
+    assert plain.actions() == [FetchArtifact("a1", "mem://a1", config.chunk_size)]
+
+
+def test_hold_takes_only_a_whole_image() -> None:
+    import pytest
+
+    from firmware_proto.group_stream import GroupStreamRoot
+
+    cmap = _map()
+    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, cmap.head)
+    with pytest.raises(ValueError):
+        GroupStreamRoot(LinkOutbox(), RootConfig()).hold(ReceiverSource(rec))
