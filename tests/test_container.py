@@ -207,7 +207,7 @@ def test_compose_has_no_secret_literal(compose: dict[str, Any]) -> None:
             line = " ".join(words) if isinstance(words, list) else str(words)
             assert not re.search(r"--[\w-]*password(?![\w-]*-(file|env))[ =]", line), (name, line)
             for match in ASSIGNMENT.finditer(line):  # a secret variable is set from a secret file only
-                assert line[match.end():].startswith('"$$(cat /run/secrets/'), (name, line)
+                assert line[match.end() :].startswith('"$$(cat /run/secrets/'), (name, line)
     for name, secret in compose["secrets"].items():
         assert set(secret) == {"file"} and secret["file"].startswith("./secrets/"), name
     assert "secrets" in (ROOT / ".dockerignore").read_text().split()

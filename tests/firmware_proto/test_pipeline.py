@@ -125,7 +125,8 @@ def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
     rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
     assert rec.accept_block(0, full.payload(0)).accepted
     out = LinkOutbox()
-    relay = GroupRelay(MemoryFlash(64 * 1024), out, RootConfig(collection_window=0.5, reply_window_ms=500))
+    config = RootConfig(collection_window=0.5, reply_window_ms=500, follow_push=False)
+    relay = GroupRelay(MemoryFlash(64 * 1024), out, config)
     relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
     t = _run(relay, 0.0)
     relay.follow(ReceiverSource(rec), t)
@@ -161,6 +162,70 @@ def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
     assert rec.accept_block(head.page_count + 1, full.payload(head.page_count + 1)).accepted
     polls, heads, t = polls_until_idle(t, need_head=True)
     assert (polls, heads) == (1, 1)
+
+
+def test_following_relay_pushes_what_was_asked_as_it_verifies_it() -> None:
+    """follow_push: between POLLs (three reply windows apart at least) each block the last POLL's
+    NACKs asked for goes out as soon as the relay verified it, with no POLL or NACK of its own;
+    a block nobody asked for is not pushed; a new member or the wait's end brings a POLL again."""
+    cmap = _map()
+    head = cmap.head
+    sid = head.stream_id()
+    full = ImageSource(IMAGE, cmap)
+    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
+    assert rec.accept_block(0, full.payload(0)).accepted
+    out = LinkOutbox()
+    relay = GroupRelay(MemoryFlash(64 * 1024), out, RootConfig(collection_window=0.5, reply_window_ms=500))
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    t = _run(relay, 0.0)
+    relay.follow(ReceiverSource(rec), t)
+    t = _run(relay, t)
+    first = _frames(out)
+    assert [type(f) for f in first] == [Head, Poll]
+    polled_at = t
+    # the child asks for every block but one chunk of page 0 (it overheard that one elsewhere)
+    c0, c1, c2 = head.page_count, head.page_count + 1, head.page_count + 2
+    base, bits = nack_bitmap([b for b in range(head.block_count) if b != c1], 128)
+    relay.receive(encode(Nack(sid, first[1].round, 0, base, bits)), CHILD, t)
+    t = _run(relay, t + 0.5)
+    assert [f.block for f in _frames(out) if isinstance(f, Data)] == [0]  # the round: what it held
+
+    def step(t: float) -> tuple[list[object], float]:
+        """Run the timers due by ``t`` (or the next one, if later), as a driver would."""
+        due = relay.next_timer()
+        if due is None:
+            return [], t
+        t = max(t, due)
+        while (due := relay.next_timer()) is not None and due <= t:
+            relay.handle_timer(t)
+        return _frames(out), t
+
+    # within the wait (two reply windows): a verified block that was asked for goes out at once,
+    # no POLL
+    assert rec.accept_block(c0, full.payload(c0)).accepted
+    sent, t = step(t + 0.1)
+    assert [type(f) for f in sent] == [Data] and sent[0].block == c0
+    assert relay.next_timer() is None  # nothing more held: it waits for the source
+    assert t < polled_at + 1.0
+    # a block it verified that nobody asked for is not pushed
+    assert rec.accept_block(c1, full.payload(c1)).accepted
+    sent, t = step(t + 0.05)
+    assert sent == [] and relay.next_timer() is None
+    # past the wait, the source grows: a POLL (the children say what they lost meanwhile)
+    assert rec.accept_block(c2, full.payload(c2)).accepted
+    sent, t = step(polled_at + 1.1)
+    assert [type(f) for f in sent] == [Poll]
+    # a new member: after the wait, a HEAD and a POLL for it
+    relay.receive(encode(Nack(sid, sent[0].round, 0, base, bits)), CHILD, t)
+    sent, t = step(t + 0.5)
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), "child-2", t)
+    seen: list[object] = []
+    for _ in range(20):
+        got, t = step(t + 0.2)
+        seen += got
+        if any(isinstance(f, Poll) for f in got):
+            break
+    assert any(isinstance(f, Head) for f in seen) and isinstance(seen[-1], Poll)
 
 
 def test_a_held_image_is_streamed_after_the_held_window_without_a_fetch() -> None:

@@ -108,15 +108,15 @@ def through_relay(
     vl = VirtualLink(gw, **link)
     c1 = vl.add(1, dc.DtlsClient(dc.PskClientConfig("node-1", KEYS["node-1"])))
     c2 = vl.add(2, dc.DtlsClient(dc.PskClientConfig("node-2", KEYS["node-2"])))
-    vl.run(300, stop=lambda: c1.state is dc.ClientState.ESTABLISHED
-           and c2.state is dc.ClientState.ESTABLISHED)
+    vl.run(
+        300, stop=lambda: c1.state is dc.ClientState.ESTABLISHED and c2.state is dc.ClientState.ESTABLISHED
+    )
     assert c1.state is dc.ClientState.ESTABLISHED and c2.state is dc.ClientState.ESTABLISHED
     return vl, gw, c1, c2
 
 
 def received(vl: VirtualLink, device: str) -> list[bytes]:
-    return [e.plaintext for e in vl.server_events
-            if isinstance(e, ApplicationData) and e.device_id == device]
+    return [e.plaintext for e in vl.server_events if isinstance(e, ApplicationData) and e.device_id == device]
 
 
 def test_relay_never_sees_plaintext_markers() -> None:

@@ -119,9 +119,7 @@ GOLDEN: list[tuple[str, bytes, Packet]] = [
     (
         "paho-publish-qos-1-short",
         h("15 0C 62 61 62 00 00") + QOSM1_SHORT_DATA,
-        Publish(
-            short_topic_id("ab"), QOSM1_SHORT_DATA, qos=-1, topic_id_type=TopicIdType.SHORT
-        ),
+        Publish(short_topic_id("ab"), QOSM1_SHORT_DATA, qos=-1, topic_id_type=TopicIdType.SHORT),
     ),
     (
         "paho-publish-short-zz",
@@ -259,16 +257,12 @@ GOLDEN: list[tuple[str, bytes, Packet]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("wire", "packet"), [(w, p) for _, w, p in GOLDEN], ids=[i for i, _, _ in GOLDEN]
-)
+@pytest.mark.parametrize(("wire", "packet"), [(w, p) for _, w, p in GOLDEN], ids=[i for i, _, _ in GOLDEN])
 def test_golden_encode(wire: bytes, packet: Packet) -> None:
     assert encode(packet) == wire
 
 
-@pytest.mark.parametrize(
-    ("wire", "packet"), [(w, p) for _, w, p in GOLDEN], ids=[i for i, _, _ in GOLDEN]
-)
+@pytest.mark.parametrize(("wire", "packet"), [(w, p) for _, w, p in GOLDEN], ids=[i for i, _, _ in GOLDEN])
 def test_golden_decode(wire: bytes, packet: Packet) -> None:
     got = decode(wire)
     assert type(got) is type(packet)
@@ -409,9 +403,9 @@ text = st.text(max_size=24)
 nonempty_text = st.text(min_size=1, max_size=24)
 topic_filter = st.one_of(
     nonempty_text,
-    st.lists(st.sampled_from(["sn", "+", "#", "a", "ota", "é", ""]), min_size=1, max_size=5).map(
-        "/".join
-    ).filter(bool),
+    st.lists(st.sampled_from(["sn", "+", "#", "a", "ota", "é", ""]), min_size=1, max_size=5)
+    .map("/".join)
+    .filter(bool),
 )
 short_name = st.one_of(
     st.text(st.characters(max_codepoint=0x7F), min_size=2, max_size=2),
@@ -520,9 +514,7 @@ def test_every_packet_class_has_a_strategy() -> None:
     exported = {
         obj
         for name in mqttsn.__all__
-        if isinstance(obj := getattr(mqttsn, name), type)
-        and issubclass(obj, Packet)
-        and obj is not Packet
+        if isinstance(obj := getattr(mqttsn, name), type) and issubclass(obj, Packet) and obj is not Packet
     }
     assert exported == set(STRATEGIES)
     assert {cls.msg_type for cls in exported} == set(MsgType)

@@ -195,7 +195,7 @@ def test_sleeper_woken_at_a_new_address_keeps_its_broker_connection(mode: str) -
     # ... and the broker's messages reach it at the new address
     rig.broker.route(rig.gw, "down/1", b"hello", 1, rig.now)
     got = rig.flush()
-    assert [(p, m.data) for p, m in rig.out[-len(got):] if isinstance(m, Publish)] == [(b, b"hello")]
+    assert [(p, m.data) for p, m in rig.out[-len(got) :] if isinstance(m, Publish)] == [(b, b"hello")]
 
 
 def test_new_session_at_the_address_a_sleeper_left_gets_its_own_broker_connection() -> None:
@@ -263,8 +263,14 @@ _attack = st.one_of(
     st.builds(Disconnect, st.sampled_from([None, 0, 30])),
     st.builds(WillTopic, st.sampled_from(["", "w/t"])),
     st.builds(WillMsg, st.just(b"w")),
-    st.builds(Publish, st.integers(1, 3), st.just(b"x"), st.sampled_from([-1, 0, 1]), st.integers(1, 9),
-              topic_id_type=st.sampled_from([TopicIdType.PREDEFINED, TopicIdType.SHORT])),
+    st.builds(
+        Publish,
+        st.integers(1, 3),
+        st.just(b"x"),
+        st.sampled_from([-1, 0, 1]),
+        st.integers(1, 9),
+        topic_id_type=st.sampled_from([TopicIdType.PREDEFINED, TopicIdType.SHORT]),
+    ),
     st.builds(Publish, st.integers(1, 3), st.just(b"x"), st.sampled_from([0, 1]), st.integers(1, 9)),
     st.builds(Register, st.just(0), st.integers(1, 9), st.just(f"fw/{VICTIM}/cmd")),
     st.builds(Subscribe, st.integers(1, 9), st.sampled_from([f"fw/{VICTIM}/#", "#"]), st.just(1)),
@@ -295,11 +301,7 @@ def test_no_keyless_sequence_reaches_a_verified_session(
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    ops=st.lists(
-        st.tuples(st.integers(0, 3), st.integers(0, 5), st.booleans()), max_size=60
-    )
-)
+@given(ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.booleans()), max_size=60))
 def test_keyless_counts_match_the_session_table(ops: list[tuple[int, int, bool]]) -> None:
     rig = Rig(max_unverified_per_source=3, max_unverified_sessions=7)
     for host, port, connect in ops:
@@ -326,8 +328,12 @@ def test_broker_publish_of_a_woken_verified_sleeper_stays_stamped() -> None:
     rig.send(Secure(2), Pingreq(VICTIM), VICTIM)
     rig.send(Secure(2), Connect(VICTIM, 60, clean_session=False), VICTIM)
     (reg,) = rig.send(Secure(2), Register(0, 5, f"dev/{VICTIM}/s"), VICTIM)
-    rig.gw.receive_datagram(encode(Publish(reg.topic_id, b"up", 1, 6)), Secure(2), rig.now,  # type: ignore[attr-defined]
-                            identity=VICTIM)
+    rig.gw.receive_datagram(
+        encode(Publish(reg.topic_id, b"up", 1, 6)),
+        Secure(2),
+        rig.now,  # type: ignore[attr-defined]
+        identity=VICTIM,
+    )
     actions = rig.gw.broker_actions()
     (pub,) = [a for a in actions if isinstance(a, BrokerPublish)]
     assert (pub.device, pub.verified, pub.conn) == (VICTIM, True, Secure(1))

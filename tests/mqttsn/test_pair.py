@@ -61,9 +61,7 @@ def test_qos2_exactly_once_and_qos1_at_least_once_upstream_under_loss(mode: str,
     ids2 = [c.publish("up/q2", f"m{i}".encode(), 2, now=net.now) for i in range(30)]
     ids1 = [c.publish("up/q1", f"n{i}".encode(), 1, now=net.now) for i in range(30)]
     want = set(ids2) | set(ids1)
-    events = run_until(
-        net, c, lambda ev: want <= {e.msg_id for e in ev if isinstance(e, PublishAcked)}
-    )
+    events = run_until(net, c, lambda ev: want <= {e.msg_id for e in ev if isinstance(e, PublishAcked)})
     acked = [e for e in events if isinstance(e, PublishAcked)]
     assert {e.msg_id for e in acked} >= want and all(e.return_code == 0 for e in acked)
     assert net.link.lost > 0  # the link really lost datagrams
@@ -81,9 +79,7 @@ def test_qos2_exactly_once_downstream_under_loss(seed: int) -> None:
     run_until(net, c, lambda ev: any(isinstance(e, Subscribed) for e in ev))
     for i in range(25):
         net.broker.route(net.gateway, f"down/{i % 3}", f"d{i}".encode(), 2, net.now)
-    events = run_until(
-        net, c, lambda ev: sum(isinstance(e, MessageReceived) for e in ev) >= 25, limit=20000
-    )
+    events = run_until(net, c, lambda ev: sum(isinstance(e, MessageReceived) for e in ev) >= 25, limit=20000)
     # let any stray retransmissions play out, then count
     events += run_until(net, c, lambda ev: False, limit=net.now + 300)
     got = [e.payload for e in events if isinstance(e, MessageReceived)]

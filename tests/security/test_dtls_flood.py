@@ -33,8 +33,10 @@ def test_verified_nodes_keep_working_while_a_keyless_half_open_flood_runs(mosqui
             await a.__aenter__()  # node-a holds a session while the flood starts
 
             stop = threading.Event()
-            floods = [UdpFlooder(target, bind="127.0.0.2", relay=True),
-                      UdpFlooder(target, bind="127.0.0.2", relay=False, ports=48)]
+            floods = [
+                UdpFlooder(target, bind="127.0.0.2", relay=True),
+                UdpFlooder(target, bind="127.0.0.2", relay=False, ports=48),
+            ]
             threads = [threading.Thread(target=f.run, args=(30.0, stop.is_set), daemon=True) for f in floods]
             for t in threads:
                 t.start()
@@ -75,8 +77,12 @@ def test_verified_nodes_keep_working_while_a_keyless_half_open_flood_runs(mosqui
 
         messages = await watcher.wait_for(9, timeout=20)
         payloads = {(t, p) for t, p, _ in messages}
-        expected = {("dev/node-a/up", b"before"), ("dev/node-a/up", b"returned"),
-                    ("dev/node-b/up", b"new"), ("dev/node-c/up", b"relayed")}
+        expected = {
+            ("dev/node-a/up", b"before"),
+            ("dev/node-a/up", b"returned"),
+            ("dev/node-b/up", b"new"),
+            ("dev/node-c/up", b"relayed"),
+        }
         expected |= {("dev/node-a/up", f"during {i}".encode()) for i in range(5)}
         assert expected <= payloads
 

@@ -34,8 +34,19 @@ __all__ = [
 # What docker puts in PATH when the image sets none (moby's oci defaults).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUPPORTED = {
-    "FROM", "ARG", "ENV", "LABEL", "WORKDIR", "USER", "COPY", "RUN", "VOLUME", "EXPOSE",
-    "HEALTHCHECK", "ENTRYPOINT", "CMD",
+    "FROM",
+    "ARG",
+    "ENV",
+    "LABEL",
+    "WORKDIR",
+    "USER",
+    "COPY",
+    "RUN",
+    "VOLUME",
+    "EXPOSE",
+    "HEALTHCHECK",
+    "ENTRYPOINT",
+    "CMD",
 }
 
 
@@ -288,9 +299,12 @@ def context_files(context: Path) -> Iterator[str]:
         base = Path(top).relative_to(context).as_posix()
         prefix = "" if base == "." else f"{base}/"
         dirs[:] = [
-            d for d in dirs
-            if not (_ignored(patterns, prefix + d)
-                    and not any(e.startswith(prefix + d + "/") or e.startswith("**") for e in exceptions))
+            d
+            for d in dirs
+            if not (
+                _ignored(patterns, prefix + d)
+                and not any(e.startswith(prefix + d + "/") or e.startswith("**") for e in exceptions)
+            )
         ]
         found.extend(prefix + f for f in files if not _ignored(patterns, prefix + f))
     yield from sorted(found)

@@ -93,8 +93,12 @@ class VerifiedNode:
 
     async def _start(self) -> None:
         self.client = DtlsUdpClient(
-            self.rig.dtls, self.device, dtls=dc.PskClientConfig(self.device, self.rig.keys[self.device]),
-            keep_alive=60, retry_interval=1.0, max_retries=10,
+            self.rig.dtls,
+            self.device,
+            dtls=dc.PskClientConfig(self.device, self.rig.keys[self.device]),
+            keep_alive=60,
+            retry_interval=1.0,
+            max_retries=10,
         )
         await self.client.__aenter__()
         await self.client.subscribe(f"fw/{self.device}/#", qos=1)
@@ -144,5 +148,3 @@ class DualGatewayFactory(Protocol):
         keys: dict[str, bytes] | None = ...,
         dtls_options: dict[str, Any] | None = ...,
     ) -> DualGateway: ...
-
-

@@ -172,8 +172,7 @@ def test_burst_head_agrees_with_decode(frames: list[bytes]) -> None:
         if (
             not isinstance(frame, Part)
             or frame.tag != b"\x12\x34"
-            or (decoded
-            and frame.block != decoded[0].block)
+            or (decoded and frame.block != decoded[0].block)
         ):
             decoded = None
             break

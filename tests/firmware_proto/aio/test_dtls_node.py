@@ -39,8 +39,12 @@ class Mesh:
     """Nodes behind one relay, a DTLS gateway and a memory broker, on a virtual clock."""
 
     def __init__(self, *, loss: float = 0.0, seed: int = 0, idle_timeout: float = 900.0) -> None:
-        self.server = DtlsServer(DtlsServerConfig(psk=KEYS), idle_timeout=idle_timeout,
-                                 handshake_timeout_min=0.2, handshake_timeout_max=6.4)
+        self.server = DtlsServer(
+            DtlsServerConfig(psk=KEYS),
+            idle_timeout=idle_timeout,
+            handshake_timeout_min=0.2,
+            handshake_timeout_max=6.4,
+        )
         self.gateway = Gateway(GatewayConfig(retry_interval=1.0))
         self.front = DtlsFront(self.server, self.gateway)
         self.broker = MemoryBroker()
@@ -62,7 +66,8 @@ class Mesh:
         node = DtlsNodeSession(
             ClientSession(client_id, retry_interval=1.0, max_retries=8, **session),  # type: ignore[arg-type]
             dc.PskClientConfig(client_id, KEYS.get(client_id, b"\0") if key is None else key),
-            handshake_timeout_min=0.2, handshake_timeout_max=6.4,
+            handshake_timeout_min=0.2,
+            handshake_timeout_max=6.4,
         )
         self.nodes[child] = node
         self.events[child] = []
@@ -227,8 +232,9 @@ def test_wrong_key_never_reaches_the_gateway_and_other_device_takes_over_peer() 
     mesh = Mesh()
     bad = mesh.add(9, "node-2", key=b"\x99" * 16)
     mesh.run(30)
-    assert not bad.established and any(isinstance(e, dc.HandshakeFailed | dc.SessionClosed)
-                                       for e in mesh.events[9])
+    assert not bad.established and any(
+        isinstance(e, dc.HandshakeFailed | dc.SessionClosed) for e in mesh.events[9]
+    )
     assert mesh.gateway.sessions() == [] and not mesh.broker.connections
     # node-1 connects at child 5, sleeps; node-2 then shows up at the very same child address
     first = mesh.add(5, "node-1")

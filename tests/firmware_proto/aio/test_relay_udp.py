@@ -42,9 +42,7 @@ def test_node_to_gateway_through_udp_relay_sees_no_plaintext() -> None:
     (est,) = [e for e in gateway.events if isinstance(e, SessionEstablished)]
     _relay_host, node_id = est.peer  # type: ignore[misc]
     assert len(node_id) == 6 and est.device_id == "node-udp"  # (relay address, wireless node id)
-    assert [e.plaintext for e in gateway.events if isinstance(e, ApplicationData)] == [
-        b"PUBLISH-MARKER-91c2"
-    ]
+    assert [e.plaintext for e in gateway.events if isinstance(e, ApplicationData)] == [b"PUBLISH-MARKER-91c2"]
     handled = b"".join(seen)
     assert len(handled) > 500
     assert b"MARKER" not in handled and b"echo" not in handled
