@@ -106,12 +106,8 @@ class ReceiverSource:
     def held_of(self, blocks: set[int]) -> list[int]:
         rec = self.receiver
         pages = rec.head.page_count
-        held = blocks.difference(rec.missing())
-        return sorted(
-            b
-            for b in held
-            if 0 <= b < rec.head.block_count and (b >= pages or rec.page_payload(b) is not None)
-        )
+        bitmap = rec.bitmap  # (a bit test per asked block: no list of every missing block)
+        return sorted(b for b in blocks if b in bitmap and (b >= pages or rec.page_payload(b) is not None))
 
     def payload(self, block: int) -> bytes:
         data = self.receiver.block_payload(block)

@@ -180,7 +180,7 @@ class _Group:
     polled_at: float = 0.0
     polled_with: tuple[int, int] = (-1, -1)  # (blocks the source held, members) at the last POLL
     waiting: bool = False  # following: no timer until the source or the group grew (next_timer)
-    sent: set[int] = field(default_factory=set)  # following: blocks queued since the last POLL
+    unsent: set[int] = field(default_factory=set)  # following: asked at the last POLL, not queued
     # for progress reports (firmware_proto/mesh_report.py): what this stream put on air, and per
     # member the blocks its last NACK said it misses
     bytes_on_air: int = 0
@@ -421,7 +421,7 @@ class GroupStreamRoot:
         group.wanted = set()
         group.part_want = {}
         group.asks = {}
-        group.sent = set()
+        group.unsent = set()
         first = group.polled_with[1] < len(group.members)  # the first POLL, or new members since
         group.polled_with = (self._sources[group.artifact_id].held, len(group.members))
         group.waiting = False
@@ -446,7 +446,7 @@ class GroupStreamRoot:
             if group.need_head:
                 self._broadcast(self._head_frame(head))
             blocks = source.held_of(group.wanted)
-            group.sent = set(blocks)
+            group.unsent = group.wanted.difference(blocks)
             group.queue = self._plan(group, blocks)
             group.phase = _Phase.SENDING
             group.deadline = now
@@ -606,11 +606,11 @@ class GroupStreamRoot:
             ):
                 # push what the last POLL's NACKs asked for as the source gets it; what was lost
                 # meanwhile is asked for again at the next POLL (new members: POLL after the wait)
-                fresh = source.held_of(group.wanted - group.sent)
+                fresh = source.held_of(group.unsent)
                 group.polled_with = (source.held, group.polled_with[1])
                 group.deadline = now
                 if fresh:
-                    group.sent.update(fresh)
+                    group.unsent.difference_update(fresh)
                     group.queue = self._plan(group, fresh)
                     group.waiting = False
                 else:
