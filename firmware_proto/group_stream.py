@@ -27,9 +27,9 @@
    POLLs are at least ``follow_wait`` apart (two reply windows by default; the source grows in
    between; few rounds of many blocks rather than many NACK rounds of one block each) and only
    once the source holds more blocks, or the group has more members, than when it last looked.
-   In between, each block the last POLL's NACKs asked for is pushed as soon as the source holds
-   it (``RootConfig.follow_push``): a block flows on one hop as soon as it is verified, without a
-   POLL and NACKs of its own.
+   In between, where blocks go whole (``RootConfig.follow_push``), each block the last POLL's
+   NACKs asked for is pushed as soon as the source holds it: a block flows on one hop as soon as
+   it is verified, without a POLL and NACKs of its own.
 6. Parts (SPEC.md §3.2, ``RootConfig.part_room``): on a link whose frames are small (802.15.4)
    each block goes as PART frames that each fit one link frame, instead of one DATA datagram the
    network layer would fragment (a broadcast datagram is lost if any fragment is). Nodes keep the
@@ -110,8 +110,10 @@ class RootConfig:
     # windows with follow_push, else one)
     follow_wait: float = 0.0
     # while it downloads, a relay pushes each block its group asked for at the last POLL as soon
-    # as it holds it, between POLLs (False: nothing is sent between a round and the next POLL)
-    follow_push: bool = True
+    # as it holds it, between POLLs (False: nothing is sent between a round and the next POLL).
+    # None: push where blocks go whole (part_room 0); with parts a lost part stalls the verification
+    # of its page's chunks, and repair waiting for the next POLL slowed 1,000-node 802.15.4 runs
+    follow_push: bool | None = None
     # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
     # CODED frame (their XOR); 0 or 1: plain DATA only
     coded_max: int = 4
@@ -596,6 +598,8 @@ class GroupStreamRoot:
         source holds it."""
         if not source.complete:
             push = self.config.follow_push
+            if push is None:
+                push = self.config.part_room == 0
             wait = self.config.follow_wait or self.config.reply_window_ms / 1000 * (
                 FOLLOW_PUSH_WINDOWS if push else 1
             )

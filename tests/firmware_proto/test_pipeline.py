@@ -12,7 +12,7 @@ from firmware_proto.group_link import LinkOutbox
 from firmware_proto.group_stream import RootConfig
 from firmware_proto.testing.flash import MemoryFlash
 from wire.chunk_map import build_chunk_map
-from wire.frames import NACK_NEED_HEAD, Data, Head, Nack, Poll, Want, decode, encode, nack_bitmap
+from wire.frames import NACK_NEED_HEAD, Data, Head, Nack, Part, Poll, Want, decode, encode, nack_bitmap
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 IMAGE = bytes((i * 7 + 3) % 251 for i in range(20_000))
@@ -226,6 +226,40 @@ def test_following_relay_pushes_what_was_asked_as_it_verifies_it() -> None:
         if any(isinstance(f, Poll) for f in got):
             break
     assert any(isinstance(f, Head) for f in seen) and isinstance(seen[-1], Poll)
+
+
+def test_with_parts_a_following_relay_does_not_push_by_default() -> None:
+    """``follow_push`` None (the default) pushes only where blocks go whole: with PART frames a
+    verified block waits for the next POLL (a lost part's repair would wait two windows a hop)."""
+    cmap = _map()
+    head = cmap.head
+    sid = head.stream_id()
+    full = ImageSource(IMAGE, cmap)
+    for push, expect in ((None, False), (True, True)):
+        rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
+        assert rec.accept_block(0, full.payload(0)).accepted
+        out = LinkOutbox()
+        config = RootConfig(collection_window=0.5, reply_window_ms=500, part_room=64, follow_push=push)
+        relay = GroupRelay(MemoryFlash(64 * 1024), out, config)
+        relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+        t = _run(relay, 0.0)
+        relay.follow(ReceiverSource(rec), t)
+        t = _run(relay, t)
+        poll = _frames(out)[-1]
+        assert isinstance(poll, Poll)
+        _nack_all(relay, sid, poll.round, head.block_count, t)
+        t = _run(relay, t + 0.5)
+        _frames(out)  # the round
+        c0 = head.page_count
+        assert rec.accept_block(c0, full.payload(c0)).accepted
+        due = relay.next_timer()
+        assert due is not None
+        t = max(t + 0.1, due)
+        while (due := relay.next_timer()) is not None and due <= t:
+            relay.handle_timer(t)
+        pushed = [f for f in _frames(out) if isinstance(f, (Part, Data))]
+        assert bool(pushed) is expect
+        assert all(f.block == c0 for f in pushed)
 
 
 def test_a_held_image_is_streamed_after_the_held_window_without_a_fetch() -> None:
