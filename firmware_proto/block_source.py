@@ -106,8 +106,10 @@ class ReceiverSource:
     def held_of(self, blocks: set[int]) -> list[int]:
         rec = self.receiver
         pages = rec.head.page_count
-        bitmap = rec.bitmap  # (a bit test per asked block: no list of every missing block)
-        return sorted(b for b in blocks if b in bitmap and (b >= pages or rec.page_payload(b) is not None))
+        held = rec.bitmap.set_of(blocks)  # (a bit test per asked block: no list of every missing one)
+        if held and held[0] < pages:  # a page whose path a power cut forgot is not held
+            return [b for b in held if b >= pages or rec.page_payload(b) is not None]
+        return held
 
     def payload(self, block: int) -> bytes:
         data = self.receiver.block_payload(block)

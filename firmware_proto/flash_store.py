@@ -16,6 +16,7 @@ contents between thousands of simulated nodes.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -109,6 +110,11 @@ class ChunkBitmap:
 
     def __contains__(self, index: int) -> bool:
         return 0 <= index < self.size and bool(self._bits[index >> 3] & (0x80 >> (index & 7)))
+
+    def set_of(self, indexes: Iterable[int]) -> list[int]:
+        """The given indexes that are set, ascending (one bit test each, inline)."""
+        bits, size = self._bits, self.size
+        return sorted(i for i in indexes if 0 <= i < size and bits[i >> 3] & (0x80 >> (i & 7)))
 
     def add(self, index: int) -> None:
         if index not in self:

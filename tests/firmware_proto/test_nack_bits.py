@@ -34,3 +34,16 @@ def test_nack_covers_equals_set_inclusion(
     theirs = Nack(bytes(8), 0, 0, *_bitmap(size, {i for i in other if i < size}).nack(max_bytes))
     assert nack_covers(theirs, mine) == (missing_from_nack(mine) <= missing_from_nack(theirs))
     assert nack_covers(mine, mine)
+
+
+@given(
+    size=st.integers(1, 300),
+    held=st.sets(st.integers(0, 299)),
+    asked=st.sets(st.integers(-5, 320)),
+)
+def test_set_of_is_the_asked_indexes_the_bitmap_holds(size: int, held: set[int], asked: set[int]) -> None:
+    bm = ChunkBitmap(size)
+    for i in held:
+        if i < size:
+            bm.add(i)
+    assert bm.set_of(asked) == sorted(i for i in asked if i in bm)
