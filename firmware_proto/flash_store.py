@@ -109,7 +109,7 @@ class ChunkBitmap:
         self.count = sum(bin(b).count("1") for b in self._bits)
 
     def __contains__(self, index: int) -> bool:
-        return 0 <= index < self.size and bool(self._bits[index >> 3] & (0x80 >> (index & 7)))
+        return 0 <= index < self.size and self._bits[index >> 3] & (0x80 >> (index & 7)) != 0
 
     def set_of(self, indexes: Iterable[int]) -> list[int]:
         """The given indexes that are set, ascending (one bit test each, inline)."""

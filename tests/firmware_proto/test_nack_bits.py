@@ -46,4 +46,5 @@ def test_set_of_is_the_asked_indexes_the_bitmap_holds(size: int, held: set[int],
     for i in held:
         if i < size:
             bm.add(i)
-    assert bm.set_of(asked) == sorted(i for i in asked if i in bm)
+    assert all((i in bm) == (i in held and 0 <= i < size) for i in range(-3, size + 3))
+    assert bm.set_of(asked) == sorted(i for i in asked if i in held and 0 <= i < size)
