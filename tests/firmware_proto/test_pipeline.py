@@ -117,20 +117,25 @@ def test_forwarded_payloads_are_the_signed_blocks() -> None:
     assert not src2.holds(0) and src2.holds(cmap.head.page_count)
 
 
+def _following(config: RootConfig) -> tuple[ChunkReceiver, LinkOutbox, GroupRelay, float]:
+    """A relay whose node holds page 0, asked by CHILD, following the node's download (its first
+    HEAD and POLL sent); (the node's receiver, what the relay sent, the relay, the time)."""
+    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, _map().head)
+    assert rec.accept_block(0, ImageSource(IMAGE, _map()).payload(0)).accepted
+    out = LinkOutbox()
+    relay = GroupRelay(MemoryFlash(64 * 1024), out, config)
+    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+    t = _run(relay, 0.0)
+    relay.follow(ReceiverSource(rec), t)
+    return rec, out, relay, _run(relay, t)
+
+
 def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
     cmap = _map()
     head = cmap.head
     sid = head.stream_id()
     full = ImageSource(IMAGE, cmap)
-    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
-    assert rec.accept_block(0, full.payload(0)).accepted
-    out = LinkOutbox()
-    config = RootConfig(collection_window=0.5, reply_window_ms=500, follow_push=False)
-    relay = GroupRelay(MemoryFlash(64 * 1024), out, config)
-    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
-    t = _run(relay, 0.0)
-    relay.follow(ReceiverSource(rec), t)
-    t = _run(relay, t)
+    rec, out, relay, t = _following(RootConfig(collection_window=0.5, reply_window_ms=500, follow_push=False))
 
     def polls_until_idle(t: float, need_head: bool = False) -> tuple[int, int, float]:
         polls = heads = 0
@@ -165,21 +170,14 @@ def test_following_relay_polls_again_when_its_source_or_group_grows() -> None:
 
 
 def test_following_relay_pushes_what_was_asked_as_it_verifies_it() -> None:
-    """follow_push: between POLLs (three reply windows apart at least) each block the last POLL's
+    """follow_push: between POLLs (two reply windows apart at least) each block the last POLL's
     NACKs asked for goes out as soon as the relay verified it, with no POLL or NACK of its own;
     a block nobody asked for is not pushed; a new member or the wait's end brings a POLL again."""
     cmap = _map()
     head = cmap.head
     sid = head.stream_id()
     full = ImageSource(IMAGE, cmap)
-    rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
-    assert rec.accept_block(0, full.payload(0)).accepted
-    out = LinkOutbox()
-    relay = GroupRelay(MemoryFlash(64 * 1024), out, RootConfig(collection_window=0.5, reply_window_ms=500))
-    relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
-    t = _run(relay, 0.0)
-    relay.follow(ReceiverSource(rec), t)
-    t = _run(relay, t)
+    rec, out, relay, t = _following(RootConfig(collection_window=0.5, reply_window_ms=500))
     first = _frames(out)
     assert [type(f) for f in first] == [Head, Poll]
     polled_at = t
@@ -236,15 +234,8 @@ def test_with_parts_a_following_relay_does_not_push_by_default() -> None:
     sid = head.stream_id()
     full = ImageSource(IMAGE, cmap)
     for push, expect in ((None, False), (True, True)):
-        rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, head)
-        assert rec.accept_block(0, full.payload(0)).accepted
-        out = LinkOutbox()
         config = RootConfig(collection_window=0.5, reply_window_ms=500, part_room=64, follow_push=push)
-        relay = GroupRelay(MemoryFlash(64 * 1024), out, config)
-        relay.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
-        t = _run(relay, 0.0)
-        relay.follow(ReceiverSource(rec), t)
-        t = _run(relay, t)
+        rec, out, relay, t = _following(config)
         poll = _frames(out)[-1]
         assert isinstance(poll, Poll)
         _nack_all(relay, sid, poll.round, head.block_count, t)
