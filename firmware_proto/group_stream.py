@@ -72,6 +72,7 @@ from wire.frames import (
 )
 
 __all__ = [
+    "FOLLOW_PUSH_WINDOWS",
     "NACK_FULL_BYTES",
     "FetchArtifact",
     "GroupStreamRoot",
@@ -82,18 +83,15 @@ __all__ = [
 
 NACK_FULL_BYTES = 128
 # following with pushes (RootConfig.follow_push): POLLs at least this many reply windows apart
-# unless follow_wait is set (100-node tables, seeds 1-8, one window → two: WiFi frames/lower
-# bound mean 1.290 → 1.222, worst 1.356 → 1.252; 802.15.4 worst completion/Mupgrade 0.466 →
-# 0.406; three or four windows cut frames a little more but had slower seeds)
+# unless follow_wait is set (chosen over seeds 1-8 of the 100-node table: docs/mesh_sim.md)
 FOLLOW_PUSH_WINDOWS = 2  # a NACK bitmap this long may have been cut (SPEC.md §3.1)
 
 
 @dataclass(frozen=True, slots=True)
 class RootConfig:
     collection_window: float = 3600.0
-    # the window of a group for an artifact this core already holds (an earlier group fetched it,
-    # or hold()): at most this long (no fetch to batch askers for); never longer than
-    # collection_window
+    # the window of a group for an artifact this core already holds (fetched before, or hold()):
+    # at most this long (no fetch to batch askers for), never longer than collection_window
     held_window: float = 5.0
     chunk_size: int = 1024
     frame_interval: float = 0.0  # seconds between DATA frames (link pacing)
@@ -106,13 +104,11 @@ class RootConfig:
     # retry for broadcast) a broadcast datagram is lost if any fragment is; per-fragment MAC
     # retries of unicast cost less than whole-datagram repair rounds while the group is small.
     unicast_max: int = 0
-    # a relay forwarding while it downloads: least seconds between its POLLs (0: two reply
-    # windows with follow_push, else one)
+    # a relay forwarding while it downloads: least seconds between its POLLs (0: FOLLOW_PUSH_WINDOWS
+    # reply windows with follow_push, else one)
     follow_wait: float = 0.0
-    # while it downloads, a relay pushes each block its group asked for at the last POLL as soon
-    # as it holds it, between POLLs (False: nothing is sent between a round and the next POLL).
-    # None: push where blocks go whole (part_room 0); with parts a lost part stalls the verification
-    # of its page's chunks, and repair waiting for the next POLL slowed 1,000-node 802.15.4 runs
+    # following: push each block the last POLL asked for once held, between POLLs (None: where
+    # blocks go whole, part_room 0: with parts repair waits a POLL a hop; docs/mesh_sim.md)
     follow_push: bool | None = None
     # coded repair (SPEC.md §3.1): up to this many chunks whose askers are disjoint go out as one
     # CODED frame (their XOR); 0 or 1: plain DATA only

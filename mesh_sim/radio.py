@@ -597,32 +597,6 @@ class Radio:
                 free[nb] = end
         return start, end
 
-    def broadcast(self, src: int, frame_bytes: int, now: float) -> tuple[float, list[int]]:
-        """One broadcast frame, no ACK, no retry: (end time, neighbours that received it)."""
-        start, end = self._occupy(src, frame_bytes, now)
-        air = end - start
-        got: list[int] = []
-        rnd = self.rng.random
-        alive = self.rx_on
-        rx_time = self.rx_time
-        collisions = self.collisions
-        busy = self.rx_busy_until
-        for nb, loss in self.topo.adjacency[src]:
-            if not alive[nb]:
-                continue
-            rx_time[nb] += air
-            if collisions:
-                if busy[nb] > start:
-                    self.collided += 1
-                    busy[nb] = max(busy[nb], end)
-                    continue
-                busy[nb] = end
-            if loss and rnd() < loss:
-                self.frames_lost += 1
-                continue
-            got.append(nb)
-        return end, got
-
     def unicast(self, src: int, dst: int, frame_bytes: int, now: float) -> tuple[float, bool]:
         """One frame with link ACK and up to ``mac_retries`` retransmissions: (end time, delivered)."""
         p = self.profile
