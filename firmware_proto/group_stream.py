@@ -16,7 +16,8 @@
    (pages first, then chunks), paced ``frame_interval`` apart → next POLL; a group of at most
    ``unicast_max`` unfinished members gets each DATA as link-ACKed unicast copies instead of one
    broadcast (``RootConfig.unicast_max``). The stream ends
-   (END complete) when every member said DONE or ``quiet_rounds`` polls in a row drew no NACK,
+   (END complete) when every member said DONE or ``quiet_rounds`` polls in a row drew no NACK (2×
+   while a member whose last NACK asked for blocks has not said DONE),
    or (END gave up) after ``max_rounds``; nodes then fetch what they still miss themselves.
 4. A new root that takes over builds the same stream id from the same signed map (the server
    caches maps), so the first POLL returns the nodes' real bitmaps and nothing is sent twice.
@@ -179,6 +180,7 @@ class _Group:
     polled_with: tuple[int, int] = (-1, -1)  # (blocks the source held, members) at the last POLL
     waiting: bool = False  # following: no timer until the source or the group grew (next_timer)
     unsent: set[int] = field(default_factory=set)  # following: asked at the last POLL, not queued
+    owing: set[Hashable] = field(default_factory=set)  # members whose last NACK asked for blocks
     # for progress reports (firmware_proto/mesh_report.py): what this stream put on air, and per
     # member the blocks its last NACK said it misses
     bytes_on_air: int = 0
@@ -290,9 +292,11 @@ class GroupStreamRoot:
         if nack.flags & NACK_DONE:
             group.done.add(sender)
             group.missing[sender] = 0
+            group.owing.discard(sender)
             return
         if group.phase is not _Phase.POLLING or nack.round != group.round:
             return
+        group.owing.add(sender)
         if nack.flags & NACK_NEED_HEAD:
             group.need_head = True
             group.asks[sender] = (set(), 0)  # everything
@@ -342,9 +346,8 @@ class GroupStreamRoot:
             group.phase = _Phase.READY
 
     def hold(self, source: BlockSource) -> None:
-        """The whole image of an artifact this node holds verified (the one it runs, with its
-        signed map: :meth:`firmware_proto.group_forwarder.GroupRelay.load`): a group for it
-        streams from ``source`` without a fetch, after ``held_window``."""
+        """A whole verified image this node holds (the one it runs: ``GroupRelay.load``): a group
+        for its artifact streams from ``source`` without a fetch, after ``held_window``."""
         if not source.complete:
             raise ValueError("hold() takes a whole image")
         self._sources.setdefault(source.head.artifact_id, source)
@@ -453,8 +456,8 @@ class GroupStreamRoot:
         if not group.wanted:
             if not group.asks:  # a poll nobody NACKed: as far as the root can tell, nobody misses any
                 group.missing = dict.fromkeys(group.members, 0)
-            group.quiet += 1
-            if group.quiet >= self.config.quiet_rounds:
+            group.quiet += 1  # twice the quiet polls while a member that asked has not said DONE
+            if group.quiet >= self.config.quiet_rounds * (2 if group.owing - group.done else 1):
                 self._finish(group, True)
                 return
             group.round += 1
@@ -586,12 +589,9 @@ class GroupStreamRoot:
         return [c[0] if len(c) == 1 else tuple(c) for c in out]
 
     def _poll_after(self, group: _Group, source: BlockSource, now: float) -> None:
-        """The next POLL, at once; while the source still grows, not before ``follow_wait``
-        (two reply windows with ``follow_push``, else one, unless set) after the last, and only
-        once it holds more blocks (or has more members) than when it last looked: the children
-        asked already, and a round could only send again what that POLL's round sent. Until then
-        (``follow_push``) each block the last POLL's NACKs asked for goes out as soon as the
-        source holds it."""
+        """The next POLL, at once; while the source still grows, not before ``follow_wait`` after
+        the last and only once it holds more blocks (or has more members) than when it last looked;
+        until then (``follow_push``) what the last POLL asked for goes out as the source gets it."""
         if not source.complete:
             push = self.config.follow_push
             if push is None:

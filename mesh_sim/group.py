@@ -389,6 +389,8 @@ class GroupSim(GroupDelivery):
         node = self.nodes[v]
         now = self.clock.now
         node.reported.append(action.status)
+        if self.on_status is not None:  # (counted before _check_done: the run waits for this one too)
+            self._statuses_in_flight += 1
         if action.status in FINAL_STATUSES and node.final is None:
             node.final = action.status
             if action.status == "success":
@@ -396,9 +398,6 @@ class GroupSim(GroupDelivery):
             self.clock.trace("final", v, action.status)
             self._try_sleep(v)
             self._check_done()
-
-        if self.on_status is not None:
-            self._statuses_in_flight += 1
 
         def delivered() -> None:
             self.service.statuses.setdefault(v, []).append((action.deployment_id, action.status))

@@ -12,7 +12,19 @@ from firmware_proto.group_link import LinkOutbox
 from firmware_proto.group_stream import RootConfig
 from firmware_proto.testing.flash import MemoryFlash
 from wire.chunk_map import build_chunk_map
-from wire.frames import NACK_NEED_HEAD, Data, Head, Nack, Part, Poll, Want, decode, encode, nack_bitmap
+from wire.frames import (
+    NACK_DONE,
+    NACK_NEED_HEAD,
+    Data,
+    Head,
+    Nack,
+    Part,
+    Poll,
+    Want,
+    decode,
+    encode,
+    nack_bitmap,
+)
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 IMAGE = bytes((i * 7 + 3) % 251 for i in range(20_000))
@@ -298,3 +310,42 @@ def test_hold_takes_only_a_whole_image() -> None:
     rec = ChunkReceiver.start(MemoryFlash(64 * 1024), 1, cmap.head)
     with pytest.raises(ValueError):
         GroupStreamRoot(LinkOutbox(), RootConfig()).hold(ReceiverSource(rec))
+
+
+def test_a_member_that_asked_and_never_said_done_gets_twice_the_quiet_polls() -> None:
+    """END by silence (``quiet_rounds`` polls nobody NACKed) comes after twice as many polls while
+    a member whose last NACK asked for blocks has not said DONE (its NACKs may be the ones lost);
+    at once when every member said DONE."""
+    from firmware_proto.group_stream import GroupStreamRoot, StreamFinished
+
+    cmap = _map()
+    sid = cmap.head.stream_id()
+
+    def polls_to_end(nack_first: bool, done_after: bool) -> int:
+        out = LinkOutbox()
+        root = GroupStreamRoot(out, RootConfig(collection_window=1.0, reply_window_ms=500, quiet_rounds=2))
+        root.hold(ImageSource(IMAGE, cmap))
+        root.receive(encode(Want("a1", "fw-2", "mem://a1")), CHILD, 0.0)
+        t, polls = 0.0, 0
+        for _ in range(40):
+            due = root.next_timer()
+            assert due is not None
+            t = max(t, due)
+            root.handle_timer(t)
+            for f in _frames(out):
+                if isinstance(f, Poll):
+                    polls += 1
+                    if polls == 1 and nack_first:  # it asks for block 3, then goes silent
+                        base, bits = nack_bitmap([3], 128)
+                        root.receive(encode(Nack(sid, f.round, 0, base, bits)), CHILD, t)
+                    elif polls == 2 and done_after:
+                        root.receive(encode(Nack(sid, f.round, NACK_DONE, 0, b"")), CHILD, t)
+            finished = [a for a in root.actions() if isinstance(a, StreamFinished)]
+            if finished:
+                assert finished[0].complete
+                return polls
+        raise AssertionError("the stream never ended")
+
+    assert polls_to_end(nack_first=False, done_after=False) == 2  # nobody ever asked: 2 quiet polls
+    assert polls_to_end(nack_first=True, done_after=False) == 1 + 4  # the round's POLL, then 4
+    assert polls_to_end(nack_first=True, done_after=True) == 2  # DONE: over after that POLL
