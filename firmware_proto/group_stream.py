@@ -82,10 +82,10 @@ __all__ = [
     "StreamProgress",
 ]
 
-NACK_FULL_BYTES = 128
+NACK_FULL_BYTES = 128  # a NACK bitmap this long may have been cut (SPEC.md §3.1)
 # following with pushes (RootConfig.follow_push): POLLs at least this many reply windows apart
 # unless follow_wait is set (chosen over seeds 1-8 of the 100-node table: docs/mesh_sim.md)
-FOLLOW_PUSH_WINDOWS = 2  # a NACK bitmap this long may have been cut (SPEC.md §3.1)
+FOLLOW_PUSH_WINDOWS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +213,10 @@ class GroupStreamRoot:
     def __init__(self, link: GroupLink, config: RootConfig) -> None:
         self.link = link
         self.config = config
+        push = config.follow_push  # following (_poll_after): push between POLLs, and their spacing
+        self._push = config.part_room == 0 if push is None else push
+        windows = FOLLOW_PUSH_WINDOWS if self._push else 1
+        self._follow_wait = config.follow_wait or config.reply_window_ms / 1000 * windows
         self.events: list[str] = []
         self._groups: dict[str, _Group] = {}
         self._sources: dict[str, BlockSource] = {}  # artifact id → what the stream sends from
@@ -593,14 +597,9 @@ class GroupStreamRoot:
         the last and only once it holds more blocks (or has more members) than when it last looked;
         until then (``follow_push``) what the last POLL asked for goes out as the source gets it."""
         if not source.complete:
-            push = self.config.follow_push
-            if push is None:
-                push = self.config.part_room == 0
-            wait = self.config.follow_wait or self.config.reply_window_ms / 1000 * (
-                FOLLOW_PUSH_WINDOWS if push else 1
-            )
+            wait = self._follow_wait
             if (
-                push
+                self._push
                 and group.polled_with[1] == len(group.members)
                 and (now < group.polled_at + wait or group.polled_with[0] == source.held)
             ):
