@@ -20,11 +20,28 @@ vs unicast ≥ 10× WiFi / ≥ 8× 802.15.4; group/lower bound in frames ≤ 1.3
 ``--compare-bursts`` runs each size twice in the same process, a block's parts as one radio burst
 (the model on main) and each part as its own datagram (``[stream] bursts = false``, the model before),
 and prints the CPU ratio (802.15.4: parts only exist there).
+
+    .venv/bin/python benchmarks/sim_scale.py --profile 802.15.4 --sizes 1000 --baseline --repeat 2
+    .venv/bin/python benchmarks/sim_scale.py --profile wifi-mesh --sizes 10000 --baseline
+
+``--baseline`` is how issue 21's simulator targets are judged on a noisy host: it extracts the commit
+the issue's figures were measured on (``BASELINE``, "36 s today" for 1,000 nodes on 802.15.4, "172 s"
+for 10,000 on WiFi; ``git archive`` into a temporary directory, so the clone needs that history) and
+runs the same scenario with that code and with this tree, each in a fresh interpreter, one after the
+other (the order alternates over ``--repeat`` rounds), and prints this tree's CPU over the
+baseline's: the target is the issue's ratio, 30/36 = 0.833 and 120/172 = 0.698.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -32,7 +49,12 @@ from pathlib import Path
 from mesh_sim.runner import run_scenario
 from mesh_sim.scenario import parse_scenario
 
-TABLE = Path(__file__).resolve().parent.parent / "mesh_sim" / "scenarios" / "random-100-multihop.toml"
+REPO = Path(__file__).resolve().parent.parent
+TABLE = REPO / "mesh_sim" / "scenarios" / "random-100-multihop.toml"
+# the parent of issue 21's first commit: the code its "36 s today" and "172 s" were measured on
+BASELINE = "9818903b021c831bfbc6d915d812176c6108a406"
+# issue 21's simulator targets as ratios to that code: (target s, baseline s on the issue's host)
+BASELINE_TARGETS = {("802.15.4", 1000): (30.0, 36.0), ("wifi-mesh", 10_000): (120.0, 172.0)}
 
 
 def scenario(nodes: int, profile: str, loss: object, seed: int = 1, bursts: bool = True) -> dict[str, object]:
@@ -58,7 +80,15 @@ def main() -> None:
     ap.add_argument(
         "--compare-bursts", action="store_true", help="each size also with every part its own datagram"
     )
+    ap.add_argument(
+        "--baseline", action="store_true", help="CPU ratio to the code issue 21 was measured on, same run"
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="--baseline: rounds (the order alternates)")
     args = ap.parse_args()
+    if args.baseline:
+        sizes = [int(x) for x in (args.sizes or "1000").split(",") if x.strip()]
+        baseline(args.profile, sizes, max(1, args.repeat))
+        return
     if args.efficiency:
         efficiency()
         return
@@ -92,6 +122,77 @@ def main() -> None:
     if not args.no_efficiency:
         print()
         efficiency()
+
+
+# run in a fresh interpreter with a source tree first on sys.path: nothing of this tree is imported
+WORKER = """
+import json, sys, time
+root, sc = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, root)
+import mesh_sim
+from mesh_sim.runner import run_scenario
+from mesh_sim.scenario import parse_scenario
+t0, c0 = time.perf_counter(), time.process_time()
+res = run_scenario(parse_scenario(sc))
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+s = res.summary
+print(json.dumps({"code": mesh_sim.__file__, "wall": wall, "cpu": cpu, "events": res.clock.events_run,
+                  "virtual": s["group_stream"]["completion_s"], "installed": s["installed"]}))
+"""
+
+
+def _extract_baseline(into: Path) -> None:
+    try:
+        tar = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", BASELINE], capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        sys.exit(
+            f"--baseline needs git and commit {BASELINE[:12]} in this clone: {err.decode().strip() or e!s}"
+        )
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(into, filter="data")
+
+
+def baseline(profile: str, sizes: list[int], repeat: int) -> None:
+    """This tree's CPU over the baseline commit's on the same scenario, fresh interpreters, same run."""
+    print(f"scale vs baseline {BASELINE[:12]}: random geometric mesh, {profile}, 256 KiB image, 5 % loss")
+    head = f"{'nodes':>7} {'code':<9} {'cpu s':>8} {'wall s':>8} {'virtual s':>10} "
+    print(head + f"{'installed':>10} {'events':>10}")
+    with tempfile.TemporaryDirectory(prefix="meshota-baseline-") as tmp:
+        _extract_baseline(Path(tmp))
+        trees = {"baseline": Path(tmp), "this": REPO}
+        for n in sizes:
+            cpu: dict[str, float] = {"baseline": 0.0, "this": 0.0}
+            for r in range(repeat):
+                for name in ("baseline", "this") if r % 2 == 0 else ("this", "baseline"):
+                    sc = scenario(n, profile, 0.05)
+                    del sc["stream"]  # the defaults: the baseline's code knows no [stream] table
+                    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                    cmd = [sys.executable, "-c", WORKER, str(trees[name]), json.dumps(sc)]
+                    done = subprocess.run(
+                        cmd, capture_output=True, text=True, check=True, env=env, cwd=trees[name]
+                    )
+                    out = json.loads(done.stdout.strip().splitlines()[-1])
+                    if not Path(out["code"]).resolve().is_relative_to(trees[name].resolve()):
+                        sys.exit(f"the {name} run imported {out['code']}, not the code under {trees[name]}")
+                    cpu[name] += out["cpu"]
+                    print(
+                        f"{n:>7} {name:<9} {out['cpu']:>8.1f} {out['wall']:>8.1f} {out['virtual']:>10.1f} "
+                        f"{out['installed']:>10} {out['events']:>10}",
+                        flush=True,
+                    )
+            ratio = cpu["this"] / cpu["baseline"]
+            tgt = BASELINE_TARGETS.get((profile, n))
+            if tgt is None:
+                print(f"{n:>7} this/baseline CPU {ratio:.3f}× (no target for this size and profile)")
+            else:
+                goal = tgt[0] / tgt[1]
+                print(
+                    f"{n:>7} this/baseline CPU {ratio:.3f}×  target <= {goal:.3f} ({tgt[0]:.0f} s of the "
+                    f"baseline's {tgt[1]:.0f} s)  {'met' if ratio <= goal else 'NOT met'}"
+                )
 
 
 def efficiency() -> None:
