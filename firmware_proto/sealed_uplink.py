@@ -13,6 +13,11 @@ Frames on the node ↔ root hop (SPEC.md §5), one per datagram::
     0x53 0x02 sealed reply              root → node   the bridge's sealed answer (kid, seq in clear)
     0x53 0x03 code kid(3) seq(LEB128)   root → node   no answer for that record: the bridge's error
                                                       code (BulkError) or 0xFF (batch not delivered)
+    0x53 0x04 n {len(LEB128) record}×n  node → parent several sealed records (SPEC.md §5.1)
+
+In a multi-hop mesh a relay packs what goes up (:class:`UplinkPacker`): records its children sent
+(and its own) wait while its link to its parent is busy, and the next frame carries as many of them
+as fit (``0x53 0x04``); answers come down hop by hop to the child that sent that key's record up.
 
 Sequence numbers survive reboots: the sender reserves them in blocks (flash record ``sseq`` =
 the first number not yet reserved, u64) and starts past the last reservation after a power cut,
@@ -45,25 +50,35 @@ from wire.sealed import (
 __all__ = [
     "BATCH_NOT_DELIVERED",
     "MAGIC",
+    "MAX_PACKED",
+    "PACKED",
     "REFUSED",
     "REPLY",
     "SEQ_RECORD",
     "UP",
     "BatcherStats",
+    "PackerStats",
     "RecordAnswer",
     "RecordBatcher",
     "SealedRecordSender",
     "SendBatch",
     "UplinkFrameError",
+    "UplinkPacker",
+    "packed_frame",
+    "packed_frame_len",
     "record_frame",
+    "unpack_records",
 ]
 
 MAGIC = 0x53
 UP = 1
 REPLY = 2
 REFUSED = 3
+PACKED = 4
 BATCH_NOT_DELIVERED = 0xFF
 SEQ_RECORD = "sseq"
+MAX_PACKED = 255  # records in one packed frame (its count is one byte)
+MAX_RECORD = 1024  # bytes of one sealed record in a packed frame (they are small device-API calls)
 
 
 class UplinkFrameError(WireError):
@@ -72,6 +87,51 @@ class UplinkFrameError(WireError):
 
 def record_frame(record: bytes) -> bytes:
     return bytes((MAGIC, UP)) + record
+
+
+def packed_frame(records: list[bytes]) -> bytes:
+    """``0x53 0x04`` n, then each record with its length (LEB128) in front (SPEC.md §5.1)."""
+    if not 1 <= len(records) <= MAX_PACKED:
+        raise ValueError(f"a packed frame holds 1..{MAX_PACKED} records")
+    out = bytearray((MAGIC, PACKED, len(records)))
+    for record in records:
+        if not 1 <= len(record) <= MAX_RECORD:
+            raise ValueError(f"a packed record is 1..{MAX_RECORD} bytes")
+        out += encode_varint(len(record))
+        out += record
+    return bytes(out)
+
+
+def packed_frame_len(lengths: list[int]) -> int:
+    """len(packed_frame(records)) for records of these lengths, without building it."""
+    return 3 + sum(len(encode_varint(n)) + n for n in lengths)
+
+
+def unpack_records(frame: bytes) -> list[bytes]:
+    """The sealed records in an up frame: ``0x53 0x01`` (one) or ``0x53 0x04`` (packed); a frame
+    that is neither, or whose lengths do not add up exactly, raises :class:`UplinkFrameError`.
+    Records are not opened here (a relay or root cannot): :func:`parse_header` checks each."""
+    if len(frame) < 3 or frame[0] != MAGIC:
+        raise UplinkFrameError("not an uplink frame")
+    if frame[1] == UP:
+        return [frame[2:]]
+    if frame[1] != PACKED:
+        raise UplinkFrameError(f"not an up frame (type {frame[1]})")
+    count, pos, out = frame[2], 3, []
+    if count == 0:
+        raise UplinkFrameError("packed frame with no record")
+    for _ in range(count):
+        try:
+            n, pos = decode_varint(frame, pos)
+        except SealedRecordError as exc:
+            raise UplinkFrameError(f"packed record length: {exc}") from None
+        if not 1 <= n <= MAX_RECORD or pos + n > len(frame):
+            raise UplinkFrameError("packed record length out of range")
+        out.append(frame[pos : pos + n])
+        pos += n
+    if pos != len(frame):
+        raise UplinkFrameError(f"{len(frame) - pos} bytes after the packed records")
+    return out
 
 
 def _refused_frame(code: int, record: bytes) -> bytes:
@@ -180,10 +240,18 @@ class RecordBatcher:
         self._out: list[tuple[Hashable, bytes]] = []
 
     def receive(self, frame: bytes, sender: Hashable, now: float) -> None:
-        if len(frame) < 2 or frame[0] != MAGIC or frame[1] != UP:
+        """One up frame from a child: one record (``0x53 0x01``) or several a relay packed
+        (``0x53 0x04``); answers go back to ``sender``, the child it came from."""
+        try:
+            records = unpack_records(frame)
+        except UplinkFrameError:
             self.stats.dropped += 1
             return
-        record = frame[2:]
+        self._note_cadence(sender, now)
+        for record in records:
+            self._add(record, sender, now)
+
+    def _add(self, record: bytes, sender: Hashable, now: float) -> None:
         try:
             parse_header(record)  # kid and seq are in clear; the rest the root cannot read
         except SealedRecordError:
@@ -194,7 +262,6 @@ class RecordBatcher:
         if not self._open.records:
             self._open.opened_at = now
             self._deadline = now + self.window
-        self._note_cadence(sender, now)
         cadence = self._cadence.get(sender)
         if cadence is not None and self._deadline is not None:
             self._deadline = min(self._deadline, now + cadence / 2)
@@ -254,3 +321,103 @@ class RecordBatcher:
 
     def batch_failed(self, token: int) -> None:
         self.batch_answered(token, [])
+
+
+@dataclass(slots=True)
+class PackerStats:
+    records: int = 0  # records queued to go up
+    frames: int = 0  # frames taken to go up
+    dropped: int = 0  # malformed frames or records (the sender's fault)
+    overflow: int = 0  # records dropped because the queue was full (their senders send again)
+    replies: int = 0  # answers routed down to a child
+    unroutable: int = 0  # answers for a key no child sent up lately
+
+
+class UplinkPacker:
+    """A relay's uplink to its parent (SPEC.md §5.1, sans-I/O): up frames from its children and
+    from its own sender go in with :meth:`put`; when its link to the parent is free the driver
+    calls :meth:`take`, which packs the oldest queued records that fit ``room`` bytes into one
+    frame. The relay reads no record (kid and sequence number are in clear, the rest is sealed).
+
+    Bounded: at most ``max_records`` records and ``max_bytes`` bytes wait (a full queue drops
+    its oldest record: its sender sends again when no answer comes); answers coming down go to
+    the child that last sent that key's record up, remembered for ``max_routes`` keys (the
+    longest silent forgotten first)."""
+
+    def __init__(self, *, max_records: int = 64, max_bytes: int = 4096, max_routes: int = 4096) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.max_routes = max_routes
+        self.stats = PackerStats()
+        self._queue: list[bytes] = []
+        self._bytes = 0
+        self._routes: dict[bytes, Hashable] = {}  # kid -> child (insertion order: LRU)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, frame: bytes, child: Hashable) -> int:
+        """Queue the records of an up frame from ``child`` (the relay's own sender included);
+        returns how many were queued (a malformed frame or record: none of it, counted)."""
+        try:
+            records = unpack_records(frame)
+            kids = [parse_header(r)[0] for r in records]
+        except (UplinkFrameError, SealedRecordError):
+            self.stats.dropped += 1
+            return 0
+        if any(len(r) > MAX_RECORD for r in records):
+            self.stats.dropped += 1
+            return 0
+        for record, kid in zip(records, kids, strict=True):
+            self._routes.pop(kid, None)
+            self._routes[kid] = child
+            if len(self._routes) > self.max_routes:
+                del self._routes[next(iter(self._routes))]
+            self._queue.append(record)
+            self._bytes += len(record)
+            self.stats.records += 1
+        while len(self._queue) > self.max_records or self._bytes > self.max_bytes:
+            self._bytes -= len(self._queue.pop(0))
+            self.stats.overflow += 1
+        return len(records)
+
+    def take(self, room: int) -> bytes | None:
+        """The next frame for the parent: the oldest records that fit ``room`` bytes (one record
+        alone goes as ``0x53 0x01``); None when nothing waits. A record that cannot fit even alone
+        is dropped (counted)."""
+        taken: list[bytes] = []
+        size = 3  # the packed frame's length so far
+        while self._queue and len(taken) < MAX_PACKED:
+            record = self._queue[0]
+            grown = size + len(encode_varint(len(record))) + len(record)
+            if taken and grown > room:
+                break
+            self._queue.pop(0)
+            self._bytes -= len(record)
+            if not taken and 2 + len(record) > room:
+                self.stats.dropped += 1  # too big for the link even alone
+                continue
+            taken.append(record)
+            size = grown
+        if not taken:
+            return None
+        self.stats.frames += 1
+        return record_frame(taken[0]) if len(taken) == 1 else packed_frame(taken)
+
+    def route_down(self, frame: bytes) -> Hashable | None:
+        """The child an answer from the parent (``0x53 0x02`` sealed reply, ``0x53 0x03``
+        refusal) goes to, by the key id in clear; None if no child sent that key's record up
+        lately (counted; the answer is dropped and the sender asks again)."""
+        if len(frame) >= 2 + KID_LEN and frame[0] == MAGIC and frame[1] == REPLY:
+            kid = frame[2 : 2 + KID_LEN]
+        elif len(frame) >= 3 + KID_LEN and frame[0] == MAGIC and frame[1] == REFUSED:
+            kid = frame[3 : 3 + KID_LEN]
+        else:
+            self.stats.unroutable += 1
+            return None
+        child = self._routes.get(kid)
+        if child is None:
+            self.stats.unroutable += 1
+            return None
+        self.stats.replies += 1
+        return child
