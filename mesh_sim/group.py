@@ -18,6 +18,7 @@ re-elect after ``heal_delay``; a node loses power for a while and boots again fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import struct
@@ -28,6 +29,7 @@ from firmware_proto.block_source import ImageSource, ReceiverSource
 from firmware_proto.group_forwarder import GroupRelay
 from firmware_proto.group_stream import FetchArtifact, GroupStreamRoot, RootConfig, StreamFinished
 from firmware_proto.mesh_report import MeshReporter
+from firmware_proto.sealed_uplink import record_frame
 from firmware_proto.testing.group import MemoryDeviceService, install_initial_image
 from firmware_proto.update_agent import (
     FINAL_STATUSES,
@@ -41,6 +43,7 @@ from firmware_proto.update_agent import (
 )
 from wire.chunk_map import ChunkMap, build_chunk_map
 from wire.frames import FrameError, decode
+from wire.sealed import RecordOp, derive_record_key, encode_request, seal_record
 
 from .clock import EventClock, SimulationError
 from .election import MeshTree, elect
@@ -51,7 +54,16 @@ from .group_node import GroupLink, SimNode
 from .params import E2E_HEADER, REQUEST_BYTES, GroupParams
 from .radio import Radio
 
-__all__ = ["GroupSim"]
+__all__ = ["GroupSim", "status_frame_len"]
+
+
+@functools.cache
+def status_frame_len(deployment_id: str, status: str) -> int:
+    """Bytes of a node's status report on the mesh: one sealed record (``0x53 0x01``, SPEC.md §5;
+    a small sequence number), as the product seals it (firmware_proto/aio/group_runners.py)."""
+    key = derive_record_key("sim-node", bytes(16))  # (the length does not depend on the key)
+    plain = encode_request(RecordOp.STATUS, deployment_id, {"status": status})
+    return len(record_frame(seal_record(key, 0, plain)))
 
 
 class GroupSim(GroupDelivery):
@@ -409,7 +421,24 @@ class GroupSim(GroupDelivery):
             if agent is not None:
                 agent.status_delivered(action.deployment_id, action.status)
 
-        self._e2e(v, REQUEST_BYTES, 0, delivered, "status")
+        self._uplink(v, status_frame_len(action.deployment_id, action.status), delivered)
+
+    def _uplink(self, v: int, size: int, done: Callable[[], None]) -> None:
+        """A sealed record up to the root, hop by hop, packed with others on the way (SPEC.md §5,
+        §5.1; mesh_sim/routes.py); the root batches it to the server. Retried after 1 s, like the
+        sender's next record, when the route is down or a hop failed."""
+        path = self.tree.path_to_root(v)
+        if self.tree.root_of[v] < 0 or not all(self.radio.alive[u] for u in path):
+            self.clock.after(1.0, self._uplink, v, size, done)
+            return
+
+        def arrived(ok: bool) -> None:
+            if ok:
+                self.clock.after(self.params.server_latency, done)
+            else:
+                self.clock.after(1.0, self._uplink, v, size, done)
+
+        self.radio.send_path(path, size, arrived, kind="status", record=size - 2)
 
     def _fallback_fetch(self, v: int, rng: FetchRange | None, artifact_id: str, chunk_size: int) -> None:
         if rng is None:

@@ -20,6 +20,7 @@ from heapq import heappush
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from .routes import Hop, Route, pack
 from .topology import Topology
 
 if TYPE_CHECKING:
@@ -121,30 +122,6 @@ PROFILES: dict[str, RadioProfile] = {
 }
 
 
-class _Route:
-    """A modelled datagram forwarded hop by hop (:meth:`Radio.send_path`)."""
-
-    __slots__ = ("done", "path")
-
-    def __init__(self, path: Sequence[int], done: Callable[[bool], None]) -> None:
-        self.path = path
-        self.done = done
-
-
-class _Hop:
-    """One hop of a :class:`_Route` in a transmit queue (the ``on_done`` of its entry): called with
-    False when the queue is dropped (its sender died), the route's ``done(False)``."""
-
-    __slots__ = ("i", "route")
-
-    def __init__(self, route: _Route, i: int) -> None:
-        self.route = route
-        self.i = i
-
-    def __call__(self, ok: bool) -> None:
-        self.route.done(ok)
-
-
 class Radio:
     """Shared channel over a :class:`Topology`; counts everything per node."""
 
@@ -179,6 +156,7 @@ class Radio:
         self.busy = [False] * n
         self.bytes_by_kind: dict[str, int] = {}
         self.frames_by_kind: dict[str, int] = {}
+        self._room = profile.datagram_room()
         self._clock: EventClock | None = None
         self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
         self._on_idle: Callable[[int], None] = lambda _n: None
@@ -253,7 +231,13 @@ class Radio:
         self._enqueue(src, (dst, data, length, kind, on_done, self._clock.now + delay))
 
     def send_path(
-        self, path: Sequence[int], size: int, done: Callable[[bool], None], *, kind: str = "control"
+        self,
+        path: Sequence[int],
+        size: int,
+        done: Callable[[bool], None],
+        *,
+        kind: str = "control",
+        record: int | None = None,
     ) -> None:
         """A modelled ``size``-byte datagram forwarded hop by hop along ``path`` (``path[0]``
         sends), each hop a link-ACKed unicast (:meth:`send` with MAC retries per fragment); each
@@ -264,7 +248,9 @@ class Radio:
         The same as :meth:`send` hop after hop, chained through ``on_done``, with one clock event
         per hop instead of two: a hop's outcome is drawn when it starts, so the next hop is queued
         then, ready when this one has ended and the latency passed (the channel around the next
-        node is held until this hop ends, so it cannot start earlier)."""
+        node is held until this hop ends, so it cannot start earlier). ``record``: the datagram is
+        an up frame of one sealed record that long, which relays on the way pack with others
+        (mesh_sim/routes.py, SPEC.md §5.1)."""
         assert kind not in GROUP_KINDS  # (no group-link back-pressure: _hop_started skips on_idle)
         if len(path) < 2:
             done(True)
@@ -273,8 +259,8 @@ class Radio:
             done(False)
             return
         assert self._clock is not None
-        route = _Route(path, done)
-        self._enqueue(path[0], (path[1], None, size, kind, _Hop(route, 0), self._clock.now))
+        route = Route(path, done, None if record is None else [record])
+        self._enqueue(path[0], (path[1], None, size, kind, Hop(route, 0), self._clock.now))
 
     def _enqueue(
         self,
@@ -282,6 +268,9 @@ class Radio:
         entry: tuple[int, Burst | bytes | None, int | Shape, str, Callable[[bool], None] | None, float],
     ) -> None:
         q = self.queues[src]
+        hop = entry[4]
+        if type(hop) is Hop and hop.route.lengths is not None and q and pack(q, entry, self._room):
+            return  # an up frame joined the one waiting here for the same parent (routes.py)
         q.append(entry)
         if entry[3] in GROUP_KINDS:
             self.group_queued[src] += 1
@@ -398,14 +387,14 @@ class Radio:
         self.tx_time[src] += air
         self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + on_air
         self.frames_by_kind[kind] = self.frames_by_kind.get(kind, 0) + frames
-        if type(_done) is _Hop:  # a routed datagram's hop: no end event (send_path)
+        if type(_done) is Hop:  # a routed datagram's hop: no end event (send_path)
             self._hop_started(src, dst, _done, delivered and self.alive[dst], end)
             return
         self._inflight[src] = (now, air, delivered, frags)
         clock._seq += 1
         heappush(clock._heap, (end, clock._seq, self._end, (src,)))
 
-    def _hop_started(self, src: int, dst: int, hop: _Hop, ok: bool, end: float) -> None:
+    def _hop_started(self, src: int, dst: int, hop: Hop, ok: bool, end: float) -> None:
         """A routed hop is on air until ``end`` with its outcome drawn: queue the next hop at
         ``dst`` (ready at ``end + hop_latency``), or call the route's ``done`` then; the sender's
         next datagram starts after ``end`` (what :meth:`_end` would have done at ``end``)."""
