@@ -51,6 +51,7 @@ __all__ = [
     "BATCH_NOT_DELIVERED",
     "MAGIC",
     "MAX_PACKED",
+    "MAX_RECORD",
     "PACKED",
     "REFUSED",
     "REPLY",
