@@ -5,6 +5,8 @@ root's collector address and waits for the answer to that sequence number.
 :class:`RecordCollectorUdp` (root): one UDP socket; drives a :class:`RecordBatcher` with
 ``loop.call_at`` and sends each batch with ``send_batch(records) -> entries`` (the root's own
 device session, e.g. :meth:`MqttSnDevice.send_batch`), then hands every entry back to its node.
+:class:`UplinkRelayUdp` (a relay between them, SPEC.md §5.1): drives an :class:`UplinkPacker`, packing
+what its children send up into one frame for its parent and routing answers back down.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from firmware_proto.sealed_uplink import (
     SealedRecordSender,
     SendBatch,
     UplinkFrameError,
+    UplinkPacker,
 )
 from wire.sealed import RecordOp
 
@@ -28,6 +31,7 @@ __all__ = [
     "RecordCollectorUdp",
     "SealedUplinkUdp",
     "SendBatchFn",
+    "UplinkRelayUdp",
 ]
 
 log = logging.getLogger("meshota.device")
@@ -164,3 +168,70 @@ class RecordCollectorUdp:
         else:
             self.batcher.batch_answered(action.token, list(entries))
         self._pump()
+
+
+class UplinkRelayUdp:
+    """A relay's hop for sealed records (SPEC.md §5.1; one UDP socket): up frames from its
+    children (its own node's :class:`SealedUplinkUdp` included, pointed at :attr:`address`) go
+    through one :class:`UplinkPacker` to ``parent`` (the next relay, or the root's collector). A
+    frame leaves ``pace`` s after the first record began to wait — the link busy meanwhile — with
+    every waiting record that fits ``room`` bytes; answers from the parent go down by key id to the
+    child that sent that key's record up. The relay opens nothing: it has no key."""
+
+    def __init__(
+        self,
+        parent: tuple[str, int],
+        *,
+        packer: UplinkPacker | None = None,
+        pace: float = 0.05,
+        room: int = 1200,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
+        self.parent = parent
+        self.packer = packer if packer is not None else UplinkPacker()
+        self.pace = pace
+        self.room = room
+        self.listen = listen
+        self.address: tuple[str, int] = ("", 0)
+        self.frames_up = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def open(self) -> UplinkRelayUdp:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Socket(self._on_datagram), local_addr=self.listen
+        )
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        self.address = (str(host), int(port))
+        return self
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _on_datagram(self, data: bytes, addr: Any) -> None:
+        if self._transport is None:
+            return
+        if tuple(addr[:2]) == self.parent:  # an answer coming down
+            child = self.packer.route_down(data)
+            if child is not None:
+                self._transport.sendto(data, cast(tuple[Any, ...], child))
+            return
+        if self.packer.put(data, tuple(addr[:2])) and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.pace, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._transport is None:
+            return
+        frame = self.packer.take(self.room)
+        if frame is not None:
+            self.frames_up += 1
+            self._transport.sendto(frame, self.parent)
+        if len(self.packer):
+            self._timer = asyncio.get_running_loop().call_later(self.pace, self._flush)

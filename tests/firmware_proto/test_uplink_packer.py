@@ -168,12 +168,12 @@ def test_every_record_goes_up_once_in_order_or_is_counted(ops: list[tuple[str, i
             assert relay.put(frame, a) == 1
             put.append(frame[2:])
         else:
-            frame = relay.take(a)
-            if frame is not None:
-                assert len(frame) <= a
-                went += unpack_records(frame)
-    while (frame := relay.take(10_000)) is not None:
-        went += unpack_records(frame)
+            up = relay.take(a)
+            if up is not None:
+                assert len(up) <= a
+                went += unpack_records(up)
+    while (up := relay.take(10_000)) is not None:
+        went += unpack_records(up)
     # what went up is what was put, in order, less the records counted as lost
     it = iter(put)
     assert all(any(r == p for p in it) for r in went)
