@@ -27,9 +27,10 @@ and prints the CPU ratio (802.15.4: parts only exist there).
 ``--baseline`` is how issue 21's simulator targets are judged on a noisy host: it extracts the commit
 the issue's figures were measured on (``BASELINE``, "36 s today" for 1,000 nodes on 802.15.4, "172 s"
 for 10,000 on WiFi; ``git archive`` into a temporary directory, so the clone needs that history) and
-runs the same scenario with that code and with this tree, each in a fresh interpreter, one after the
-other (the order alternates over ``--repeat`` rounds), and prints this tree's CPU over the
-baseline's: the target is the issue's ratio, 30/36 = 0.833 and 120/172 = 0.698.
+runs the same scenario with that code and with this tree, each in a fresh interpreter, both at once
+(one core each, so a change of the host's speed hits both; ``--one-at-a-time``: one after the other,
+the order alternating over ``--repeat`` rounds), and prints this tree's CPU over the baseline's: the
+target is the issue's ratio, 30/36 = 0.833 and 120/172 = 0.698.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ def main() -> None:
         "--baseline", action="store_true", help="CPU ratio to the code issue 21 was measured on, same run"
     )
     ap.add_argument("--repeat", type=int, default=1, help="--baseline: rounds (the order alternates)")
+    ap.add_argument(
+        "--one-at-a-time", action="store_true", help="--baseline: not both runs at once (one core each)"
+    )
     args = ap.parse_args()
     if args.baseline:
         sizes = [int(x) for x in (args.sizes or "1000").split(",") if x.strip()]
-        baseline(args.profile, sizes, max(1, args.repeat))
+        baseline(args.profile, sizes, max(1, args.repeat), not args.one_at_a_time)
         return
     if args.efficiency:
         efficiency()
@@ -155,7 +159,15 @@ def _extract_baseline(into: Path) -> None:
         t.extractall(into, filter="data")
 
 
-def baseline(profile: str, sizes: list[int], repeat: int) -> None:
+def _start_worker(tree: Path, nodes: int, profile: str) -> subprocess.Popen[str]:
+    sc = scenario(nodes, profile, 0.05)
+    del sc["stream"]  # the defaults: the baseline's code knows no [stream] table
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-c", WORKER, str(tree), json.dumps(sc)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tree)
+
+
+def baseline(profile: str, sizes: list[int], repeat: int, together: bool) -> None:
     """This tree's CPU over the baseline commit's on the same scenario, fresh interpreters, same run."""
     print(f"scale vs baseline {BASELINE[:12]}: random geometric mesh, {profile}, 256 KiB image, 5 % loss")
     head = f"{'nodes':>7} {'code':<9} {'cpu s':>8} {'wall s':>8} {'virtual s':>10} "
@@ -166,23 +178,26 @@ def baseline(profile: str, sizes: list[int], repeat: int) -> None:
         for n in sizes:
             cpu: dict[str, float] = {"baseline": 0.0, "this": 0.0}
             for r in range(repeat):
-                for name in ("baseline", "this") if r % 2 == 0 else ("this", "baseline"):
-                    sc = scenario(n, profile, 0.05)
-                    del sc["stream"]  # the defaults: the baseline's code knows no [stream] table
-                    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                    cmd = [sys.executable, "-c", WORKER, str(trees[name]), json.dumps(sc)]
-                    done = subprocess.run(
-                        cmd, capture_output=True, text=True, check=True, env=env, cwd=trees[name]
-                    )
-                    out = json.loads(done.stdout.strip().splitlines()[-1])
-                    if not Path(out["code"]).resolve().is_relative_to(trees[name].resolve()):
-                        sys.exit(f"the {name} run imported {out['code']}, not the code under {trees[name]}")
-                    cpu[name] += out["cpu"]
-                    print(
-                        f"{n:>7} {name:<9} {out['cpu']:>8.1f} {out['wall']:>8.1f} {out['virtual']:>10.1f} "
-                        f"{out['installed']:>10} {out['events']:>10}",
-                        flush=True,
-                    )
+                order = ("baseline", "this") if r % 2 == 0 else ("this", "baseline")
+                # together: both at once, one core each (a change of the host's speed hits both);
+                # else one after the other
+                for group in [order] if together else [(name,) for name in order]:
+                    runs = {name: _start_worker(trees[name], n, profile) for name in group}
+                    for name, proc in runs.items():
+                        stdout, stderr = proc.communicate()
+                        if proc.returncode != 0:
+                            sys.exit(f"the {name} run failed:\n{stderr}")
+                        out = json.loads(stdout.strip().splitlines()[-1])
+                        if not Path(out["code"]).resolve().is_relative_to(trees[name].resolve()):
+                            sys.exit(
+                                f"the {name} run imported {out['code']}, not the code under {trees[name]}"
+                            )
+                        cpu[name] += out["cpu"]
+                        row = f"{n:>7} {name:<9} {out['cpu']:>8.1f} {out['wall']:>8.1f} "
+                        print(
+                            row + f"{out['virtual']:>10.1f} {out['installed']:>10} {out['events']:>10}",
+                            flush=True,
+                        )
             ratio = cpu["this"] / cpu["baseline"]
             tgt = BASELINE_TARGETS.get((profile, n))
             if tgt is None:
