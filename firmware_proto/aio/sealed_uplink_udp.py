@@ -47,6 +47,17 @@ class _Socket(asyncio.DatagramProtocol):
         self.on_datagram(data, addr)
 
 
+async def _bind(
+    on_datagram: Callable[[bytes, Any], None], listen: tuple[str, int]
+) -> tuple[asyncio.DatagramTransport, tuple[str, int]]:
+    """A UDP socket on ``listen`` handing datagrams to ``on_datagram``, and its bound address."""
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _Socket(on_datagram), local_addr=listen
+    )
+    host, port = transport.get_extra_info("sockname")[:2]
+    return transport, (str(host), int(port))
+
+
 class SealedUplinkUdp:
     """The node's sealed-record channel to its root (one UDP socket)."""
 
@@ -114,12 +125,7 @@ class RecordCollectorUdp:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> RecordCollectorUdp:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self._on_datagram), local_addr=self.listen
-        )
-        host, port = self._transport.get_extra_info("sockname")[:2]
-        self.address = (str(host), int(port))
+        self._transport, self.address = await _bind(self._on_datagram, self.listen)
         return self
 
     def close(self) -> None:
@@ -198,12 +204,7 @@ class UplinkRelayUdp:
         self._timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> UplinkRelayUdp:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self._on_datagram), local_addr=self.listen
-        )
-        host, port = self._transport.get_extra_info("sockname")[:2]
-        self.address = (str(host), int(port))
+        self._transport, self.address = await _bind(self._on_datagram, self.listen)
         return self
 
     def close(self) -> None:
