@@ -10,8 +10,11 @@ the same :meth:`trace_hash`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from heapq import heappop, heappush
 from typing import Any
 
@@ -24,6 +27,36 @@ class SimulationError(RuntimeError):
     def __init__(self, at: float, message: str) -> None:
         super().__init__(f"t={at:.6f}s: {message}")
         self.at = at
+
+
+# A run allocates millions of small objects that live to its end (frames queued, blocks stored,
+# timers); CPython's default thresholds (700, 10, 10) then walk the whole heap again and again: 8 % of
+# a 10,000-node run's CPU (12.3 s of 149 s, 2,928 collections). While a clock runs, what existed
+# before is frozen out of collection and the young generation is collected every 100,000 allocations
+# instead of 700 (cycles are still found, only later); both are put back when the last run returns.
+GC_THRESHOLD = (100_000, 50, 100)
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLD)
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 class EventClock:
@@ -61,6 +94,10 @@ class EventClock:
 
     def run(self, until: float = float("inf"), *, on_step: Callable[[float], None] | None = None) -> float:
         """Run events in (time, seq) order up to ``until``; return the virtual time reached."""
+        with _quiet_gc():
+            return self._run(until, on_step)
+
+    def _run(self, until: float, on_step: Callable[[float], None] | None) -> float:
         heap = self._heap
         pop = heappop
         self.stopped = False
