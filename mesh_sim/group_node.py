@@ -26,8 +26,9 @@ class SimNode:
     agent: UpdateAgent | None = None
     relay: GroupRelay | None = None
     root: GroupStreamRoot | None = None
-    timer_gen: int = 0
-    timer_at: float = math.inf
+    timer_gen: int = 0  # bumped when the node's cores go (GroupSim._retire): older wake-ups are void
+    timer_at: float = math.inf  # the earliest wake-up the cores asked for
+    queued: set[float] = field(default_factory=set)  # times of this generation's wake-ups on the clock
     fires_now: int = 0
     final: str | None = None
     success_at: float | None = None

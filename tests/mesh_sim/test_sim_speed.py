@@ -59,3 +59,31 @@ def test_shortcuts_off_give_the_same_trace(profile: str, monkeypatch: pytest.Mon
     assert bool(bursts) == (profile == "802.15.4")  # a block's parts go as one burst on 802.15.4
     assert slow.trace_hash == fast.trace_hash
     assert slow.summary["group_stream"] == fast.summary["group_stream"]
+
+
+def test_a_nodes_wake_ups_do_not_pile_up_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GroupSim._arm reuses a wake-up already on the clock for the time asked for: a node's far
+    timers, asked for again after every nearer wake-up, do not stack up (they did: ~30 per node
+    on a 3,000-node run, a tenth of its events spent popping them)."""
+    from mesh_sim import clock as clockmod
+
+    clocks: list[clockmod.EventClock] = []
+    init = clockmod.EventClock.__init__
+
+    def keep(self: clockmod.EventClock) -> None:
+        init(self)
+        clocks.append(self)
+
+    monkeypatch.setattr(clockmod.EventClock, "__init__", keep)
+    pending: list[int] = []
+
+    def sample(now: float, bound: float) -> None:
+        pending.append(sum(1 for e in clocks[0]._heap if getattr(e[2], "__name__", "") == "_fire"))
+
+    sc = parse_scenario(
+        {**_scenario("wifi-mesh"), "topology": {"kind": "random", "nodes": 400, "loss": 0.05}}
+    )
+    res = run_scenario(sc, 3, progress=sample)
+    assert res.summary["installed"] == 400
+    assert len(pending) >= 5  # sampled through the stream (every 16,384 events)
+    assert max(pending) <= 3 * 400
