@@ -57,6 +57,7 @@ __all__ = [
     "REPLY",
     "SEQ_RECORD",
     "UP",
+    "UPLINK_PACE",
     "BatcherStats",
     "PackerStats",
     "RecordAnswer",
@@ -80,6 +81,9 @@ BATCH_NOT_DELIVERED = 0xFF
 SEQ_RECORD = "sseq"
 MAX_PACKED = 255  # records in one packed frame (its count is one byte)
 MAX_RECORD = 1024  # bytes of one sealed record in a packed frame (they are small device-API calls)
+# a relay's up frame leaves this long after its first record began to wait, with every waiting
+# record that fits (status reports are not urgent; what arrives meanwhile rides along)
+UPLINK_PACE = 0.05
 
 
 class UplinkFrameError(WireError):

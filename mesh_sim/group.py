@@ -447,7 +447,15 @@ class GroupSim(GroupDelivery):
             else:
                 self.clock.after(1.0, self._uplink, v, size, done)
 
-        self.radio.send_path(path, size, arrived, kind="status", record=size - 2)
+        self.radio.send_path(
+            path,
+            size,
+            arrived,
+            kind="status",
+            record=size - 2,
+            pace=self.params.uplink_pace,
+            pace_first=bool(self.tree.children[v]),  # a relay's own record goes through its packer
+        )
 
     def _fallback_fetch(self, v: int, rng: FetchRange | None, artifact_id: str, chunk_size: int) -> None:
         if rng is None:

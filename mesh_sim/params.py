@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from firmware_proto.sealed_uplink import UPLINK_PACE
+
 __all__ = ["E2E_HEADER", "REQUEST_BYTES", "GroupParams"]
 
 E2E_HEADER = 29 + 9  # DTLS 1.2 record (13 header + 8 nonce + 8 CCM-8 tag) + MQTT-SN PUBLISH header
@@ -33,3 +35,6 @@ class GroupParams:
     # a node's radio sleeps once nothing more is needed of it (GroupSim._try_sleep; False: every
     # powered node hears every broadcast to the end, the model before)
     sleep: bool = True
+    # a relay holds an up frame of sealed records this long to pack what arrives meanwhile
+    # (UplinkRelayUdp's pace; 0: it forwards each at once, packing only while its link is busy)
+    uplink_pace: float = UPLINK_PACE

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappush
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .routes import Hop, Route, pack
+from .routes import Hop, Route, hold, pack
 from .topology import Topology
 
 if TYPE_CHECKING:
@@ -157,6 +157,7 @@ class Radio:
         self.bytes_by_kind: dict[str, int] = {}
         self.frames_by_kind: dict[str, int] = {}
         self._room = profile.datagram_room()
+        self.held: dict[int, list[list[Any]]] = {}  # up frames relays hold for their pace (routes.hold)
         self._clock: EventClock | None = None
         self._deliver: Callable[[int, int, bytes], None] = lambda _r, _s, _d: None
         self._on_idle: Callable[[int], None] = lambda _n: None
@@ -238,6 +239,8 @@ class Radio:
         *,
         kind: str = "control",
         record: int | None = None,
+        pace: float = 0.0,
+        pace_first: bool = False,
     ) -> None:
         """A modelled ``size``-byte datagram forwarded hop by hop along ``path`` (``path[0]``
         sends), each hop a link-ACKed unicast (:meth:`send` with MAC retries per fragment); each
@@ -250,7 +253,8 @@ class Radio:
         then, ready when this one has ended and the latency passed (the channel around the next
         node is held until this hop ends, so it cannot start earlier). ``record``: the datagram is
         an up frame of one sealed record that long, which relays on the way pack with others
-        (mesh_sim/routes.py, SPEC.md §5.1)."""
+        (mesh_sim/routes.py, SPEC.md §5.1); ``pace``: each relay on the way holds it that long
+        to pack what arrives meanwhile (``path[0]`` too if ``pace_first``: a relay's own record)."""
         assert kind not in GROUP_KINDS  # (no group-link back-pressure: _hop_started skips on_idle)
         if len(path) < 2:
             done(True)
@@ -259,8 +263,12 @@ class Radio:
             done(False)
             return
         assert self._clock is not None
-        route = Route(path, done, None if record is None else [record])
-        self._enqueue(path[0], (path[1], None, size, kind, Hop(route, 0), self._clock.now))
+        route = Route(path, done, None if record is None else [record], pace if record is not None else 0.0)
+        entry = (path[1], None, size, kind, Hop(route, 0), self._clock.now)
+        if route.pace and pace_first:
+            hold(self, path[0], entry)
+        else:
+            self._enqueue(path[0], entry)
 
     def _enqueue(
         self,
@@ -411,7 +419,10 @@ class Radio:
             heappush(clock._heap, (end, clock._seq, route.done, (False,)))
         elif hop.i + 2 < len(path):
             hop.i += 1  # (the same object rides on: one per route)
-            self._enqueue(dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
+            if route.pace:  # an up frame the relay holds to pack with others (routes.hold)
+                hold(self, dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
+            else:
+                self._enqueue(dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
         else:
             clock._seq += 1
             heappush(clock._heap, (end + latency, clock._seq, route.done, (True,)))

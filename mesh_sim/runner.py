@@ -96,6 +96,7 @@ def _params(sc: Scenario, profile: RadioProfile, chunk: int) -> GroupParams:
         part_room=room,
         bursts=sc.bursts,
         sleep=sc.sleep,
+        uplink_pace=sc.uplink_pace,
     )
 
 

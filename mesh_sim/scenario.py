@@ -21,7 +21,9 @@
                  each part its own datagram on the radio, the model before bursts); sleep (true:
                  a node's radio sleeps once it and its routing subtree installed and its stream
                  cores are idle, no broadcast reaches it; false: every powered node hears every
-                 broadcast, the model before)
+                 broadcast, the model before); uplink_pace (s a relay holds an up frame of
+                 sealed records to pack what arrives meanwhile, UplinkRelayUdp's pace; 0: forward
+                 each at once, packing only while the link is busy)
     [[faults]]   kind = "root_dies" (at, submesh) | "node_reboots" (node, at, duration)
                  | "malicious_root" (mode = "tamper" | "replay" | "withhold", fraction, submesh)
     [baselines]  enabled = true
@@ -33,6 +35,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from firmware_proto.sealed_uplink import UPLINK_PACE
 
 from .radio import PROFILES
 
@@ -88,6 +92,7 @@ class Scenario:
     want_interval: float = 5.0
     want_max: float = 60.0
     heal_delay: float = 5.0
+    uplink_pace: float = UPLINK_PACE
     faults: list[Fault] = field(default_factory=list)
     baselines: bool = True
 
@@ -154,6 +159,9 @@ def parse_scenario(doc: dict[str, Any], base: Path | None = None) -> Scenario:
         raise ScenarioError(f"stream.parts = {s.parts!r} is not auto, on or off")
     s.bursts = _get(stream, "bursts", bool, s.bursts, "stream")
     s.sleep = _get(stream, "sleep", bool, s.sleep, "stream")
+    s.uplink_pace = _get(stream, "uplink_pace", float, s.uplink_pace, "stream")
+    if not 0.0 <= s.uplink_pace <= 10.0:
+        raise ScenarioError(f"stream.uplink_pace = {s.uplink_pace} is not in 0..10 s")
     s.part_count = _get(stream, "part_count", int, s.part_count, "stream")
     if not 0 <= s.part_count <= 16:
         raise ScenarioError(f"stream.part_count = {s.part_count} is not 0 or in 1..16")

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from firmware_proto.device_api import DeviceApiError, DeviceApiTimeout
 from firmware_proto.sealed_uplink import (
+    UPLINK_PACE,
     RecordAnswer,
     RecordBatcher,
     SealedRecordSender,
@@ -189,7 +190,7 @@ class UplinkRelayUdp:
         parent: tuple[str, int],
         *,
         packer: UplinkPacker | None = None,
-        pace: float = 0.05,
+        pace: float = UPLINK_PACE,
         room: int = 1200,
         listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:

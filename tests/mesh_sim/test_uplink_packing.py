@@ -15,7 +15,7 @@ from mesh_sim.group import status_frame_len
 from mesh_sim.radio import PROFILES, Radio
 from mesh_sim.routes import Hop
 from mesh_sim.runner import run_scenario
-from mesh_sim.scenario import parse_scenario
+from mesh_sim.scenario import ScenarioError, parse_scenario
 from mesh_sim.topology import Topology
 
 SCENARIO = Path(__file__).resolve().parents[2] / "mesh_sim" / "scenarios" / "random-100-multihop.toml"
@@ -127,3 +127,105 @@ def test_every_status_reaches_the_server_and_relays_pack(profile: str) -> None:
     # one by one, each record crosses depth hops, each a frame and its link ACK at least (more with
     # MAC retries and failed routes): 2 × hops frames is the floor packing must go below
     assert res.radio.frames_by_kind["status"] < 2 * hops
+
+
+def _send_paced(
+    radio: Radio, path: list[int], size: int, results: list[tuple[int, float, bool]], i: int, pace: float
+) -> None:
+    clock = radio._clock
+    assert clock is not None
+    radio.send_path(
+        path,
+        size,
+        lambda ok: results.append((i, clock.now, ok)),
+        kind="status",
+        record=size - 2,
+        pace=pace,
+        pace_first=True,
+    )
+
+
+def test_a_relay_holds_an_up_frame_for_its_pace_and_what_arrives_meanwhile_rides_along() -> None:
+    """UplinkRelayUdp's rule (routes.hold): the frame leaves ``pace`` after its first record began
+    to wait, with every record that came meanwhile and fits; a record that comes after it left
+    starts the next frame, which leaves ``pace`` after that record came."""
+    radio, clock = _line(2)
+    pace = 0.05
+    size = status_frame_len("dep-1", "downloading")
+    results: list[tuple[int, float, bool]] = []
+    for i in range(3):  # at 0, 10 and 20 ms: one frame leaving at 50 ms
+        clock.at(0.01 * i, _send_paced, radio, [0, 1], size, results, i, pace)
+    clock.at(0.2, _send_paced, radio, [0, 1], size, results, 3, pace)  # after it left: its own frame
+    clock.run()
+    assert [(i, ok) for i, _t, ok in sorted(results)] == [(i, True) for i in range(4)]
+    at = {i: t for i, t, _ok in results}
+    assert at[0] == at[1] == at[2]  # one frame
+    assert pace < at[0] < 0.1  # left at 50 ms (plus slot, airtime, latency), not at once
+    assert 0.2 + pace < at[3] < 0.3
+    assert radio.frames_by_kind["status"] == 2 * 2  # two frames, each with its link ACK
+    assert radio.held == {}
+
+
+def test_records_that_do_not_fit_the_held_frame_leave_a_pace_later() -> None:
+    radio, clock = _line(2, "802.15.4")
+    pace = 0.05
+    size = 120
+    n = 40  # more than one datagram holds
+    results: list[tuple[int, float, bool]] = []
+    for i in range(n):
+        _send_paced(radio, [0, 1], size, results, i, pace)
+    held = radio.held[0]
+    assert len(held) >= 2 and [round(leave, 9) for leave, _ in held] == [
+        round(pace * (k + 1), 9) for k in range(len(held))
+    ]
+    room = radio.profile.datagram_room()
+    for _leave, entries in held:
+        assert len(entries) == 1
+        hop, frame_size = entries[0][4], entries[0][2]
+        assert isinstance(hop, Hop) and hop.route.lengths is not None
+        assert frame_size == packed_frame_len(hop.route.lengths) <= room
+    assert sum(len(e[0][4].route.lengths) for _, e in held) == n
+    clock.run()
+    assert sorted((i, ok) for i, _t, ok in results) == [(i, True) for i in range(n)]
+
+
+def test_a_relay_that_dies_while_holding_fails_what_it_held() -> None:
+    radio, clock = _line(3)
+    size = status_frame_len("dep-1", "success")
+    results: list[tuple[int, float, bool]] = []
+    for i in range(3):
+        _send_paced(radio, [0, 1, 2], size, results, i, 0.05)
+    clock.at(0.01, radio.power, 0, False)  # the sender's own relay holds them: it dies first
+    clock.run()
+    assert sorted((i, ok) for i, _t, ok in results) == [(i, False) for i in range(3)]
+    assert radio.held == {}
+
+
+def test_the_relays_pace_cuts_status_frames_in_a_whole_run() -> None:
+    """On 400 WiFi nodes, holding up frames for the product's pace (the default) packs more records
+    per frame than packing only what waits for a busy link; every status still arrives."""
+    frames = {}
+    for pace in (0.0, 0.05):
+        sc = parse_scenario(
+            {
+                "topology": {"kind": "random", "nodes": 400, "loss": 0.05},
+                "radio": {"profile": "wifi-mesh"},
+                "image": {"size": 24 * 1024},
+                "collection": {"window": 3.0},
+                "stream": {"uplink_pace": pace},
+            }
+        )
+        res = run_scenario(sc, 2)
+        assert res.summary["installed"] == 400
+        res.clock.run(until=res.clock.now + 120.0)
+        statuses = res.stream.service.statuses
+        for v, node in enumerate(res.stream.nodes):
+            assert node.reported and {s for _d, s in statuses.get(v, [])} == set(node.reported)
+        frames[pace] = res.radio.frames_by_kind["status"]
+    assert frames[0.05] < 0.9 * frames[0.0]
+
+
+@pytest.mark.parametrize("pace", [-0.1, 11.0, float("nan"), "fast"])
+def test_uplink_pace_out_of_range_is_a_scenario_error(pace: object) -> None:
+    with pytest.raises(ScenarioError, match="uplink_pace"):
+        parse_scenario({"stream": {"uplink_pace": pace}})
