@@ -230,6 +230,11 @@ class UpdateAgent:
         out, self._actions = self._actions, []
         return out
 
+    @property
+    def has_actions(self) -> bool:
+        """Whether :meth:`actions` would return any (a driver's check without taking them)."""
+        return bool(self._actions)
+
     def pending_report(self) -> ReportStatus | None:
         raw = self.flash.read_record("report")
         if raw is None:

@@ -30,6 +30,7 @@ __all__ = ["GroupDelivery"]
 
 _KIND = {T_DATA: "data", T_CODED: "data", T_PART: "data", T_WANT: "feedback", T_NACK: "feedback"}
 _LEARNED = AgentState.LEARNED
+_RECEIVING = AgentState.RECEIVING
 _FEEDBACK = frozenset({T_WANT, T_NACK})
 _PAYLOAD = frozenset({T_DATA, T_CODED, T_PART})  # every agent takes them, from anyone; no core does
 
@@ -110,8 +111,18 @@ class GroupDelivery:
                 continue
             agent = node.agent
             # (a radio never delivers a broadcast to its own sender: sender != r)
-            if agent is not None and agent.state > _LEARNED and agent.receive(frame, sender, now):
-                self._pump(r)
+            if agent is None or (state := agent.state) <= _LEARNED or not agent.receive(frame, sender, now):
+                continue
+            if (
+                state is _RECEIVING
+                and node.relay is None
+                and node.root is None
+                and not agent.has_actions
+                and (rec := agent.receiver) is not None
+                and not rec.complete
+            ):
+                continue  # a block stored at a node no core forwards from: nothing for _pump to do
+            self._pump(r)
 
     def _deliver_nack(self, receivers: list[int], sender: int, frame: bytes) -> None:
         """:meth:`_deliver` of a NACK for each receiver: the sender's parent core takes it
