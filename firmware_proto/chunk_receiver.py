@@ -48,6 +48,7 @@ class BlockResult:
 
 
 _DUPLICATE = BlockResult(False, "duplicate")  # frozen: one object for the most common answer
+_ACCEPTED = BlockResult(True)
 _PART_KEPT = BlockResult(False, "part kept")
 MAX_PARTIAL = 256  # blocks partly held at once (RAM: a count and a 16-bit mask each; pages' bytes)
 
@@ -145,7 +146,7 @@ class ChunkReceiver:
         self.bitmap.add(block)
         self.chunks_verified += 1
         self._persist(leaves=False)
-        return BlockResult(True)
+        return _ACCEPTED
 
     def accept_part(self, block: int, index: int, count: int, payload: bytes) -> BlockResult:
         """Part ``index`` of ``count`` of a block (SPEC.md §3.2): kept until the block is whole,
@@ -263,7 +264,7 @@ class ChunkReceiver:
                 self.bitmap.add(head.page_count + chunk)
                 self.chunks_verified += 1
         self._persist(leaves=True)
-        return BlockResult(True)
+        return _ACCEPTED
 
     def accept_map(self, cmap: ChunkMap) -> None:
         """A full map fetched end to end (fallback): every page becomes known at once."""

@@ -94,6 +94,7 @@ class _Ledger:
         self.rx_air = [0.0] * topo.n
         self.bytes = 0
         self.frames = 0
+        self._shapes: dict[tuple[int, ...], tuple[float, float, float]] = {}
 
     def link(self, a: int, b: int, frames: list[int], count: int, rng: np.random.Generator) -> None:
         """``count`` datagrams a→b (each ``frames`` fragments) delivered with per-fragment link ACKs."""
@@ -103,9 +104,15 @@ class _Ledger:
         sent = count * len(frames)
         attempts = sent + (int(rng.negative_binomial(sent, 1.0 - loss)) if loss else 0)
         p = self.p
-        mean_frame = sum(frames) / len(frames)
-        air = sum(p.airtime(f) + p.slot for f in frames) / len(frames)
-        ack = p.airtime(p.ack_bytes) + p.slot
+        key = tuple(frames)
+        shape = self._shapes.get(key)
+        if shape is None:  # (mean frame, mean airtime with its slot, an ACK's): once per datagram shape
+            shape = self._shapes[key] = (
+                sum(frames) / len(frames),
+                sum(p.airtime(f) + p.slot for f in frames) / len(frames),
+                p.airtime(p.ack_bytes) + p.slot,
+            )
+        mean_frame, air, ack = shape
         self.tx_air[a] += attempts * air
         self.rx_air[b] += attempts * air
         self.tx_air[b] += sent * ack

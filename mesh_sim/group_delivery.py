@@ -111,15 +111,16 @@ class GroupDelivery:
                 continue
             agent = node.agent
             # (a radio never delivers a broadcast to its own sender: sender != r)
-            if agent is None or (state := agent.state) <= _LEARNED or not agent.receive(frame, sender, now):
+            # (an agent that has not asked for the update ignores the group link: receive's first test)
+            if agent is None or not agent.receive(frame, sender, now):
                 continue
             if (
-                state is _RECEIVING
-                and node.relay is None
+                node.relay is None
                 and node.root is None
                 and not agent.has_actions
                 and (rec := agent.receiver) is not None
                 and not rec.complete
+                and agent.state is _RECEIVING  # (a payload frame never moves an agent into RECEIVING)
             ):
                 continue  # a block stored at a node no core forwards from: nothing for _pump to do
             self._pump(r)
