@@ -26,6 +26,7 @@ __all__ = [
     "SlotInfo",
     "boot",
     "confirm",
+    "image_sha256",
     "read_boot",
     "read_slot_info",
     "slot_image",
@@ -35,6 +36,26 @@ __all__ = [
 
 NO_SLOT = 0xFF
 _META = struct.Struct(">I32sQ")
+
+_DIGESTS_MAX = 8
+_digests: dict[int, tuple[bytes, bytes]] = {}  # id(bytes object) → (that object, its SHA-256)
+
+
+def image_sha256(data: bytes) -> bytes:
+    """SHA-256 of a whole image. ``bytes`` are immutable: the same object hashed again (one process
+    running many nodes that hold one shared image, as the simulator does) returns the digest
+    computed before. The memo keeps the last ``_DIGESTS_MAX`` objects alive and matches by
+    identity, so an id reused by another object never matches; anything but ``bytes`` is hashed
+    every time."""
+    hit = _digests.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    digest = hashlib.sha256(data).digest()
+    if type(data) is bytes:
+        if len(_digests) >= _DIGESTS_MAX:
+            _digests.clear()
+        _digests[id(data)] = (data, digest)
+    return digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +121,7 @@ def slot_image(flash: FlashStore, slot: int) -> bytes | None:
     if info is None or info.size > flash.slot_size:
         return None
     data = flash.read_slot(slot, 0, info.size)
-    return data if hashlib.sha256(data).digest() == info.sha256 else None
+    return data if image_sha256(data) == info.sha256 else None
 
 
 def write_trial(flash: FlashStore, slot: int) -> None:

@@ -35,7 +35,6 @@ record ``report`` until the driver confirms it was delivered.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import struct
 from collections.abc import Hashable, Sequence
@@ -702,7 +701,7 @@ class UpdateAgent:
         if self._job.state is _S.RECEIVING:
             self._set(_S.VERIFYING)
         image = rec.image()
-        if hashlib.sha256(image).digest() != rec.head.artifact_sha256 or not self.config.image_ok(image):
+        if bootmod.image_sha256(image) != rec.head.artifact_sha256 or not self.config.image_ok(image):
             self._fail("artifact failed verification")
             return
         self._gate_install(now)

@@ -102,12 +102,13 @@ class GroupSim(GroupDelivery):
         self.old_artifact = old_artifact
         self._pool: dict[bytes, bytes] = {}
         self._images: dict[bytes, bytes] = {}
+        self._joins: dict[tuple[int | bytes, ...], tuple[tuple[bytes, ...], bytes]] = {}
         self._maps: dict[bytes, object] = {}
         self._configs: dict[int, AgentConfig] = {}
         self.nodes: list[SimNode] = []
         slot = max(len(self.artifact), len(factory_image)) + 4096
         for _ in range(radio.topo.n):
-            flash = SharedSlotFlash(slot, self._pool)
+            flash = SharedSlotFlash(slot, self._pool, self._joins)
             install_initial_image(flash, factory_image, factory_name, factory_sequence)
             flash.write_record("seq", struct.pack(">Q", factory_sequence))  # SPEC.md §4
             self.nodes.append(SimNode(flash))

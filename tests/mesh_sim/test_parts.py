@@ -160,3 +160,31 @@ def test_a_block_read_back_whole_becomes_one_shared_piece() -> None:
     assert flash.read_slot(0, 1024, len(block)) is pool[block]  # a lookup now
     assert flash.read_slot(0, 1000, 100) == b"\xff" * 24 + block[:76]  # a gap: not merged
     assert flash._starts[0] == [1024]
+
+
+def test_nodes_holding_the_same_pieces_join_them_once() -> None:
+    """Flashes sharing a pool and a join memo: the second node reading back the same shared
+    pieces whole gets the first one's joined object (no join, no hashing of the whole); other
+    pieces (one byte differs) join to their own bytes; a node's own bytes are always what it
+    wrote."""
+    pool: dict[bytes, bytes] = {}
+    joins: dict[tuple[int | bytes, ...], tuple[tuple[bytes, ...], bytes]] = {}
+    image = bytes(range(256)) * 16
+    tail = b"end"  # a small piece (< 64 B, not pooled) in the key by value
+    flashes = [SharedSlotFlash(8192, pool, joins) for _ in range(3)]
+    for n, flash in enumerate(flashes):
+        data = image if n < 2 else image[:100] + b"\x00" + image[101:]
+        for at in range(0, len(data), 512):
+            flash.write_slot(0, at, bytes(data[at : at + 512]))
+        flash.write_slot(0, len(data), bytes(tail))
+    whole = len(image) + len(tail)
+    a, b, c = (f.read_slot(0, 0, whole) for f in flashes)
+    assert a == b == image + tail and a is b  # joined once, shared
+    assert c == image[:100] + b"\x00" + image[101:] + tail and c != a
+    assert len(joins) == 2
+    flashes[1].write_slot(0, 0, b"\x01" * 64)  # node 1 writes over its copy: node 0's is untouched
+    assert flashes[0].read_slot(0, 0, whole) == image + tail
+    assert flashes[1].read_slot(0, 0, 64) == b"\x01" * 64
+    for _ in range(2):  # the memo's keys keep their pieces alive: ids are never reused into a hit
+        SharedSlotFlash(8192, {}, joins).read_slot(0, 0, 100)
+    assert flashes[0].read_slot(0, 0, whole) is a
