@@ -234,7 +234,9 @@ class GroupSim(GroupDelivery):
     def _idle(self, v: int) -> None:
         """The radio's ``on_idle``, the last thing a ``Radio._end`` event does: :meth:`_arm`, and a
         timer due now runs at once when no other event is due now (the clock would run it next:
-        the same order, one heap event fewer; back-pressured cores wake so after every frame)."""
+        the same order, one heap event fewer; back-pressured cores wake so after every frame).
+        Only the cores' timers are asked: the agent's cannot have moved earlier than the node's
+        wake-up since its last :meth:`_arm` (every call that changes an agent is pumped)."""
         self._arm(v, True)
 
     def _arm(self, v: int, tail: bool = False) -> None:
@@ -246,7 +248,7 @@ class GroupSim(GroupDelivery):
         if node.down:
             return
         best = node.timer_at  # an earlier wake-up already pending re-arms when it fires (lazy timers)
-        if node.agent is not None and (t := node.agent.next_timer()) is not None and t < best:
+        if not tail and node.agent is not None and (t := node.agent.next_timer()) is not None and t < best:
             best = t
         if (node.root is not None or node.relay is not None) and self.radio.group_queued[v] < 2:
             if node.root is not None and (t := node.root.next_timer()) is not None and t < best:
