@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from enum import Enum
+from typing import Final
 
 from firmware_proto.block_source import BlockSource, ImageSource
 from firmware_proto.group_link import GroupLink
@@ -149,13 +149,16 @@ class StreamFinished:
     done: int
 
 
-class _Phase(Enum):
-    WINDOW = 1
-    FETCHING = 2
-    READY = 3
-    POLLING = 4
-    SENDING = 5
-    FINISHED = 6
+class _Phase:
+    """A group's phase. Plain int constants, not an Enum: next_timer runs after every frame a
+    driver handles, and looking a member up on an Enum class costs ~60 ns on CPython 3.11."""
+
+    WINDOW: Final = 1
+    FETCHING: Final = 2
+    READY: Final = 3
+    POLLING: Final = 4
+    SENDING: Final = 5
+    FINISHED: Final = 6
 
 
 @dataclass(slots=True)
@@ -166,7 +169,7 @@ class _Group:
     window_end: float
     members: set[Hashable] = field(default_factory=set)
     done: set[Hashable] = field(default_factory=set)
-    phase: _Phase = _Phase.WINDOW
+    phase: int = _Phase.WINDOW
     round: int = 0
     quiet: int = 0
     deadline: float = 0.0

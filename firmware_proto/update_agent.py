@@ -39,6 +39,7 @@ import random
 import struct
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from firmware_proto import boot as bootmod
 from firmware_proto.chunk_receiver import REC_HEAD, ChunkReceiver
@@ -100,7 +101,25 @@ __all__ = [
     "UpdateAgent",
 ]
 
-_S = AgentState
+
+class _S:
+    """AgentState's members as plain class attributes (the same objects): looking one up on the
+    Enum class costs ~60 ns on CPython 3.11, ~15 ns here, and :meth:`UpdateAgent.receive` and
+    :meth:`UpdateAgent.next_timer` run for every frame a node hears."""
+
+    IDLE: Final = AgentState.IDLE
+    LEARNED: Final = AgentState.LEARNED
+    REQUESTED: Final = AgentState.REQUESTED
+    RECEIVING: Final = AgentState.RECEIVING
+    VERIFYING: Final = AgentState.VERIFYING
+    INSTALLING: Final = AgentState.INSTALLING
+    REBOOTING: Final = AgentState.REBOOTING
+    COMMITTING: Final = AgentState.COMMITTING
+    ROLLING_BACK: Final = AgentState.ROLLING_BACK
+    AWAITING_CONSENT: Final = AgentState.AWAITING_CONSENT
+    AWAITING_INSTALL: Final = AgentState.AWAITING_INSTALL
+
+
 AWAITING_WINDOW = "awaiting window"
 AWAITING_CONSENT = "awaiting consent"
 

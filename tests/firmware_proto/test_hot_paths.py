@@ -1,5 +1,7 @@
-"""firmware_proto.boot.image_sha256: SHA-256 of an image, computed once per ``bytes`` object (the
-bootloader and the update agent of many simulated nodes hash one shared image)."""
+"""What per-frame and per-node paths of the product do to stay cheap when one process runs many
+nodes (the simulator): firmware_proto.boot.image_sha256 hashes a ``bytes`` object once (the
+bootloader and the update agent of many nodes check one shared image), and the agent's state
+constants are AgentState's members without an Enum lookup per frame."""
 
 from __future__ import annotations
 
@@ -51,3 +53,14 @@ def test_the_memo_is_bounded() -> None:
     for i in range(3 * boot._DIGESTS_MAX):
         boot.image_sha256(bytes([i]) * 100)
     assert len(boot._digests) <= boot._DIGESTS_MAX
+
+
+def test_the_agents_state_constants_are_agentstate_s_members() -> None:
+    """update_agent._S mirrors AgentState member for member (the same objects): a new state
+    added to AgentState must be added there too."""
+    from firmware_proto import update_agent
+    from firmware_proto.update_state import AgentState
+
+    mirrored = {k: v for k, v in vars(update_agent._S).items() if k.isupper()}
+    assert mirrored == dict(AgentState.__members__)
+    assert all(v is AgentState[k] for k, v in mirrored.items())
