@@ -166,6 +166,7 @@ class Radio:
         self._geometry: dict[int | tuple[int, ...], Shape] = {}
         self._inflight: list[tuple[float, float, bool, int]] = [(0.0, 0.0, False, 0)] * n
         self._nbrs: list[list[int] | None] = [None] * n
+        self._loss_to: list[dict[int, float] | None] = [None] * n  # per node: neighbour -> link loss
         self.group_queued = [0] * n  # group-link datagrams (GROUP_KINDS) in each node's queue
         self._hearing: dict[tuple[int, int], list[tuple[int, bool, float]]] = {}
         self._gaps: dict[int, list[tuple[int, float]]] = {}  # bursts: (neighbour, log(1 - loss))
@@ -366,7 +367,13 @@ class Radio:
         frames = frags
         if dst != BROADCAST:  # per-fragment link ACK and retries, drawn now (their airtime counts)
             p = self.profile
-            loss = self.topo.loss(src, dst) if self.alive[dst] else 1.0
+            if self.alive[dst]:
+                to = self._loss_to[src]
+                if to is None:  # (adjacency is fixed for a run, like _neighbours)
+                    to = self._loss_to[src] = dict(self.topo.adjacency[src])
+                loss = to[dst] if dst in to else self.topo.loss(src, dst)
+            else:
+                loss = 1.0
             ack = p.airtime(p.ack_bytes) + p.slot
             attempts = 0
             for _ in range(frags):
