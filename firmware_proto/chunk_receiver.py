@@ -68,6 +68,20 @@ _ALL_PARTS = [_all_parts(c) for c in range(PARTS_MAX + 1)]  # by count
 
 
 class ChunkReceiver:
+    # one per simulated node, looked at for every frame it hears: no per-instance dict
+    __slots__ = (
+        "bitmap",
+        "chunks_verified",
+        "flash",
+        "head",
+        "leaves",
+        "max_partial",
+        "parked",
+        "partial",
+        "paths",
+        "slot",
+    )
+
     def __init__(
         self,
         flash: FlashStore,

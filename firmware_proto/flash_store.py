@@ -100,6 +100,8 @@ _ZERO_BITS = [tuple(b for b in range(8) if not v & (0x80 >> b)) for v in range(2
 class ChunkBitmap:
     """Which blocks of a stream a node holds (verified), persisted as one record."""
 
+    __slots__ = ("_bits", "count", "size")  # one per stream a node receives: compact, looked at per frame
+
     def __init__(self, size: int, bits: bytes | None = None) -> None:
         self.size = size
         nbytes = (size + 7) // 8

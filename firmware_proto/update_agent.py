@@ -133,6 +133,30 @@ class _PendingNack:
 
 
 class UpdateAgent:
+    # one per simulated node, looked at for every frame it hears: no per-instance dict
+    __slots__ = (
+        "_actions",
+        "_fallback",
+        "_gate_at",
+        "_inflight",
+        "_job",
+        "_last_progress",
+        "_nack",
+        "_next_want",
+        "_receiver",
+        "_resume_at",
+        "_stream_id",
+        "_waiting",
+        "_want_frame",
+        "booted",
+        "chunks_verified",
+        "config",
+        "events",
+        "flash",
+        "link",
+        "rng",
+    )
+
     def __init__(
         self,
         flash: FlashStore,

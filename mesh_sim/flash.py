@@ -18,6 +18,8 @@ _JOINS_MAX = 65_536
 
 
 class SharedSlotFlash:
+    __slots__ = ("_joins", "_pool", "_slots", "_starts", "records", "slot_size", "writes")
+
     def __init__(
         self,
         slot_size: int,
