@@ -49,7 +49,7 @@ class SharedSlotFlash:
 
     def write_record(self, name: str, data: bytes) -> None:
         self.writes += 1
-        self.records[name] = bytes(data)
+        self.records[name] = data if type(data) is bytes else bytes(data)
 
     def delete_record(self, name: str) -> None:
         self.records.pop(name, None)

@@ -253,7 +253,8 @@ class GroupSim(GroupDelivery):
         if (node.root is not None or node.relay is not None) and self.radio.group_queued[v] < 2:
             if node.root is not None and (t := node.root.next_timer()) is not None and t < best:
                 best = t
-            if node.relay is not None and (t := node.relay.next_timer()) is not None and t < best:
+            relay = node.relay  # (GroupRelay.next_timer is its core's: asked directly, one call less)
+            if relay is not None and (t := relay.core.next_timer()) is not None and t < best:
                 best = t
         if best < node.timer_at:
             node.timer_at = best
@@ -285,7 +286,7 @@ class GroupSim(GroupDelivery):
             node.agent.handle_timer(now)
         if room and node.root is not None and (t := node.root.next_timer()) is not None and t <= now:
             node.root.handle_timer(now)
-        if room and node.relay is not None and (t := node.relay.next_timer()) is not None and t <= now:
+        if room and node.relay is not None and (t := node.relay.core.next_timer()) is not None and t <= now:
             relay = node.relay
             relay.handle_timer(now, lambda: self._relay_image(relay))
         self._pump(v)
