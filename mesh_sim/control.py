@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
+from heapq import heappop, heappush
 
 from firmware_proto.relay import RelayCore
 from mqttsn import (
@@ -81,6 +82,12 @@ class ControlPlane:
         self.sessions: dict[int, ClientSession] = {}
         self.acked: dict[int, float] = {}
         self._timer_at: dict[Hashable, float] = {}
+        # the sessions' and the gateway's timers wait here, the clock holding one wake-up for the
+        # earliest: 10,000 sessions' keep-alive timers (an hour out) stay off the clock's heap,
+        # which every event of the run pops from
+        self._timers: list[tuple[float, int, Hashable]] = []
+        self._timer_seq = 0
+        self._wake_at = math.inf
         self.on_acked: Callable[[int], None] | None = None  # the node learned of the deployment
 
     def start(self, spread: float) -> None:
@@ -122,7 +129,24 @@ class ControlPlane:
         if at is None or self._timer_at.get(key) == at:
             return
         self._timer_at[key] = at
-        self.clock.at(at, self._timer, key)
+        self._timer_seq += 1
+        heappush(self._timers, (at, self._timer_seq, key))
+        if at < self._wake_at:
+            self._wake_at = at
+            self.clock.at(at, self._wake, at)
+
+    def _wake(self, at: float) -> None:
+        """The earliest timer is due: run every one due now, in the order they were armed."""
+        if at != self._wake_at:
+            return  # an earlier wake-up was armed after this one and ran
+        now = self.clock.now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            self._timer(heappop(timers)[2])
+        self._wake_at = math.inf
+        if timers:
+            self._wake_at = timers[0][0]
+            self.clock.at(self._wake_at, self._wake, self._wake_at)
 
     def _timer(self, key: Hashable) -> None:
         now = self.clock.now
