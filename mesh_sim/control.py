@@ -93,6 +93,7 @@ class ControlPlane:
     def start(self, spread: float) -> None:
         """Nodes wake up spread over ``spread`` seconds, connect, and ask for the artifact."""
         n = self.radio.topo.n
+        wakes: list[tuple[float, int]] = []
         for v in range(n):
             if self.tree.parent[v] < 0 and v not in self.relays:
                 continue
@@ -100,10 +101,19 @@ class ControlPlane:
             retry = max(10.0, 1.5 * self.tree.depth[v])
             s = ClientSession(f"n{v}", keep_alive=3600, retry_interval=retry, max_retries=8)
             self.sessions[v] = s
-            self.clock.at(spread * v / n, self._begin, v)
+            wakes.append((spread * v / n, v))
         self.gateway.start(self.clock.now)
+        # one wake-up on the clock at a time, the next armed as one runs (not 10,000 up front)
+        self._wakes = iter(wakes)
+        self._next_wake()
+
+    def _next_wake(self) -> None:
+        nxt = next(self._wakes, None)
+        if nxt is not None:
+            self.clock.at(nxt[0], self._begin, nxt[1])
 
     def _begin(self, v: int) -> None:
+        self._next_wake()
         s = self.sessions[v]
         s.connect(self.clock.now)
         self._pump_node(v)
