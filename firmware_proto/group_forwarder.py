@@ -75,6 +75,9 @@ def agent_accepts(
 class GroupRelay:
     """Streams the image this node runs to its children, from its own flash."""
 
+    # one per forwarder, asked for its timer after every frame: no per-instance dict
+    __slots__ = ("_pending", "core", "finished", "flash", "head", "map_bytes", "slot", "source")
+
     def __init__(self, flash: FlashStore, link: GroupLink, config: RootConfig) -> None:
         self.flash = flash
         self.core = GroupStreamRoot(link, config)

@@ -213,6 +213,23 @@ class StreamProgress:
 
 
 class GroupStreamRoot:
+    # one per forwarder, asked for its timer after every frame: no per-instance dict
+    __slots__ = (
+        "_actions",
+        "_active",
+        "_follow_wait",
+        "_groups",
+        "_push",
+        "_sid_memo",
+        "_sources",
+        "bytes_sent",
+        "config",
+        "events",
+        "fetches",
+        "frames_sent",
+        "link",
+    )
+
     def __init__(self, link: GroupLink, config: RootConfig) -> None:
         self.link = link
         self.config = config
