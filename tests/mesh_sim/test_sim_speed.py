@@ -9,6 +9,7 @@ from collections.abc import Hashable, Sequence
 import pytest
 
 from firmware_proto.update_agent import UpdateAgent
+from mesh_sim.clock import EventClock
 from mesh_sim.group import GroupSim
 from mesh_sim.runner import run_scenario
 from mesh_sim.scenario import parse_scenario
@@ -61,20 +62,24 @@ def test_shortcuts_off_give_the_same_trace(profile: str, monkeypatch: pytest.Mon
     assert slow.summary["group_stream"] == fast.summary["group_stream"]
 
 
+def _clocks_made(monkeypatch: pytest.MonkeyPatch) -> list[EventClock]:
+    """Every EventClock made from now on (run_scenario makes its own)."""
+    clocks: list[EventClock] = []
+    init = EventClock.__init__
+
+    def keep(self: EventClock) -> None:
+        init(self)
+        clocks.append(self)
+
+    monkeypatch.setattr(EventClock, "__init__", keep)
+    return clocks
+
+
 def test_a_nodes_wake_ups_do_not_pile_up_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """GroupSim._arm reuses a wake-up already on the clock for the time asked for: a node's far
     timers, asked for again after every nearer wake-up, do not stack up (they did: ~30 per node
     on a 3,000-node run, a tenth of its events spent popping them)."""
-    from mesh_sim import clock as clockmod
-
-    clocks: list[clockmod.EventClock] = []
-    init = clockmod.EventClock.__init__
-
-    def keep(self: clockmod.EventClock) -> None:
-        init(self)
-        clocks.append(self)
-
-    monkeypatch.setattr(clockmod.EventClock, "__init__", keep)
+    clocks = _clocks_made(monkeypatch)
     pending: list[int] = []
 
     def sample(now: float, bound: float) -> None:
@@ -93,16 +98,7 @@ def test_the_control_planes_timers_hold_one_wake_up_on_the_clock(monkeypatch: py
     """ControlPlane keeps its sessions' timers (keep-alive an hour out) in a heap of its own and
     the clock one wake-up for the earliest: the clock's heap, popped by every event, does not
     carry one entry per node (it did: 10,000 of ~20,000 during a 10,000-node stream)."""
-    from mesh_sim import clock as clockmod
-
-    clocks: list[clockmod.EventClock] = []
-    init = clockmod.EventClock.__init__
-
-    def keep(self: clockmod.EventClock) -> None:
-        init(self)
-        clocks.append(self)
-
-    monkeypatch.setattr(clockmod.EventClock, "__init__", keep)
+    clocks = _clocks_made(monkeypatch)
     control: list[int] = []
     waiting: list[int] = []
 
