@@ -96,6 +96,19 @@ class _Ledger:
         self.frames = 0
         self._shapes: dict[tuple[int, ...], tuple[float, float, float]] = {}
 
+    def _shape(self, frames: list[int]) -> tuple[float, float, float]:
+        """(mean frame, mean airtime with its slot, an ACK's airtime with its slot), once per shape."""
+        key = tuple(frames)
+        shape = self._shapes.get(key)
+        if shape is None:
+            p = self.p
+            shape = self._shapes[key] = (
+                sum(frames) / len(frames),
+                sum(p.airtime(f) + p.slot for f in frames) / len(frames),
+                p.airtime(p.ack_bytes) + p.slot,
+            )
+        return shape
+
     def link(self, a: int, b: int, frames: list[int], count: int, rng: np.random.Generator) -> None:
         """``count`` datagrams a→b (each ``frames`` fragments) delivered with per-fragment link ACKs."""
         if count <= 0:
@@ -104,15 +117,7 @@ class _Ledger:
         sent = count * len(frames)
         attempts = sent + (int(rng.negative_binomial(sent, 1.0 - loss)) if loss else 0)
         p = self.p
-        key = tuple(frames)
-        shape = self._shapes.get(key)
-        if shape is None:  # (mean frame, mean airtime with its slot, an ACK's): once per datagram shape
-            shape = self._shapes[key] = (
-                sum(frames) / len(frames),
-                sum(p.airtime(f) + p.slot for f in frames) / len(frames),
-                p.airtime(p.ack_bytes) + p.slot,
-            )
-        mean_frame, air, ack = shape
+        mean_frame, air, ack = self._shape(frames)
         self.tx_air[a] += attempts * air
         self.rx_air[b] += attempts * air
         self.tx_air[b] += sent * ack
@@ -128,17 +133,7 @@ class _Ledger:
         if not items:
             return
         p = self.p
-        shapes = []
-        for _a, _b, frames, _c in items:
-            key = tuple(frames)
-            shape = self._shapes.get(key)
-            if shape is None:
-                shape = self._shapes[key] = (
-                    sum(frames) / len(frames),
-                    sum(p.airtime(f) + p.slot for f in frames) / len(frames),
-                    p.airtime(p.ack_bytes) + p.slot,
-                )
-            shapes.append((*shape, len(frames)))
+        shapes = [(*self._shape(frames), len(frames)) for _a, _b, frames, _c in items]
         loss_of = self.topo.loss
         a = np.fromiter((it[0] for it in items), np.int64, len(items))
         b = np.fromiter((it[1] for it in items), np.int64, len(items))

@@ -426,10 +426,11 @@ class Radio:
             heappush(clock._heap, (end, clock._seq, route.done, (False,)))
         elif hop.i + 2 < len(path):
             hop.i += 1  # (the same object rides on: one per route)
+            entry = (path[hop.i + 1], None, size, kind, hop, end + latency)
             if route.pace:  # an up frame the relay holds to pack with others (routes.hold)
-                hold(self, dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
+                hold(self, dst, entry)
             else:
-                self._enqueue(dst, (path[hop.i + 1], None, size, kind, hop, end + latency))
+                self._enqueue(dst, entry)
         else:
             clock._seq += 1
             heappush(clock._heap, (end + latency, clock._seq, route.done, (True,)))
